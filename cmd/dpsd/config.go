@@ -1,0 +1,273 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/opendps/dps"
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is dpsd's configuration file. Its YAML keys are a public contract.
+type Config struct {
+	IDScope           string         `yaml:"idScope"`
+	DataDir           string         `yaml:"dataDir"`
+	Storage           string         `yaml:"storage"`
+	Listen            ListenConfig   `yaml:"listen"`
+	TLS               TLSConfig      `yaml:"tls"`
+	ServiceHostName   string         `yaml:"serviceHostName"`
+	Location          string         `yaml:"location"`
+	RetryAfterSeconds int            `yaml:"retryAfterSeconds"`
+	AllocationPolicy  string         `yaml:"allocationPolicy"`
+	LinkedHubs        []HubConfig    `yaml:"linkedHubs"`
+	AccessPolicies    []PolicyConfig `yaml:"accessPolicies"`
+	Log               LogConfig      `yaml:"log"`
+}
+
+// ListenConfig holds listener addresses ("" disables a listener).
+type ListenConfig struct {
+	HTTPS string `yaml:"https"`
+	MQTT  string `yaml:"mqtt"`
+	Admin string `yaml:"admin"`
+}
+
+// TLSConfig names the server certificate; empty means generated in dataDir.
+type TLSConfig struct {
+	CertFile string `yaml:"certFile"`
+	KeyFile  string `yaml:"keyFile"`
+}
+
+// HubConfig is one linked IoT hub.
+type HubConfig struct {
+	HostName              string `yaml:"hostName"`
+	ConnectionString      string `yaml:"connectionString"`
+	AllocationWeight      *int   `yaml:"allocationWeight"`
+	ApplyAllocationPolicy *bool  `yaml:"applyAllocationPolicy"`
+	Location              string `yaml:"location"`
+}
+
+// PolicyConfig is one shared access policy of the service API.
+type PolicyConfig struct {
+	Name         string   `yaml:"name"`
+	PrimaryKey   string   `yaml:"primaryKey"`
+	SecondaryKey string   `yaml:"secondaryKey"`
+	Rights       []string `yaml:"rights"`
+}
+
+// LogConfig selects the log level (debug, info, warn, error) and format (text, json).
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// defaultConfig is what dpsd runs with when no file is given.
+func defaultConfig() Config {
+	return Config{
+		DataDir:           "./dps-data",
+		Listen:            ListenConfig{HTTPS: ":443", MQTT: ":8883", Admin: "127.0.0.1:9090"},
+		RetryAfterSeconds: 2,
+		AllocationPolicy:  "hashed",
+		Log:               LogConfig{Level: "info", Format: "text"},
+	}
+}
+
+// exampleHub is the linked hub of an instance started without configuration.
+const exampleHub = "hub-a.example.net"
+
+var envRef = regexp.MustCompile(`\$\{(DPSD_[A-Za-z0-9_]+)\}`)
+
+// loadConfig reads the file at path ("" for none), expands ${DPSD_…}
+// references, applies DPSD_… overrides, fills defaults and validates.
+func loadConfig(path string, getenv func(string) string) (Config, error) {
+	cfg := defaultConfig()
+	if path != "" {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("config: %w", err)
+		}
+		var missing []string
+		raw = envRef.ReplaceAllFunc(raw, func(m []byte) []byte {
+			name := string(envRef.FindSubmatch(m)[1])
+			v := getenv(name)
+			if v == "" {
+				missing = append(missing, name)
+			}
+			return []byte(v)
+		})
+		if len(missing) > 0 {
+			return cfg, fmt.Errorf("config: environment variable(s) %s referenced in %s are not set", strings.Join(missing, ", "), path)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return cfg, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	applyEnv(&cfg, getenv)
+	if cfg.Storage == "" {
+		cfg.Storage = "sqlite:" + filepath.Join(cfg.DataDir, "dps.db")
+	}
+	if path == "" && len(cfg.LinkedHubs) == 0 {
+		cfg.LinkedHubs = []HubConfig{{HostName: exampleHub}}
+	}
+	for i := range cfg.LinkedHubs {
+		h := &cfg.LinkedHubs[i]
+		if h.AllocationWeight == nil {
+			w := 1
+			h.AllocationWeight = &w
+		}
+		if h.ApplyAllocationPolicy == nil {
+			t := true
+			h.ApplyAllocationPolicy = &t
+		}
+	}
+	return cfg, cfg.validate()
+}
+
+// applyEnv applies DPSD_… overrides. Secrets have their own variables so
+// they need not be written into the file:
+// DPSD_ACCESSPOLICIES_<NAME>_PRIMARYKEY / _SECONDARYKEY (NAME upper-cased)
+// and DPSD_LINKEDHUBS_<N>_CONNECTIONSTRING (N from 0).
+func applyEnv(c *Config, getenv func(string) string) {
+	set := func(name string, dst *string) {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	set("DPSD_IDSCOPE", &c.IDScope)
+	set("DPSD_DATADIR", &c.DataDir)
+	set("DPSD_STORAGE", &c.Storage)
+	set("DPSD_LISTEN_HTTPS", &c.Listen.HTTPS)
+	set("DPSD_LISTEN_MQTT", &c.Listen.MQTT)
+	set("DPSD_LISTEN_ADMIN", &c.Listen.Admin)
+	set("DPSD_TLS_CERTFILE", &c.TLS.CertFile)
+	set("DPSD_TLS_KEYFILE", &c.TLS.KeyFile)
+	set("DPSD_SERVICEHOSTNAME", &c.ServiceHostName)
+	set("DPSD_LOCATION", &c.Location)
+	for i := range c.AccessPolicies {
+		p := &c.AccessPolicies[i]
+		n := strings.ToUpper(p.Name)
+		set("DPSD_ACCESSPOLICIES_"+n+"_PRIMARYKEY", &p.PrimaryKey)
+		set("DPSD_ACCESSPOLICIES_"+n+"_SECONDARYKEY", &p.SecondaryKey)
+	}
+	for i := range c.LinkedHubs {
+		set(fmt.Sprintf("DPSD_LINKEDHUBS_%d_CONNECTIONSTRING", i), &c.LinkedHubs[i].ConnectionString)
+	}
+}
+
+var knownRights = map[string]bool{"ServiceConfig": true, "EnrollmentRead": true, "EnrollmentWrite": true, "RegistrationStatusRead": true, "RegistrationStatusWrite": true}
+
+func (c Config) validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.IDScope != "" {
+		if err := dps.ValidateIDScope(c.IDScope); err != nil {
+			bad("idScope", "%q: must be \"0ne\" followed by 8 letters or digits", c.IDScope)
+		}
+	}
+	if c.DataDir == "" {
+		bad("dataDir", "must not be empty")
+	}
+	if p, ok := strings.CutPrefix(c.Storage, "sqlite:"); !ok || p == "" {
+		bad("storage", "%q: must be sqlite:PATH", c.Storage)
+	}
+	for key, addr := range map[string]string{"listen.https": c.Listen.HTTPS, "listen.mqtt": c.Listen.MQTT, "listen.admin": c.Listen.Admin} {
+		if addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad(key, "%q: must be host:port or :port", addr)
+		}
+	}
+	if c.Listen.HTTPS == "" {
+		bad("listen.https", "must not be empty")
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("tls", "certFile and keyFile must be set together")
+	}
+	if c.ServiceHostName != "" && strings.ContainsAny(c.ServiceHostName, "/: ") && net.ParseIP(c.ServiceHostName) == nil {
+		bad("serviceHostName", "%q: must be a DNS name or an IP address", c.ServiceHostName)
+	}
+	if c.RetryAfterSeconds < 1 || c.RetryAfterSeconds > 300 {
+		bad("retryAfterSeconds", "%d: must be between 1 and 300", c.RetryAfterSeconds)
+	}
+	if p, err := dps.ParseAllocationPolicy(c.AllocationPolicy); err != nil || p == dps.AllocationCustom {
+		bad("allocationPolicy", "%q: must be hashed, static or geoLatency", c.AllocationPolicy)
+	}
+	if len(c.LinkedHubs) == 0 {
+		bad("linkedHubs", "at least one linked hub is required")
+	}
+	seen := map[string]bool{}
+	for i, h := range c.LinkedHubs {
+		key := fmt.Sprintf("linkedHubs[%d]", i)
+		if h.HostName == "" || strings.ContainsAny(h.HostName, "/: ") {
+			bad(key+".hostName", "%q: must be a host name", h.HostName)
+		}
+		if seen[strings.ToLower(h.HostName)] {
+			bad(key+".hostName", "%q is linked twice", h.HostName)
+		}
+		seen[strings.ToLower(h.HostName)] = true
+		if w := *h.AllocationWeight; w < 1 || w > 1000 {
+			bad(key+".allocationWeight", "%d: must be between 1 and 1000", w)
+		}
+	}
+	names := map[string]bool{}
+	for i, p := range c.AccessPolicies {
+		key := fmt.Sprintf("accessPolicies[%d]", i)
+		if p.Name == "" {
+			bad(key+".name", "must not be empty")
+		}
+		if names[strings.ToLower(p.Name)] {
+			bad(key+".name", "%q is defined twice", p.Name)
+		}
+		names[strings.ToLower(p.Name)] = true
+		if !validKey(p.PrimaryKey) {
+			bad(key+".primaryKey", "must be base64 of 16 to 64 bytes")
+		}
+		if p.SecondaryKey != "" && !validKey(p.SecondaryKey) {
+			bad(key+".secondaryKey", "must be base64 of 16 to 64 bytes")
+		}
+		if len(p.Rights) == 0 {
+			bad(key+".rights", "must list at least one right")
+		}
+		for _, r := range p.Rights {
+			if !knownRights[r] {
+				bad(key+".rights", "%q: unknown right (ServiceConfig, EnrollmentRead, EnrollmentWrite, RegistrationStatusRead, RegistrationStatusWrite)", r)
+			}
+		}
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q: must be debug, info, warn or error", c.Log.Level)
+	}
+	switch strings.ToLower(c.Log.Format) {
+	case "text", "json":
+	default:
+		bad("log.format", "%q: must be text or json", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+func validKey(k string) bool {
+	b, err := base64.StdEncoding.DecodeString(k)
+	return err == nil && len(b) >= 16 && len(b) <= 64
+}
+
+func (c Config) linkedHubs() []dps.LinkedHub {
+	out := make([]dps.LinkedHub, len(c.LinkedHubs))
+	for i, h := range c.LinkedHubs {
+		out[i] = dps.LinkedHub{HostName: h.HostName, AllocationWeight: *h.AllocationWeight, ApplyAllocationPolicy: *h.ApplyAllocationPolicy, Location: h.Location}
+	}
+	return out
+}

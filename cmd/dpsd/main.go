@@ -1,0 +1,56 @@
+// Command dpsd is the dps server: a self-hosted Device Provisioning Service
+// that speaks the Azure IoT Hub DPS wire protocol.
+//
+//	dpsd [--config dpsd.yaml]
+//
+// With no configuration it starts a working instance with embedded defaults
+// (SQLite in ./dps-data, generated TLS, ID scope and owner key, one example
+// linked hub) and prints what a user needs to connect.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "dpsd:", err)
+		os.Exit(1)
+	}
+}
+
+// run is main without the process: tests call it directly.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dpsd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "path of the YAML configuration file (none: embedded defaults)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	cfg, err := loadConfig(*configPath, getenv)
+	if err != nil {
+		return err
+	}
+	srv, err := start(ctx, cfg, stderr)
+	if err != nil {
+		return err
+	}
+	srv.printBanner(stdout)
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	return srv.Close(sctx)
+}

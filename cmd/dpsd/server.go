@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/allocation"
+	"github.com/opendps/dps/internal/httpapi"
+	"github.com/opendps/dps/internal/hub/builtin"
+	"github.com/opendps/dps/internal/pki"
+	"github.com/opendps/dps/internal/prom"
+	"github.com/opendps/dps/internal/registration"
+	"github.com/opendps/dps/internal/store/sqlite"
+)
+
+// server is a running dpsd instance.
+type server struct {
+	cfg     Config
+	log     *slog.Logger
+	store   *sqlite.DB
+	reg     *registration.Service
+	idScope string
+	caFile  string // "" when the operator supplied the certificate
+	owner   PolicyConfig
+
+	https, admin     *http.Server
+	httpsLn, adminLn net.Listener
+	ready            atomic.Bool
+	done             chan struct{}
+}
+
+func newLogger(cfg LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if strings.EqualFold(cfg.Format, "json") {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// start opens the store, recovers unfinished operations, and only then
+// opens the listeners.
+func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err error) {
+	log := newLogger(cfg.Log, logw)
+	s := &server{cfg: cfg, log: log, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			s.Close(context.Background())
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("dataDir: %w", err)
+	}
+	path, _ := strings.CutPrefix(cfg.Storage, "sqlite:")
+	s.store, err = sqlite.Open(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+
+	// Instance-wide generated state lives in the store, so it survives
+	// restarts and every node of one instance agrees on it.
+	s.idScope = cfg.IDScope
+	if s.idScope == "" {
+		s.idScope, err = s.store.Meta(ctx, "idScope", "0ne"+strings.ToUpper(rand.Text()[:8]))
+		if err != nil {
+			return nil, err
+		}
+	}
+	if len(cfg.AccessPolicies) == 0 {
+		k1, err := s.store.Meta(ctx, "owner.primaryKey", newKey())
+		if err != nil {
+			return nil, err
+		}
+		k2, err := s.store.Meta(ctx, "owner.secondaryKey", newKey())
+		if err != nil {
+			return nil, err
+		}
+		s.owner = PolicyConfig{Name: "provisioningserviceowner", PrimaryKey: k1, SecondaryKey: k2,
+			Rights: []string{"ServiceConfig", "EnrollmentRead", "EnrollmentWrite", "RegistrationStatusRead", "RegistrationStatusWrite"}}
+		s.cfg.AccessPolicies = []PolicyConfig{s.owner}
+	} else {
+		s.owner = cfg.AccessPolicies[0]
+	}
+
+	tlsCfg, err := s.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+
+	metrics := prom.New()
+	allocators := map[dps.AllocationPolicy]registration.Allocator{
+		dps.AllocationHashed:     allocation.Hashed{},
+		dps.AllocationGeoLatency: allocation.GeoLatency{Location: cfg.Location},
+		dps.AllocationStatic:     allocation.Static{},
+	}
+	policy, _ := dps.ParseAllocationPolicy(cfg.AllocationPolicy)
+	s.reg = registration.New(registration.Options{
+		IDScope:       s.idScope,
+		LinkedHubs:    cfg.linkedHubs(),
+		DefaultPolicy: policy,
+		Allocators:    allocators,
+		Hubs:          &builtin.Connector{Store: s.store},
+		Store:         s.store,
+		Logger:        log,
+		Observer:      metrics,
+	})
+	if err := s.reg.Start(ctx); err != nil {
+		return nil, err
+	}
+
+	device := httpapi.New(httpapi.Options{
+		Registrar:  s.reg,
+		Logger:     log,
+		RetryAfter: time.Duration(cfg.RetryAfterSeconds) * time.Second,
+	})
+
+	// Listeners open only now, when the instance can serve.
+	s.httpsLn, err = net.Listen("tcp", cfg.Listen.HTTPS)
+	if err != nil {
+		return nil, fmt.Errorf("listen.https %s: %w", cfg.Listen.HTTPS, err)
+	}
+	if cfg.Listen.Admin != "" {
+		s.adminLn, err = net.Listen("tcp", cfg.Listen.Admin)
+		if err != nil {
+			return nil, fmt.Errorf("listen.admin %s: %w", cfg.Listen.Admin, err)
+		}
+	}
+	s.https = &http.Server{
+		Handler:           device,
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		if err := s.https.ServeTLS(s.httpsLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("https listener stopped", "err", err)
+		}
+	}()
+	if s.adminLn != nil {
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			defer cancel()
+			if !s.ready.Load() {
+				http.Error(w, "starting", http.StatusServiceUnavailable)
+				return
+			}
+			if err := s.store.Ping(ctx); err != nil {
+				http.Error(w, "storage unavailable", http.StatusServiceUnavailable)
+				return
+			}
+			io.WriteString(w, "ready\n")
+		})
+		mux.Handle("GET /metrics", metrics.Handler())
+		s.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := s.admin.Serve(s.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("admin listener stopped", "err", err)
+			}
+		}()
+	}
+	s.ready.Store(true)
+	log.Info("dpsd ready", "id_scope", s.idScope, "https", s.httpsLn.Addr().String())
+	return s, nil
+}
+
+func (s *server) tlsConfig() (*tls.Config, error) {
+	certFile, keyFile := s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile
+	if certFile == "" {
+		hosts := []string{"localhost", "127.0.0.1", "::1"}
+		if h, err := os.Hostname(); err == nil && h != "" {
+			hosts = append(hosts, h)
+		}
+		if s.cfg.ServiceHostName != "" {
+			hosts = append(hosts, s.cfg.ServiceHostName)
+		}
+		files, err := pki.Ensure(filepath.Join(s.cfg.DataDir, "tls"), hosts, time.Now())
+		if err != nil {
+			return nil, fmt.Errorf("tls: generate certificates in %s: %w", s.cfg.DataDir, err)
+		}
+		certFile, keyFile, s.caFile = files.ServerCert, files.ServerKey, files.CACert
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls.certFile/tls.keyFile: %w", err)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+		// Request, but do not require, a client certificate: X.509 devices
+		// present one, symmetric-key devices do not. Chains are verified
+		// against enrollments by the application.
+		ClientAuth: tls.RequestClientCert,
+		NextProtos: []string{"h2", "http/1.1"},
+	}, nil
+}
+
+func newKey() string {
+	b := make([]byte, 64)
+	rand.Read(b)
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+// serviceHost is the host name in service connection strings.
+func (s *server) serviceHost() string {
+	if s.cfg.ServiceHostName != "" {
+		return s.cfg.ServiceHostName
+	}
+	return "localhost"
+}
+
+func (s *server) printBanner(w io.Writer) {
+	fmt.Fprintf(w, "dpsd is ready.\n")
+	fmt.Fprintf(w, "  ID scope:            %s\n", s.idScope)
+	fmt.Fprintf(w, "  Device endpoint:     https://%s (HTTPS %s)\n", s.serviceHost(), s.httpsLn.Addr())
+	if s.adminLn != nil {
+		fmt.Fprintf(w, "  Admin:               http://%s/healthz /readyz /metrics\n", s.adminLn.Addr())
+	}
+	if s.caFile != "" {
+		abs, _ := filepath.Abs(s.caFile)
+		fmt.Fprintf(w, "  CA certificate:      %s (trust it on devices; Node: NODE_EXTRA_CA_CERTS)\n", abs)
+	}
+	fmt.Fprintf(w, "  Service connection:  HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s\n", s.serviceHost(), s.owner.Name, s.owner.PrimaryKey)
+	var hubs []string
+	for _, h := range s.cfg.LinkedHubs {
+		hubs = append(hubs, h.HostName)
+	}
+	fmt.Fprintf(w, "  Linked hubs:         %s\n", strings.Join(hubs, ", "))
+}
+
+// Close stops the listeners, then the workers, then the store.
+func (s *server) Close(ctx context.Context) error {
+	var errs []error
+	if s.https != nil {
+		errs = append(errs, s.https.Shutdown(ctx))
+	} else if s.httpsLn != nil {
+		s.httpsLn.Close()
+	}
+	if s.admin != nil {
+		errs = append(errs, s.admin.Shutdown(ctx))
+	} else if s.adminLn != nil {
+		s.adminLn.Close()
+	}
+	if s.reg != nil {
+		errs = append(errs, s.reg.Close())
+	}
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
+	}
+	return errors.Join(errs...)
+}

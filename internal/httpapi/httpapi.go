@@ -1,0 +1,252 @@
+// Package httpapi is the HTTPS adapter: it routes DPS device API requests
+// (case-insensitively, any api-version), decodes them, makes one call to
+// the registration service, and encodes the answer or the error in the DPS
+// shapes. It holds no business rules.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/logkey"
+	"github.com/opendps/dps/internal/registration"
+	"github.com/opendps/dps/internal/wire"
+)
+
+// MaxBody is the largest request body accepted (the DPS message limit).
+const MaxBody = 96 * 1024
+
+// Registrar is the registration service as the device API uses it.
+type Registrar interface {
+	Register(ctx context.Context, req registration.Request) (dps.Operation, error)
+	Operation(ctx context.Context, scope, regID, operationID string, cred registration.Credential) (dps.Operation, error)
+	Lookup(ctx context.Context, scope, regID string, cred registration.Credential) (dps.Registration, error)
+}
+
+// Options configure a Handler.
+type Options struct {
+	Registrar  Registrar
+	Logger     *slog.Logger
+	RetryAfter time.Duration // Retry-After on assigning answers (default 2s)
+	// Service, when set, serves every path that is not a device API path
+	// (the service API).
+	Service http.Handler
+	Now     func() time.Time
+}
+
+// Handler serves the device API.
+type Handler struct {
+	o          Options
+	retryAfter string
+}
+
+// New returns a Handler.
+func New(o Options) *Handler {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.RetryAfter <= 0 {
+		o.RetryAfter = 2 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Handler{o: o, retryAfter: strconv.Itoa(int(o.RetryAfter / time.Second))}
+}
+
+// Segments splits an escaped URL path into decoded segments, ignoring a
+// trailing slash. ok is false when a segment is not valid percent-encoding.
+func Segments(escapedPath string) (segs []string, ok bool) {
+	p := strings.Trim(escapedPath, "/")
+	if p == "" {
+		return nil, true
+	}
+	raw := strings.Split(p, "/")
+	segs = make([]string, len(raw))
+	for i, s := range raw {
+		d, err := url.PathUnescape(s)
+		if err != nil {
+			return nil, false
+		}
+		segs[i] = d
+	}
+	return segs, true
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("x-ms-request-id", wire.NewTrackingID())
+	segs, ok := Segments(r.URL.EscapedPath())
+	if !ok {
+		h.writeError(w, r, dps.Errorf(dps.KindInvalid, "the request path is not valid percent-encoding"))
+		return
+	}
+	if len(segs) >= 3 && strings.EqualFold(segs[1], "registrations") && !strings.EqualFold(segs[0], "registrations") {
+		scope, regID := segs[0], segs[2]
+		switch {
+		case len(segs) == 4 && strings.EqualFold(segs[3], "register"):
+			if h.method(w, r, http.MethodPut) {
+				h.register(w, r, scope, regID)
+			}
+			return
+		case len(segs) == 5 && strings.EqualFold(segs[3], "operations"):
+			if h.method(w, r, http.MethodGet) {
+				h.operation(w, r, scope, regID, segs[4])
+			}
+			return
+		case len(segs) == 3:
+			if h.method(w, r, http.MethodPost) {
+				h.lookup(w, r, scope, regID)
+			}
+			return
+		}
+	}
+	if h.o.Service != nil {
+		h.o.Service.ServeHTTP(w, r)
+		return
+	}
+	h.writeError(w, r, &dps.Error{Kind: dps.KindNotFound, Code: 404001, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
+}
+
+func (h *Handler) method(w http.ResponseWriter, r *http.Request, want string) bool {
+	if r.Method == want {
+		return true
+	}
+	w.Header().Set("Allow", want)
+	h.writeErrorStatus(w, r, http.StatusMethodNotAllowed, 405001, "method "+r.Method+" is not allowed here; use "+want)
+	return false
+}
+
+func credential(r *http.Request) registration.Credential {
+	c := registration.Credential{SAS: r.Header.Get("Authorization")}
+	if r.TLS != nil {
+		c.Certificates = r.TLS.PeerCertificates
+	}
+	return c
+}
+
+// readBody reads the request body up to MaxBody and decodes it into a
+// DeviceRegistration; an empty body is an empty registration.
+func readBody(w http.ResponseWriter, r *http.Request) (wire.DeviceRegistration, error) {
+	var body wire.DeviceRegistration
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return body, &dps.Error{Kind: dps.KindTooLarge, Message: "request body exceeds the 96 KB limit"}
+		}
+		return body, &dps.Error{Kind: dps.KindInvalid, Message: "could not read the request body", Err: err}
+	}
+	if len(strings.TrimSpace(string(data))) == 0 {
+		return body, nil
+	}
+	if err := json.Unmarshal(data, &body); err != nil {
+		return body, &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "the request body is not a valid DeviceRegistration JSON object", Err: err}
+	}
+	if string(body.Payload) == "null" {
+		body.Payload = nil
+	}
+	return body, nil
+}
+
+func (h *Handler) register(w http.ResponseWriter, r *http.Request, scope, regID string) {
+	body, err := readBody(w, r)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	if body.RegistrationID != "" && !strings.EqualFold(body.RegistrationID, regID) {
+		h.writeError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "registrationId in the body does not match the registration ID in the path"})
+		return
+	}
+	op, err := h.o.Registrar.Register(r.Context(), registration.Request{
+		IDScope:        scope,
+		RegistrationID: regID,
+		Credential:     credential(r),
+		Payload:        body.Payload,
+		Force:          strings.EqualFold(r.URL.Query().Get("forceRegistration"), "true"),
+	})
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	h.writeOperation(w, r, op, true)
+}
+
+func (h *Handler) operation(w http.ResponseWriter, r *http.Request, scope, regID, opID string) {
+	op, err := h.o.Registrar.Operation(r.Context(), scope, regID, opID, credential(r))
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	h.writeOperation(w, r, op, false)
+}
+
+func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, scope, regID string) {
+	body, err := readBody(w, r)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	if body.CSR != "" {
+		h.writeError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "csr is not allowed in a registration status lookup"})
+		return
+	}
+	reg, err := h.o.Registrar.Lookup(r.Context(), scope, regID, credential(r))
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, wire.FromRegistration(reg))
+}
+
+func (h *Handler) writeOperation(w http.ResponseWriter, r *http.Request, op dps.Operation, register bool) {
+	status := http.StatusOK
+	if !op.Status.Final() {
+		status = http.StatusAccepted
+		// Lower-case: the C SDK looks this header up case-sensitively.
+		w.Header()["retry-after"] = []string{h.retryAfter}
+	}
+	writeJSON(w, status, wire.FromOperation(op, register))
+}
+
+// WriteJSON writes v as a JSON response.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"errorCode":500001,"message":"Internal server error."}`)
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	tracking := wire.NewTrackingID()
+	status, body := wire.Error(err, tracking, h.o.Now())
+	e := dps.AsError(err)
+	level := slog.LevelDebug
+	if e.Kind == dps.KindInternal || e.Kind == dps.KindUnavailable {
+		level = slog.LevelError
+	}
+	h.o.Logger.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path, "status", status, logkey.ErrorCode, body.ErrorCode, "tracking_id", tracking, logkey.Error, err)
+	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+		w.Header()["retry-after"] = []string{h.retryAfter}
+	}
+	w.Header().Set("x-ms-error-code", strconv.Itoa(body.ErrorCode))
+	writeJSON(w, status, body)
+}
+
+func (h *Handler) writeErrorStatus(w http.ResponseWriter, r *http.Request, status, code int, msg string) {
+	body := wire.ErrorBody{ErrorCode: code, TrackingID: wire.NewTrackingID(), Message: msg, TimestampUtc: wire.Time(h.o.Now())}
+	w.Header().Set("x-ms-error-code", strconv.Itoa(code))
+	writeJSON(w, status, body)
+}

@@ -1,0 +1,17 @@
+// Package logkey holds the slog attribute keys every package uses, so one
+// query finds every log line about a device.
+package logkey
+
+const (
+	RegistrationID  = "registration_id"
+	OperationID     = "operation_id"
+	IDScope         = "id_scope"
+	Hub             = "hub"
+	Attestation     = "attestation"
+	EnrollmentGroup = "enrollment_group"
+	RequestID       = "request_id"
+	Status          = "status"
+	ErrorCode       = "error_code"
+	Error           = "err"
+	Duration        = "duration"
+)

@@ -1,0 +1,80 @@
+// Package registration is the device registration use case: authenticate a
+// device against its enrollment, accept an asynchronous operation durably,
+// and complete it in the background (allocate a hub, hand the device to the
+// hub connector, write the registration record).
+//
+// It declares the interfaces it consumes (Store, Allocator, HubConnector)
+// and imports only the domain and leaf packages.
+package registration
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"time"
+
+	"github.com/opendps/dps"
+)
+
+// Store is the persistence registration needs.
+type Store interface {
+	Enrollment(ctx context.Context, registrationID string) (dps.Enrollment, error)
+	Group(ctx context.Context, id string) (dps.Group, error)
+	Groups(ctx context.Context, t dps.AttestationType) ([]dps.Group, error)
+	Registration(ctx context.Context, registrationID string) (dps.Registration, error)
+	CreateOperation(ctx context.Context, op dps.Operation) error
+	Operation(ctx context.Context, id string) (dps.Operation, error)
+	CompleteOperation(ctx context.Context, op dps.Operation) (dps.Operation, error)
+	PendingOperations(ctx context.Context) ([]dps.Operation, error)
+}
+
+// Allocator picks the linked hub for a device. It returns a
+// *dps.AllocationFailure to end the registration as failed with a DPS code.
+type Allocator interface {
+	Allocate(ctx context.Context, req dps.AllocationRequest) (dps.Assignment, error)
+}
+
+// HubConnector creates device identities on IoT hubs. Both calls are
+// idempotent: the engine may repeat them after a crash.
+type HubConnector interface {
+	// Provision creates or updates the device identity d on d.Hub.
+	Provision(ctx context.Context, d dps.HubDevice) error
+	// Deprovision removes a device identity from hub; absent is not an error.
+	Deprovision(ctx context.Context, hub, deviceID string) error
+}
+
+// TwinReader is an optional HubConnector ability: reading a device's twin
+// so it can be migrated to another hub.
+type TwinReader interface {
+	Twin(ctx context.Context, hub, deviceID string) (json.RawMessage, error)
+}
+
+// Observer receives registration metrics. A nil Observer is allowed.
+type Observer interface {
+	// Completed is called once per finished operation with its outcome
+	// ("assigned", "failed", "disabled") and its register→final latency.
+	Completed(outcome dps.Status, latency time.Duration)
+	// Rejected is called when a request is refused before an operation exists.
+	Rejected(kind dps.Kind)
+	// InFlight adds delta to the number of operations being processed.
+	InFlight(delta int)
+}
+
+// Credential is what a device presented, still unverified.
+type Credential struct {
+	// SAS is the Authorization header or MQTT password ("" if none).
+	SAS string
+	// Certificates is the TLS client chain, leaf first (nil if none).
+	Certificates []*x509.Certificate
+}
+
+// Request is one register call.
+type Request struct {
+	IDScope        string
+	RegistrationID string
+	Credential     Credential
+	// Payload is the device's "payload" member, as sent (nil if absent).
+	Payload json.RawMessage
+	// Force asks for a new allocation (forceRegistration).
+	Force bool
+}

@@ -1,0 +1,718 @@
+package registration
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/logkey"
+	"github.com/opendps/dps/internal/sas"
+)
+
+// Options configure a Service.
+type Options struct {
+	IDScope       string
+	LinkedHubs    []dps.LinkedHub
+	DefaultPolicy dps.AllocationPolicy
+	Allocators    map[dps.AllocationPolicy]Allocator
+	Hubs          HubConnector
+	Store         Store
+	Logger        *slog.Logger
+	Observer      Observer
+	// Workers is how many operations are completed concurrently (default 64).
+	Workers int
+	// ClockSkew is how long past its expiry a SAS token is still accepted
+	// (default 5 minutes).
+	ClockSkew time.Duration
+	// OperationRetention is how long finished operations stay queryable
+	// (default 24 hours).
+	OperationRetention time.Duration
+	// SweepInterval is how often unfinished operations are re-queued and old
+	// ones pruned (default 5 seconds).
+	SweepInterval time.Duration
+	// Now returns the current time (default time.Now).
+	Now func() time.Time
+}
+
+// Service is the registration engine. Create it with New, start its workers
+// with Start, and stop them with Close.
+type Service struct {
+	o     Options
+	log   *slog.Logger
+	queue chan dps.Operation
+
+	mu       sync.Mutex // guards inflight
+	inflight map[string]bool
+
+	locks [256]sync.Mutex // per registration ID, by hash
+
+	wg     sync.WaitGroup
+	cancel context.CancelFunc
+}
+
+// New returns a Service; call Start before accepting requests.
+func New(o Options) *Service {
+	if o.Workers <= 0 {
+		o.Workers = 64
+	}
+	if o.ClockSkew <= 0 {
+		o.ClockSkew = 5 * time.Minute
+	}
+	if o.OperationRetention <= 0 {
+		o.OperationRetention = 24 * time.Hour
+	}
+	if o.SweepInterval <= 0 {
+		o.SweepInterval = 5 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.DefaultPolicy == "" {
+		o.DefaultPolicy = dps.AllocationHashed
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
+	}
+	return &Service{o: o, log: o.Logger, queue: make(chan dps.Operation, 8192), inflight: map[string]bool{}}
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Completed(dps.Status, time.Duration) {}
+func (nopObserver) Rejected(dps.Kind)                   {}
+func (nopObserver) InFlight(int)                        {}
+
+// Start resumes unfinished operations and starts the workers. It returns
+// once the unfinished operations are queued.
+func (s *Service) Start(ctx context.Context) error {
+	pending, err := s.o.Store.PendingOperations(ctx)
+	if err != nil {
+		return fmt.Errorf("registration: load unfinished operations: %w", err)
+	}
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	for range s.o.Workers {
+		s.wg.Go(func() { s.work(wctx) })
+	}
+	if len(pending) > 0 {
+		s.log.InfoContext(ctx, "resuming unfinished operations", "count", len(pending))
+	}
+	s.wg.Go(func() {
+		for _, op := range pending {
+			s.enqueue(wctx, op, true)
+		}
+	})
+	s.wg.Go(func() { s.sweep(wctx) })
+	return nil
+}
+
+// Close stops the workers and waits for them. Operations not finished stay
+// persisted and resume at the next Start.
+func (s *Service) Close() error {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Service) enqueue(ctx context.Context, op dps.Operation, block bool) {
+	s.mu.Lock()
+	if s.inflight[op.ID] {
+		s.mu.Unlock()
+		return
+	}
+	s.inflight[op.ID] = true
+	s.mu.Unlock()
+	if block {
+		select {
+		case s.queue <- op:
+			return
+		case <-ctx.Done():
+		}
+	} else {
+		select {
+		case s.queue <- op:
+			return
+		default: // full: the sweeper picks it up from the store
+		}
+	}
+	s.mu.Lock()
+	delete(s.inflight, op.ID)
+	s.mu.Unlock()
+}
+
+func (s *Service) work(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case op := <-s.queue:
+			s.o.Observer.InFlight(1)
+			s.process(ctx, op)
+			s.o.Observer.InFlight(-1)
+			s.mu.Lock()
+			delete(s.inflight, op.ID)
+			s.mu.Unlock()
+		}
+	}
+}
+
+// sweep re-queues persisted operations that are not in flight (after a
+// failed completion or a full queue) and prunes old finished operations.
+func (s *Service) sweep(ctx context.Context) {
+	t := time.NewTicker(s.o.SweepInterval)
+	defer t.Stop()
+	lastPrune := time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pending, err := s.o.Store.PendingOperations(ctx)
+		if err != nil {
+			s.log.WarnContext(ctx, "sweep: list unfinished operations", logkey.Error, err)
+			continue
+		}
+		for _, op := range pending {
+			if s.o.Now().Sub(op.Created) > time.Second {
+				s.enqueue(ctx, op, true)
+			}
+		}
+		if p, ok := s.o.Store.(interface {
+			DeleteOperationsBefore(context.Context, time.Time) (int64, error)
+		}); ok && time.Since(lastPrune) > time.Minute {
+			lastPrune = time.Now()
+			if n, err := p.DeleteOperationsBefore(ctx, s.o.Now().Add(-s.o.OperationRetention)); err != nil {
+				s.log.WarnContext(ctx, "sweep: prune operations", logkey.Error, err)
+			} else if n > 0 {
+				s.log.DebugContext(ctx, "pruned finished operations", "count", n)
+			}
+		}
+	}
+}
+
+// match is the enrollment a device authenticated against.
+type match struct {
+	enrollment *dps.Enrollment
+	group      *dps.Group
+	// deviceKeys are the device's symmetric keys (individual keys, or keys
+	// derived from the group's keys), base64.
+	deviceKeys [2]dps.Key
+}
+
+func (m *match) settings() *dps.Settings {
+	if m.enrollment != nil {
+		return &m.enrollment.Settings
+	}
+	return &m.group.Settings
+}
+
+func (m *match) groupID() string {
+	if m.group != nil {
+		return m.group.ID
+	}
+	return ""
+}
+
+var errUnauthorized = &dps.Error{Kind: dps.KindUnauthorized, Code: 401002, Message: "Invalid certificate or SAS token: the device could not be authenticated."}
+
+func unauthorized(cause error) error {
+	e := *errUnauthorized
+	e.Err = cause
+	return &e
+}
+
+// authenticate verifies the device's credential and finds its enrollment.
+// An unknown device, a wrong key, a wrong scope and an expired token are all
+// reported the same way (401002).
+func (s *Service) authenticate(ctx context.Context, scope, regID string, cred Credential) (match, error) {
+	if !strings.EqualFold(scope, s.o.IDScope) {
+		return match{}, unauthorized(errors.New("unknown ID scope"))
+	}
+	if cred.SAS == "" {
+		return match{}, unauthorized(errors.New("no credential presented"))
+	}
+	tok, err := sas.Parse(cred.SAS)
+	if err != nil {
+		return match{}, unauthorized(err)
+	}
+	if !strings.EqualFold(tok.Resource, scope+"/registrations/"+regID) {
+		return match{}, unauthorized(sas.ErrResource)
+	}
+	if err := tok.CheckExpiry(s.o.Now(), s.o.ClockSkew); err != nil {
+		return match{}, unauthorized(err)
+	}
+	if tok.KeyName != "" && !strings.EqualFold(tok.KeyName, "registration") {
+		return match{}, unauthorized(errors.New("unexpected skn"))
+	}
+
+	// 1. An individual enrollment for this registration ID takes precedence.
+	e, err := s.o.Store.Enrollment(ctx, regID)
+	switch {
+	case err == nil:
+		if e.Attestation.Type != dps.AttestationSymmetricKey || e.Attestation.SymmetricKey == nil {
+			return match{}, unauthorized(errors.New("enrollment does not use symmetric keys"))
+		}
+		sk := e.Attestation.SymmetricKey
+		for _, k := range []dps.Key{sk.PrimaryKey, sk.SecondaryKey} {
+			if k == "" {
+				continue
+			}
+			raw, err := sas.DecodeKey(string(k))
+			if err == nil && tok.Valid(raw) {
+				return match{enrollment: &e, deviceKeys: [2]dps.Key{sk.PrimaryKey, sk.SecondaryKey}}, nil
+			}
+		}
+		return match{}, unauthorized(sas.ErrSignature)
+	case dps.KindOf(err) != dps.KindNotFound:
+		return match{}, err
+	}
+
+	// 2. Otherwise a symmetric-key group whose derived key signed the token.
+	groups, err := s.o.Store.Groups(ctx, dps.AttestationSymmetricKey)
+	if err != nil {
+		return match{}, err
+	}
+	ids := []string{regID}
+	if l := strings.ToLower(regID); l != regID {
+		ids = append(ids, l)
+	}
+	for _, id := range ids {
+		for i := range groups {
+			g := &groups[i]
+			sk := g.Attestation.SymmetricKey
+			if sk == nil {
+				continue
+			}
+			var derived [2]dps.Key
+			ok := false
+			for j, k := range []dps.Key{sk.PrimaryKey, sk.SecondaryKey} {
+				if k == "" {
+					continue
+				}
+				raw, err := sas.DecodeKey(string(k))
+				if err != nil {
+					continue
+				}
+				dk := sas.DeriveKey(raw, id)
+				derived[j] = dps.Key(base64.StdEncoding.EncodeToString(dk))
+				if tok.Valid(dk) {
+					ok = true
+				}
+			}
+			if ok {
+				return match{group: g, deviceKeys: derived}, nil
+			}
+		}
+	}
+	return match{}, unauthorized(errors.New("no enrollment matches"))
+}
+
+// Register authenticates a device and accepts a registration operation.
+// The operation is persisted before Register returns; it completes in the
+// background. A disabled enrollment yields an operation that is already
+// final with status disabled.
+func (s *Service) Register(ctx context.Context, req Request) (dps.Operation, error) {
+	op, err := s.register(ctx, req)
+	if err != nil {
+		s.o.Observer.Rejected(dps.KindOf(err))
+	}
+	return op, err
+}
+
+func (s *Service) register(ctx context.Context, req Request) (dps.Operation, error) {
+	if err := dps.ValidateRegistrationID(req.RegistrationID); err != nil {
+		return dps.Operation{}, err
+	}
+	m, err := s.authenticate(ctx, req.IDScope, req.RegistrationID, req.Credential)
+	if err != nil {
+		return dps.Operation{}, err
+	}
+	now := s.o.Now().UTC()
+	op := dps.Operation{
+		ID:                newOperationID(),
+		RegistrationID:    req.RegistrationID,
+		EnrollmentGroupID: m.groupID(),
+		Attestation:       dps.AttestationSymmetricKey,
+		Status:            dps.StatusAssigning,
+		Payload:           req.Payload,
+		Created:           now,
+		Updated:           now,
+	}
+	if !m.settings().Enabled() {
+		op.Status = dps.StatusDisabled
+		op.Result = &dps.Registration{RegistrationID: req.RegistrationID, Status: dps.StatusDisabled, EnrollmentGroupID: m.groupID(), Attestation: op.Attestation, Updated: now}
+	}
+	if err := s.o.Store.CreateOperation(ctx, op); err != nil {
+		return dps.Operation{}, err
+	}
+	if op.Status == dps.StatusDisabled {
+		s.o.Observer.Completed(dps.StatusDisabled, 0)
+		s.log.InfoContext(ctx, "registration refused: enrollment disabled", logkey.RegistrationID, req.RegistrationID, logkey.EnrollmentGroup, m.groupID())
+		return op, nil
+	}
+	s.enqueue(ctx, op, false)
+	return op, nil
+}
+
+// Operation returns the state of an operation after authenticating the
+// device exactly as Register does.
+func (s *Service) Operation(ctx context.Context, scope, regID, operationID string, cred Credential) (dps.Operation, error) {
+	if _, err := s.authenticate(ctx, scope, regID, cred); err != nil {
+		return dps.Operation{}, err
+	}
+	op, err := s.o.Store.Operation(ctx, operationID)
+	if err != nil {
+		if dps.KindOf(err) == dps.KindNotFound {
+			return dps.Operation{}, &dps.Error{Kind: dps.KindNotFound, Code: 404201, Message: "operation not found", Err: err}
+		}
+		return dps.Operation{}, err
+	}
+	if !strings.EqualFold(op.RegistrationID, regID) {
+		return dps.Operation{}, &dps.Error{Kind: dps.KindNotFound, Code: 404201, Message: "operation not found"}
+	}
+	return op, nil
+}
+
+// Lookup returns a device's registration record after authenticating it.
+func (s *Service) Lookup(ctx context.Context, scope, regID string, cred Credential) (dps.Registration, error) {
+	if err := dps.ValidateRegistrationID(regID); err != nil {
+		return dps.Registration{}, err
+	}
+	if _, err := s.authenticate(ctx, scope, regID, cred); err != nil {
+		return dps.Registration{}, err
+	}
+	r, err := s.o.Store.Registration(ctx, regID)
+	if err != nil {
+		if dps.KindOf(err) == dps.KindNotFound {
+			return dps.Registration{}, &dps.Error{Kind: dps.KindNotFound, Code: 404201, Message: "registration not found", Err: err}
+		}
+		return dps.Registration{}, err
+	}
+	return r, nil
+}
+
+func newOperationID() string {
+	var b [24]byte
+	rand.Read(b[:])
+	u := b[8:]
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	h := hex.EncodeToString(u)
+	return "1." + hex.EncodeToString(b[:8]) + "." + h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+func (s *Service) lockFor(regID string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(dps.FoldID(regID)))
+	return &s.locks[h.Sum32()%uint32(len(s.locks))]
+}
+
+// process completes one operation. Transient failures (store errors) leave
+// the operation unfinished for the sweeper to retry.
+func (s *Service) process(ctx context.Context, op dps.Operation) {
+	l := s.lockFor(op.RegistrationID)
+	l.Lock()
+	defer l.Unlock()
+	final, err := s.complete(ctx, op)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.WarnContext(ctx, "operation will be retried", logkey.OperationID, op.ID, logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
+		}
+		return
+	}
+	final.Updated = s.o.Now().UTC()
+	stored, err := s.o.Store.CompleteOperation(ctx, final)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.WarnContext(ctx, "operation will be retried", logkey.OperationID, op.ID, logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
+		}
+		return
+	}
+	latency := stored.Updated.Sub(stored.Created)
+	s.o.Observer.Completed(stored.Status, latency)
+	attrs := []any{logkey.OperationID, op.ID, logkey.RegistrationID, op.RegistrationID, logkey.Status, stored.Status, logkey.Duration, latency}
+	if r := stored.Result; r != nil {
+		if r.AssignedHub != "" {
+			attrs = append(attrs, logkey.Hub, r.AssignedHub)
+		}
+		if r.ErrorCode != 0 {
+			attrs = append(attrs, logkey.ErrorCode, r.ErrorCode, "error_message", r.ErrorMessage)
+		}
+	}
+	s.log.InfoContext(ctx, "registration finished", attrs...)
+}
+
+// complete computes an operation's final state. It returns an error only for
+// transient failures that should be retried.
+func (s *Service) complete(ctx context.Context, op dps.Operation) (dps.Operation, error) {
+	now := s.o.Now().UTC()
+	m, err := s.rematch(ctx, op)
+	if err != nil {
+		if dps.KindOf(err) == dps.KindNotFound {
+			return s.fail(op, nil, now, 404201, "the enrollment this registration matched no longer exists"), nil
+		}
+		return op, err
+	}
+	set := m.settings()
+	if !set.Enabled() {
+		op.Status = dps.StatusDisabled
+		op.Result = &dps.Registration{RegistrationID: op.RegistrationID, Status: dps.StatusDisabled, EnrollmentGroupID: op.EnrollmentGroupID, Attestation: op.Attestation, Updated: now}
+		return op, nil
+	}
+	var prev *dps.Registration
+	if r, err := s.o.Store.Registration(ctx, op.RegistrationID); err == nil {
+		prev = &r
+	} else if dps.KindOf(err) != dps.KindNotFound {
+		return op, err
+	}
+	reassigning := prev != nil && prev.AssignedHub != ""
+
+	deviceID := op.RegistrationID
+	if m.enrollment != nil && m.enrollment.DeviceID != "" {
+		deviceID = m.enrollment.DeviceID
+	}
+
+	var asg dps.Assignment
+	if reassigning && !set.Reprovision().UpdateHubAssignment {
+		asg.Hub = prev.AssignedHub // never re-provision: the device stays
+	} else {
+		policy := set.AllocationPolicy
+		if policy == "" {
+			policy = s.o.DefaultPolicy
+		}
+		alloc, ok := s.o.Allocators[policy]
+		if !ok {
+			return s.fail(op, prev, now, 400004, fmt.Sprintf("allocation policy %q is not available on this instance", policy)), nil
+		}
+		cands, err := s.candidates(set)
+		if err != nil {
+			return s.fail(op, prev, now, 400004, err.Error()), nil
+		}
+		req := dps.AllocationRequest{
+			RegistrationID: op.RegistrationID,
+			Candidates:     cands,
+			Enrollment:     m.enrollment,
+			Group:          m.group,
+			Attestation:    op.Attestation,
+			Payload:        op.Payload,
+		}
+		if reassigning {
+			req.CurrentHub, req.CurrentDeviceID = prev.AssignedHub, prev.DeviceID
+		}
+		asg, err = alloc.Allocate(ctx, req)
+		if err != nil {
+			if f, ok := errors.AsType[*dps.AllocationFailure](err); ok {
+				return s.fail(op, prev, now, f.Code, f.Message), nil
+			}
+			if ctx.Err() != nil {
+				return op, err
+			}
+			return s.fail(op, prev, now, 500001, "allocation failed: "+dps.AsError(err).Message), nil
+		}
+		if !containsHub(cands, asg.Hub) {
+			return s.fail(op, prev, now, 400207, fmt.Sprintf("allocation chose %q, which is not a candidate hub", asg.Hub)), nil
+		}
+		asg.Hub = canonicalHub(cands, asg.Hub)
+	}
+
+	moved := reassigning && (!strings.EqualFold(prev.AssignedHub, asg.Hub) || !strings.EqualFold(prev.DeviceID, deviceID))
+	substatus := dps.SubstatusInitialAssignment
+	initialHub := asg.Hub
+	created := now
+	if prev != nil {
+		created = prev.Created
+		if prev.InitialHub != "" {
+			initialHub = prev.InitialHub
+		}
+	}
+	twin := set.InitialTwin
+	switch {
+	case len(asg.InitialTwin) > 0:
+		twin = asg.InitialTwin // the webhook's twin overrides migration settings
+	case reassigning && !moved:
+		if t, ok := s.readTwin(ctx, prev.AssignedHub, prev.DeviceID); ok {
+			twin = t
+		}
+	case moved && set.Reprovision().MigrateDeviceData:
+		if t, ok := s.readTwin(ctx, prev.AssignedHub, prev.DeviceID); ok {
+			twin = t
+		}
+	}
+	switch {
+	case reassigning && !moved:
+		if prev.Substatus != "" {
+			substatus = prev.Substatus
+		}
+	case moved && strings.EqualFold(asg.Hub, initialHub) && !strings.EqualFold(prev.AssignedHub, initialHub):
+		substatus = dps.SubstatusReprovisionedToInitialAssignment
+	case moved && set.Reprovision().MigrateDeviceData:
+		substatus = dps.SubstatusDeviceDataMigrated
+	case moved:
+		substatus = dps.SubstatusDeviceDataReset
+	}
+
+	hd := dps.HubDevice{
+		Hub:          asg.Hub,
+		DeviceID:     deviceID,
+		AuthKind:     op.Attestation,
+		PrimaryKey:   m.deviceKeys[0],
+		SecondaryKey: m.deviceKeys[1],
+		IoTEdge:      set.IoTEdge,
+		Twin:         twin,
+		Updated:      now,
+	}
+	if err := s.o.Hubs.Provision(ctx, hd); err != nil {
+		return op, fmt.Errorf("hub connector: provision on %s: %w", asg.Hub, err)
+	}
+	if moved {
+		if err := s.o.Hubs.Deprovision(ctx, prev.AssignedHub, prev.DeviceID); err != nil {
+			return op, fmt.Errorf("hub connector: deprovision from %s: %w", prev.AssignedHub, err)
+		}
+	}
+	op.Status = dps.StatusAssigned
+	op.Result = &dps.Registration{
+		RegistrationID:    op.RegistrationID,
+		DeviceID:          deviceID,
+		AssignedHub:       asg.Hub,
+		InitialHub:        initialHub,
+		Status:            dps.StatusAssigned,
+		Substatus:         substatus,
+		Payload:           asg.Payload,
+		EnrollmentGroupID: op.EnrollmentGroupID,
+		Attestation:       op.Attestation,
+		Created:           created,
+		Updated:           now,
+	}
+	return op, nil
+}
+
+func (s *Service) readTwin(ctx context.Context, hub, deviceID string) (json.RawMessage, bool) {
+	tr, ok := s.o.Hubs.(TwinReader)
+	if !ok {
+		return nil, false
+	}
+	t, err := tr.Twin(ctx, hub, deviceID)
+	if err != nil || len(t) == 0 {
+		return nil, false
+	}
+	return t, true
+}
+
+// fail ends op as failed with a DPS error code. The registration record
+// keeps the previous assignment so a later re-registration still knows the
+// device's current hub.
+func (s *Service) fail(op dps.Operation, prev *dps.Registration, now time.Time, code int, msg string) dps.Operation {
+	r := &dps.Registration{
+		RegistrationID:    op.RegistrationID,
+		Status:            dps.StatusFailed,
+		ErrorCode:         code,
+		ErrorMessage:      msg,
+		EnrollmentGroupID: op.EnrollmentGroupID,
+		Attestation:       op.Attestation,
+		Created:           now,
+		Updated:           now,
+	}
+	if prev != nil {
+		r.Created = prev.Created
+		r.AssignedHub, r.DeviceID, r.InitialHub, r.Substatus = prev.AssignedHub, prev.DeviceID, prev.InitialHub, prev.Substatus
+	}
+	op.Status = dps.StatusFailed
+	op.Result = r
+	return op
+}
+
+// rematch reloads the enrollment an operation matched at register time.
+func (s *Service) rematch(ctx context.Context, op dps.Operation) (match, error) {
+	if op.EnrollmentGroupID != "" {
+		g, err := s.o.Store.Group(ctx, op.EnrollmentGroupID)
+		if err != nil {
+			return match{}, err
+		}
+		m := match{group: &g}
+		if sk := g.Attestation.SymmetricKey; sk != nil {
+			for j, k := range []dps.Key{sk.PrimaryKey, sk.SecondaryKey} {
+				if raw, err := sas.DecodeKey(string(k)); err == nil && k != "" {
+					m.deviceKeys[j] = dps.Key(base64.StdEncoding.EncodeToString(sas.DeriveKey(raw, op.RegistrationID)))
+				}
+			}
+		}
+		return m, nil
+	}
+	e, err := s.o.Store.Enrollment(ctx, op.RegistrationID)
+	if err != nil {
+		return match{}, err
+	}
+	m := match{enrollment: &e}
+	if sk := e.Attestation.SymmetricKey; sk != nil {
+		m.deviceKeys = [2]dps.Key{sk.PrimaryKey, sk.SecondaryKey}
+	}
+	return m, nil
+}
+
+// candidates returns the hubs a device of this enrollment may be assigned
+// to: the enrollment's iotHubs (or legacy iotHubHostName) that are linked, or
+// else every linked hub that participates in allocation.
+func (s *Service) candidates(set *dps.Settings) ([]dps.LinkedHub, error) {
+	names := set.IoTHubs
+	if len(names) == 0 && set.IoTHubHostName != "" {
+		names = []string{set.IoTHubHostName}
+	}
+	var out []dps.LinkedHub
+	if len(names) == 0 {
+		for _, h := range s.o.LinkedHubs {
+			if h.ApplyAllocationPolicy {
+				out = append(out, h)
+			}
+		}
+		if len(out) == 0 {
+			return nil, errors.New("no linked IoT hub participates in allocation")
+		}
+		return out, nil
+	}
+	for _, n := range names {
+		for _, h := range s.o.LinkedHubs {
+			if strings.EqualFold(h.HostName, n) {
+				out = append(out, h)
+				break
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("none of the enrollment's IoT hubs (%s) is linked to this instance", strings.Join(names, ", "))
+	}
+	return out, nil
+}
+
+func containsHub(hs []dps.LinkedHub, name string) bool {
+	for _, h := range hs {
+		if strings.EqualFold(h.HostName, name) {
+			return true
+		}
+	}
+	return false
+}
+
+func canonicalHub(hs []dps.LinkedHub, name string) string {
+	for _, h := range hs {
+		if strings.EqualFold(h.HostName, name) {
+			return h.HostName
+		}
+	}
+	return name
+}

@@ -1,0 +1,413 @@
+package sqlite
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/opendps/dps"
+)
+
+// newETag returns a quoted opaque ETag, in the shape Azure uses.
+func newETag() string { return `"` + rand.Text() + `"` }
+
+// sameETag compares an If-Match value with a stored ETag, ignoring a W/
+// prefix and one level of surrounding quotes on either side.
+func sameETag(ifMatch, stored string) bool {
+	return trimETag(ifMatch) == trimETag(stored)
+}
+
+func trimETag(s string) string {
+	s = strings.TrimSpace(s)
+	s = strings.TrimPrefix(s, "W/")
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		s = s[1 : len(s)-1]
+	}
+	return s
+}
+
+func notFound(what, id string) error {
+	return &dps.Error{Kind: dps.KindNotFound, Message: fmt.Sprintf("%s %q not found", what, id)}
+}
+
+func getDoc[T any](ctx context.Context, db *sql.DB, query, what, id string, args ...any) (T, error) {
+	var v T
+	var doc []byte
+	if err := db.QueryRowContext(ctx, query, args...).Scan(&doc); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return v, notFound(what, id)
+		}
+		return v, fmt.Errorf("sqlite: read %s: %w", what, err)
+	}
+	if err := json.Unmarshal(doc, &v); err != nil {
+		return v, fmt.Errorf("sqlite: decode %s: %w", what, err)
+	}
+	return v, nil
+}
+
+func listDocs[T any](ctx context.Context, db *sql.DB, what, query string, args ...any) ([]T, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list %s: %w", what, err)
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		var doc []byte
+		if err := rows.Scan(&doc); err != nil {
+			return nil, fmt.Errorf("sqlite: list %s: %w", what, err)
+		}
+		var v T
+		if err := json.Unmarshal(doc, &v); err != nil {
+			return nil, fmt.Errorf("sqlite: decode %s: %w", what, err)
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// checkPut enforces the ETag rules of a conditional write: ifMatch "" means
+// create only, "*" means create or replace, anything else must equal the
+// stored ETag.
+func checkPut(tx *sql.Tx, table, what, id, ifMatch string) (exists bool, err error) {
+	var etag string
+	err = tx.QueryRow(`SELECT etag FROM `+table+` WHERE id = ?`, id).Scan(&etag)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if ifMatch != "" && ifMatch != "*" {
+			return false, &dps.Error{Kind: dps.KindPrecondition, Message: fmt.Sprintf("%s %q does not exist; If-Match cannot match", what, id)}
+		}
+		return false, nil
+	case err != nil:
+		return false, err
+	case ifMatch == "":
+		return true, &dps.Error{Kind: dps.KindConflict, Message: fmt.Sprintf("%s %q already exists; send If-Match with its etag (or *) to update it", what, id)}
+	case ifMatch != "*" && !sameETag(ifMatch, etag):
+		return true, &dps.Error{Kind: dps.KindPrecondition, Message: fmt.Sprintf("%s %q has a different etag", what, id)}
+	}
+	return true, nil
+}
+
+func deleteRow(ctx context.Context, db *DB, table, what, id, ifMatch string) error {
+	return db.exec(ctx, func(tx *sql.Tx) error {
+		var etag string
+		err := tx.QueryRow(`SELECT etag FROM `+table+` WHERE id = ?`, id).Scan(&etag)
+		if errors.Is(err, sql.ErrNoRows) {
+			return notFound(what, id)
+		}
+		if err != nil {
+			return err
+		}
+		if ifMatch != "" && ifMatch != "*" && !sameETag(ifMatch, etag) {
+			return &dps.Error{Kind: dps.KindPrecondition, Message: fmt.Sprintf("%s %q has a different etag", what, id)}
+		}
+		_, err = tx.Exec(`DELETE FROM `+table+` WHERE id = ?`, id)
+		return err
+	})
+}
+
+// page encodes and decodes opaque continuation tokens.
+func encodeCursor(lastID string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(lastID))
+}
+
+func decodeCursor(c string) (string, error) {
+	if c == "" {
+		return "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return "", &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "invalid continuation token"}
+	}
+	return string(b), nil
+}
+
+// Meta returns the instance-wide value stored under key, storing value first
+// if none is there yet. Every caller sees the same winner.
+func (db *DB) Meta(ctx context.Context, key, value string) (string, error) {
+	err := db.exec(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`, key, value)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	var v string
+	if err := db.read.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, key).Scan(&v); err != nil {
+		return "", fmt.Errorf("sqlite: read meta: %w", err)
+	}
+	return v, nil
+}
+
+// Enrollment returns the individual enrollment for registrationID (any case).
+func (db *DB) Enrollment(ctx context.Context, registrationID string) (dps.Enrollment, error) {
+	return getDoc[dps.Enrollment](ctx, db.read, `SELECT doc FROM enrollments WHERE id = ?`, "enrollment", registrationID, dps.FoldID(registrationID))
+}
+
+// PutEnrollment creates or replaces an individual enrollment under the ETag
+// rules of checkPut and returns it as stored (new ETag and timestamps).
+func (db *DB) PutEnrollment(ctx context.Context, e dps.Enrollment, ifMatch string) (dps.Enrollment, error) {
+	id := dps.FoldID(e.RegistrationID)
+	err := db.exec(ctx, func(tx *sql.Tx) error {
+		exists, err := checkPut(tx, "enrollments", "enrollment", e.RegistrationID, ifMatch)
+		if err != nil {
+			return err
+		}
+		now := time.Now().UTC()
+		e.Updated, e.ETag = now, newETag()
+		if exists {
+			var doc []byte
+			if err := tx.QueryRow(`SELECT doc FROM enrollments WHERE id = ?`, id).Scan(&doc); err != nil {
+				return err
+			}
+			var old dps.Enrollment
+			if err := json.Unmarshal(doc, &old); err != nil {
+				return err
+			}
+			e.Created = old.Created
+		} else {
+			e.Created = now
+		}
+		doc, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(`INSERT INTO enrollments (id, etag, doc) VALUES (?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET etag = excluded.etag, doc = excluded.doc`, id, e.ETag, doc)
+		return err
+	})
+	return e, err
+}
+
+// DeleteEnrollment deletes an individual enrollment; ifMatch "" or "*" is
+// unconditional.
+func (db *DB) DeleteEnrollment(ctx context.Context, registrationID, ifMatch string) error {
+	return deleteRow(ctx, db, "enrollments", "enrollment", dps.FoldID(registrationID), ifMatch)
+}
+
+// Enrollments returns up to limit enrollments after the continuation token,
+// ordered by ID, and the token of the next page ("" on the last page).
+func (db *DB) Enrollments(ctx context.Context, continuation string, limit int) ([]dps.Enrollment, string, error) {
+	return page[dps.Enrollment](ctx, db, "enrollments", "", continuation, limit, func(e dps.Enrollment) string { return dps.FoldID(e.RegistrationID) })
+}
+
+func page[T any](ctx context.Context, db *DB, table, groupID, continuation string, limit int, key func(T) string) ([]T, string, error) {
+	after, err := decodeCursor(continuation)
+	if err != nil {
+		return nil, "", err
+	}
+	if limit <= 0 {
+		limit = 1000
+	}
+	q := `SELECT doc FROM ` + table + ` WHERE id > ?`
+	args := []any{after}
+	if table == "registrations" && groupID != "" {
+		q += ` AND group_id = ?`
+		args = append(args, dps.FoldID(groupID))
+	}
+	q += ` ORDER BY id LIMIT ?`
+	args = append(args, limit+1)
+	items, err := listDocs[T](ctx, db.read, table, q, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(items) > limit {
+		items = items[:limit]
+		next = encodeCursor(key(items[limit-1]))
+	}
+	return items, next, nil
+}
+
+// Group returns an enrollment group by ID (any case).
+func (db *DB) Group(ctx context.Context, id string) (dps.Group, error) {
+	return getDoc[dps.Group](ctx, db.read, `SELECT doc FROM groups WHERE id = ?`, "enrollment group", id, dps.FoldID(id))
+}
+
+// Groups returns every enrollment group using the given attestation type
+// ("" for all), ordered by ID.
+func (db *DB) Groups(ctx context.Context, t dps.AttestationType) ([]dps.Group, error) {
+	if t == "" {
+		return listDocs[dps.Group](ctx, db.read, "groups", `SELECT doc FROM groups ORDER BY id`)
+	}
+	return listDocs[dps.Group](ctx, db.read, "groups", `SELECT doc FROM groups WHERE attestation = ? ORDER BY id`, string(t))
+}
+
+// PutGroup creates or replaces an enrollment group under the ETag rules of checkPut.
+func (db *DB) PutGroup(ctx context.Context, g dps.Group, ifMatch string) (dps.Group, error) {
+	id := dps.FoldID(g.ID)
+	err := db.exec(ctx, func(tx *sql.Tx) error {
+		exists, err := checkPut(tx, "groups", "enrollment group", g.ID, ifMatch)
+		if err != nil {
+			return err
+		}
+		now := time.Now().UTC()
+		g.Updated, g.ETag = now, newETag()
+		if exists {
+			var doc []byte
+			if err := tx.QueryRow(`SELECT doc FROM groups WHERE id = ?`, id).Scan(&doc); err != nil {
+				return err
+			}
+			var old dps.Group
+			if err := json.Unmarshal(doc, &old); err != nil {
+				return err
+			}
+			g.Created = old.Created
+		} else {
+			g.Created = now
+		}
+		doc, err := json.Marshal(g)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(`INSERT INTO groups (id, attestation, etag, doc) VALUES (?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET attestation = excluded.attestation, etag = excluded.etag, doc = excluded.doc`,
+			id, string(g.Attestation.Type), g.ETag, doc)
+		return err
+	})
+	return g, err
+}
+
+// DeleteGroup deletes an enrollment group.
+func (db *DB) DeleteGroup(ctx context.Context, id, ifMatch string) error {
+	return deleteRow(ctx, db, "groups", "enrollment group", dps.FoldID(id), ifMatch)
+}
+
+// GroupsPage returns a page of enrollment groups.
+func (db *DB) GroupsPage(ctx context.Context, continuation string, limit int) ([]dps.Group, string, error) {
+	return page[dps.Group](ctx, db, "groups", "", continuation, limit, func(g dps.Group) string { return dps.FoldID(g.ID) })
+}
+
+// Registration returns the registration record of registrationID (any case).
+func (db *DB) Registration(ctx context.Context, registrationID string) (dps.Registration, error) {
+	return getDoc[dps.Registration](ctx, db.read, `SELECT doc FROM registrations WHERE id = ?`, "registration", registrationID, dps.FoldID(registrationID))
+}
+
+// DeleteRegistration deletes a registration record.
+func (db *DB) DeleteRegistration(ctx context.Context, registrationID, ifMatch string) error {
+	return deleteRow(ctx, db, "registrations", "registration", dps.FoldID(registrationID), ifMatch)
+}
+
+// Registrations returns a page of the registration records of an enrollment group.
+func (db *DB) Registrations(ctx context.Context, groupID, continuation string, limit int) ([]dps.Registration, string, error) {
+	if groupID == "" {
+		return nil, "", &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "enrollment group ID is required"}
+	}
+	return page[dps.Registration](ctx, db, "registrations", groupID, continuation, limit, func(r dps.Registration) string { return dps.FoldID(r.RegistrationID) })
+}
+
+// CreateOperation persists a new operation. It fails with KindConflict if the ID exists.
+func (db *DB) CreateOperation(ctx context.Context, op dps.Operation) error {
+	doc, err := json.Marshal(op)
+	if err != nil {
+		return err
+	}
+	return db.exec(ctx, func(tx *sql.Tx) error {
+		res, err := tx.Exec(`INSERT INTO operations (id, registration_id, status, created, doc) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+			op.ID, dps.FoldID(op.RegistrationID), string(op.Status), op.Created.UnixNano(), doc)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return &dps.Error{Kind: dps.KindConflict, Message: "operation already exists"}
+		}
+		return nil
+	})
+}
+
+// Operation returns an operation by ID.
+func (db *DB) Operation(ctx context.Context, id string) (dps.Operation, error) {
+	return getDoc[dps.Operation](ctx, db.read, `SELECT doc FROM operations WHERE id = ?`, "operation", id, id)
+}
+
+// CompleteOperation records an operation's final state and, when the
+// operation produced a registration record (assigned or failed), writes that
+// record, in one transaction. It returns the operation as stored (the
+// record's new ETag set). Completing an already-final operation is a no-op
+// that returns the stored operation, so a retried completion is harmless.
+func (db *DB) CompleteOperation(ctx context.Context, op dps.Operation) (dps.Operation, error) {
+	err := db.exec(ctx, func(tx *sql.Tx) error {
+		var status string
+		var doc []byte
+		if err := tx.QueryRow(`SELECT status, doc FROM operations WHERE id = ?`, op.ID).Scan(&status, &doc); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return notFound("operation", op.ID)
+			}
+			return err
+		}
+		if dps.Status(status).Final() {
+			return json.Unmarshal(doc, &op)
+		}
+		if op.Result != nil && (op.Status == dps.StatusAssigned || op.Status == dps.StatusFailed) {
+			op.Result.ETag = base64.StdEncoding.EncodeToString([]byte(newETag()))
+			rdoc, err := json.Marshal(op.Result)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(`INSERT INTO registrations (id, group_id, etag, doc) VALUES (?, ?, ?, ?)
+				ON CONFLICT (id) DO UPDATE SET group_id = excluded.group_id, etag = excluded.etag, doc = excluded.doc`,
+				dps.FoldID(op.Result.RegistrationID), dps.FoldID(op.Result.EnrollmentGroupID), op.Result.ETag, rdoc); err != nil {
+				return err
+			}
+		}
+		doc, err := json.Marshal(op)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(`UPDATE operations SET status = ?, doc = ? WHERE id = ?`, string(op.Status), doc, op.ID)
+		return err
+	})
+	return op, err
+}
+
+// PendingOperations returns the operations still assigning, oldest first.
+func (db *DB) PendingOperations(ctx context.Context) ([]dps.Operation, error) {
+	return listDocs[dps.Operation](ctx, db.read, "operations", `SELECT doc FROM operations WHERE status = 'assigning' ORDER BY created`)
+}
+
+// DeleteOperationsBefore deletes final operations created before t and
+// reports how many it deleted.
+func (db *DB) DeleteOperationsBefore(ctx context.Context, t time.Time) (int64, error) {
+	var n int64
+	err := db.exec(ctx, func(tx *sql.Tx) error {
+		res, err := tx.Exec(`DELETE FROM operations WHERE created < ? AND status <> 'assigning'`, t.UnixNano())
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return n, err
+}
+
+// PutHubDevice records a device identity for the built-in hub connector.
+func (db *DB) PutHubDevice(ctx context.Context, d dps.HubDevice) error {
+	doc, err := json.Marshal(d)
+	if err != nil {
+		return err
+	}
+	return db.exec(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(`INSERT INTO hub_devices (hub, device_id, doc) VALUES (?, ?, ?)
+			ON CONFLICT (hub, device_id) DO UPDATE SET doc = excluded.doc`, dps.FoldID(d.Hub), dps.FoldID(d.DeviceID), doc)
+		return err
+	})
+}
+
+// HubDevice returns a device identity recorded by the built-in hub connector.
+func (db *DB) HubDevice(ctx context.Context, hub, deviceID string) (dps.HubDevice, error) {
+	return getDoc[dps.HubDevice](ctx, db.read, `SELECT doc FROM hub_devices WHERE hub = ? AND device_id = ?`, "hub device", hub+"/"+deviceID, dps.FoldID(hub), dps.FoldID(deviceID))
+}
+
+// DeleteHubDevice removes a device identity; deleting an absent one is not an error.
+func (db *DB) DeleteHubDevice(ctx context.Context, hub, deviceID string) error {
+	return db.exec(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(`DELETE FROM hub_devices WHERE hub = ? AND device_id = ?`, dps.FoldID(hub), dps.FoldID(deviceID))
+		return err
+	})
+}

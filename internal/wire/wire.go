@@ -1,0 +1,184 @@
+// Package wire holds the JSON shapes of the DPS device API, their
+// conversions from domain values, and the one table that maps a dps.Kind to
+// the DPS status and error code both HTTPS and MQTT report.
+package wire
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/opendps/dps"
+)
+
+// TimeFormat is how DPS writes timestamps: UTC with 7 fractional digits.
+const TimeFormat = "2006-01-02T15:04:05.0000000Z"
+
+// Time formats t as DPS does; the zero time is "".
+func Time(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(TimeFormat)
+}
+
+// DeviceRegistration is the body of a register request.
+type DeviceRegistration struct {
+	RegistrationID string          `json:"registrationId,omitempty"`
+	TPM            *TPMAttestation `json:"tpm,omitempty"`
+	Payload        json.RawMessage `json:"payload,omitempty"`
+	CSR            string          `json:"csr,omitempty"`
+}
+
+// TPMAttestation is the tpm member of a register request.
+type TPMAttestation struct {
+	EndorsementKey string `json:"endorsementKey"`
+	StorageRootKey string `json:"storageRootKey,omitempty"`
+}
+
+// RegistrationOperationStatus is the answer to register and poll requests.
+type RegistrationOperationStatus struct {
+	OperationID       string                    `json:"operationId"`
+	Status            dps.Status                `json:"status"`
+	RegistrationState *DeviceRegistrationResult `json:"registrationState,omitempty"`
+}
+
+// DeviceRegistrationResult is a registration state as the device API reports it.
+type DeviceRegistrationResult struct {
+	RegistrationID         string          `json:"registrationId"`
+	CreatedDateTimeUtc     string          `json:"createdDateTimeUtc,omitempty"`
+	AssignedHub            string          `json:"assignedHub,omitempty"`
+	DeviceID               string          `json:"deviceId,omitempty"`
+	Status                 dps.Status      `json:"status"`
+	Substatus              dps.Substatus   `json:"substatus,omitempty"`
+	ErrorCode              int             `json:"errorCode,omitempty"`
+	ErrorMessage           string          `json:"errorMessage,omitempty"`
+	LastUpdatedDateTimeUtc string          `json:"lastUpdatedDateTimeUtc,omitempty"`
+	ETag                   string          `json:"etag,omitempty"`
+	Payload                json.RawMessage `json:"payload,omitempty"`
+	SymmetricKey           *SymmetricKey   `json:"symmetricKey,omitempty"`
+}
+
+// SymmetricKey names the group a symmetric-key device matched.
+type SymmetricKey struct {
+	EnrollmentGroupID string `json:"enrollmentGroupId,omitempty"`
+}
+
+// FromOperation converts an operation to its wire shape. The register
+// answer (register=true) carries only operationId and status; every poll
+// answer also carries registrationState with registrationId and status.
+func FromOperation(op dps.Operation, register bool) RegistrationOperationStatus {
+	out := RegistrationOperationStatus{OperationID: op.ID, Status: op.Status}
+	if register && op.Status == dps.StatusAssigning {
+		return out
+	}
+	if op.Result == nil || !op.Status.Final() {
+		out.Status = dps.StatusAssigning
+		out.RegistrationState = &DeviceRegistrationResult{RegistrationID: op.RegistrationID, Status: dps.StatusAssigning}
+		return out
+	}
+	out.RegistrationState = FromRegistration(*op.Result)
+	return out
+}
+
+// FromRegistration converts a registration record to the device API shape.
+// Hub and device are reported only for an assigned registration; error code
+// and message only for a failed one.
+func FromRegistration(r dps.Registration) *DeviceRegistrationResult {
+	out := &DeviceRegistrationResult{
+		RegistrationID:         r.RegistrationID,
+		CreatedDateTimeUtc:     Time(r.Created),
+		Status:                 r.Status,
+		LastUpdatedDateTimeUtc: Time(r.Updated),
+		ETag:                   r.ETag,
+	}
+	switch r.Status {
+	case dps.StatusAssigned:
+		out.AssignedHub, out.DeviceID, out.Substatus = r.AssignedHub, r.DeviceID, r.Substatus
+		out.Payload = r.Payload
+	case dps.StatusFailed:
+		out.ErrorCode, out.ErrorMessage = r.ErrorCode, r.ErrorMessage
+	case dps.StatusDisabled:
+		out.CreatedDateTimeUtc, out.ETag = "", ""
+	}
+	if r.Attestation == dps.AttestationSymmetricKey && r.EnrollmentGroupID != "" && r.Status == dps.StatusAssigned {
+		out.SymmetricKey = &SymmetricKey{EnrollmentGroupID: r.EnrollmentGroupID}
+	}
+	return out
+}
+
+// ErrorBody is the DPS error shape (ProvisioningServiceErrorDetails).
+type ErrorBody struct {
+	ErrorCode    int               `json:"errorCode"`
+	TrackingID   string            `json:"trackingId"`
+	Message      string            `json:"message"`
+	Info         map[string]string `json:"info,omitempty"`
+	TimestampUtc string            `json:"timestampUtc"`
+}
+
+// statusOf maps each Kind to the DPS status reported in the HTTP status
+// line and in the MQTT response topic.
+var statusOf = map[dps.Kind]int{
+	dps.KindInternal:     http.StatusInternalServerError,
+	dps.KindInvalid:      http.StatusBadRequest,
+	dps.KindUnauthorized: http.StatusUnauthorized,
+	dps.KindNotFound:     http.StatusNotFound,
+	dps.KindConflict:     http.StatusConflict,
+	dps.KindPrecondition: http.StatusPreconditionFailed,
+	dps.KindThrottled:    http.StatusTooManyRequests,
+	dps.KindUnavailable:  http.StatusServiceUnavailable,
+	dps.KindTooLarge:     http.StatusRequestEntityTooLarge,
+	dps.KindForbidden:    http.StatusForbidden,
+}
+
+// codeOf is the default six-digit DPS error code of each Kind (status×1000
+// plus a detail); a dps.Error with a Code overrides it.
+var codeOf = map[dps.Kind]int{
+	dps.KindInternal:     500001,
+	dps.KindInvalid:      400004,
+	dps.KindUnauthorized: 401002,
+	dps.KindNotFound:     404201,
+	dps.KindConflict:     409001,
+	dps.KindPrecondition: 412001,
+	dps.KindThrottled:    429001,
+	dps.KindUnavailable:  503001,
+	dps.KindTooLarge:     413001,
+	dps.KindForbidden:    403001,
+}
+
+// Error converts err to its DPS status and body. Internal errors get a
+// generic message; their cause is for the log only.
+func Error(err error, trackingID string, now time.Time) (int, ErrorBody) {
+	e := dps.AsError(err)
+	status, ok := statusOf[e.Kind]
+	if !ok {
+		status = http.StatusInternalServerError
+	}
+	code := e.Code
+	if code == 0 {
+		code = codeOf[e.Kind]
+	}
+	msg := e.Message
+	if e.Kind == dps.KindInternal {
+		msg = "Internal server error."
+	}
+	return status, ErrorBody{ErrorCode: code, TrackingID: trackingID, Message: msg, TimestampUtc: Time(now)}
+}
+
+// NewTrackingID returns a random GUID-shaped tracking ID.
+func NewTrackingID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	const hexd = "0123456789abcdef"
+	out := make([]byte, 0, 36)
+	for i, c := range b {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			out = append(out, '-')
+		}
+		out = append(out, hexd[c>>4], hexd[c&15])
+	}
+	return string(out)
+}

@@ -1,0 +1,78 @@
+package dps
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Status is the state of a registration or a registration operation.
+type Status string
+
+const (
+	StatusUnassigned Status = "unassigned"
+	StatusAssigning  Status = "assigning"
+	StatusAssigned   Status = "assigned"
+	StatusFailed     Status = "failed"
+	StatusDisabled   Status = "disabled"
+)
+
+// Final reports whether s ends an operation.
+func (s Status) Final() bool {
+	return s == StatusAssigned || s == StatusFailed || s == StatusDisabled
+}
+
+// Substatus qualifies an assigned registration.
+type Substatus string
+
+const (
+	SubstatusInitialAssignment                Substatus = "initialAssignment"
+	SubstatusDeviceDataMigrated               Substatus = "deviceDataMigrated"
+	SubstatusDeviceDataReset                  Substatus = "deviceDataReset"
+	SubstatusReprovisionedToInitialAssignment Substatus = "reprovisionedToInitialAssignment"
+)
+
+// Registration is the record of a device's latest registration: what the
+// service API calls DeviceRegistrationState.
+type Registration struct {
+	RegistrationID    string
+	DeviceID          string
+	AssignedHub       string
+	InitialHub        string // the hub of the first assignment, for substatus
+	Status            Status
+	Substatus         Substatus
+	ErrorCode         int
+	ErrorMessage      string
+	Payload           json.RawMessage // the webhook's payload for the device
+	EnrollmentGroupID string          // set when the device matched a group
+	Attestation       AttestationType
+	Created           time.Time
+	Updated           time.Time
+	ETag              string
+}
+
+// Operation is one asynchronous registration request.
+type Operation struct {
+	ID                string
+	RegistrationID    string
+	EnrollmentGroupID string // empty: an individual enrollment
+	Attestation       AttestationType
+	Status            Status // assigning until the worker finishes
+	Payload           json.RawMessage
+	// Result is the registration state the operation produced; set once
+	// Status is final.
+	Result  *Registration
+	Created time.Time
+	Updated time.Time
+}
+
+// HubDevice is a device identity as a hub connector creates it on a hub.
+type HubDevice struct {
+	Hub          string
+	DeviceID     string
+	AuthKind     AttestationType
+	PrimaryKey   Key // symmetric-key devices: the device's key(s)
+	SecondaryKey Key
+	IoTEdge      bool
+	Twin         json.RawMessage // {"tags":{…},"properties":{"desired":{…}}}
+	Updated      time.Time
+}
