@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/opendps/dps"
@@ -108,7 +109,7 @@ func loadConfig(path string, getenv func(string) string) (Config, error) {
 		dec := yaml.NewDecoder(bytes.NewReader(raw))
 		dec.KnownFields(true)
 		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-			return cfg, fmt.Errorf("config %s: %w", path, err)
+			return cfg, fmt.Errorf("config %s: %s", path, nameKeys(raw, err))
 		}
 	}
 	applyEnv(&cfg, getenv)
@@ -270,4 +271,45 @@ func (c Config) linkedHubs() []dps.LinkedHub {
 		out[i] = dps.LinkedHub{HostName: h.HostName, AllocationWeight: *h.AllocationWeight, ApplyAllocationPolicy: *h.ApplyAllocationPolicy, Location: h.Location}
 	}
 	return out
+}
+
+var lineRef = regexp.MustCompile(`line (\d+): `)
+
+// nameKeys rewrites "line N: …" in a YAML error as "line N (key.path): …".
+func nameKeys(raw []byte, err error) string {
+	var root yaml.Node
+	if yaml.Unmarshal(raw, &root) != nil {
+		return err.Error()
+	}
+	keys := map[string]string{}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				p := n.Content[i].Value
+				if path != "" {
+					p = path + "." + p
+				}
+				keys[strconv.Itoa(n.Content[i].Line)] = p
+				walk(n.Content[i+1], p)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				walk(c, fmt.Sprintf("%s[%d]", path, i))
+			}
+		}
+	}
+	walk(&root, "")
+	return lineRef.ReplaceAllStringFunc(err.Error(), func(m string) string {
+		n := lineRef.FindStringSubmatch(m)[1]
+		if k, ok := keys[n]; ok {
+			return "line " + n + " (" + k + "): "
+		}
+		return m
+	})
 }

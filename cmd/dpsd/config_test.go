@@ -1,0 +1,114 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "dpsd.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func noEnv(string) string { return "" }
+
+func TestDefaultConfig(t *testing.T) {
+	cfg, err := loadConfig("", noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen.HTTPS != ":443" || cfg.Listen.MQTT != ":8883" || cfg.Listen.Admin != "127.0.0.1:9090" {
+		t.Errorf("listen = %+v", cfg.Listen)
+	}
+	if cfg.Storage != "sqlite:dps-data/dps.db" || cfg.RetryAfterSeconds != 2 || cfg.AllocationPolicy != "hashed" {
+		t.Errorf("defaults = %+v", cfg)
+	}
+	if len(cfg.LinkedHubs) != 1 || cfg.LinkedHubs[0].HostName != exampleHub || *cfg.LinkedHubs[0].AllocationWeight != 1 || !*cfg.LinkedHubs[0].ApplyAllocationPolicy {
+		t.Errorf("linkedHubs = %+v", cfg.LinkedHubs)
+	}
+}
+
+func TestFullConfig(t *testing.T) {
+	p := writeConfig(t, `
+idScope: "0ne00000001"
+dataDir: "/tmp/dps-x"
+storage: "sqlite:/tmp/dps-x/db.sqlite"
+listen: { https: ":8443", mqtt: ":8884", admin: "127.0.0.1:9091" }
+tls: { certFile: "/c.pem", keyFile: "/k.pem" }
+serviceHostName: "10.0.0.5"
+location: "westeurope"
+retryAfterSeconds: 3
+allocationPolicy: GeoLatency
+linkedHubs:
+  - { hostName: hub-a.example.net, allocationWeight: 7, applyAllocationPolicy: false, location: westeurope }
+accessPolicies:
+  - { name: provisioningserviceowner, primaryKey: "${DPSD_OWNER_KEY}", rights: [ServiceConfig, EnrollmentRead, EnrollmentWrite, RegistrationStatusRead, RegistrationStatusWrite] }
+`)
+	key := strings.Repeat("QUFB", 8) // 24 bytes
+	env := map[string]string{"DPSD_OWNER_KEY": key, "DPSD_ACCESSPOLICIES_PROVISIONINGSERVICEOWNER_SECONDARYKEY": key, "HOME": "/ignored"}
+	cfg, err := loadConfig(p, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AccessPolicies[0].PrimaryKey != key || cfg.AccessPolicies[0].SecondaryKey != key {
+		t.Errorf("secrets from environment not applied: %+v", cfg.AccessPolicies[0])
+	}
+	h := cfg.LinkedHubs[0]
+	if *h.AllocationWeight != 7 || *h.ApplyAllocationPolicy || h.Location != "westeurope" {
+		t.Errorf("hub = %+v", h)
+	}
+	if cfg.ServiceHostName != "10.0.0.5" || cfg.Listen.MQTT != ":8884" || cfg.Storage != "sqlite:/tmp/dps-x/db.sqlite" {
+		t.Errorf("cfg = %+v", cfg)
+	}
+}
+
+func TestBadConfigNamesTheKey(t *testing.T) {
+	hub := "linkedHubs: [{hostName: h.example.net}]\n"
+	tests := []struct {
+		name, yaml, wantKey string
+	}{
+		{"idScope", "idScope: abc\n" + hub, "idScope"},
+		{"unknown-key", "idScop: 0ne00000001\n" + hub, "idScop"},
+		{"storage", "storage: postgres-ish\n" + hub, "storage"},
+		{"listen", "listen: { https: nonsense }\n" + hub, "listen.https"},
+		{"weight", "linkedHubs: [{hostName: h.example.net, allocationWeight: 1001}]\n", "linkedHubs[0].allocationWeight"},
+		{"no-hubs", "linkedHubs: []\n", "linkedHubs"},
+		{"policy", "allocationPolicy: custom\n" + hub, "allocationPolicy"},
+		{"retry", "retryAfterSeconds: 0\n" + hub, "retryAfterSeconds"},
+		{"access-key", hub + "accessPolicies: [{name: p, primaryKey: short, rights: [EnrollmentRead]}]\n", "accessPolicies[0].primaryKey"},
+		{"access-right", hub + "accessPolicies: [{name: p, primaryKey: " + strings.Repeat("QUFB", 8) + ", rights: [Everything]}]\n", "accessPolicies[0].rights"},
+		{"tls-half", "tls: { certFile: /x }\n" + hub, "tls"},
+		{"missing-env", "idScope: ${DPSD_NOT_SET}\n" + hub, "DPSD_NOT_SET"},
+		{"wrong-type", "retryAfterSeconds: soon\n" + hub, "retryAfterSeconds"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := loadConfig(writeConfig(t, tt.yaml), noEnv)
+			if err == nil || !strings.Contains(err.Error(), tt.wantKey) {
+				t.Fatalf("err = %v, want it to name %q", err, tt.wantKey)
+			}
+		})
+	}
+}
+
+func TestOnlyDPSDVariablesAreRead(t *testing.T) {
+	var asked []string
+	_, err := loadConfig(writeConfig(t, "linkedHubs: [{hostName: h.example.net}]\nlocation: $HOME\n"), func(k string) string {
+		asked = append(asked, k)
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range asked {
+		if !strings.HasPrefix(k, "DPSD_") {
+			t.Errorf("read environment variable %s", k)
+		}
+	}
+}

@@ -1,0 +1,458 @@
+package registration_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/allocation"
+	"github.com/opendps/dps/internal/dpstest"
+	"github.com/opendps/dps/internal/hub/builtin"
+	"github.com/opendps/dps/internal/registration"
+	"github.com/opendps/dps/internal/sas"
+	"github.com/opendps/dps/internal/store/sqlite"
+)
+
+const scope = "0ne0000TEST"
+
+var hubs = []dps.LinkedHub{
+	{HostName: "hub-a.example.net", AllocationWeight: 1, ApplyAllocationPolicy: true},
+	{HostName: "hub-b.example.net", AllocationWeight: 1, ApplyAllocationPolicy: true},
+	{HostName: "hub-c.example.net", AllocationWeight: 1, ApplyAllocationPolicy: false},
+}
+
+type hubFunc struct {
+	provision func(context.Context, dps.HubDevice) error
+	builtin.Connector
+}
+
+func (h *hubFunc) Provision(ctx context.Context, d dps.HubDevice) error {
+	if h.provision != nil {
+		if err := h.provision(ctx, d); err != nil {
+			return err
+		}
+	}
+	return h.Connector.Provision(ctx, d)
+}
+
+type allocatorFunc func(context.Context, dps.AllocationRequest) (dps.Assignment, error)
+
+func (f allocatorFunc) Allocate(ctx context.Context, r dps.AllocationRequest) (dps.Assignment, error) {
+	return f(ctx, r)
+}
+
+func newService(t *testing.T, db *sqlite.DB, hub registration.HubConnector, mods ...func(*registration.Options)) *registration.Service {
+	t.Helper()
+	if hub == nil {
+		hub = &builtin.Connector{Store: db}
+	}
+	o := registration.Options{
+		IDScope:    scope,
+		LinkedHubs: hubs,
+		Allocators: map[dps.AllocationPolicy]registration.Allocator{
+			dps.AllocationHashed: allocation.Hashed{},
+			dps.AllocationStatic: allocation.Static{},
+		},
+		Hubs:          hub,
+		Store:         db,
+		SweepInterval: 50 * time.Millisecond,
+	}
+	for _, m := range mods {
+		m(&o)
+	}
+	s := registration.New(o)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func token(t testing.TB, regID, key string, expiry time.Time) string {
+	t.Helper()
+	raw, err := base64.StdEncoding.DecodeString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sas.New(scope+"/registrations/"+regID, raw, "registration", expiry)
+}
+
+func cred(t testing.TB, regID, key string) registration.Credential {
+	return registration.Credential{SAS: token(t, regID, key, time.Now().Add(time.Hour))}
+}
+
+// waitFinal polls the operation until it is final.
+func waitFinal(t *testing.T, s *registration.Service, regID, opID string, c registration.Credential) dps.Operation {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		op, err := s.Operation(context.Background(), scope, regID, opID, c)
+		if err != nil {
+			t.Fatalf("Operation: %v", err)
+		}
+		if op.Status.Final() {
+			return op
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("operation %s did not finish", opID)
+	return dps.Operation{}
+}
+
+func register(t *testing.T, s *registration.Service, regID string, c registration.Credential, payload string) dps.Operation {
+	t.Helper()
+	req := registration.Request{IDScope: scope, RegistrationID: regID, Credential: c}
+	if payload != "" {
+		req.Payload = json.RawMessage(payload)
+	}
+	op, err := s.Register(context.Background(), req)
+	if err != nil {
+		t.Fatalf("Register(%s): %v", regID, err)
+	}
+	return waitFinal(t, s, regID, op.ID, c)
+}
+
+func TestRegisterSymmetricKeys(t *testing.T) {
+	db := dpstest.NewSQLite(t)
+	s := newService(t, db, nil)
+	e := dpstest.MustPutEnrollment(t, db, dpstest.SymmetricKeyEnrollment("dev-individual"))
+	g := dpstest.MustPutGroup(t, db, dpstest.SymmetricKeyGroup("group-1"))
+	derive := func(groupKey dps.Key, id string) string {
+		raw, _ := base64.StdEncoding.DecodeString(string(groupKey))
+		return base64.StdEncoding.EncodeToString(sas.DeriveKey(raw, id))
+	}
+	tests := []struct {
+		name, regID, key, wantGroup string
+	}{
+		{"ok/individual-primary", "dev-individual", string(e.Attestation.SymmetricKey.PrimaryKey), ""},
+		{"ok/individual-secondary", "dev-individual", string(e.Attestation.SymmetricKey.SecondaryKey), ""},
+		{"ok/individual-id-other-case", "DEV-Individual", string(e.Attestation.SymmetricKey.PrimaryKey), ""},
+		{"ok/group-primary-derived", "grp-dev-1", derive(g.Attestation.SymmetricKey.PrimaryKey, "grp-dev-1"), "group-1"},
+		{"ok/group-secondary-derived", "grp-dev-2", derive(g.Attestation.SymmetricKey.SecondaryKey, "grp-dev-2"), "group-1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			op := register(t, s, tt.regID, cred(t, tt.regID, tt.key), `{"model":"x"}`)
+			if op.Status != dps.StatusAssigned {
+				t.Fatalf("status = %s (%+v)", op.Status, op.Result)
+			}
+			r := op.Result
+			if r.AssignedHub != "hub-a.example.net" && r.AssignedHub != "hub-b.example.net" {
+				t.Errorf("assigned hub = %q; hub-c does not participate", r.AssignedHub)
+			}
+			if r.EnrollmentGroupID != tt.wantGroup {
+				t.Errorf("group = %q, want %q", r.EnrollmentGroupID, tt.wantGroup)
+			}
+			hd, err := db.HubDevice(context.Background(), r.AssignedHub, r.DeviceID)
+			if err != nil {
+				t.Fatalf("hub device: %v", err)
+			}
+			if hd.AuthKind != dps.AttestationSymmetricKey || hd.PrimaryKey == "" {
+				t.Errorf("hub device = %+v", hd)
+			}
+			if tt.wantGroup != "" && string(hd.PrimaryKey) != derive(g.Attestation.SymmetricKey.PrimaryKey, tt.regID) {
+				t.Errorf("hub device key is not the derived primary key")
+			}
+		})
+	}
+}
+
+func TestRegisterRejects(t *testing.T) {
+	db := dpstest.NewSQLite(t)
+	s := newService(t, db, nil)
+	e := dpstest.MustPutEnrollment(t, db, dpstest.SymmetricKeyEnrollment("dev-1"))
+	g := dpstest.MustPutGroup(t, db, dpstest.SymmetricKeyGroup("group-1"))
+	pk := string(e.Attestation.SymmetricKey.PrimaryKey)
+	otherScope, _ := base64.StdEncoding.DecodeString(pk)
+	tests := []struct {
+		name  string
+		scope string
+		regID string
+		sas   string
+	}{
+		{"fail/wrong-key", scope, "dev-1", token(t, "dev-1", dpstest.Key(32), time.Now().Add(time.Hour))},
+		{"fail/unknown-device", scope, "nobody", token(t, "nobody", dpstest.Key(32), time.Now().Add(time.Hour))},
+		{"fail/expired", scope, "dev-1", token(t, "dev-1", pk, time.Now().Add(-10*time.Minute))},
+		{"fail/wrong-scope-in-request", "0ne0000OTHR", "dev-1", sas.New("0ne0000OTHR/registrations/dev-1", otherScope, "registration", time.Now().Add(time.Hour))},
+		{"fail/token-for-other-device", scope, "dev-1", token(t, "dev-2", pk, time.Now().Add(time.Hour))},
+		{"fail/group-key-itself", scope, "grp-dev", token(t, "grp-dev", string(g.Attestation.SymmetricKey.PrimaryKey), time.Now().Add(time.Hour))},
+		{"fail/no-token", scope, "dev-1", ""},
+		{"fail/garbage-token", scope, "dev-1", "SharedAccessSignature garbage"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := s.Register(context.Background(), registration.Request{IDScope: tt.scope, RegistrationID: tt.regID, Credential: registration.Credential{SAS: tt.sas}})
+			e := dps.AsError(err)
+			if err == nil || e.Kind != dps.KindUnauthorized || e.Code != 401002 {
+				t.Fatalf("err = %v, want 401002 unauthorized", err)
+			}
+			if _, err := db.Registration(context.Background(), tt.regID); dps.KindOf(err) != dps.KindNotFound {
+				t.Errorf("a registration record was stored: %v", err)
+			}
+			if ops, _ := db.PendingOperations(context.Background()); len(ops) != 0 {
+				t.Errorf("%d operations stored", len(ops))
+			}
+		})
+	}
+}
+
+func TestDisabled(t *testing.T) {
+	db := dpstest.NewSQLite(t)
+	s := newService(t, db, nil)
+	e := dpstest.SymmetricKeyEnrollment("dev-off")
+	e.ProvisioningStatus = dps.ProvisioningDisabled
+	e = dpstest.MustPutEnrollment(t, db, e)
+	g := dpstest.SymmetricKeyGroup("group-off")
+	g.ProvisioningStatus = dps.ProvisioningDisabled
+	g = dpstest.MustPutGroup(t, db, g)
+	gk, _ := base64.StdEncoding.DecodeString(string(g.Attestation.SymmetricKey.PrimaryKey))
+	for name, c := range map[string]struct{ id, key string }{
+		"individual": {"dev-off", string(e.Attestation.SymmetricKey.PrimaryKey)},
+		"group":      {"grp-off-1", base64.StdEncoding.EncodeToString(sas.DeriveKey(gk, "grp-off-1"))},
+	} {
+		t.Run(name, func(t *testing.T) {
+			op := register(t, s, c.id, cred(t, c.id, c.key), "")
+			if op.Status != dps.StatusDisabled || op.Result == nil || op.Result.Status != dps.StatusDisabled {
+				t.Fatalf("op = %+v", op)
+			}
+			if _, err := db.Registration(context.Background(), c.id); dps.KindOf(err) != dps.KindNotFound {
+				t.Errorf("disabled device got a registration record: %v", err)
+			}
+			// A wrong key on a disabled enrollment is still 401, not disabled.
+			_, err := s.Register(context.Background(), registration.Request{IDScope: scope, RegistrationID: c.id, Credential: cred(t, c.id, dpstest.Key(32))})
+			if dps.KindOf(err) != dps.KindUnauthorized {
+				t.Errorf("wrong key on disabled enrollment: %v, want unauthorized", err)
+			}
+		})
+	}
+}
+
+func TestReprovisioning(t *testing.T) {
+	ctx := context.Background()
+	twinA := json.RawMessage(`{"tags":{"site":"a"},"properties":{"desired":{"v":1}}}`)
+	var target atomic.Value
+	target.Store("hub-a.example.net")
+	pick := allocatorFunc(func(_ context.Context, r dps.AllocationRequest) (dps.Assignment, error) {
+		return dps.Assignment{Hub: target.Load().(string)}, nil
+	})
+	tests := []struct {
+		name       string
+		policy     *dps.ReprovisionPolicy
+		wantHub    string
+		wantSub    dps.Substatus
+		wantTwinOf string // "migrated" or "initial"
+	}{
+		{"migrate", &dps.ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: true}, "hub-b.example.net", dps.SubstatusDeviceDataMigrated, "migrated"},
+		{"reset", &dps.ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: false}, "hub-b.example.net", dps.SubstatusDeviceDataReset, "initial"},
+		{"never", &dps.ReprovisionPolicy{}, "hub-a.example.net", dps.SubstatusInitialAssignment, "migrated"},
+		{"default-is-migrate", nil, "hub-b.example.net", dps.SubstatusDeviceDataMigrated, "migrated"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db := dpstest.NewSQLite(t)
+			s := newService(t, db, nil, func(o *registration.Options) {
+				o.Allocators[dps.AllocationHashed] = pick
+			})
+			target.Store("hub-a.example.net")
+			e := dpstest.SymmetricKeyEnrollment("dev-r")
+			e.ReprovisionPolicy = tt.policy
+			e.InitialTwin = twinA
+			e = dpstest.MustPutEnrollment(t, db, e)
+			c := cred(t, "dev-r", string(e.Attestation.SymmetricKey.PrimaryKey))
+			op := register(t, s, "dev-r", c, "")
+			if op.Result.Substatus != dps.SubstatusInitialAssignment || op.Result.AssignedHub != "hub-a.example.net" {
+				t.Fatalf("first: %+v", op.Result)
+			}
+			// The device's twin changes on hub A.
+			hd, _ := db.HubDevice(ctx, "hub-a.example.net", "dev-r")
+			hd.Twin = json.RawMessage(`{"tags":{"site":"changed"}}`)
+			if err := db.PutHubDevice(ctx, hd); err != nil {
+				t.Fatal(err)
+			}
+			target.Store("hub-b.example.net")
+			op = register(t, s, "dev-r", c, "")
+			if op.Result.AssignedHub != tt.wantHub || op.Result.Substatus != tt.wantSub {
+				t.Fatalf("second: hub %s substatus %s, want %s %s", op.Result.AssignedHub, op.Result.Substatus, tt.wantHub, tt.wantSub)
+			}
+			now, err := db.HubDevice(ctx, tt.wantHub, "dev-r")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := `{"tags":{"site":"changed"}}`
+			if tt.wantTwinOf == "initial" {
+				want = string(twinA)
+			}
+			if string(now.Twin) != want {
+				t.Errorf("twin on %s = %s, want %s", tt.wantHub, now.Twin, want)
+			}
+			if tt.wantHub != "hub-a.example.net" {
+				if _, err := db.HubDevice(ctx, "hub-a.example.net", "dev-r"); dps.KindOf(err) != dps.KindNotFound {
+					t.Errorf("device still on the old hub: %v", err)
+				}
+				// Moving back to the first hub.
+				target.Store("hub-a.example.net")
+				op = register(t, s, "dev-r", c, "")
+				if op.Result.Substatus != dps.SubstatusReprovisionedToInitialAssignment {
+					t.Errorf("back to first hub: substatus %s", op.Result.Substatus)
+				}
+			}
+			// Deleting the registration record makes the next one initial again.
+			if err := db.DeleteRegistration(ctx, "dev-r", ""); err != nil {
+				t.Fatal(err)
+			}
+			op = register(t, s, "dev-r", c, "")
+			if op.Result.Substatus != dps.SubstatusInitialAssignment {
+				t.Errorf("after delete: substatus %s", op.Result.Substatus)
+			}
+		})
+	}
+}
+
+func TestAllocationFailureEndsFailed(t *testing.T) {
+	db := dpstest.NewSQLite(t)
+	s := newService(t, db, nil, func(o *registration.Options) {
+		o.Allocators[dps.AllocationHashed] = allocatorFunc(func(context.Context, dps.AllocationRequest) (dps.Assignment, error) {
+			return dps.Assignment{}, &dps.AllocationFailure{Code: 400207, Message: "webhook said no"}
+		})
+	})
+	e := dpstest.MustPutEnrollment(t, db, dpstest.SymmetricKeyEnrollment("dev-f"))
+	op := register(t, s, "dev-f", cred(t, "dev-f", string(e.Attestation.SymmetricKey.PrimaryKey)), "")
+	if op.Status != dps.StatusFailed || op.Result.ErrorCode != 400207 || op.Result.ErrorMessage != "webhook said no" {
+		t.Fatalf("op = %+v / %+v", op, op.Result)
+	}
+	r, err := db.Registration(context.Background(), "dev-f")
+	if err != nil || r.Status != dps.StatusFailed {
+		t.Fatalf("record = %+v, %v", r, err)
+	}
+}
+
+func TestStaticNeedsLinkedHub(t *testing.T) {
+	db := dpstest.NewSQLite(t)
+	s := newService(t, db, nil)
+	e := dpstest.SymmetricKeyEnrollment("dev-s")
+	e.AllocationPolicy = dps.AllocationStatic
+	e.IoTHubs = []string{"HUB-C.example.net"} // linked, not participating: still allowed when named
+	e = dpstest.MustPutEnrollment(t, db, e)
+	op := register(t, s, "dev-s", cred(t, "dev-s", string(e.Attestation.SymmetricKey.PrimaryKey)), "")
+	if op.Status != dps.StatusAssigned || op.Result.AssignedHub != "hub-c.example.net" {
+		t.Fatalf("op = %+v / %+v", op, op.Result)
+	}
+	e.IoTHubs = []string{"unlinked.example.net"}
+	e = dpstest.MustPutEnrollment(t, db, e)
+	op = register(t, s, "dev-s", cred(t, "dev-s", string(e.Attestation.SymmetricKey.PrimaryKey)), "")
+	if op.Status != dps.StatusFailed {
+		t.Fatalf("unlinked hub: op = %+v / %+v", op, op.Result)
+	}
+}
+
+// TestRestartResumesOperations accepts operations while the hub connector
+// fails, stops the service, and starts a new one on the same database.
+func TestRestartResumesOperations(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dps.db")
+	db1, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := dpstest.MustPutEnrollment(t, db1, dpstest.SymmetricKeyEnrollment("dev-restart"))
+	c := cred(t, "dev-restart", string(e.Attestation.SymmetricKey.PrimaryKey))
+	broken := &hubFunc{Connector: builtin.Connector{Store: db1}, provision: func(context.Context, dps.HubDevice) error {
+		return errors.New("hub unreachable")
+	}}
+	s1 := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db1, Hubs: broken,
+		Allocators: map[dps.AllocationPolicy]registration.Allocator{dps.AllocationHashed: allocation.Hashed{}}, SweepInterval: time.Hour})
+	if err := s1.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range 3 {
+		op, err := s1.Register(context.Background(), registration.Request{IDScope: scope, RegistrationID: "dev-restart", Credential: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, op.ID)
+	}
+	time.Sleep(50 * time.Millisecond)
+	s1.Close()
+	db1.Close()
+
+	db2 := dpstest.OpenSQLite(t, path)
+	pending, _ := db2.PendingOperations(context.Background())
+	if len(pending) != 3 {
+		t.Fatalf("pending after stop = %d, want 3", len(pending))
+	}
+	s2 := newService(t, db2, nil)
+	for _, id := range ids {
+		op := waitFinal(t, s2, "dev-restart", id, c)
+		if op.Status != dps.StatusAssigned {
+			t.Errorf("%s: %s", id, op.Status)
+		}
+	}
+	if _, err := db2.Registration(context.Background(), "dev-restart"); err != nil {
+		t.Errorf("registration after restart: %v", err)
+	}
+}
+
+func TestOperationLookups(t *testing.T) {
+	db := dpstest.NewSQLite(t)
+	s := newService(t, db, nil)
+	e := dpstest.MustPutEnrollment(t, db, dpstest.SymmetricKeyEnrollment("dev-o"))
+	e2 := dpstest.MustPutEnrollment(t, db, dpstest.SymmetricKeyEnrollment("dev-p"))
+	c := cred(t, "dev-o", string(e.Attestation.SymmetricKey.PrimaryKey))
+	op := register(t, s, "dev-o", c, "")
+	if _, err := s.Operation(context.Background(), scope, "dev-o", "1.0000.nope", c); dps.KindOf(err) != dps.KindNotFound {
+		t.Errorf("unknown operation: %v", err)
+	}
+	// Another device cannot read dev-o's operation.
+	c2 := cred(t, "dev-p", string(e2.Attestation.SymmetricKey.PrimaryKey))
+	if _, err := s.Operation(context.Background(), scope, "dev-p", op.ID, c2); dps.KindOf(err) != dps.KindNotFound {
+		t.Errorf("foreign operation: %v", err)
+	}
+	r, err := s.Lookup(context.Background(), scope, "dev-o", c)
+	if err != nil || r.Status != dps.StatusAssigned {
+		t.Errorf("Lookup = %+v, %v", r, err)
+	}
+	if _, err := s.Lookup(context.Background(), scope, "dev-p", c2); dps.KindOf(err) != dps.KindNotFound {
+		t.Errorf("Lookup before registering: %v", err)
+	}
+}
+
+func BenchmarkRegister(b *testing.B) {
+	db := dpstest.NewSQLite(b)
+	s := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db, Hubs: &builtin.Connector{Store: db},
+		Allocators: map[dps.AllocationPolicy]registration.Allocator{dps.AllocationHashed: allocation.Hashed{}}})
+	if err := s.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	g := dpstest.MustPutGroup(b, db, dpstest.SymmetricKeyGroup("bench"))
+	gk, _ := base64.StdEncoding.DecodeString(string(g.Attestation.SymmetricKey.PrimaryKey))
+	var n atomic.Int64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			id := fmt.Sprintf("bench-%d", n.Add(1))
+			c := registration.Credential{SAS: sas.New(scope+"/registrations/"+id, sas.DeriveKey(gk, id), "registration", time.Now().Add(time.Hour))}
+			op, err := s.Register(context.Background(), registration.Request{IDScope: scope, RegistrationID: id, Credential: c})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for {
+				got, err := s.Operation(context.Background(), scope, id, op.ID, c)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if got.Status.Final() {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+	})
+}
