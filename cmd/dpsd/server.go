@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -18,7 +19,9 @@ import (
 	"time"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/access"
 	"github.com/opendps/dps/internal/allocation"
+	"github.com/opendps/dps/internal/enrollment"
 	"github.com/opendps/dps/internal/httpapi"
 	"github.com/opendps/dps/internal/hub/builtin"
 	"github.com/opendps/dps/internal/pki"
@@ -36,6 +39,7 @@ type server struct {
 	idScope string
 	caFile  string // "" when the operator supplied the certificate
 	owner   PolicyConfig
+	cert    *x509.Certificate // the server certificate
 
 	https, admin     *http.Server
 	httpsLn, adminLn net.Listener
@@ -123,8 +127,26 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 		return nil, err
 	}
 
+	var policies []access.Policy
+	for _, p := range s.cfg.AccessPolicies {
+		ap := access.Policy{Name: p.Name, PrimaryKey: p.PrimaryKey, SecondaryKey: p.SecondaryKey}
+		for _, r := range p.Rights {
+			ap.Rights = append(ap.Rights, access.Right(r))
+		}
+		policies = append(policies, ap)
+	}
+	checker, err := access.New(policies, s.serviceHosts(), nil)
+	if err != nil {
+		return nil, err
+	}
+	service := httpapi.NewService(httpapi.ServiceOptions{
+		Manager:    enrollment.New(enrollment.Options{Store: s.store, LinkedHubs: cfg.linkedHubs()}),
+		Authorizer: checker,
+		Logger:     log,
+	})
 	device := httpapi.New(httpapi.Options{
 		Registrar:  s.reg,
+		Service:    service,
 		Logger:     log,
 		RetryAfter: time.Duration(cfg.RetryAfterSeconds) * time.Second,
 	})
@@ -184,17 +206,39 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 	return s, nil
 }
 
+// defaultHosts are the names the generated server certificate covers.
+func (s *server) defaultHosts() []string {
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		hosts = append(hosts, h)
+	}
+	if s.cfg.ServiceHostName != "" {
+		hosts = append(hosts, s.cfg.ServiceHostName)
+	}
+	return hosts
+}
+
+// serviceHosts are the host names a service API token may name: the
+// configured serviceHostName, or else localhost, 127.0.0.1 and the names in
+// the server certificate.
+func (s *server) serviceHosts() []string {
+	if s.cfg.ServiceHostName != "" {
+		return []string{s.cfg.ServiceHostName}
+	}
+	hosts := []string{"localhost", "127.0.0.1"}
+	if s.cert != nil {
+		hosts = append(hosts, s.cert.DNSNames...)
+		for _, ip := range s.cert.IPAddresses {
+			hosts = append(hosts, ip.String())
+		}
+	}
+	return hosts
+}
+
 func (s *server) tlsConfig() (*tls.Config, error) {
 	certFile, keyFile := s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile
 	if certFile == "" {
-		hosts := []string{"localhost", "127.0.0.1", "::1"}
-		if h, err := os.Hostname(); err == nil && h != "" {
-			hosts = append(hosts, h)
-		}
-		if s.cfg.ServiceHostName != "" {
-			hosts = append(hosts, s.cfg.ServiceHostName)
-		}
-		files, err := pki.Ensure(filepath.Join(s.cfg.DataDir, "tls"), hosts, time.Now())
+		files, err := pki.Ensure(filepath.Join(s.cfg.DataDir, "tls"), s.defaultHosts(), time.Now())
 		if err != nil {
 			return nil, fmt.Errorf("tls: generate certificates in %s: %w", s.cfg.DataDir, err)
 		}
@@ -203,6 +247,9 @@ func (s *server) tlsConfig() (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("tls.certFile/tls.keyFile: %w", err)
+	}
+	if s.cert, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+		return nil, fmt.Errorf("tls.certFile: %w", err)
 	}
 	return &tls.Config{
 		Certificates: []tls.Certificate{cert},

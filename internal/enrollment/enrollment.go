@@ -1,0 +1,441 @@
+// Package enrollment is the management use case: create, read, update,
+// delete and query individual enrollments, enrollment groups and
+// registration records, with validation, key generation, ETag rules and
+// bulk operations. Stores only persist; the rules live here.
+package enrollment
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/opendps/dps"
+)
+
+// Store is the persistence the management use case needs.
+type Store interface {
+	Enrollment(ctx context.Context, registrationID string) (dps.Enrollment, error)
+	PutEnrollment(ctx context.Context, e dps.Enrollment, ifMatch string) (dps.Enrollment, error)
+	DeleteEnrollment(ctx context.Context, registrationID, ifMatch string) error
+	Enrollments(ctx context.Context, continuation string, limit int) ([]dps.Enrollment, string, error)
+	Group(ctx context.Context, id string) (dps.Group, error)
+	PutGroup(ctx context.Context, g dps.Group, ifMatch string) (dps.Group, error)
+	DeleteGroup(ctx context.Context, id, ifMatch string) error
+	GroupsPage(ctx context.Context, continuation string, limit int) ([]dps.Group, string, error)
+	Registration(ctx context.Context, registrationID string) (dps.Registration, error)
+	DeleteRegistration(ctx context.Context, registrationID, ifMatch string) error
+	Registrations(ctx context.Context, groupID, continuation string, limit int) ([]dps.Registration, string, error)
+}
+
+// Options configure a Service.
+type Options struct {
+	Store      Store
+	LinkedHubs []dps.LinkedHub
+	// AllowHTTPWebhooks permits http:// custom allocation webhook URLs.
+	AllowHTTPWebhooks bool
+}
+
+// Service implements the management use case.
+type Service struct {
+	o Options
+}
+
+// New returns a Service.
+func New(o Options) *Service { return &Service{o: o} }
+
+// MaxBulk is the largest number of items in a bulk operation.
+const MaxBulk = 10
+
+func invalid(format string, args ...any) error {
+	return &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: fmt.Sprintf(format, args...)}
+}
+
+// GenerateKey returns a random 64-byte base64 key, the size Azure generates.
+func GenerateKey() dps.Key {
+	b := make([]byte, 64)
+	rand.Read(b)
+	return dps.Key(base64.StdEncoding.EncodeToString(b))
+}
+
+func validKey(k dps.Key) bool {
+	b, err := base64.StdEncoding.DecodeString(string(k))
+	return err == nil && len(b) >= 16 && len(b) <= 64
+}
+
+// validateSettings checks the members enrollments and groups share and
+// fills in keys: given keys are kept, missing ones are taken from old (the
+// stored version, so a get → modify → put never rotates a key) or generated.
+func (s *Service) validateSettings(set *dps.Settings, old *dps.Settings, group bool) error {
+	a := &set.Attestation
+	switch a.Type {
+	case dps.AttestationSymmetricKey:
+		sk := a.SymmetricKey
+		if sk == nil {
+			sk = &dps.SymmetricKeyAttestation{}
+			a.SymmetricKey = sk
+		}
+		var oldKeys *dps.SymmetricKeyAttestation
+		if old != nil && old.Attestation.Type == dps.AttestationSymmetricKey {
+			oldKeys = old.Attestation.SymmetricKey
+		}
+		for i, k := range []*dps.Key{&sk.PrimaryKey, &sk.SecondaryKey} {
+			if *k != "" {
+				if !validKey(*k) {
+					name := [...]string{"primaryKey", "secondaryKey"}[i]
+					return invalid("attestation.symmetricKey.%s must be base64 of 16 to 64 bytes", name)
+				}
+				continue
+			}
+			switch {
+			case oldKeys != nil && i == 0 && oldKeys.PrimaryKey != "":
+				*k = oldKeys.PrimaryKey
+			case oldKeys != nil && i == 1 && oldKeys.SecondaryKey != "":
+				*k = oldKeys.SecondaryKey
+			default:
+				*k = GenerateKey()
+			}
+		}
+	case dps.AttestationX509:
+		x := a.X509
+		n := 0
+		check := func(what, c string) error {
+			if c == "" {
+				return nil
+			}
+			n++
+			if _, err := dps.ParseCertificate(c); err != nil {
+				return invalid("attestation.x509.%s: %s", what, dps.AsError(err).Message)
+			}
+			return nil
+		}
+		if x.ClientCertificates != nil {
+			if group {
+				return invalid("attestation.x509.clientCertificates is for individual enrollments; groups use signingCertificates or caReferences")
+			}
+			if err := errors.Join(check("clientCertificates.primary", x.ClientCertificates.Primary), check("clientCertificates.secondary", x.ClientCertificates.Secondary)); err != nil {
+				return err
+			}
+		}
+		if x.SigningCertificates != nil {
+			if err := errors.Join(check("signingCertificates.primary", x.SigningCertificates.Primary), check("signingCertificates.secondary", x.SigningCertificates.Secondary)); err != nil {
+				return err
+			}
+		}
+		if x.CAReferences != nil && (x.CAReferences.Primary != "" || x.CAReferences.Secondary != "") {
+			n++
+		}
+		if n == 0 {
+			return invalid("attestation.x509 needs a certificate (clientCertificates, signingCertificates) or caReferences")
+		}
+	case dps.AttestationTPM:
+		if group {
+			return invalid("enrollment groups do not support TPM attestation")
+		}
+		if err := dps.ValidateTPMEndorsementKey(a.TPM.EndorsementKey); err != nil {
+			return invalid("attestation.tpm.endorsementKey: %s", dps.AsError(err).Message)
+		}
+		if a.TPM.StorageRootKey != "" {
+			if _, err := base64.StdEncoding.DecodeString(a.TPM.StorageRootKey); err != nil {
+				return invalid("attestation.tpm.storageRootKey must be base64")
+			}
+		}
+	}
+	for _, h := range set.IoTHubs {
+		if !s.linked(h) {
+			return invalid("iotHubs: %q is not a linked IoT hub of this instance", h)
+		}
+	}
+	if set.IoTHubHostName != "" && !s.linked(set.IoTHubHostName) {
+		return invalid("iotHubHostName: %q is not a linked IoT hub of this instance", set.IoTHubHostName)
+	}
+	if len(set.InitialTwin) > 0 {
+		var twin struct {
+			Tags       json.RawMessage `json:"tags"`
+			Properties *struct {
+				Desired json.RawMessage `json:"desired"`
+			} `json:"properties"`
+		}
+		if err := json.Unmarshal(set.InitialTwin, &twin); err != nil {
+			return invalid("initialTwin must be an object {tags, properties: {desired}}")
+		}
+	}
+	switch set.AllocationPolicy {
+	case dps.AllocationStatic:
+		n := len(set.IoTHubs)
+		if n == 0 && set.IoTHubHostName != "" {
+			n = 1
+		}
+		if n != 1 {
+			return invalid("allocationPolicy static requires exactly one hub in iotHubs")
+		}
+	case dps.AllocationCustom:
+		ca := set.CustomAllocation
+		if ca == nil || ca.WebhookURL == "" || ca.APIVersion == "" {
+			return invalid("allocationPolicy custom requires customAllocationDefinition with webhookUrl and apiVersion")
+		}
+		u, err := url.Parse(ca.WebhookURL)
+		if err != nil || !u.IsAbs() || u.Host == "" {
+			return invalid("customAllocationDefinition.webhookUrl must be an absolute URL")
+		}
+		if u.User != nil {
+			return invalid("customAllocationDefinition.webhookUrl must not contain user information")
+		}
+		switch strings.ToLower(u.Scheme) {
+		case "https":
+		case "http":
+			if !s.o.AllowHTTPWebhooks {
+				return invalid("customAllocationDefinition.webhookUrl must use https (http is allowed only when the instance enables it)")
+			}
+		default:
+			return invalid("customAllocationDefinition.webhookUrl must use https")
+		}
+	}
+	return nil
+}
+
+func (s *Service) linked(h string) bool {
+	for _, l := range s.o.LinkedHubs {
+		if strings.EqualFold(l.HostName, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// PutEnrollment creates or updates an individual enrollment. ifMatch ""
+// creates (an existing enrollment is a conflict), "*" creates or replaces,
+// anything else must equal the stored ETag.
+func (s *Service) PutEnrollment(ctx context.Context, e dps.Enrollment, ifMatch string) (dps.Enrollment, error) {
+	if err := dps.ValidateRegistrationID(e.RegistrationID); err != nil {
+		return e, err
+	}
+	if e.DeviceID != "" {
+		if err := dps.ValidateRegistrationID(e.DeviceID); err != nil {
+			return e, invalid("deviceId: %s", strings.Replace(dps.AsError(err).Message, "registration ID", "device ID", 1))
+		}
+	}
+	for range 3 {
+		old, err := s.o.Store.Enrollment(ctx, e.RegistrationID)
+		var oldSet *dps.Settings
+		cond := ifMatch
+		switch {
+		case err == nil:
+			oldSet = &old.Settings
+			if ifMatch == "*" {
+				cond = old.ETag // detect a write between our read and our write
+			}
+		case dps.KindOf(err) != dps.KindNotFound:
+			return e, err
+		}
+		candidate := e
+		candidate.Settings = cloneSettings(e.Settings)
+		if err := s.validateSettings(&candidate.Settings, oldSet, false); err != nil {
+			return e, err
+		}
+		out, err := s.o.Store.PutEnrollment(ctx, candidate, cond)
+		if dps.KindOf(err) == dps.KindPrecondition && ifMatch == "*" {
+			continue
+		}
+		return out, err
+	}
+	return e, &dps.Error{Kind: dps.KindConflict, Code: 409001, Message: "the enrollment changed concurrently; retry"}
+}
+
+// PutGroup creates or updates an enrollment group, with PutEnrollment's ETag rules.
+func (s *Service) PutGroup(ctx context.Context, g dps.Group, ifMatch string) (dps.Group, error) {
+	if err := dps.ValidateGroupID(g.ID); err != nil {
+		return g, err
+	}
+	for range 3 {
+		old, err := s.o.Store.Group(ctx, g.ID)
+		var oldSet *dps.Settings
+		cond := ifMatch
+		switch {
+		case err == nil:
+			oldSet = &old.Settings
+			if ifMatch == "*" {
+				cond = old.ETag
+			}
+		case dps.KindOf(err) != dps.KindNotFound:
+			return g, err
+		}
+		candidate := g
+		candidate.Settings = cloneSettings(g.Settings)
+		if err := s.validateSettings(&candidate.Settings, oldSet, true); err != nil {
+			return g, err
+		}
+		out, err := s.o.Store.PutGroup(ctx, candidate, cond)
+		if dps.KindOf(err) == dps.KindPrecondition && ifMatch == "*" {
+			continue
+		}
+		return out, err
+	}
+	return g, &dps.Error{Kind: dps.KindConflict, Code: 409001, Message: "the enrollment group changed concurrently; retry"}
+}
+
+func cloneSettings(s dps.Settings) dps.Settings {
+	if s.Attestation.SymmetricKey != nil {
+		k := *s.Attestation.SymmetricKey
+		s.Attestation.SymmetricKey = &k
+	}
+	return s
+}
+
+func notFoundCode(err error, code int) error {
+	if dps.KindOf(err) == dps.KindNotFound {
+		e := *dps.AsError(err)
+		e.Code = code
+		return &e
+	}
+	return err
+}
+
+// Enrollment returns an individual enrollment (with keys; callers decide
+// whether to show them).
+func (s *Service) Enrollment(ctx context.Context, id string) (dps.Enrollment, error) {
+	e, err := s.o.Store.Enrollment(ctx, id)
+	return e, notFoundCode(err, 404201)
+}
+
+// DeleteEnrollment deletes an individual enrollment.
+func (s *Service) DeleteEnrollment(ctx context.Context, id, ifMatch string) error {
+	return notFoundCode(s.o.Store.DeleteEnrollment(ctx, id, ifMatch), 404201)
+}
+
+// Enrollments returns a page of individual enrollments.
+func (s *Service) Enrollments(ctx context.Context, continuation string, limit int) ([]dps.Enrollment, string, error) {
+	return s.o.Store.Enrollments(ctx, continuation, limit)
+}
+
+// Group returns an enrollment group.
+func (s *Service) Group(ctx context.Context, id string) (dps.Group, error) {
+	g, err := s.o.Store.Group(ctx, id)
+	return g, notFoundCode(err, 404202)
+}
+
+// DeleteGroup deletes an enrollment group.
+func (s *Service) DeleteGroup(ctx context.Context, id, ifMatch string) error {
+	return notFoundCode(s.o.Store.DeleteGroup(ctx, id, ifMatch), 404202)
+}
+
+// Groups returns a page of enrollment groups.
+func (s *Service) Groups(ctx context.Context, continuation string, limit int) ([]dps.Group, string, error) {
+	return s.o.Store.GroupsPage(ctx, continuation, limit)
+}
+
+// Registration returns a registration record.
+func (s *Service) Registration(ctx context.Context, id string) (dps.Registration, error) {
+	r, err := s.o.Store.Registration(ctx, id)
+	return r, notFoundCode(err, 404203)
+}
+
+// DeleteRegistration deletes a registration record; the device's next
+// registration is then an initial assignment.
+func (s *Service) DeleteRegistration(ctx context.Context, id, ifMatch string) error {
+	return notFoundCode(s.o.Store.DeleteRegistration(ctx, id, ifMatch), 404203)
+}
+
+// Registrations returns a page of the registration records of a group.
+func (s *Service) Registrations(ctx context.Context, groupID, continuation string, limit int) ([]dps.Registration, string, error) {
+	if err := dps.ValidateGroupID(groupID); err != nil {
+		return nil, "", err
+	}
+	return s.o.Store.Registrations(ctx, groupID, continuation, limit)
+}
+
+// BulkMode is a bulk operation mode.
+type BulkMode string
+
+const (
+	BulkCreate            BulkMode = "create"
+	BulkUpdate            BulkMode = "update"
+	BulkUpdateIfMatchETag BulkMode = "updateIfMatchETag"
+	BulkDelete            BulkMode = "delete"
+)
+
+// ParseBulkMode accepts a mode in any case.
+func ParseBulkMode(s string) (BulkMode, error) {
+	for _, m := range []BulkMode{BulkCreate, BulkUpdate, BulkUpdateIfMatchETag, BulkDelete} {
+		if strings.EqualFold(s, string(m)) {
+			return m, nil
+		}
+	}
+	return "", invalid("mode %q must be create, update, updateIfMatchETag or delete", s)
+}
+
+// BulkItemError is the failure of one bulk item.
+type BulkItemError struct {
+	ID  string
+	Err error
+}
+
+func (m BulkMode) ifMatch(etag string) string {
+	switch m {
+	case BulkCreate:
+		return ""
+	case BulkUpdateIfMatchETag:
+		if etag == "" {
+			return ""
+		}
+		return etag
+	default:
+		return "*"
+	}
+}
+
+// checkBulk enforces the size limit.
+func checkBulk(n int) error {
+	if n == 0 {
+		return invalid("a bulk operation needs at least one item")
+	}
+	if n > MaxBulk {
+		return invalid("a bulk operation takes at most %d items, got %d", MaxBulk, n)
+	}
+	return nil
+}
+
+// BulkEnrollments applies mode to each enrollment and reports per-item
+// failures. Items that fail do not stop the others.
+func (s *Service) BulkEnrollments(ctx context.Context, mode BulkMode, items []dps.Enrollment) ([]BulkItemError, error) {
+	if err := checkBulk(len(items)); err != nil {
+		return nil, err
+	}
+	var errs []BulkItemError
+	for _, e := range items {
+		var err error
+		if mode == BulkDelete {
+			err = s.DeleteEnrollment(ctx, e.RegistrationID, e.ETag)
+		} else {
+			_, err = s.PutEnrollment(ctx, e, mode.ifMatch(e.ETag))
+		}
+		if err != nil {
+			errs = append(errs, BulkItemError{ID: e.RegistrationID, Err: err})
+		}
+	}
+	return errs, nil
+}
+
+// BulkGroups applies mode to each group and reports per-item failures.
+func (s *Service) BulkGroups(ctx context.Context, mode BulkMode, items []dps.Group) ([]BulkItemError, error) {
+	if err := checkBulk(len(items)); err != nil {
+		return nil, err
+	}
+	var errs []BulkItemError
+	for _, g := range items {
+		var err error
+		if mode == BulkDelete {
+			err = s.DeleteGroup(ctx, g.ID, g.ETag)
+		} else {
+			_, err = s.PutGroup(ctx, g, mode.ifMatch(g.ETag))
+		}
+		if err != nil {
+			errs = append(errs, BulkItemError{ID: g.ID, Err: err})
+		}
+	}
+	return errs, nil
+}
