@@ -14,17 +14,21 @@ const module = "github.com/opendps/dps"
 // may use (prefixes). Directories not listed may import anything under
 // internal/ except cmd/.
 var rules = map[string][]string{
-	".":                     {},
-	"internal/sas":          {},
-	"internal/logkey":       {},
-	"webhook":               {},
-	"internal/wire":         {module},
-	"internal/allocation":   {module},
-	"internal/registration": {module, module + "/internal/sas", module + "/internal/logkey"},
-	"internal/hub/builtin":  {module},
-	"internal/store/sqlite": {module, "modernc.org/sqlite"},
-	"internal/httpapi":      {module, module + "/internal/wire", module + "/internal/sas", module + "/internal/registration", module + "/internal/logkey"},
-	"device":                {module + "/internal/sas"},
+	".":                                {},
+	"internal/sas":                     {},
+	"internal/logkey":                  {},
+	"webhook":                          {},
+	"internal/wire":                    {module},
+	"internal/allocation":              {module},
+	"internal/registration":            {module, module + "/internal/sas", module + "/internal/logkey"},
+	"internal/hub/builtin":             {module},
+	"internal/store/sqlite":            {module, "modernc.org/sqlite"},
+	"internal/httpapi":                 {module, module + "/internal/wire", module + "/internal/sas", module + "/internal/registration", module + "/internal/enrollment", module + "/internal/access", module + "/internal/logkey"},
+	"internal/enrollment":              {module},
+	"internal/access":                  {module, module + "/internal/sas"},
+	"internal/client":                  {module, module + "/internal/wire", module + "/internal/sas"},
+	"internal/allocation/webhookalloc": {module, module + "/webhook", module + "/internal/wire", module + "/internal/logkey"},
+	"device":                           {module + "/internal/sas"},
 }
 
 func TestImportRules(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/opendps/dps"
 	"go.yaml.in/yaml/v3"
@@ -30,7 +31,25 @@ type Config struct {
 	AllocationPolicy  string         `yaml:"allocationPolicy"`
 	LinkedHubs        []HubConfig    `yaml:"linkedHubs"`
 	AccessPolicies    []PolicyConfig `yaml:"accessPolicies"`
+	Webhook           WebhookConfig  `yaml:"webhook"`
 	Log               LogConfig      `yaml:"log"`
+}
+
+// WebhookConfig configures calls to custom allocation webhooks.
+type WebhookConfig struct {
+	// Timeout bounds one call (default 5s).
+	Timeout time.Duration `yaml:"timeout"`
+	// RetryBudget bounds all retries after 429/5xx answers (default 20s).
+	RetryBudget time.Duration `yaml:"retryBudget"`
+	// AllowHTTP permits http:// webhook URLs on enrollments.
+	AllowHTTP bool `yaml:"allowHTTP"`
+	// CAFile is a PEM bundle trusted in addition to the system trust store.
+	CAFile string `yaml:"caFile"`
+	// ClientCertFile and ClientKeyFile give dps a client certificate (mTLS).
+	ClientCertFile string `yaml:"clientCertFile"`
+	ClientKeyFile  string `yaml:"clientKeyFile"`
+	// SigningSecret, when set, signs every webhook request (X-Dps-Signature).
+	SigningSecret string `yaml:"signingSecret"`
 }
 
 // ListenConfig holds listener addresses ("" disables a listener).
@@ -77,6 +96,7 @@ func defaultConfig() Config {
 		RetryAfterSeconds: 2,
 		AllocationPolicy:  "hashed",
 		Log:               LogConfig{Level: "info", Format: "text"},
+		Webhook:           WebhookConfig{Timeout: 5 * time.Second, RetryBudget: 20 * time.Second},
 	}
 }
 
@@ -153,6 +173,7 @@ func applyEnv(c *Config, getenv func(string) string) {
 	set("DPSD_TLS_KEYFILE", &c.TLS.KeyFile)
 	set("DPSD_SERVICEHOSTNAME", &c.ServiceHostName)
 	set("DPSD_LOCATION", &c.Location)
+	set("DPSD_WEBHOOK_SIGNINGSECRET", &c.Webhook.SigningSecret)
 	for i := range c.AccessPolicies {
 		p := &c.AccessPolicies[i]
 		n := strings.ToUpper(p.Name)
@@ -246,6 +267,15 @@ func (c Config) validate() error {
 				bad(key+".rights", "%q: unknown right (ServiceConfig, EnrollmentRead, EnrollmentWrite, RegistrationStatusRead, RegistrationStatusWrite)", r)
 			}
 		}
+	}
+	if c.Webhook.Timeout <= 0 || c.Webhook.Timeout > 60*time.Second {
+		bad("webhook.timeout", "%s: must be between 1ms and 60s", c.Webhook.Timeout)
+	}
+	if c.Webhook.RetryBudget < c.Webhook.Timeout || c.Webhook.RetryBudget > 55*time.Second {
+		bad("webhook.retryBudget", "%s: must be at least webhook.timeout and at most 55s (devices wait about 60s)", c.Webhook.RetryBudget)
+	}
+	if (c.Webhook.ClientCertFile == "") != (c.Webhook.ClientKeyFile == "") {
+		bad("webhook", "clientCertFile and clientKeyFile must be set together")
 	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":

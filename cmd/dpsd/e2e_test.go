@@ -47,14 +47,18 @@ func startServer(t *testing.T, dir, extra string) (*server, *http.Client) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close(context.Background()) })
-	pool := x509.NewCertPool()
 	pem, err := os.ReadFile(s.caFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool.AppendCertsFromPEM(pem)
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: x509PoolFromPEM(pem)}}, Timeout: 10 * time.Second}
 	return s, hc
+}
+
+func x509PoolFromPEM(pem []byte) *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return pool
 }
 
 type testLog struct{ t *testing.T }

@@ -21,6 +21,7 @@ import (
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/access"
 	"github.com/opendps/dps/internal/allocation"
+	"github.com/opendps/dps/internal/allocation/webhookalloc"
 	"github.com/opendps/dps/internal/enrollment"
 	"github.com/opendps/dps/internal/httpapi"
 	"github.com/opendps/dps/internal/hub/builtin"
@@ -107,10 +108,25 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 	}
 
 	metrics := prom.New()
+	webhookClient, err := webhookHTTPClient(cfg.Webhook)
+	if err != nil {
+		return nil, err
+	}
+	var secret []byte
+	if cfg.Webhook.SigningSecret != "" {
+		secret = []byte(cfg.Webhook.SigningSecret)
+	}
 	allocators := map[dps.AllocationPolicy]registration.Allocator{
 		dps.AllocationHashed:     allocation.Hashed{},
 		dps.AllocationGeoLatency: allocation.GeoLatency{Location: cfg.Location},
 		dps.AllocationStatic:     allocation.Static{},
+		dps.AllocationCustom: webhookalloc.New(webhookalloc.Options{
+			Client:      webhookClient,
+			Timeout:     cfg.Webhook.Timeout,
+			RetryBudget: cfg.Webhook.RetryBudget,
+			Secret:      secret,
+			Logger:      log,
+		}),
 	}
 	policy, _ := dps.ParseAllocationPolicy(cfg.AllocationPolicy)
 	s.reg = registration.New(registration.Options{
@@ -140,7 +156,7 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 		return nil, err
 	}
 	service := httpapi.NewService(httpapi.ServiceOptions{
-		Manager:    enrollment.New(enrollment.Options{Store: s.store, LinkedHubs: cfg.linkedHubs()}),
+		Manager:    enrollment.New(enrollment.Options{Store: s.store, LinkedHubs: cfg.linkedHubs(), AllowHTTPWebhooks: cfg.Webhook.AllowHTTP}),
 		Authorizer: checker,
 		Logger:     log,
 	})
@@ -259,6 +275,45 @@ func (s *server) tlsConfig() (*tls.Config, error) {
 		// against enrollments by the application.
 		ClientAuth: tls.RequestClientCert,
 		NextProtos: []string{"h2", "http/1.1"},
+	}, nil
+}
+
+// webhookHTTPClient trusts the system store (which honours SSL_CERT_FILE
+// and SSL_CERT_DIR) plus webhook.caFile, and presents the optional client
+// certificate.
+func webhookHTTPClient(c WebhookConfig) (*http.Client, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("webhook.caFile: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("webhook.caFile: %s holds no PEM certificate", c.CAFile)
+		}
+	}
+	tlsCfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if c.ClientCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.ClientCertFile, c.ClientKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("webhook.clientCertFile/clientKeyFile: %w", err)
+		}
+		tlsCfg.Certificates = []tls.Certificate{cert}
+	}
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:               http.ProxyFromEnvironment,
+			TLSClientConfig:     tlsCfg,
+			ForceAttemptHTTP2:   true,
+			MaxIdleConns:        1024,
+			MaxIdleConnsPerHost: 256,
+			IdleConnTimeout:     90 * time.Second,
+		},
+		// Redirects are not followed: the answer must come from the URL configured.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}, nil
 }
 

@@ -29,7 +29,8 @@ type Options struct {
 	Store         Store
 	Logger        *slog.Logger
 	Observer      Observer
-	// Workers is how many operations are completed concurrently (default 64).
+	// Workers is how many operations are completed concurrently (default
+	// 1024): operations waiting on a slow webhook do not hold up others.
 	Workers int
 	// ClockSkew is how long past its expiry a SAS token is still accepted
 	// (default 5 minutes).
@@ -63,7 +64,7 @@ type Service struct {
 // New returns a Service; call Start before accepting requests.
 func New(o Options) *Service {
 	if o.Workers <= 0 {
-		o.Workers = 64
+		o.Workers = 1024
 	}
 	if o.ClockSkew <= 0 {
 		o.ClockSkew = 5 * time.Minute
@@ -104,9 +105,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
-	for range s.o.Workers {
-		s.wg.Go(func() { s.work(wctx) })
-	}
+	s.wg.Go(func() { s.dispatch(wctx) })
 	if len(pending) > 0 {
 		s.log.InfoContext(ctx, "resuming unfinished operations", "count", len(pending))
 	}
@@ -155,19 +154,31 @@ func (s *Service) enqueue(ctx context.Context, op dps.Operation, block bool) {
 	s.mu.Unlock()
 }
 
-func (s *Service) work(ctx context.Context) {
+// dispatch runs each queued operation in its own goroutine, at most
+// Workers at a time.
+func (s *Service) dispatch(ctx context.Context) {
+	sem := make(chan struct{}, s.o.Workers)
 	for {
+		var op dps.Operation
 		select {
 		case <-ctx.Done():
 			return
-		case op := <-s.queue:
+		case op = <-s.queue:
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		s.wg.Go(func() {
+			defer func() { <-sem }()
 			s.o.Observer.InFlight(1)
 			s.process(ctx, op)
 			s.o.Observer.InFlight(-1)
 			s.mu.Lock()
 			delete(s.inflight, op.ID)
 			s.mu.Unlock()
-		}
+		})
 	}
 }
 
@@ -237,28 +248,38 @@ func unauthorized(cause error) error {
 	return &e
 }
 
+// token parses the device's SAS token and checks everything but the
+// signature: scope, resource, expiry (with clock skew) and key name.
+func (s *Service) token(scope, regID string, cred Credential) (sas.Token, error) {
+	if !strings.EqualFold(scope, s.o.IDScope) {
+		return sas.Token{}, unauthorized(errors.New("unknown ID scope"))
+	}
+	if cred.SAS == "" {
+		return sas.Token{}, unauthorized(errors.New("no credential presented"))
+	}
+	tok, err := sas.Parse(cred.SAS)
+	if err != nil {
+		return sas.Token{}, unauthorized(err)
+	}
+	if !strings.EqualFold(tok.Resource, scope+"/registrations/"+regID) {
+		return sas.Token{}, unauthorized(sas.ErrResource)
+	}
+	if err := tok.CheckExpiry(s.o.Now(), s.o.ClockSkew); err != nil {
+		return sas.Token{}, unauthorized(err)
+	}
+	if tok.KeyName != "" && !strings.EqualFold(tok.KeyName, "registration") {
+		return sas.Token{}, unauthorized(errors.New("unexpected skn"))
+	}
+	return tok, nil
+}
+
 // authenticate verifies the device's credential and finds its enrollment.
 // An unknown device, a wrong key, a wrong scope and an expired token are all
 // reported the same way (401002).
 func (s *Service) authenticate(ctx context.Context, scope, regID string, cred Credential) (match, error) {
-	if !strings.EqualFold(scope, s.o.IDScope) {
-		return match{}, unauthorized(errors.New("unknown ID scope"))
-	}
-	if cred.SAS == "" {
-		return match{}, unauthorized(errors.New("no credential presented"))
-	}
-	tok, err := sas.Parse(cred.SAS)
+	tok, err := s.token(scope, regID, cred)
 	if err != nil {
-		return match{}, unauthorized(err)
-	}
-	if !strings.EqualFold(tok.Resource, scope+"/registrations/"+regID) {
-		return match{}, unauthorized(sas.ErrResource)
-	}
-	if err := tok.CheckExpiry(s.o.Now(), s.o.ClockSkew); err != nil {
-		return match{}, unauthorized(err)
-	}
-	if tok.KeyName != "" && !strings.EqualFold(tok.KeyName, "registration") {
-		return match{}, unauthorized(errors.New("unexpected skn"))
+		return match{}, err
 	}
 
 	// 1. An individual enrollment for this registration ID takes precedence.
@@ -371,22 +392,82 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 }
 
 // Operation returns the state of an operation after authenticating the
-// device exactly as Register does.
+// device. A device is checked against the enrollment its operation matched
+// (one key derivation, no scan of all groups); an unknown operation is
+// reported only after a full authentication, so operation IDs cannot be
+// probed without a valid credential.
 func (s *Service) Operation(ctx context.Context, scope, regID, operationID string, cred Credential) (dps.Operation, error) {
-	if _, err := s.authenticate(ctx, scope, regID, cred); err != nil {
-		return dps.Operation{}, err
-	}
+	notFound := &dps.Error{Kind: dps.KindNotFound, Code: 404201, Message: "operation not found"}
 	op, err := s.o.Store.Operation(ctx, operationID)
-	if err != nil {
-		if dps.KindOf(err) == dps.KindNotFound {
-			return dps.Operation{}, &dps.Error{Kind: dps.KindNotFound, Code: 404201, Message: "operation not found", Err: err}
-		}
+	if err != nil && dps.KindOf(err) != dps.KindNotFound {
 		return dps.Operation{}, err
 	}
-	if !strings.EqualFold(op.RegistrationID, regID) {
-		return dps.Operation{}, &dps.Error{Kind: dps.KindNotFound, Code: 404201, Message: "operation not found"}
+	if err != nil || !strings.EqualFold(op.RegistrationID, regID) {
+		if _, err := s.authenticate(ctx, scope, regID, cred); err != nil {
+			return dps.Operation{}, err
+		}
+		return dps.Operation{}, notFound
+	}
+	if err := s.authenticateFor(ctx, scope, regID, op.EnrollmentGroupID, cred); err != nil {
+		return dps.Operation{}, err
 	}
 	return op, nil
+}
+
+// authenticateFor verifies a credential against one known enrollment: the
+// group groupID, or the individual enrollment of regID when groupID is "".
+func (s *Service) authenticateFor(ctx context.Context, scope, regID, groupID string, cred Credential) error {
+	tok, err := s.token(scope, regID, cred)
+	if err != nil {
+		return err
+	}
+	var keys []dps.Key
+	derive := false
+	if groupID == "" {
+		e, err := s.o.Store.Enrollment(ctx, regID)
+		if err != nil {
+			if dps.KindOf(err) == dps.KindNotFound {
+				return unauthorized(err)
+			}
+			return err
+		}
+		if sk := e.Attestation.SymmetricKey; sk != nil {
+			keys = []dps.Key{sk.PrimaryKey, sk.SecondaryKey}
+		}
+	} else {
+		g, err := s.o.Store.Group(ctx, groupID)
+		if err != nil {
+			if dps.KindOf(err) == dps.KindNotFound {
+				return unauthorized(err)
+			}
+			return err
+		}
+		if sk := g.Attestation.SymmetricKey; sk != nil {
+			keys, derive = []dps.Key{sk.PrimaryKey, sk.SecondaryKey}, true
+		}
+	}
+	ids := []string{regID}
+	if l := strings.ToLower(regID); derive && l != regID {
+		ids = append(ids, l)
+	}
+	for _, k := range keys {
+		raw, err := sas.DecodeKey(string(k))
+		if k == "" || err != nil {
+			continue
+		}
+		if !derive {
+			if tok.Valid(raw) {
+				return nil
+			}
+			continue
+		}
+		for _, id := range ids {
+			if tok.Valid(sas.DeriveKey(raw, id)) {
+				return nil
+			}
+		}
+	}
+	return unauthorized(sas.ErrSignature)
 }
 
 // Lookup returns a device's registration record after authenticating it.
