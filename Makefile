@@ -1,13 +1,21 @@
 # Thin aliases over the go command; `go build ./...` and `go test ./...` work without make.
 GO ?= go
 
-.PHONY: test test-short build run fuzz bench vet
+.PHONY: test test-short test-compat build run fuzz bench vet
 
-## test: everything CI runs — vet, then every test with the race detector.
+## test: everything CI runs on a fresh machine — vet, every Go test with the
+## race detector, the wall-time tests without it, and the compatibility
+## suite with the real Azure IoT Node SDKs (needs ports 443 and 8883).
 test: vet
 	$(GO) test -race -count=1 ./...
 	# Wall-time bounds are meaningless under the race detector: run those tests without it too.
 	$(GO) test -count=1 -run 'TestCustomAllocationConcurrency' ./cmd/dpsd
+	$(MAKE) test-compat
+
+## test-compat: the Azure IoT Node SDK compatibility suite alone.
+test-compat:
+	cd test/compat && npm ci --no-audit --no-fund
+	$(GO) test -tags compat -count=1 -v ./test/compat
 
 ## test-short: the tests without the race detector (faster while editing).
 test-short:

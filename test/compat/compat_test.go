@@ -1,0 +1,177 @@
+//go:build compat
+
+// Package compat runs the compatibility suite: the real Azure IoT Node SDKs
+// (installed with `npm ci` in this directory) against a dpsd built from this
+// tree. The Node device HTTP transport and the service client always use
+// port 443, and MQTT uses 8883, so this test needs those ports free (run by
+// `make test`, which runs as root in CI). It is behind the "compat" build
+// tag so that a plain `go test ./...` does not claim to have run it.
+package compat
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opendps/dps/webhook"
+)
+
+type result struct {
+	Scenario  string `json:"scenario"`
+	Transport string `json:"transport"`
+	OK        bool   `json:"ok"`
+	Error     string `json:"error"`
+	MS        int    `json:"ms"`
+}
+
+func TestNodeSDK(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := os.Stat("node_modules/azure-iot-provisioning-device"); err != nil {
+		t.Fatal("node_modules missing: run `npm ci` in test/compat (make test does)")
+	}
+
+	// The custom allocation webhook, written with the public webhook package.
+	hook := httptest.NewUnstartedServer(webhook.Handler(func(ctx context.Context, req *webhook.Request) (*webhook.Response, error) {
+		var p struct {
+			Model string `json:"model"`
+		}
+		json.Unmarshal(req.DeviceRuntimeContext.Payload, &p)
+		hub := "hub-a.example.net"
+		if p.Model == "heatpump" {
+			hub = "hub-b.example.net"
+		}
+		payload, _ := json.Marshal(map[string]any{"received": req.DeviceRuntimeContext.Payload, "greeting": "hello from the webhook"})
+		return &webhook.Response{IoTHubHostName: hub, Payload: payload,
+			InitialTwin: &webhook.Twin{Tags: json.RawMessage(`{"model":"` + p.Model + `"}`)}}, nil
+	}, webhook.HandlerOptions{}))
+	hook.StartTLS()
+	defer hook.Close()
+	hookCA := filepath.Join(dir, "webhook-ca.pem")
+	os.WriteFile(hookCA, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hook.Certificate().Raw}), 0o600)
+
+	key := make([]byte, 32)
+	rand.Read(key)
+	ownerKey := base64.StdEncoding.EncodeToString(key)
+	cfg := fmt.Sprintf(`idScope: "0ne00C0MPAT"
+dataDir: %q
+listen: { https: ":443", mqtt: ":8883", admin: "127.0.0.1:0" }
+serviceHostName: localhost
+retryAfterSeconds: 1
+linkedHubs:
+  - { hostName: hub-a.example.net }
+  - { hostName: hub-b.example.net }
+accessPolicies:
+  - { name: provisioningserviceowner, primaryKey: %q, rights: [ServiceConfig, EnrollmentRead, EnrollmentWrite, RegistrationStatusRead, RegistrationStatusWrite] }
+webhook: { caFile: %q }
+`, filepath.Join(dir, "data"), ownerKey, hookCA)
+	cfgPath := filepath.Join(dir, "dpsd.yaml")
+	os.WriteFile(cfgPath, []byte(cfg), 0o600)
+
+	bin := filepath.Join(dir, "dpsd")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/opendps/dps/cmd/dpsd").CombinedOutput(); err != nil {
+		t.Fatalf("build dpsd: %v\n%s", err, out)
+	}
+	var logs bytes.Buffer
+	dpsd := exec.Command(bin, "--config", cfgPath)
+	dpsd.Stderr = &logs
+	stdout, _ := dpsd.StdoutPipe()
+	if err := dpsd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		dpsd.Process.Signal(os.Interrupt)
+		dpsd.Wait()
+		if t.Failed() {
+			t.Logf("dpsd log:\n%s", logs.String())
+		}
+	}()
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		var banner strings.Builder
+		for sc.Scan() {
+			banner.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "Linked hubs:") {
+				ready <- banner.String()
+			}
+		}
+	}()
+	select {
+	case banner := <-ready:
+		t.Logf("dpsd started:\n%s", banner)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("dpsd did not start:\n%s", logs.String())
+	}
+	for _, port := range []string{"443", "8883"} {
+		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, 2*time.Second); err == nil {
+			c.Close()
+		} else if port == "443" {
+			t.Fatalf("dpsd is not listening on %s: %v", port, err)
+		}
+	}
+
+	node := exec.Command("node", "run.js")
+	node.Env = append(os.Environ(),
+		"DPS_HOST=localhost",
+		"DPS_ID_SCOPE=0ne00C0MPAT",
+		"DPS_CONNECTION_STRING=HostName=localhost;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey="+ownerKey,
+		"DPS_WEBHOOK_URL="+hook.URL+"/api/allocate?code=function-key",
+		"DPS_TRANSPORTS="+transports(),
+		"NODE_EXTRA_CA_CERTS="+filepath.Join(dir, "data", "tls", "ca.pem"),
+	)
+	var stderr bytes.Buffer
+	node.Stderr = &stderr
+	out, runErr := node.Output()
+	var results []result
+	done := false
+	for _, line := range strings.Split(string(out), "\n") {
+		var r struct {
+			result
+			Done bool `json:"done"`
+		}
+		if json.Unmarshal([]byte(line), &r) != nil {
+			continue
+		}
+		if r.Done {
+			done = true
+		} else if r.Scenario != "" {
+			results = append(results, r.result)
+		}
+	}
+	for _, r := range results {
+		if r.OK {
+			t.Logf("PASS  %-5s %s (%d ms)", r.Transport, r.Scenario, r.MS)
+		} else {
+			t.Errorf("FAIL  %-5s %s: %s", r.Transport, r.Scenario, r.Error)
+		}
+	}
+	if !done {
+		t.Errorf("node run.js stopped before running every scenario (a promise never settled?)")
+	}
+	if len(results) == 0 || !done || runErr != nil && !t.Failed() {
+		t.Fatalf("node run.js: %v\nstdout:\n%s\nstderr:\n%s", runErr, out, stderr.String())
+	}
+	_ = http.StatusOK
+}
+
+// transports lists the device transports the suite exercises.
+func transports() string {
+	if v := os.Getenv("DPS_COMPAT_TRANSPORTS"); v != "" {
+		return v
+	}
+	return "http,mqtt"
+}
