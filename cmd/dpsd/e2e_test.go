@@ -30,7 +30,7 @@ const testScope = "0ne00000E2E"
 // filled in) and returns it with an HTTP client that trusts its CA.
 func startServer(t *testing.T, dir, extra string) (*server, *http.Client) {
 	t.Helper()
-	yaml := "idScope: " + testScope + "\ndataDir: " + dir + "\nlisten: { https: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }\nretryAfterSeconds: 1\nlog: { level: debug }\n" + extra
+	yaml := "idScope: " + testScope + "\ndataDir: " + dir + "\nlisten: { https: \"127.0.0.1:0\", mqtt: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }\nretryAfterSeconds: 1\nlog: { level: debug }\n" + extra
 	if !strings.Contains(extra, "linkedHubs") {
 		yaml += "linkedHubs:\n  - { hostName: hub-a.example.net }\n  - { hostName: hub-b.example.net, allocationWeight: 2 }\n"
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/opendps/dps/internal/enrollment"
 	"github.com/opendps/dps/internal/httpapi"
 	"github.com/opendps/dps/internal/hub/builtin"
+	"github.com/opendps/dps/internal/mqttapi"
 	"github.com/opendps/dps/internal/pki"
 	"github.com/opendps/dps/internal/prom"
 	"github.com/opendps/dps/internal/registration"
@@ -44,7 +45,9 @@ type server struct {
 
 	https, admin     *http.Server
 	httpsLn, adminLn net.Listener
+	mqtt             *mqttapi.Broker
 	ready            atomic.Bool
+	closed           atomic.Bool
 	done             chan struct{}
 }
 
@@ -172,6 +175,16 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 	if err != nil {
 		return nil, fmt.Errorf("listen.https %s: %w", cfg.Listen.HTTPS, err)
 	}
+	if cfg.Listen.MQTT != "" {
+		s.mqtt, err = mqttapi.Listen(cfg.Listen.MQTT, mqttapi.BrokerOptions{
+			Adapter:   &mqttapi.Adapter{Registrar: s.reg, RetryAfter: time.Duration(cfg.RetryAfterSeconds) * time.Second},
+			TLSConfig: tlsCfg,
+			Logger:    log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("listen.mqtt %s: %w", cfg.Listen.MQTT, err)
+		}
+	}
 	if cfg.Listen.Admin != "" {
 		s.adminLn, err = net.Listen("tcp", cfg.Listen.Admin)
 		if err != nil {
@@ -193,6 +206,11 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 			log.Error("https listener stopped", "err", err)
 		}
 	}()
+	if s.mqtt != nil {
+		if err := s.mqtt.Serve(); err != nil {
+			return nil, fmt.Errorf("listen.mqtt: %w", err)
+		}
+	}
 	if s.adminLn != nil {
 		mux := http.NewServeMux()
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
@@ -218,7 +236,11 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 		}()
 	}
 	s.ready.Store(true)
-	log.Info("dpsd ready", "id_scope", s.idScope, "https", s.httpsLn.Addr().String())
+	attrs := []any{"id_scope", s.idScope, "https", s.httpsLn.Addr().String()}
+	if s.mqtt != nil {
+		attrs = append(attrs, "mqtt", s.mqtt.Addr().String())
+	}
+	log.Info("dpsd ready", attrs...)
 	return s, nil
 }
 
@@ -335,6 +357,9 @@ func (s *server) printBanner(w io.Writer) {
 	fmt.Fprintf(w, "dpsd is ready.\n")
 	fmt.Fprintf(w, "  ID scope:            %s\n", s.idScope)
 	fmt.Fprintf(w, "  Device endpoint:     https://%s (HTTPS %s)\n", s.serviceHost(), s.httpsLn.Addr())
+	if s.mqtt != nil {
+		fmt.Fprintf(w, "  MQTT endpoint:       mqtts://%s (TLS %s)\n", s.serviceHost(), s.mqtt.Addr())
+	}
 	if s.adminLn != nil {
 		fmt.Fprintf(w, "  Admin:               http://%s/healthz /readyz /metrics\n", s.adminLn.Addr())
 	}
@@ -350,13 +375,20 @@ func (s *server) printBanner(w io.Writer) {
 	fmt.Fprintf(w, "  Linked hubs:         %s\n", strings.Join(hubs, ", "))
 }
 
-// Close stops the listeners, then the workers, then the store.
+// Close stops the listeners, then the workers, then the store. Calls
+// after the first return nil.
 func (s *server) Close(ctx context.Context) error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return nil
+	}
 	var errs []error
 	if s.https != nil {
 		errs = append(errs, s.https.Shutdown(ctx))
 	} else if s.httpsLn != nil {
 		s.httpsLn.Close()
+	}
+	if s.mqtt != nil {
+		errs = append(errs, s.mqtt.Close())
 	}
 	if s.admin != nil {
 		errs = append(errs, s.admin.Shutdown(ctx))

@@ -208,9 +208,8 @@ func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, scope, regID st
 }
 
 func (h *Handler) writeOperation(w http.ResponseWriter, r *http.Request, op dps.Operation, register bool) {
-	status := http.StatusOK
-	if !op.Status.Final() {
-		status = http.StatusAccepted
+	status := wire.OperationStatus(op)
+	if status == http.StatusAccepted {
 		// Lower-case: the C SDK looks this header up case-sensitively.
 		w.Header()["retry-after"] = []string{h.retryAfter}
 	}

@@ -344,6 +344,16 @@ func (s *Service) authenticate(ctx context.Context, scope, regID string, cred Cr
 	return match{}, unauthorized(errors.New("no enrollment matches"))
 }
 
+// Authenticate checks a device's credential without starting a
+// registration (the MQTT transport does this at CONNECT).
+func (s *Service) Authenticate(ctx context.Context, scope, regID string, cred Credential) error {
+	if err := dps.ValidateRegistrationID(regID); err != nil {
+		return err
+	}
+	_, err := s.authenticate(ctx, scope, regID, cred)
+	return err
+}
+
 // Register authenticates a device and accepts a registration operation.
 // The operation is persisted before Register returns; it completes in the
 // background. A disabled enrollment yields an operation that is already

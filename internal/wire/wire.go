@@ -82,6 +82,15 @@ func FromOperation(op dps.Operation, register bool) RegistrationOperationStatus 
 	return out
 }
 
+// OperationStatus is the DPS status of an operation answer: 202 while the
+// operation runs, 200 once it is final.
+func OperationStatus(op dps.Operation) int {
+	if op.Status.Final() {
+		return http.StatusOK
+	}
+	return http.StatusAccepted
+}
+
 // FromRegistration converts a registration record to the device API shape.
 // Hub and device are reported only for an assigned registration; error code
 // and message only for a failed one.

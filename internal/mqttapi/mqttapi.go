@@ -1,0 +1,200 @@
+// Package mqttapi is the MQTT device transport. The DPS logic is a pure
+// function of (connection identity, topic, payload) — Adapter.Handle — and
+// the parsers of CONNECT usernames and request topics; broker.go is the thin
+// shell that plugs them into the embedded mochi-mqtt broker.
+package mqttapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/registration"
+	"github.com/opendps/dps/internal/wire"
+)
+
+// Topics of the DPS MQTT protocol.
+const (
+	ResponseFilter = "$dps/registrations/res/#"
+	registerPrefix = "$dps/registrations/PUT/iotdps-register/?"
+	pollPrefix     = "$dps/registrations/GET/iotdps-get-operationstatus/?"
+	responsePrefix = "$dps/registrations/res/"
+)
+
+// MaxPayload is the largest request payload (the DPS message limit).
+const MaxPayload = 96 * 1024
+
+// Registrar is the registration service as the MQTT transport uses it.
+type Registrar interface {
+	Authenticate(ctx context.Context, scope, regID string, cred registration.Credential) error
+	Register(ctx context.Context, req registration.Request) (dps.Operation, error)
+	Operation(ctx context.Context, scope, regID, operationID string, cred registration.Credential) (dps.Operation, error)
+}
+
+// Identity is who a connection authenticated as at CONNECT.
+type Identity struct {
+	IDScope        string
+	RegistrationID string
+	Credential     registration.Credential
+}
+
+var errUsername = errors.New("mqttapi: username must be {idScope}/registrations/{registrationId}/api-version=…")
+
+// ParseUsername parses a CONNECT username
+// "{idScope}/registrations/{registrationId}/api-version=…[&ClientVersion=…]".
+// The api-version part is optional; any query members are accepted.
+func ParseUsername(username string) (scope, regID string, err error) {
+	path, _, _ := strings.Cut(username, "/api-version=")
+	scope, rest, ok := strings.Cut(path, "/")
+	if !ok || scope == "" {
+		return "", "", errUsername
+	}
+	regID, ok = strings.CutPrefix(rest, "registrations/")
+	if !ok || regID == "" || strings.Contains(regID, "/") {
+		return "", "", errUsername
+	}
+	return scope, regID, nil
+}
+
+// Request is a parsed request topic.
+type Request struct {
+	Register    bool   // register, else operation status
+	RID         string // $rid exactly as sent
+	OperationID string // poll only
+}
+
+// ParseTopic parses a request topic. $rid is kept byte for byte; other
+// members are percent-decoded.
+func ParseTopic(topic string) (Request, error) {
+	var r Request
+	var query string
+	switch {
+	case strings.HasPrefix(topic, registerPrefix):
+		r.Register, query = true, topic[len(registerPrefix):]
+	case strings.HasPrefix(topic, pollPrefix):
+		query = topic[len(pollPrefix):]
+	default:
+		return r, fmt.Errorf("mqttapi: %q is not a DPS request topic", topic)
+	}
+	haveRID := false
+	for _, kv := range strings.Split(query, "&") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "$rid":
+			r.RID, haveRID = v, true
+		case "operationId":
+			r.OperationID = v
+		}
+	}
+	if !haveRID {
+		return r, errors.New("mqttapi: request topic has no $rid")
+	}
+	if !r.Register && r.OperationID == "" {
+		return r, errors.New("mqttapi: operation status topic has no operationId")
+	}
+	return r, nil
+}
+
+// ResponseTopic builds "$dps/registrations/res/{status}/?$rid={rid}[&retry-after={n}]".
+func ResponseTopic(status int, rid string, retryAfter int) string {
+	t := responsePrefix + strconv.Itoa(status) + "/?$rid=" + rid
+	if retryAfter > 0 {
+		t += "&retry-after=" + strconv.Itoa(retryAfter)
+	}
+	return t
+}
+
+// Adapter turns one request publish into one response publish.
+type Adapter struct {
+	Registrar  Registrar
+	RetryAfter time.Duration
+	Now        func() time.Time
+}
+
+// Handle answers one publish of an authenticated connection. ok is false
+// when the topic cannot be answered (no $rid to address a response to); the
+// caller then disconnects.
+func (a *Adapter) Handle(ctx context.Context, id Identity, topic string, payload []byte) (respTopic string, body []byte, ok bool) {
+	req, err := ParseTopic(topic)
+	if err != nil {
+		if req.RID == "" {
+			return "", nil, false
+		}
+		return a.fail(req.RID, &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: err.Error()})
+	}
+	if len(payload) > MaxPayload {
+		return a.fail(req.RID, &dps.Error{Kind: dps.KindTooLarge, Message: "payload exceeds the 96 KB limit"})
+	}
+	if !req.Register {
+		op, err := a.Registrar.Operation(ctx, id.IDScope, id.RegistrationID, req.OperationID, id.Credential)
+		if err != nil {
+			return a.fail(req.RID, err)
+		}
+		return a.answer(req.RID, op, false)
+	}
+	var reg wire.DeviceRegistration
+	if trimmed := strings.TrimSpace(string(payload)); trimmed != "" {
+		if err := json.Unmarshal(payload, &reg); err != nil {
+			return a.fail(req.RID, &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "the register payload is not a valid DeviceRegistration JSON object"})
+		}
+	}
+	if reg.RegistrationID != "" && !strings.EqualFold(reg.RegistrationID, id.RegistrationID) {
+		return a.fail(req.RID, &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "registrationId in the payload does not match the connection's registration ID"})
+	}
+	if reg.TPM != nil {
+		return a.fail(req.RID, &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "TPM attestation is not supported over MQTT; register over HTTPS"})
+	}
+	if string(reg.Payload) == "null" {
+		reg.Payload = nil
+	}
+	op, err := a.Registrar.Register(ctx, registration.Request{
+		IDScope:        id.IDScope,
+		RegistrationID: id.RegistrationID,
+		Credential:     id.Credential,
+		Payload:        reg.Payload,
+	})
+	if err != nil {
+		return a.fail(req.RID, err)
+	}
+	return a.answer(req.RID, op, true)
+}
+
+func (a *Adapter) retryAfter() int {
+	if a.RetryAfter <= 0 {
+		return 2
+	}
+	return int(a.RetryAfter / time.Second)
+}
+
+func (a *Adapter) answer(rid string, op dps.Operation, register bool) (string, []byte, bool) {
+	status := wire.OperationStatus(op)
+	body, err := json.Marshal(wire.FromOperation(op, register))
+	if err != nil {
+		return a.fail(rid, err)
+	}
+	retry := 0
+	if status == http.StatusAccepted {
+		retry = a.retryAfter()
+	}
+	return ResponseTopic(status, rid, retry), body, true
+}
+
+func (a *Adapter) fail(rid string, err error) (string, []byte, bool) {
+	now := time.Now
+	if a.Now != nil {
+		now = a.Now
+	}
+	status, eb := wire.Error(err, wire.NewTrackingID(), now())
+	body, _ := json.Marshal(eb)
+	retry := 0
+	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+		retry = a.retryAfter()
+	}
+	return ResponseTopic(status, rid, retry), body, true
+}
