@@ -10,6 +10,7 @@ package device
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -41,6 +42,14 @@ type Client struct {
 	PollInterval time.Duration
 	// TokenTTL is the lifetime of the SAS tokens the client signs (default 1h).
 	TokenTTL time.Duration
+	// Transport is "https" (default) or "mqtt".
+	Transport string
+	// MQTTAddress is host:port of the MQTT endpoint (default: the
+	// endpoint's host, port 8883).
+	MQTTAddress string
+	// TLSConfig configures MQTT's TLS (trusted roots, client certificate);
+	// HTTPS uses HTTPClient.
+	TLSConfig *tls.Config
 }
 
 // Credential authenticates a device.
@@ -110,11 +119,19 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("dps: HTTP %d, error %d: %s (tracking ID %s)", e.StatusCode, e.ErrorCode, e.Message, e.TrackingID)
 }
 
-// Register registers the device and polls until the operation is final.
+// Register registers the device over the configured transport and polls
+// until the operation is final.
 // A final status of failed or disabled is returned as a Result, not an
 // error; errors are transport failures and DPS error answers (*Error).
 // payload is marshalled to JSON (nil: none; json.RawMessage is sent as is).
 func (c *Client) Register(ctx context.Context, registrationID string, cred Credential, payload any) (*Result, error) {
+	switch strings.ToLower(c.Transport) {
+	case "", "https", "http":
+	case "mqtt":
+		return c.registerMQTT(ctx, registrationID, cred, payload)
+	default:
+		return nil, fmt.Errorf("device: unknown transport %q (https or mqtt)", c.Transport)
+	}
 	res, retry, err := c.Start(ctx, registrationID, cred, payload)
 	if err != nil {
 		return nil, err

@@ -76,9 +76,9 @@ func (f *tlsFlags) client(timeout time.Duration) (*http.Client, error) {
 
 func newRegister() *cobra.Command {
 	var (
-		endpoint, scope, regID, key, groupKey, payload, apiVersion string
-		timeout                                                    time.Duration
-		tf                                                         tlsFlags
+		endpoint, scope, regID, key, groupKey, payload, apiVersion, transport, mqttAddr string
+		timeout                                                                         time.Duration
+		tf                                                                              tlsFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "register",
@@ -118,7 +118,8 @@ func newRegister() *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			c := &device.Client{Endpoint: endpoint, IDScope: scope, HTTPClient: hc, APIVersion: apiVersion}
+			c := &device.Client{Endpoint: endpoint, IDScope: scope, HTTPClient: hc, APIVersion: apiVersion,
+				Transport: transport, MQTTAddress: mqttAddr, TLSConfig: hc.Transport.(*http.Transport).TLSClientConfig}
 			res, err := c.Register(ctx, regID, device.SymmetricKey(key), p)
 			if err != nil {
 				return err
@@ -143,6 +144,8 @@ func newRegister() *cobra.Command {
 	f.StringVar(&payload, "payload", "", "JSON payload to send, or @file")
 	f.StringVar(&apiVersion, "api-version", device.DefaultAPIVersion, "device api-version")
 	f.DurationVar(&timeout, "timeout", 60*time.Second, "give up after this long")
+	f.StringVar(&transport, "transport", "https", "device transport: https or mqtt")
+	f.StringVar(&mqttAddr, "mqtt-address", "", "host:port of the MQTT endpoint (default: the endpoint's host, port 8883)")
 	tf.add(cmd)
 	return cmd
 }

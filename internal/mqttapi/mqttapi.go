@@ -182,7 +182,7 @@ func (a *Adapter) answer(rid string, op dps.Operation, register bool) (string, [
 	if status == http.StatusAccepted {
 		retry = a.retryAfter()
 	}
-	return ResponseTopic(status, rid, retry), body, true
+	return ResponseTopic(status, rid, retry), wire.ASCII(body), true
 }
 
 func (a *Adapter) fail(rid string, err error) (string, []byte, bool) {
@@ -196,5 +196,5 @@ func (a *Adapter) fail(rid string, err error) (string, []byte, bool) {
 	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
 		retry = a.retryAfter()
 	}
-	return ResponseTopic(status, rid, retry), body, true
+	return ResponseTopic(status, rid, retry), wire.ASCII(body), true
 }

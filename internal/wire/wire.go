@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/opendps/dps"
 )
@@ -190,4 +192,44 @@ func NewTrackingID() string {
 		out = append(out, hexd[c>>4], hexd[c&15])
 	}
 	return string(out)
+}
+
+// ASCII rewrites every non-ASCII character of a JSON document as a \uXXXX
+// escape (surrogate pairs above U+FFFF). The JSON value is unchanged. The
+// Node SDK's MQTT transport decodes responses as ASCII, which would mangle
+// raw UTF-8 (for example in a webhook's payload); escaped JSON survives.
+// Non-ASCII bytes can occur only inside JSON strings, so a byte-level
+// rewrite is safe; invalid UTF-8 becomes U+FFFD.
+func ASCII(b []byte) []byte {
+	i := 0
+	for i < len(b) && b[i] < utf8.RuneSelf {
+		i++
+	}
+	if i == len(b) {
+		return b
+	}
+	const hexd = "0123456789abcdef"
+	out := make([]byte, i, len(b)+16)
+	copy(out, b[:i])
+	esc := func(r rune) {
+		out = append(out, '\\', 'u', hexd[r>>12&15], hexd[r>>8&15], hexd[r>>4&15], hexd[r&15])
+	}
+	for i < len(b) {
+		c := b[i]
+		if c < utf8.RuneSelf {
+			out = append(out, c)
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(b[i:])
+		i += n
+		if r >= 0x10000 {
+			r1, r2 := utf16.EncodeRune(r)
+			esc(r1)
+			esc(r2)
+		} else {
+			esc(r)
+		}
+	}
+	return out
 }

@@ -1,10 +1,13 @@
 package wire
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
+	"reflect"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/opendps/dps"
 )
@@ -50,4 +53,46 @@ func TestFromOperation(t *testing.T) {
 	if rs := got.RegistrationState; rs.ErrorCode != 400207 || rs.ErrorMessage != "x" || rs.AssignedHub != "" {
 		t.Errorf("failed poll = %+v", rs)
 	}
+}
+
+func TestASCII(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`{"a":"plain"}`, `{"a":"plain"}`},
+		{`{"a":"café ☃"}`, `{"a":"caf\u00e9 \u2603"}`},
+		{`{"😀":"x"}`, `{"\ud83d\ude00":"x"}`},
+		{"{\"a\":\"\xff\"}", `{"a":"\ufffd"}`},
+	}
+	for _, tt := range tests {
+		got := ASCII([]byte(tt.in))
+		if string(got) != tt.want {
+			t.Errorf("ASCII(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+		var a, b any
+		if json.Unmarshal([]byte(tt.in), &a) == nil {
+			json.Unmarshal(got, &b)
+			if !reflect.DeepEqual(a, b) && tt.in[len(tt.in)-3] != '\xff' {
+				t.Errorf("ASCII changed the JSON value of %q", tt.in)
+			}
+		}
+	}
+}
+
+func FuzzASCII(f *testing.F) {
+	f.Add([]byte(`{"a":"café","b":[1,"😀"]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if !utf8.Valid(b) || !json.Valid(b) {
+			return
+		}
+		out := ASCII(b)
+		for _, c := range out {
+			if c >= 0x80 {
+				t.Fatalf("non-ASCII byte in %q", out)
+			}
+		}
+		var x, y any
+		json.Unmarshal(b, &x)
+		if err := json.Unmarshal(out, &y); err != nil || !reflect.DeepEqual(x, y) {
+			t.Fatalf("ASCII(%q) = %q changes the value (%v)", b, out, err)
+		}
+	})
 }
