@@ -424,7 +424,7 @@ func (h *ServiceHandler) query(w http.ResponseWriter, r *http.Request, _ []strin
 	}
 	out := make([]wire.IndividualEnrollment, len(es))
 	for i, e := range es {
-		out[i] = wire.FromEnrollment(e, false)
+		out[i] = h.enrollmentOut(r.Context(), e, false)
 	}
 	writePage(w, r, "Enrollment", next, limit, out)
 }

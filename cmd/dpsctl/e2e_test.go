@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startDPSD builds and runs dpsd on ephemeral loopback ports and returns
+// the HTTPS and MQTT addresses, the ID scope, the connection string and
+// the CA file.
+func startDPSD(t *testing.T) (https, mqtt, scope, cs, ca string) {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "dpsd")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/opendps/dps/cmd/dpsd").CombinedOutput(); err != nil {
+		t.Fatalf("build dpsd: %v\n%s", err, out)
+	}
+	cfg := filepath.Join(dir, "dpsd.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("dataDir: %q\nlisten: { https: \"127.0.0.1:0\", mqtt: \"127.0.0.1:0\", admin: \"\" }\nretryAfterSeconds: 1\nlinkedHubs:\n  - { hostName: hub-a.example.net }\n  - { hostName: hub-b.example.net }\n", filepath.Join(dir, "data"))), 0o600)
+	cmd := exec.Command(bin, "--config", cfg)
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("dpsd log:\n%s", logs.String())
+		}
+	})
+	banner := make(chan string, 1)
+	go func() {
+		var b strings.Builder
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			b.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "Linked hubs:") {
+				banner <- b.String()
+			}
+		}
+	}()
+	var text string
+	select {
+	case text = <-banner:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("dpsd did not start:\n%s", logs.String())
+	}
+	find := func(re string) string {
+		m := regexp.MustCompile(re).FindStringSubmatch(text)
+		if m == nil {
+			t.Fatalf("banner lacks %s:\n%s", re, text)
+		}
+		return m[1]
+	}
+	return find(`\(HTTPS ([0-9.:]+)\)`), find(`\(TLS ([0-9.:]+)\)`), find(`ID scope:\s+(\S+)`), find(`Service connection:\s+(\S+)`), find(`CA certificate:\s+(\S+)`)
+}
+
+func dpsctl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := newRoot(&out, &out)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), err
+}
+
+// TestOperatorFlow is the README's flow: create enrollments with dpsctl,
+// register devices with dpsctl, inspect and change them.
+func TestOperatorFlow(t *testing.T) {
+	https, mqtt, scope, cs, ca := startDPSD(t)
+	endpoint := "https://" + https
+	svc := []string{"--connection-string", cs, "--endpoint", endpoint, "--ca-file", ca}
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := dpsctl(t, args...)
+		if err != nil {
+			t.Fatalf("dpsctl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+
+	out := run(append([]string{"enrollment", "create", "cli-dev", "--show-keys", "-o", "json", "--hub", "hub-b.example.net"}, svc...)...)
+	var e struct {
+		Attestation struct {
+			SymmetricKey struct{ PrimaryKey string } `json:"symmetricKey"`
+		} `json:"attestation"`
+	}
+	if err := json.Unmarshal([]byte(out), &e); err != nil || e.Attestation.SymmetricKey.PrimaryKey == "" {
+		t.Fatalf("create output: %v\n%s", err, out)
+	}
+	out = run("register", "--endpoint", endpoint, "--ca-file", ca, "--id-scope", scope, "--registration-id", "cli-dev", "--key", e.Attestation.SymmetricKey.PrimaryKey, "--payload", `{"model":"t1"}`)
+	if !strings.Contains(out, `"assignedHub": "hub-b.example.net"`) {
+		t.Fatalf("register output:\n%s", out)
+	}
+
+	out = run(append([]string{"group", "create", "cli-grp", "--show-keys", "-o", "json"}, svc...)...)
+	if err := json.Unmarshal([]byte(out), &e); err != nil || e.Attestation.SymmetricKey.PrimaryKey == "" {
+		t.Fatalf("group create output: %v\n%s", err, out)
+	}
+	out = run("register", "--transport", "mqtt", "--mqtt-address", mqtt, "--ca-file", ca, "--id-scope", scope, "--registration-id", "cli-g-1", "--group-key", e.Attestation.SymmetricKey.PrimaryKey)
+	if !strings.Contains(out, `"status": "assigned"`) {
+		t.Fatalf("mqtt register output:\n%s", out)
+	}
+
+	if out = run(append([]string{"enrollment", "list"}, svc...)...); !strings.Contains(out, "cli-dev") || !strings.Contains(out, "assigned → hub-b.example.net") {
+		t.Errorf("enrollment list:\n%s", out)
+	}
+	if out = run(append([]string{"registration", "list", "cli-grp"}, svc...)...); !strings.Contains(out, "cli-g-1") {
+		t.Errorf("registration list:\n%s", out)
+	}
+	if out = run(append([]string{"registration", "show", "cli-dev", "-o", "json"}, svc...)...); !strings.Contains(out, `"status": "assigned"`) {
+		t.Errorf("registration show:\n%s", out)
+	}
+	// update keeps the key; disabling makes the next registration "disabled".
+	run(append([]string{"enrollment", "update", "cli-dev", "--disabled"}, svc...)...)
+	if out, err := dpsctl(t, "register", "--endpoint", endpoint, "--ca-file", ca, "--id-scope", scope, "--registration-id", "cli-dev", "--key", e.Attestation.SymmetricKey.PrimaryKey); err == nil {
+		t.Errorf("registration of a disabled enrollment succeeded:\n%s", out)
+	}
+	if out = run(append([]string{"enrollment", "show", "cli-dev", "--show-keys"}, svc...)...); !strings.Contains(out, "disabled") {
+		t.Errorf("enrollment show:\n%s", out)
+	}
+	run(append([]string{"enrollment", "delete", "cli-dev"}, svc...)...)
+	if _, err := dpsctl(t, append([]string{"enrollment", "show", "cli-dev"}, svc...)...); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("show after delete: %v", err)
+	}
+	// Bad input is refused with the service's error.
+	if _, err := dpsctl(t, append([]string{"enrollment", "create", "bad id!"}, svc...)...); err == nil || !strings.Contains(err.Error(), "400") {
+		t.Errorf("bad id: %v", err)
+	}
+}
