@@ -1,0 +1,43 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opendps/dps/webhook"
+)
+
+func TestAllocate(t *testing.T) {
+	srv := httptest.NewServer(webhook.Handler(Allocate, webhook.HandlerOptions{Secret: []byte("s")}))
+	defer srv.Close()
+	body := []byte(`{"individualEnrollment":{"registrationId":"d1","attestation":{"type":"symmetricKey"}},
+		"deviceRuntimeContext":{"registrationId":"d1","symmetricKey":{},"payload":{"model":"heatpump"}},
+		"linkedHubs":["toaster-hub.example.net","heatpump-hub.example.net"]}`)
+	post := func(sig string) *http.Response {
+		req, _ := http.NewRequest("POST", srv.URL, bytes.NewReader(body))
+		req.Header.Set(webhook.SignatureHeader, sig)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if resp := post("t=1,v1=00"); resp.StatusCode != 401 {
+		t.Errorf("bad signature: %d", resp.StatusCode)
+	}
+	resp := post(webhook.Sign([]byte("s"), body, time.Now()))
+	b, _ := io.ReadAll(resp.Body)
+	var got webhook.Response
+	if err := json.Unmarshal(b, &got); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	if got.IoTHubHostName != "heatpump-hub.example.net" || got.InitialTwin == nil || !strings.Contains(string(got.Payload), `"received":{"model":"heatpump"}`) {
+		t.Errorf("response = %s", b)
+	}
+}
