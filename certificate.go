@@ -1,11 +1,15 @@
 package dps
 
 import (
+	"crypto/sha1"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/pem"
 	"strings"
+	"time"
 )
 
 // ParseCertificate parses a certificate as DPS accepts it in enrollments:
@@ -121,3 +125,50 @@ func (r *tpmReader) u32() uint32 {
 
 func (r *tpmReader) read2B() []byte { return r.take(int(r.u16())) }
 func (r *tpmReader) skip2B()        { r.read2B() }
+
+// CertificateInfo describes an X.509 certificate as DPS reports it
+// (X509CertificateInfo): thumbprints are upper-case hex.
+type CertificateInfo struct {
+	SubjectName      string
+	SHA1Thumbprint   string
+	SHA256Thumbprint string
+	IssuerName       string
+	NotBefore        time.Time
+	NotAfter         time.Time
+	SerialNumber     string
+	Version          int
+}
+
+// InfoOf computes a certificate's CertificateInfo.
+func InfoOf(c *x509.Certificate) CertificateInfo {
+	s1, s256 := sha1.Sum(c.Raw), sha256.Sum256(c.Raw)
+	return CertificateInfo{
+		SubjectName:      c.Subject.String(),
+		SHA1Thumbprint:   strings.ToUpper(hex.EncodeToString(s1[:])),
+		SHA256Thumbprint: strings.ToUpper(hex.EncodeToString(s256[:])),
+		IssuerName:       c.Issuer.String(),
+		NotBefore:        c.NotBefore.UTC(),
+		NotAfter:         c.NotAfter.UTC(),
+		SerialNumber:     strings.ToUpper(c.SerialNumber.Text(16)),
+		Version:          c.Version,
+	}
+}
+
+// X509Proof is what an X.509 device proved: its certificate and, for a
+// group, the group's certificate its chain ended at.
+type X509Proof struct {
+	Certificate CertificateInfo
+	Signing     *CertificateInfo
+}
+
+// CACertificate is a CA certificate held by the instance, usable by
+// enrollment groups' caReferences once its proof of possession is verified.
+type CACertificate struct {
+	Name             string
+	Certificate      string // PEM
+	Verified         bool
+	VerificationCode string // the CN a verification certificate must carry
+	ETag             string
+	Created          time.Time
+	Updated          time.Time
+}

@@ -45,6 +45,7 @@ type Registration struct {
 	Payload           json.RawMessage // the webhook's payload for the device
 	EnrollmentGroupID string          // set when the device matched a group
 	Attestation       AttestationType
+	X509              *X509Proof // X.509 devices: the certificates that authenticated
 	Created           time.Time
 	Updated           time.Time
 	ETag              string
@@ -56,7 +57,8 @@ type Operation struct {
 	RegistrationID    string
 	EnrollmentGroupID string // empty: an individual enrollment
 	Attestation       AttestationType
-	Status            Status // assigning until the worker finishes
+	X509              *X509Proof // X.509 devices
+	Status            Status     // assigning until the worker finishes
 	Payload           json.RawMessage
 	// Result is the registration state the operation produced; set once
 	// Status is final.
@@ -72,7 +74,11 @@ type HubDevice struct {
 	AuthKind     AttestationType
 	PrimaryKey   Key // symmetric-key devices: the device's key(s)
 	SecondaryKey Key
-	IoTEdge      bool
-	Twin         json.RawMessage // {"tags":{…},"properties":{"desired":{…}}}
-	Updated      time.Time
+	// X.509 devices: the leaf's SHA-256 thumbprint (individual enrollments,
+	// thumbprint authentication on a hub), or CASigned for group devices.
+	X509Thumbprint string
+	X509CASigned   bool
+	IoTEdge        bool
+	Twin           json.RawMessage // {"tags":{…},"properties":{"desired":{…}}}
+	Updated        time.Time
 }

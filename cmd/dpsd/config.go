@@ -32,7 +32,15 @@ type Config struct {
 	LinkedHubs        []HubConfig    `yaml:"linkedHubs"`
 	AccessPolicies    []PolicyConfig `yaml:"accessPolicies"`
 	Webhook           WebhookConfig  `yaml:"webhook"`
+	X509              X509Config     `yaml:"x509"`
 	Log               LogConfig      `yaml:"log"`
+}
+
+// X509Config configures X.509 device attestation.
+type X509Config struct {
+	// CRLFiles are certificate revocation lists (PEM or DER), checked for
+	// every certificate of a group device's chain; re-read when they change.
+	CRLFiles []string `yaml:"crlFiles"`
 }
 
 // WebhookConfig configures calls to custom allocation webhooks.

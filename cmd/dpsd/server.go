@@ -30,6 +30,7 @@ import (
 	"github.com/opendps/dps/internal/prom"
 	"github.com/opendps/dps/internal/registration"
 	"github.com/opendps/dps/internal/store/sqlite"
+	"github.com/opendps/dps/internal/x509attest"
 )
 
 // server is a running dpsd instance.
@@ -132,6 +133,12 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 		}),
 	}
 	policy, _ := dps.ParseAllocationPolicy(cfg.AllocationPolicy)
+	var crls *x509attest.CRLs
+	if len(cfg.X509.CRLFiles) > 0 {
+		if crls, err = x509attest.LoadCRLs(cfg.X509.CRLFiles); err != nil {
+			return nil, fmt.Errorf("x509.crlFiles: %w", err)
+		}
+	}
 	s.reg = registration.New(registration.Options{
 		IDScope:       s.idScope,
 		LinkedHubs:    cfg.linkedHubs(),
@@ -141,6 +148,7 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 		Store:         s.store,
 		Logger:        log,
 		Observer:      metrics,
+		CRLs:          crls,
 	})
 	if err := s.reg.Start(ctx); err != nil {
 		return nil, err

@@ -254,3 +254,44 @@ func (c *Client) DeleteRegistration(ctx context.Context, id, ifMatch string) err
 func (c *Client) QueryRegistrations(ctx context.Context, groupID string, max int, continuation string) ([]wire.DeviceRegistrationState, Page, error) {
 	return query[wire.DeviceRegistrationState](ctx, c, "/registrations/"+seg(groupID)+"/query", "", max, continuation)
 }
+
+// PutCA adds or replaces a CA certificate held by dps.
+func (c *Client) PutCA(ctx context.Context, name, certificatePEM, ifMatch string) (wire.CACertificate, error) {
+	var out wire.CACertificate
+	_, err := c.do(ctx, http.MethodPut, "/certificates/"+seg(name), map[string]string{"If-Match": ifMatch}, wire.CACertificate{Name: name, Certificate: certificatePEM}, &out)
+	return out, err
+}
+
+// CA gets a CA certificate.
+func (c *Client) CA(ctx context.Context, name string) (wire.CACertificate, error) {
+	var out wire.CACertificate
+	_, err := c.do(ctx, http.MethodGet, "/certificates/"+seg(name), nil, nil, &out)
+	return out, err
+}
+
+// CAs lists the CA certificates.
+func (c *Client) CAs(ctx context.Context) ([]wire.CACertificate, error) {
+	var out []wire.CACertificate
+	_, err := c.do(ctx, http.MethodGet, "/certificates", nil, nil, &out)
+	return out, err
+}
+
+// DeleteCA deletes a CA certificate.
+func (c *Client) DeleteCA(ctx context.Context, name, ifMatch string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/certificates/"+seg(name), map[string]string{"If-Match": ifMatch}, nil, nil)
+	return err
+}
+
+// GenerateVerificationCode asks for a proof-of-possession code.
+func (c *Client) GenerateVerificationCode(ctx context.Context, name string) (wire.CACertificate, error) {
+	var out wire.CACertificate
+	_, err := c.do(ctx, http.MethodPost, "/certificates/"+seg(name)+"/generateVerificationCode", nil, nil, &out)
+	return out, err
+}
+
+// VerifyCA uploads the proof-of-possession certificate.
+func (c *Client) VerifyCA(ctx context.Context, name, certificatePEM string) (wire.CACertificate, error) {
+	var out wire.CACertificate
+	_, err := c.do(ctx, http.MethodPost, "/certificates/"+seg(name)+"/verify", nil, wire.CACertificate{Name: name, Certificate: certificatePEM}, &out)
+	return out, err
+}

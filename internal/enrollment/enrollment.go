@@ -70,7 +70,7 @@ func validKey(k dps.Key) bool {
 // validateSettings checks the members enrollments and groups share and
 // fills in keys: given keys are kept, missing ones are taken from old (the
 // stored version, so a get → modify → put never rotates a key) or generated.
-func (s *Service) validateSettings(set *dps.Settings, old *dps.Settings, group bool) error {
+func (s *Service) validateSettings(ctx context.Context, set *dps.Settings, old *dps.Settings, group bool) error {
 	a := &set.Attestation
 	switch a.Type {
 	case dps.AttestationSymmetricKey:
@@ -126,7 +126,25 @@ func (s *Service) validateSettings(set *dps.Settings, old *dps.Settings, group b
 				return err
 			}
 		}
-		if x.CAReferences != nil && (x.CAReferences.Primary != "" || x.CAReferences.Secondary != "") {
+		if r := x.CAReferences; r != nil && (r.Primary != "" || r.Secondary != "") {
+			if !group {
+				return invalid("attestation.x509.caReferences is for enrollment groups")
+			}
+			cs, err := s.cas()
+			if err != nil {
+				return err
+			}
+			for _, name := range []string{r.Primary, r.Secondary} {
+				if name == "" {
+					continue
+				}
+				if _, err := cs.CACertificate(ctx, name); err != nil {
+					if dps.KindOf(err) == dps.KindNotFound {
+						return invalid("attestation.x509.caReferences: no CA certificate named %q (add it with dpsctl ca add)", name)
+					}
+					return err
+				}
+			}
 			n++
 		}
 		if n == 0 {
@@ -234,7 +252,7 @@ func (s *Service) PutEnrollment(ctx context.Context, e dps.Enrollment, ifMatch s
 		}
 		candidate := e
 		candidate.Settings = cloneSettings(e.Settings)
-		if err := s.validateSettings(&candidate.Settings, oldSet, false); err != nil {
+		if err := s.validateSettings(ctx, &candidate.Settings, oldSet, false); err != nil {
 			return e, err
 		}
 		out, err := s.o.Store.PutEnrollment(ctx, candidate, cond)
@@ -266,7 +284,7 @@ func (s *Service) PutGroup(ctx context.Context, g dps.Group, ifMatch string) (dp
 		}
 		candidate := g
 		candidate.Settings = cloneSettings(g.Settings)
-		if err := s.validateSettings(&candidate.Settings, oldSet, true); err != nil {
+		if err := s.validateSettings(ctx, &candidate.Settings, oldSet, true); err != nil {
 			return g, err
 		}
 		out, err := s.o.Store.PutGroup(ctx, candidate, cond)

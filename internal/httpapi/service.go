@@ -33,6 +33,12 @@ type Manager interface {
 	Registration(ctx context.Context, id string) (dps.Registration, error)
 	DeleteRegistration(ctx context.Context, id, ifMatch string) error
 	Registrations(ctx context.Context, groupID, continuation string, limit int) ([]dps.Registration, string, error)
+	PutCA(ctx context.Context, name, certificate, ifMatch string) (dps.CACertificate, error)
+	CA(ctx context.Context, name string) (dps.CACertificate, error)
+	CAs(ctx context.Context) ([]dps.CACertificate, error)
+	DeleteCA(ctx context.Context, name, ifMatch string) error
+	GenerateVerificationCode(ctx context.Context, name string) (dps.CACertificate, error)
+	VerifyCA(ctx context.Context, name, certificate string, now time.Time) (dps.CACertificate, error)
 }
 
 // Authorizer checks a service API token for the right an operation needs.
@@ -106,6 +112,21 @@ func (h *ServiceHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			{http.MethodGet, access.RegistrationStatusRead, h.getRegistration},
 			{http.MethodDelete, access.RegistrationStatusWrite, h.deleteRegistration},
 		}
+	case kind == "certificates" && len(segs) == 1:
+		routes = []route{{http.MethodGet, access.ServiceConfig, h.listCAs}}
+	case kind == "certificates" && len(segs) == 2:
+		ids = segs[1:]
+		routes = []route{
+			{http.MethodGet, access.ServiceConfig, h.getCA},
+			{http.MethodPut, access.ServiceConfig, h.putCA},
+			{http.MethodDelete, access.ServiceConfig, h.deleteCA},
+		}
+	case kind == "certificates" && len(segs) == 3 && strings.EqualFold(segs[2], "generateVerificationCode"):
+		ids = segs[1:2]
+		routes = []route{{http.MethodPost, access.ServiceConfig, h.generateCode}}
+	case kind == "certificates" && len(segs) == 3 && strings.EqualFold(segs[2], "verify"):
+		ids = segs[1:2]
+		routes = []route{{http.MethodPost, access.ServiceConfig, h.verifyCA}}
 	case kind == "registrations" && len(segs) == 3 && strings.EqualFold(segs[2], "query"):
 		ids = segs[1:2]
 		routes = []route{{http.MethodPost, access.RegistrationStatusRead, h.queryRegistrations}}
@@ -465,4 +486,63 @@ func (h *ServiceHandler) queryRegistrations(w http.ResponseWriter, r *http.Reque
 		out[i] = wire.FromRegistrationState(reg)
 	}
 	writePage(w, r, "DeviceRegistration", next, limit, out)
+}
+
+func (h *ServiceHandler) writeCA(w http.ResponseWriter, r *http.Request, c dps.CACertificate, err error) {
+	if err != nil {
+		h.err.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, wire.FromCA(c))
+}
+
+func (h *ServiceHandler) listCAs(w http.ResponseWriter, r *http.Request, _ []string) {
+	cs, err := h.o.Manager.CAs(r.Context())
+	if err != nil {
+		h.err.writeError(w, r, err)
+		return
+	}
+	out := make([]wire.CACertificate, len(cs))
+	for i, c := range cs {
+		out[i] = wire.FromCA(c)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *ServiceHandler) getCA(w http.ResponseWriter, r *http.Request, ids []string) {
+	c, err := h.o.Manager.CA(r.Context(), ids[0])
+	h.writeCA(w, r, c, err)
+}
+
+func (h *ServiceHandler) putCA(w http.ResponseWriter, r *http.Request, ids []string) {
+	var body wire.CACertificate
+	if err := readJSON(w, r, &body, false); err != nil {
+		h.err.writeError(w, r, err)
+		return
+	}
+	c, err := h.o.Manager.PutCA(r.Context(), ids[0], body.Certificate, ifMatch(r))
+	h.writeCA(w, r, c, err)
+}
+
+func (h *ServiceHandler) deleteCA(w http.ResponseWriter, r *http.Request, ids []string) {
+	if err := h.o.Manager.DeleteCA(r.Context(), ids[0], ifMatch(r)); err != nil {
+		h.err.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *ServiceHandler) generateCode(w http.ResponseWriter, r *http.Request, ids []string) {
+	c, err := h.o.Manager.GenerateVerificationCode(r.Context(), ids[0])
+	h.writeCA(w, r, c, err)
+}
+
+func (h *ServiceHandler) verifyCA(w http.ResponseWriter, r *http.Request, ids []string) {
+	var body wire.CACertificate
+	if err := readJSON(w, r, &body, false); err != nil {
+		h.err.writeError(w, r, err)
+		return
+	}
+	c, err := h.o.Manager.VerifyCA(r.Context(), ids[0], body.Certificate, h.o.Now())
+	h.writeCA(w, r, c, err)
 }

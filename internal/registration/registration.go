@@ -26,6 +26,7 @@ type Store interface {
 	Operation(ctx context.Context, id string) (dps.Operation, error)
 	CompleteOperation(ctx context.Context, op dps.Operation) (dps.Operation, error)
 	PendingOperations(ctx context.Context) ([]dps.Operation, error)
+	CACertificate(ctx context.Context, name string) (dps.CACertificate, error)
 }
 
 // Allocator picks the linked hub for a device. It returns a

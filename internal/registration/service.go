@@ -3,6 +3,7 @@ package registration
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/logkey"
 	"github.com/opendps/dps/internal/sas"
+	"github.com/opendps/dps/internal/x509attest"
 )
 
 // Options configure a Service.
@@ -43,6 +45,8 @@ type Options struct {
 	SweepInterval time.Duration
 	// Now returns the current time (default time.Now).
 	Now func() time.Time
+	// CRLs, when set, are checked for every X.509 group device's chain.
+	CRLs *x509attest.CRLs
 }
 
 // Service is the registration engine. Create it with New, start its workers
@@ -187,12 +191,18 @@ func (s *Service) dispatch(ctx context.Context) {
 func (s *Service) sweep(ctx context.Context) {
 	t := time.NewTicker(s.o.SweepInterval)
 	defer t.Stop()
-	lastPrune := time.Time{}
+	lastPrune, lastCRL := time.Time{}, time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if s.o.CRLs != nil && time.Since(lastCRL) > 30*time.Second {
+			lastCRL = time.Now()
+			if err := s.o.CRLs.Reload(); err != nil {
+				s.log.WarnContext(ctx, "reload CRLs", logkey.Error, err)
+			}
 		}
 		pending, err := s.o.Store.PendingOperations(ctx)
 		if err != nil {
@@ -224,6 +234,15 @@ type match struct {
 	// deviceKeys are the device's symmetric keys (individual keys, or keys
 	// derived from the group's keys), base64.
 	deviceKeys [2]dps.Key
+	// x509 is set for X.509 devices.
+	x509 *dps.X509Proof
+}
+
+func (m *match) attestation() dps.AttestationType {
+	if m.x509 != nil {
+		return dps.AttestationX509
+	}
+	return dps.AttestationSymmetricKey
 }
 
 func (m *match) settings() *dps.Settings {
@@ -277,6 +296,9 @@ func (s *Service) token(scope, regID string, cred Credential) (sas.Token, error)
 // An unknown device, a wrong key, a wrong scope and an expired token are all
 // reported the same way (401002).
 func (s *Service) authenticate(ctx context.Context, scope, regID string, cred Credential) (match, error) {
+	if cred.SAS == "" && len(cred.Certificates) > 0 {
+		return s.authenticateX509(ctx, scope, regID, cred.Certificates)
+	}
 	tok, err := s.token(scope, regID, cred)
 	if err != nil {
 		return match{}, err
@@ -379,7 +401,8 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 		ID:                newOperationID(),
 		RegistrationID:    req.RegistrationID,
 		EnrollmentGroupID: m.groupID(),
-		Attestation:       dps.AttestationSymmetricKey,
+		Attestation:       m.attestation(),
+		X509:              m.x509,
 		Status:            dps.StatusAssigning,
 		Payload:           req.Payload,
 		Created:           now,
@@ -417,6 +440,14 @@ func (s *Service) Operation(ctx context.Context, scope, regID, operationID strin
 			return dps.Operation{}, err
 		}
 		return dps.Operation{}, notFound
+	}
+	if cred.SAS == "" && len(cred.Certificates) > 0 {
+		// X.509: the chain is checked again (a revoked or expired
+		// certificate stops polling too).
+		if _, err := s.authenticateX509(ctx, scope, regID, cred.Certificates); err != nil {
+			return dps.Operation{}, err
+		}
+		return op, nil
 	}
 	if err := s.authenticateFor(ctx, scope, regID, op.EnrollmentGroupID, cred); err != nil {
 		return dps.Operation{}, err
@@ -668,6 +699,13 @@ func (s *Service) complete(ctx context.Context, op dps.Operation) (dps.Operation
 		Twin:         twin,
 		Updated:      now,
 	}
+	if op.X509 != nil {
+		if m.group != nil {
+			hd.X509CASigned = true
+		} else {
+			hd.X509Thumbprint = op.X509.Certificate.SHA256Thumbprint
+		}
+	}
 	if err := s.o.Hubs.Provision(ctx, hd); err != nil {
 		return op, fmt.Errorf("hub connector: provision on %s: %w", asg.Hub, err)
 	}
@@ -687,6 +725,7 @@ func (s *Service) complete(ctx context.Context, op dps.Operation) (dps.Operation
 		Payload:           asg.Payload,
 		EnrollmentGroupID: op.EnrollmentGroupID,
 		Attestation:       op.Attestation,
+		X509:              op.X509,
 		Created:           created,
 		Updated:           now,
 	}
@@ -806,4 +845,101 @@ func canonicalHub(hs []dps.LinkedHub, name string) string {
 		}
 	}
 	return name
+}
+
+// authenticateX509 matches a device's TLS client chain: an individual
+// enrollment for the registration ID first (its certificate must be the
+// leaf), else the enrollment group whose certificate the chain verifies to,
+// the most specific one (closest to the leaf) winning.
+func (s *Service) authenticateX509(ctx context.Context, scope, regID string, chain []*x509.Certificate) (match, error) {
+	if !strings.EqualFold(scope, s.o.IDScope) {
+		return match{}, unauthorized(errors.New("unknown ID scope"))
+	}
+	now := s.o.Now()
+	leaf := chain[0]
+	if err := x509attest.CheckLeaf(leaf, regID, now); err != nil {
+		return match{}, unauthorized(err)
+	}
+	proof := &dps.X509Proof{Certificate: dps.InfoOf(leaf)}
+	e, err := s.o.Store.Enrollment(ctx, regID)
+	switch {
+	case err == nil:
+		x := e.Attestation.X509
+		if e.Attestation.Type == dps.AttestationX509 && x != nil && x.ClientCertificates != nil &&
+			x509attest.MatchesLeaf(leaf, x.ClientCertificates.Primary, x.ClientCertificates.Secondary) {
+			return match{enrollment: &e, x509: proof}, nil
+		}
+		return match{}, unauthorized(errors.New("the certificate is not the one of the individual enrollment for this registration ID"))
+	case dps.KindOf(err) != dps.KindNotFound:
+		return match{}, err
+	}
+	groups, err := s.o.Store.Groups(ctx, dps.AttestationX509)
+	if err != nil {
+		return match{}, err
+	}
+	var (
+		best      *dps.Group
+		bestChain []*x509.Certificate
+		bestDepth int
+		firstErr  error
+	)
+	for i := range groups {
+		g := &groups[i]
+		for _, anchor := range s.anchors(ctx, g) {
+			verified, err := x509attest.Chain(chain, anchor, now)
+			if err != nil {
+				if firstErr == nil {
+					firstErr = fmt.Errorf("group %s: %w", g.ID, err)
+				}
+				continue
+			}
+			if depth := len(verified); best == nil || depth < bestDepth {
+				best, bestChain, bestDepth = g, verified, depth
+			}
+		}
+	}
+	if best == nil {
+		if firstErr == nil {
+			firstErr = errors.New("no enrollment group's certificate signs this chain")
+		}
+		return match{}, unauthorized(firstErr)
+	}
+	if revoked, why := s.o.CRLs.Revoked(bestChain); revoked {
+		return match{}, unauthorized(errors.New(why))
+	}
+	info := dps.InfoOf(bestChain[len(bestChain)-1])
+	proof.Signing = &info
+	return match{group: best, x509: proof}, nil
+}
+
+// anchors returns the certificates an X.509 group's devices chain up to:
+// its uploaded signing certificates and its verified CA references.
+func (s *Service) anchors(ctx context.Context, g *dps.Group) []*x509.Certificate {
+	x := g.Attestation.X509
+	if x == nil {
+		return nil
+	}
+	var out []*x509.Certificate
+	if sc := x.SigningCertificates; sc != nil {
+		for _, p := range []string{sc.Primary, sc.Secondary} {
+			if c, err := dps.ParseCertificate(p); err == nil && p != "" {
+				out = append(out, c)
+			}
+		}
+	}
+	if r := x.CAReferences; r != nil {
+		for _, name := range []string{r.Primary, r.Secondary} {
+			if name == "" {
+				continue
+			}
+			ca, err := s.o.Store.CACertificate(ctx, name)
+			if err != nil || !ca.Verified {
+				continue // only verified CAs authorise devices
+			}
+			if c, err := dps.ParseCertificate(ca.Certificate); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
 }

@@ -1,9 +1,6 @@
 package wire
 
 import (
-	"crypto/sha1"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -397,17 +394,7 @@ func FromAttestation(a dps.Attestation, withKeys bool) *AttestationMechanism {
 func certWithInfo(s string) *X509CertificateWithInfo {
 	out := &X509CertificateWithInfo{Certificate: s}
 	if c, err := dps.ParseCertificate(s); err == nil {
-		s1, s256 := sha1.Sum(c.Raw), sha256.Sum256(c.Raw)
-		out.Info = &X509CertificateInfo{
-			SubjectName:      c.Subject.String(),
-			SHA1Thumbprint:   strings.ToUpper(hex.EncodeToString(s1[:])),
-			SHA256Thumbprint: strings.ToUpper(hex.EncodeToString(s256[:])),
-			IssuerName:       c.Issuer.String(),
-			NotBeforeUtc:     c.NotBefore.UTC().Format("2006-01-02T15:04:05Z"),
-			NotAfterUtc:      c.NotAfter.UTC().Format("2006-01-02T15:04:05Z"),
-			SerialNumber:     strings.ToUpper(c.SerialNumber.Text(16)),
-			Version:          c.Version,
-		}
+		out.Info = FromCertificateInfo(dps.InfoOf(c))
 	}
 	return out
 }
@@ -447,4 +434,27 @@ func FromGroup(g dps.Group, withKeys bool) EnrollmentGroup {
 		LastUpdatedDateTimeUtc: Time(g.Updated), AllocationPolicy: string(g.AllocationPolicy), IoTHubs: g.IoTHubs,
 		CustomAllocationDefinition: cad, Extra: g.Extra,
 	}
+}
+
+// CACertificate is a CA certificate held by dps (a dps extension of the
+// service API: /certificates/{name}).
+type CACertificate struct {
+	Name                   string               `json:"name"`
+	Certificate            string               `json:"certificate,omitempty"`
+	Info                   *X509CertificateInfo `json:"info,omitempty"`
+	IsVerified             bool                 `json:"isVerified"`
+	VerificationCode       string               `json:"verificationCode,omitempty"`
+	ETag                   string               `json:"etag,omitempty"`
+	CreatedDateTimeUtc     string               `json:"createdDateTimeUtc,omitempty"`
+	LastUpdatedDateTimeUtc string               `json:"lastUpdatedDateTimeUtc,omitempty"`
+}
+
+// FromCA converts a CA certificate.
+func FromCA(c dps.CACertificate) CACertificate {
+	out := CACertificate{Name: c.Name, Certificate: c.Certificate, IsVerified: c.Verified, VerificationCode: c.VerificationCode,
+		ETag: c.ETag, CreatedDateTimeUtc: Time(c.Created), LastUpdatedDateTimeUtc: Time(c.Updated)}
+	if w := certWithInfo(c.Certificate); w.Info != nil {
+		out.Info = w.Info
+	}
+	return out
 }

@@ -60,6 +60,29 @@ type DeviceRegistrationResult struct {
 	ETag                   string          `json:"etag,omitempty"`
 	Payload                json.RawMessage `json:"payload,omitempty"`
 	SymmetricKey           *SymmetricKey   `json:"symmetricKey,omitempty"`
+	X509                   *X509Result     `json:"x509,omitempty"`
+}
+
+// X509Result describes how an X.509 device authenticated. When a
+// certificate info is present all of its members are (Java requires it).
+type X509Result struct {
+	CertificateInfo        *X509CertificateInfo `json:"certificateInfo,omitempty"`
+	EnrollmentGroupID      string               `json:"enrollmentGroupId,omitempty"`
+	SigningCertificateInfo *X509CertificateInfo `json:"signingCertificateInfo,omitempty"`
+}
+
+// FromCertificateInfo converts a domain certificate description.
+func FromCertificateInfo(c dps.CertificateInfo) *X509CertificateInfo {
+	return &X509CertificateInfo{
+		SubjectName:      c.SubjectName,
+		SHA1Thumbprint:   c.SHA1Thumbprint,
+		SHA256Thumbprint: c.SHA256Thumbprint,
+		IssuerName:       c.IssuerName,
+		NotBeforeUtc:     c.NotBefore.UTC().Format("2006-01-02T15:04:05Z"),
+		NotAfterUtc:      c.NotAfter.UTC().Format("2006-01-02T15:04:05Z"),
+		SerialNumber:     c.SerialNumber,
+		Version:          c.Version,
+	}
 }
 
 // SymmetricKey names the group a symmetric-key device matched.
@@ -115,6 +138,13 @@ func FromRegistration(r dps.Registration) *DeviceRegistrationResult {
 	}
 	if r.Attestation == dps.AttestationSymmetricKey && r.EnrollmentGroupID != "" && r.Status == dps.StatusAssigned {
 		out.SymmetricKey = &SymmetricKey{EnrollmentGroupID: r.EnrollmentGroupID}
+	}
+	if r.Attestation == dps.AttestationX509 && r.Status == dps.StatusAssigned && r.X509 != nil {
+		x := &X509Result{CertificateInfo: FromCertificateInfo(r.X509.Certificate), EnrollmentGroupID: r.EnrollmentGroupID}
+		if r.X509.Signing != nil {
+			x.SigningCertificateInfo = FromCertificateInfo(*r.X509.Signing)
+		}
+		out.X509 = x
 	}
 	return out
 }

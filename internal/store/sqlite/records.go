@@ -411,3 +411,53 @@ func (db *DB) DeleteHubDevice(ctx context.Context, hub, deviceID string) error {
 		return err
 	})
 }
+
+// CACertificate returns a CA certificate held by the instance (name in any case).
+func (db *DB) CACertificate(ctx context.Context, name string) (dps.CACertificate, error) {
+	return getDoc[dps.CACertificate](ctx, db.read, `SELECT doc FROM ca_certificates WHERE id = ?`, "CA certificate", name, dps.FoldID(name))
+}
+
+// CACertificates returns every CA certificate, ordered by name.
+func (db *DB) CACertificates(ctx context.Context) ([]dps.CACertificate, error) {
+	return listDocs[dps.CACertificate](ctx, db.read, "CA certificates", `SELECT doc FROM ca_certificates ORDER BY id`)
+}
+
+// PutCACertificate creates or replaces a CA certificate under the ETag
+// rules of checkPut.
+func (db *DB) PutCACertificate(ctx context.Context, c dps.CACertificate, ifMatch string) (dps.CACertificate, error) {
+	id := dps.FoldID(c.Name)
+	err := db.exec(ctx, func(tx *sql.Tx) error {
+		exists, err := checkPut(tx, "ca_certificates", "CA certificate", c.Name, ifMatch)
+		if err != nil {
+			return err
+		}
+		now := time.Now().UTC()
+		c.Updated, c.ETag = now, newETag()
+		if exists {
+			var doc []byte
+			if err := tx.QueryRow(`SELECT doc FROM ca_certificates WHERE id = ?`, id).Scan(&doc); err != nil {
+				return err
+			}
+			var old dps.CACertificate
+			if err := json.Unmarshal(doc, &old); err != nil {
+				return err
+			}
+			c.Created = old.Created
+		} else {
+			c.Created = now
+		}
+		doc, err := json.Marshal(c)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(`INSERT INTO ca_certificates (id, etag, doc) VALUES (?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET etag = excluded.etag, doc = excluded.doc`, id, c.ETag, doc)
+		return err
+	})
+	return c, err
+}
+
+// DeleteCACertificate deletes a CA certificate.
+func (db *DB) DeleteCACertificate(ctx context.Context, name, ifMatch string) error {
+	return deleteRow(ctx, db, "ca_certificates", "CA certificate", dps.FoldID(name), ifMatch)
+}
