@@ -104,6 +104,11 @@ type RegistrationState struct {
 	SymmetricKey           *struct {
 		EnrollmentGroupID string `json:"enrollmentGroupId,omitempty"`
 	} `json:"symmetricKey,omitempty"`
+	X509 *struct {
+		EnrollmentGroupID      string          `json:"enrollmentGroupId,omitempty"`
+		CertificateInfo        json.RawMessage `json:"certificateInfo,omitempty"`
+		SigningCertificateInfo json.RawMessage `json:"signingCertificateInfo,omitempty"`
+	} `json:"x509,omitempty"`
 }
 
 // Error is an error answer from DPS.

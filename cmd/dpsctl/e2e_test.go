@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/opendps/dps/internal/dpstest"
 )
 
 // startDPSD builds and runs dpsd on ephemeral loopback ports and returns
@@ -135,6 +137,23 @@ func TestOperatorFlow(t *testing.T) {
 	if _, err := dpsctl(t, append([]string{"enrollment", "show", "cli-dev"}, svc...)...); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Errorf("show after delete: %v", err)
 	}
+	// CA certificates: add, prove possession, list.
+	caDir := t.TempDir()
+	root := dpstest.NewRoot(t, "CLI Root")
+	os.WriteFile(filepath.Join(caDir, "root.pem"), []byte(root.PEM()), 0o600)
+	if out = run(append([]string{"ca", "add", "cli-root", "--cert", filepath.Join(caDir, "root.pem")}, svc...)...); !strings.Contains(out, "CN=CLI Root") || !strings.Contains(out, "false") {
+		t.Errorf("ca add:\n%s", out)
+	}
+	code := strings.TrimSpace(run(append([]string{"ca", "code", "cli-root"}, svc...)...))
+	os.WriteFile(filepath.Join(caDir, "proof.pem"), []byte(root.Leaf(t, code).PEM()), 0o600)
+	if out = run(append([]string{"ca", "verify", "cli-root", "--cert", filepath.Join(caDir, "proof.pem")}, svc...)...); !strings.Contains(out, "true") {
+		t.Errorf("ca verify:\n%s", out)
+	}
+	run(append([]string{"group", "create", "cli-x509", "--attestation", "x509", "--ca-ref", "cli-root"}, svc...)...)
+	if out = run(append([]string{"ca", "list", "-o", "json"}, svc...)...); !strings.Contains(out, `"isVerified": true`) {
+		t.Errorf("ca list:\n%s", out)
+	}
+
 	// Bad input is refused with the service's error.
 	if _, err := dpsctl(t, append([]string{"enrollment", "create", "bad id!"}, svc...)...); err == nil || !strings.Contains(err.Error(), "400") {
 		t.Errorf("bad id: %v", err)

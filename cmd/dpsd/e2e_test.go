@@ -366,3 +366,7 @@ func TestAdminEndpoints(t *testing.T) {
 		}
 	}
 }
+
+func jsonDecode(resp *http.Response, v any) error {
+	return json.NewDecoder(resp.Body).Decode(v)
+}

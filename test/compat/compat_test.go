@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -27,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opendps/dps/internal/dpstest"
 	"github.com/opendps/dps/webhook"
 )
 
@@ -62,6 +64,32 @@ func TestNodeSDK(t *testing.T) {
 	defer hook.Close()
 	hookCA := filepath.Join(dir, "webhook-ca.pem")
 	os.WriteFile(hookCA, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hook.Certificate().Raw}), 0o600)
+
+	// X.509 material, minted now: a root and an intermediate; an individual
+	// device certificate; a group device whose chain goes through the intermediate.
+	x509Dir := filepath.Join(dir, "x509")
+	os.MkdirAll(x509Dir, 0o700)
+	root := dpstest.NewRoot(t, "Compat Root")
+	inter := root.Intermediate(t, "Compat Intermediate")
+	write := func(name, data string) {
+		if err := os.WriteFile(filepath.Join(x509Dir, name), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keyPEM := func(c *dpstest.CertKey) string {
+		der, err := x509.MarshalPKCS8PrivateKey(c.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	}
+	ind := dpstest.SelfSigned(t, "x509-node-ind")
+	grpLeaf := inter.Leaf(t, "x509-node-grp-dev")
+	write("root.pem", root.PEM())
+	write("ind.pem", ind.PEM())
+	write("ind-key.pem", keyPEM(ind))
+	write("grp-chain.pem", grpLeaf.PEM()+inter.PEM())
+	write("grp-key.pem", keyPEM(grpLeaf))
 
 	key := make([]byte, 32)
 	rand.Read(key)
@@ -132,6 +160,7 @@ webhook: { caFile: %q }
 		"DPS_WEBHOOK_URL="+hook.URL+"/api/allocate?code=function-key",
 		"DPS_TRANSPORTS="+transports(),
 		"NODE_EXTRA_CA_CERTS="+filepath.Join(dir, "data", "tls", "ca.pem"),
+		"DPS_X509_DIR="+x509Dir,
 	)
 	var stderr bytes.Buffer
 	node.Stderr = &stderr

@@ -24,6 +24,10 @@ const idScope = env('DPS_ID_SCOPE');
 const connectionString = env('DPS_CONNECTION_STRING');
 const webhookUrl = env('DPS_WEBHOOK_URL');
 const transports = (process.env.DPS_TRANSPORTS || 'http,mqtt').split(',');
+const fs = require('fs');
+const path = require('path');
+const x509Dir = env('DPS_X509_DIR');
+const readX509 = (name) => fs.readFileSync(path.join(x509Dir, name), 'utf8');
 const run = Date.now().toString(36);
 
 const service = ProvisioningServiceClient.fromConnectionString(connectionString);
@@ -54,6 +58,16 @@ function registerX509(transport, registrationId, cert, key) {
 // promise form never resolves in azure-iot-provisioning-service 1.11.2).
 function bulk(op) {
   return new Promise((resolve, reject) => service.runBulkEnrollmentOperation(op, (err, body) => (err ? reject(err) : resolve(body))));
+}
+
+// ensure creates an enrollment once; a 409 (already created by the other
+// transport's run) is fine.
+async function ensure(create) {
+  try {
+    await create();
+  } catch (err) {
+    if (!(err.response && err.response.statusCode === 409)) throw err;
+  }
 }
 
 function assert(cond, msg) {
@@ -222,6 +236,26 @@ async function deviceScenarios(transport) {
     assert(r.assignedHub === 'hub-b.example.net', 'webhook chose hub-b for a heatpump: ' + JSON.stringify(r));
     assert(r.payload && deepEqual(r.payload.received, payload), 'device got its payload back through the webhook: ' + JSON.stringify(r.payload));
     assert(r.payload.greeting === 'hello from the webhook', 'webhook payload: ' + JSON.stringify(r.payload));
+  });
+
+  await scenario('X.509 individual enrollment', t, async () => {
+    await ensure(() => service.createOrUpdateIndividualEnrollment({
+      registrationId: 'x509-node-ind',
+      attestation: { type: 'x509', x509: { clientCertificates: { primary: { certificate: readX509('ind.pem') } } } },
+    }));
+    const r = await registerX509(t, 'x509-node-ind', readX509('ind.pem'), readX509('ind-key.pem'));
+    assert(r.assignedHub && r.deviceId === 'x509-node-ind', 'assigned: ' + JSON.stringify(r));
+  });
+  await scenario('X.509 group, device chain through an intermediate', t, async () => {
+    await ensure(() => service.createOrUpdateEnrollmentGroup({
+      enrollmentGroupId: 'x509-node-grp',
+      attestation: { type: 'x509', x509: { signingCertificates: { primary: { certificate: readX509('root.pem') } } } },
+    }));
+    const r = await registerX509(t, 'x509-node-grp-dev', readX509('grp-chain.pem'), readX509('grp-key.pem'));
+    assert(r.assignedHub && r.deviceId === 'x509-node-grp-dev', 'assigned: ' + JSON.stringify(r));
+  });
+  await scenario('X.509 certificate of another device is refused', t, async () => {
+    await expectFailure(registerX509(t, 'x509-node-other', readX509('ind.pem'), readX509('ind-key.pem')), 'registration with a certificate whose CN is another ID');
   });
 
   const off = 'off-' + t + '-' + run;
