@@ -4,10 +4,11 @@ GO ?= go
 .PHONY: test test-short test-compat build run fuzz bench vet
 
 ## test: everything CI runs on a fresh machine — vet, every Go test with the
-## race detector, the wall-time tests without it, and the compatibility
-## suite with the real Azure IoT Node SDKs (needs ports 443 and 8883).
+## race detector (including the TPM tests on the software TPM, tag
+## tpmsimulator, which needs cgo), the wall-time tests without it, and the
+## compatibility suite with the real Azure IoT Node SDKs (needs ports 443 and 8883).
 test: vet
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -tags tpmsimulator ./...
 	# Wall-time bounds are meaningless under the race detector: run those tests without it too.
 	$(GO) test -count=1 -run 'TestCustomAllocationConcurrency' ./cmd/dpsd
 	$(MAKE) test-compat
@@ -23,6 +24,7 @@ test-short:
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags tpmsimulator ./...
 
 build:
 	mkdir -p bin

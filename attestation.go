@@ -1,6 +1,9 @@
 package dps
 
-import "log/slog"
+import (
+	"log/slog"
+	"time"
+)
 
 // AttestationType names how a device proves its identity.
 type AttestationType string
@@ -65,4 +68,25 @@ type X509CAReferences struct {
 type TPMAttestation struct {
 	EndorsementKey string
 	StorageRootKey string
+}
+
+// TPMChallenge is the answer to a TPM device's register request that
+// carries no valid SAS token: the device imports AuthenticationKey (a base64
+// activation blob) into its TPM and signs its next request with it.
+type TPMChallenge struct {
+	AuthenticationKey string
+	KeyName           string
+}
+
+func (c *TPMChallenge) Error() string { return "TPM challenge issued" }
+
+// Challenge is the pending TPM challenge of a registration ID: the key K1
+// wrapped in the activation blob the device received. Only the latest
+// challenge of a registration ID is kept.
+type Challenge struct {
+	RegistrationID string
+	Key            Key // base64 K1
+	StorageRootKey string
+	Created        time.Time
+	Expires        time.Time
 }

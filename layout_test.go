@@ -20,7 +20,7 @@ var rules = map[string][]string{
 	"webhook":                          {},
 	"internal/wire":                    {module},
 	"internal/allocation":              {module},
-	"internal/registration":            {module, module + "/internal/sas", module + "/internal/x509attest", module + "/internal/logkey"},
+	"internal/registration":            {module, module + "/internal/sas", module + "/internal/x509attest", module + "/internal/tpmattest", module + "/internal/logkey"},
 	"internal/x509attest":              {module},
 	"internal/hub/builtin":             {module},
 	"internal/store/sqlite":            {module, "modernc.org/sqlite"},

@@ -46,9 +46,12 @@ type Registration struct {
 	EnrollmentGroupID string          // set when the device matched a group
 	Attestation       AttestationType
 	X509              *X509Proof // X.509 devices: the certificates that authenticated
-	Created           time.Time
-	Updated           time.Time
-	ETag              string
+	// TPMAuthenticationKey is, for TPM devices, the activation blob (base64)
+	// wrapping the device's hub key for its TPM.
+	TPMAuthenticationKey string
+	Created              time.Time
+	Updated              time.Time
+	ETag                 string
 }
 
 // Operation is one asynchronous registration request.
@@ -58,7 +61,11 @@ type Operation struct {
 	EnrollmentGroupID string // empty: an individual enrollment
 	Attestation       AttestationType
 	X509              *X509Proof // X.509 devices
-	Status            Status     // assigning until the worker finishes
+	// TPM devices: the challenge key K1 that authenticated the request (and
+	// authenticates its polls) and the storage root key to wrap the hub key for.
+	TPMKey            Key
+	TPMStorageRootKey string
+	Status            Status // assigning until the worker finishes
 	Payload           json.RawMessage
 	// Result is the registration state the operation produced; set once
 	// Status is final.

@@ -149,6 +149,7 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 		Logger:        log,
 		Observer:      metrics,
 		CRLs:          crls,
+		Challenges:    s.store,
 	})
 	if err := s.reg.Start(ctx); err != nil {
 		return nil, err

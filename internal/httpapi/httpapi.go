@@ -166,13 +166,17 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request, scope, regID 
 		h.writeError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "registrationId in the body does not match the registration ID in the path"})
 		return
 	}
-	op, err := h.o.Registrar.Register(r.Context(), registration.Request{
+	req := registration.Request{
 		IDScope:        scope,
 		RegistrationID: regID,
 		Credential:     credential(r),
 		Payload:        body.Payload,
 		Force:          strings.EqualFold(r.URL.Query().Get("forceRegistration"), "true"),
-	})
+	}
+	if body.TPM != nil {
+		req.TPM = &registration.TPMRequest{EndorsementKey: body.TPM.EndorsementKey, StorageRootKey: body.TPM.StorageRootKey}
+	}
+	op, err := h.o.Registrar.Register(r.Context(), req)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -229,6 +233,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if ch, ok := errors.AsType[*dps.TPMChallenge](err); ok {
+		// The TPM challenge: exactly {authenticationKey, keyName, message}
+		// (the C SDK reads a 401 without "status" as a challenge).
+		writeJSON(w, http.StatusUnauthorized, wire.TPMChallenge{AuthenticationKey: ch.AuthenticationKey, KeyName: ch.KeyName,
+			Message: "Import the authenticationKey into the TPM and sign the next request with it."})
+		return
+	}
 	tracking := wire.NewTrackingID()
 	status, body := wire.Error(err, tracking, h.o.Now())
 	e := dps.AsError(err)

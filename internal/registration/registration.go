@@ -61,6 +61,13 @@ type Observer interface {
 	InFlight(delta int)
 }
 
+// ChallengeStore keeps the latest TPM challenge per registration ID.
+type ChallengeStore interface {
+	PutChallenge(ctx context.Context, c dps.Challenge) error
+	Challenge(ctx context.Context, registrationID string) (dps.Challenge, error)
+	ConsumeChallenge(ctx context.Context, registrationID string, key dps.Key) (bool, error)
+}
+
 // Credential is what a device presented, still unverified.
 type Credential struct {
 	// SAS is the Authorization header or MQTT password ("" if none).
@@ -78,4 +85,12 @@ type Request struct {
 	Payload json.RawMessage
 	// Force asks for a new allocation (forceRegistration).
 	Force bool
+	// TPM is the tpm member of the body (TPM devices), nil otherwise.
+	TPM *TPMRequest
+}
+
+// TPMRequest is what a TPM device sends about its TPM (base64 TPM2B_PUBLIC).
+type TPMRequest struct {
+	EndorsementKey string
+	StorageRootKey string
 }

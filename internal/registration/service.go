@@ -1,6 +1,7 @@
 package registration
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/x509"
@@ -18,6 +19,7 @@ import (
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/logkey"
 	"github.com/opendps/dps/internal/sas"
+	"github.com/opendps/dps/internal/tpmattest"
 	"github.com/opendps/dps/internal/x509attest"
 )
 
@@ -47,6 +49,10 @@ type Options struct {
 	Now func() time.Time
 	// CRLs, when set, are checked for every X.509 group device's chain.
 	CRLs *x509attest.CRLs
+	// Challenges keeps TPM challenges; nil disables TPM attestation.
+	Challenges ChallengeStore
+	// ChallengeTTL is how long an unused TPM challenge stays valid (default 5 minutes).
+	ChallengeTTL time.Duration
 }
 
 // Service is the registration engine. Create it with New, start its workers
@@ -75,6 +81,9 @@ func New(o Options) *Service {
 	}
 	if o.OperationRetention <= 0 {
 		o.OperationRetention = 24 * time.Hour
+	}
+	if o.ChallengeTTL <= 0 {
+		o.ChallengeTTL = 5 * time.Minute
 	}
 	if o.SweepInterval <= 0 {
 		o.SweepInterval = 5 * time.Second
@@ -236,11 +245,16 @@ type match struct {
 	deviceKeys [2]dps.Key
 	// x509 is set for X.509 devices.
 	x509 *dps.X509Proof
+	// tpm is the challenge a TPM device answered.
+	tpm *dps.Challenge
 }
 
 func (m *match) attestation() dps.AttestationType {
-	if m.x509 != nil {
+	switch {
+	case m.x509 != nil:
 		return dps.AttestationX509
+	case m.tpm != nil:
+		return dps.AttestationTPM
 	}
 	return dps.AttestationSymmetricKey
 }
@@ -308,6 +322,9 @@ func (s *Service) authenticate(ctx context.Context, scope, regID string, cred Cr
 	e, err := s.o.Store.Enrollment(ctx, regID)
 	switch {
 	case err == nil:
+		if e.Attestation.Type == dps.AttestationTPM {
+			return s.answerChallenge(ctx, &e, tok)
+		}
 		if e.Attestation.Type != dps.AttestationSymmetricKey || e.Attestation.SymmetricKey == nil {
 			return match{}, unauthorized(errors.New("enrollment does not use symmetric keys"))
 		}
@@ -367,12 +384,16 @@ func (s *Service) authenticate(ctx context.Context, scope, regID string, cred Cr
 }
 
 // Authenticate checks a device's credential without starting a
-// registration (the MQTT transport does this at CONNECT).
+// registration: the MQTT transport does this at CONNECT. TPM devices are
+// refused: TPM attestation is not part of the MQTT protocol.
 func (s *Service) Authenticate(ctx context.Context, scope, regID string, cred Credential) error {
 	if err := dps.ValidateRegistrationID(regID); err != nil {
 		return err
 	}
-	_, err := s.authenticate(ctx, scope, regID, cred)
+	m, err := s.authenticate(ctx, scope, regID, cred)
+	if err == nil && m.tpm != nil {
+		return unauthorized(errors.New("TPM attestation is not supported over MQTT; register over HTTPS"))
+	}
 	return err
 }
 
@@ -392,9 +413,22 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 	if err := dps.ValidateRegistrationID(req.RegistrationID); err != nil {
 		return dps.Operation{}, err
 	}
+	if req.Credential.SAS == "" && len(req.Credential.Certificates) == 0 && req.TPM != nil {
+		return dps.Operation{}, s.challenge(ctx, req)
+	}
 	m, err := s.authenticate(ctx, req.IDScope, req.RegistrationID, req.Credential)
 	if err != nil {
 		return dps.Operation{}, err
+	}
+	if m.tpm != nil {
+		// Only the latest challenge starts one registration.
+		ok, err := s.o.Challenges.ConsumeChallenge(ctx, req.RegistrationID, m.tpm.Key)
+		if err != nil {
+			return dps.Operation{}, err
+		}
+		if !ok {
+			return dps.Operation{}, unauthorized(errors.New("the TPM challenge was superseded"))
+		}
 	}
 	now := s.o.Now().UTC()
 	op := dps.Operation{
@@ -407,6 +441,9 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 		Payload:           req.Payload,
 		Created:           now,
 		Updated:           now,
+	}
+	if m.tpm != nil {
+		op.TPMKey, op.TPMStorageRootKey = m.tpm.Key, m.tpm.StorageRootKey
 	}
 	if !m.settings().Enabled() {
 		op.Status = dps.StatusDisabled
@@ -445,6 +482,12 @@ func (s *Service) Operation(ctx context.Context, scope, regID, operationID strin
 		// X.509: the chain is checked again (a revoked or expired
 		// certificate stops polling too).
 		if _, err := s.authenticateX509(ctx, scope, regID, cred.Certificates); err != nil {
+			return dps.Operation{}, err
+		}
+		return op, nil
+	}
+	if op.Attestation == dps.AttestationTPM {
+		if err := s.authenticateTPMPoll(scope, regID, op, cred); err != nil {
 			return dps.Operation{}, err
 		}
 		return op, nil
@@ -699,6 +742,14 @@ func (s *Service) complete(ctx context.Context, op dps.Operation) (dps.Operation
 		Twin:         twin,
 		Updated:      now,
 	}
+	var tpmBlob string
+	if op.Attestation == dps.AttestationTPM {
+		k2, blob, err := s.hubKeyBlob(op, m.enrollment)
+		if err != nil {
+			return s.fail(op, prev, now, 400004, err.Error()), nil
+		}
+		hd.PrimaryKey, hd.SecondaryKey, tpmBlob = k2, "", blob
+	}
 	if op.X509 != nil {
 		if m.group != nil {
 			hd.X509CASigned = true
@@ -728,6 +779,8 @@ func (s *Service) complete(ctx context.Context, op dps.Operation) (dps.Operation
 		X509:              op.X509,
 		Created:           created,
 		Updated:           now,
+
+		TPMAuthenticationKey: tpmBlob,
 	}
 	return op, nil
 }
@@ -942,4 +995,131 @@ func (s *Service) anchors(ctx context.Context, g *dps.Group) []*x509.Certificate
 		}
 	}
 	return out
+}
+
+// challenge answers a TPM device's register request that has no SAS: it
+// checks the EK against the device's individual enrollment and returns a
+// fresh activation blob wrapping a new key K1, which becomes the only
+// challenge of this registration ID.
+func (s *Service) challenge(ctx context.Context, req Request) error {
+	if s.o.Challenges == nil {
+		return unauthorized(errors.New("TPM attestation is not enabled"))
+	}
+	if !strings.EqualFold(req.IDScope, s.o.IDScope) {
+		return unauthorized(errors.New("unknown ID scope"))
+	}
+	e, err := s.o.Store.Enrollment(ctx, req.RegistrationID)
+	if err != nil {
+		if dps.KindOf(err) == dps.KindNotFound {
+			return &dps.Error{Kind: dps.KindNotFound, Code: 404201, Message: "No enrollment for this registration ID.", Err: err}
+		}
+		return err
+	}
+	if e.Attestation.Type != dps.AttestationTPM || e.Attestation.TPM == nil {
+		return unauthorized(errors.New("the enrollment does not use TPM attestation"))
+	}
+	enrolled, err1 := dps.ParseTPMPublicRSA(e.Attestation.TPM.EndorsementKey)
+	sent, err2 := dps.ParseTPMPublicRSA(req.TPM.EndorsementKey)
+	if err1 != nil || err2 != nil || !bytes.Equal(enrolled, sent) {
+		return unauthorized(errors.New("the endorsement key does not match the enrollment"))
+	}
+	srk := req.TPM.StorageRootKey
+	if srk == "" {
+		srk = e.Attestation.TPM.StorageRootKey
+	}
+	if srk == "" {
+		return &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "tpm.storageRootKey is required"}
+	}
+	k1 := make([]byte, 32)
+	rand.Read(k1)
+	blob, err := s.blob(e.Attestation.TPM.EndorsementKey, srk, k1, req.IDScope, req.RegistrationID)
+	if err != nil {
+		return err
+	}
+	now := s.o.Now().UTC()
+	if err := s.o.Challenges.PutChallenge(ctx, dps.Challenge{
+		RegistrationID: req.RegistrationID,
+		Key:            dps.Key(base64.StdEncoding.EncodeToString(k1)),
+		StorageRootKey: srk,
+		Created:        now,
+		Expires:        now.Add(s.o.ChallengeTTL),
+	}); err != nil {
+		return err
+	}
+	return &dps.TPMChallenge{AuthenticationKey: blob, KeyName: "registration"}
+}
+
+// blob builds a base64 activation blob wrapping key for the TPM of ek and srk.
+func (s *Service) blob(ek, srk string, key []byte, scope, regID string) (string, error) {
+	ekb, err := base64.StdEncoding.DecodeString(ek)
+	if err != nil {
+		return "", &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "tpm.endorsementKey is not base64"}
+	}
+	srkb, err := base64.StdEncoding.DecodeString(srk)
+	if err != nil {
+		return "", &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "tpm.storageRootKey is not base64"}
+	}
+	b, err := tpmattest.ActivationBlob(nil, ekb, srkb, key, []byte(scope+"/registrations/"+regID))
+	if err != nil {
+		return "", &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "the TPM keys cannot wrap a key: " + err.Error(), Err: err}
+	}
+	return base64.StdEncoding.EncodeToString(b), nil
+}
+
+// answerChallenge verifies a TPM device's SAS with the key of its latest,
+// unexpired challenge.
+func (s *Service) answerChallenge(ctx context.Context, e *dps.Enrollment, tok sas.Token) (match, error) {
+	if s.o.Challenges == nil {
+		return match{}, unauthorized(errors.New("TPM attestation is not enabled"))
+	}
+	c, err := s.o.Challenges.Challenge(ctx, e.RegistrationID)
+	if err != nil {
+		if dps.KindOf(err) == dps.KindNotFound {
+			return match{}, unauthorized(errors.New("no pending TPM challenge"))
+		}
+		return match{}, err
+	}
+	if s.o.Now().After(c.Expires) {
+		return match{}, unauthorized(errors.New("the TPM challenge expired"))
+	}
+	k1, err := base64.StdEncoding.DecodeString(string(c.Key))
+	if err != nil || !tok.Valid(k1) {
+		return match{}, unauthorized(sas.ErrSignature)
+	}
+	return match{enrollment: e, tpm: &c}, nil
+}
+
+// tpmPollGrace is how long after its end an operation's TPM key still
+// authenticates polls, so the device can read the result.
+const tpmPollGrace = 10 * time.Minute
+
+// authenticateTPMPoll verifies a poll of a TPM operation with the key K1
+// that started it, while the operation runs and shortly after it ends.
+func (s *Service) authenticateTPMPoll(scope, regID string, op dps.Operation, cred Credential) error {
+	tok, err := s.token(scope, regID, cred)
+	if err != nil {
+		return err
+	}
+	if op.Status.Final() && s.o.Now().Sub(op.Updated) > tpmPollGrace {
+		return unauthorized(errors.New("the operation's TPM key expired"))
+	}
+	k1, err := base64.StdEncoding.DecodeString(string(op.TPMKey))
+	if err != nil || !tok.Valid(k1) {
+		return unauthorized(sas.ErrSignature)
+	}
+	return nil
+}
+
+// hubKeyBlob makes the TPM device's hub key K2 and wraps it for its TPM.
+func (s *Service) hubKeyBlob(op dps.Operation, e *dps.Enrollment) (dps.Key, string, error) {
+	if e == nil || e.Attestation.TPM == nil {
+		return "", "", errors.New("the enrollment no longer uses TPM attestation")
+	}
+	k2 := make([]byte, 32)
+	rand.Read(k2)
+	blob, err := s.blob(e.Attestation.TPM.EndorsementKey, op.TPMStorageRootKey, k2, s.o.IDScope, op.RegistrationID)
+	if err != nil {
+		return "", "", err
+	}
+	return dps.Key(base64.StdEncoding.EncodeToString(k2)), blob, nil
 }

@@ -61,6 +61,19 @@ type DeviceRegistrationResult struct {
 	Payload                json.RawMessage `json:"payload,omitempty"`
 	SymmetricKey           *SymmetricKey   `json:"symmetricKey,omitempty"`
 	X509                   *X509Result     `json:"x509,omitempty"`
+	TPM                    *TPMResult      `json:"tpm,omitempty"`
+}
+
+// TPMResult carries a TPM device's hub key, wrapped for its TPM.
+type TPMResult struct {
+	AuthenticationKey string `json:"authenticationKey"`
+}
+
+// TPMChallenge is the 401 body that challenges a TPM device.
+type TPMChallenge struct {
+	Message           string `json:"message"`
+	AuthenticationKey string `json:"authenticationKey"`
+	KeyName           string `json:"keyName"`
 }
 
 // X509Result describes how an X.509 device authenticated. When a
@@ -138,6 +151,9 @@ func FromRegistration(r dps.Registration) *DeviceRegistrationResult {
 	}
 	if r.Attestation == dps.AttestationSymmetricKey && r.EnrollmentGroupID != "" && r.Status == dps.StatusAssigned {
 		out.SymmetricKey = &SymmetricKey{EnrollmentGroupID: r.EnrollmentGroupID}
+	}
+	if r.Attestation == dps.AttestationTPM && r.Status == dps.StatusAssigned && r.TPMAuthenticationKey != "" {
+		out.TPM = &TPMResult{AuthenticationKey: r.TPMAuthenticationKey}
 	}
 	if r.Attestation == dps.AttestationX509 && r.Status == dps.StatusAssigned && r.X509 != nil {
 		x := &X509Result{CertificateInfo: FromCertificateInfo(r.X509.Certificate), EnrollmentGroupID: r.EnrollmentGroupID}

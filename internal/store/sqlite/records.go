@@ -461,3 +461,48 @@ func (db *DB) PutCACertificate(ctx context.Context, c dps.CACertificate, ifMatch
 func (db *DB) DeleteCACertificate(ctx context.Context, name, ifMatch string) error {
 	return deleteRow(ctx, db, "ca_certificates", "CA certificate", dps.FoldID(name), ifMatch)
 }
+
+// PutChallenge stores the latest TPM challenge of a registration ID,
+// replacing (invalidating) any earlier one.
+func (db *DB) PutChallenge(ctx context.Context, c dps.Challenge) error {
+	doc, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	return db.exec(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(`INSERT INTO tpm_challenges (id, doc) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc`, dps.FoldID(c.RegistrationID), doc)
+		return err
+	})
+}
+
+// Challenge returns the latest TPM challenge of a registration ID.
+func (db *DB) Challenge(ctx context.Context, registrationID string) (dps.Challenge, error) {
+	return getDoc[dps.Challenge](ctx, db.read, `SELECT doc FROM tpm_challenges WHERE id = ?`, "TPM challenge", registrationID, dps.FoldID(registrationID))
+}
+
+// ConsumeChallenge deletes the challenge of a registration ID if its key is
+// still key; it reports false when another challenge replaced it.
+func (db *DB) ConsumeChallenge(ctx context.Context, registrationID string, key dps.Key) (bool, error) {
+	var ok bool
+	err := db.exec(ctx, func(tx *sql.Tx) error {
+		var doc []byte
+		err := tx.QueryRow(`SELECT doc FROM tpm_challenges WHERE id = ?`, dps.FoldID(registrationID)).Scan(&doc)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var c dps.Challenge
+		if err := json.Unmarshal(doc, &c); err != nil {
+			return err
+		}
+		if c.Key != key {
+			return nil
+		}
+		_, err = tx.Exec(`DELETE FROM tpm_challenges WHERE id = ?`, dps.FoldID(registrationID))
+		ok = err == nil
+		return err
+	})
+	return ok, err
+}
