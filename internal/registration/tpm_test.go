@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,12 +53,31 @@ func challenge(t *testing.T, s *registration.Service, id, ek, srk string) string
 	return ch.AuthenticationKey
 }
 
+// fakeClock is a clock tests move by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Add(d time.Duration) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+	return c.t
+}
+
 func TestTPMChallengeFlow(t *testing.T) {
 	ctx := context.Background()
-	now := time.Now()
-	clock := func() time.Time { return now }
+	clock := &fakeClock{t: time.Now()}
+	now := clock.Now()
 	db := dpstest.NewSQLite(t)
-	s := newService(t, db, nil, func(o *registration.Options) { o.Challenges, o.Now = db, clock })
+	s := newService(t, db, nil, func(o *registration.Options) { o.Challenges, o.Now = db, clock.Now })
 	ek, srk := dpstest.SoftwareTPMKeys(t)
 	dpstest.MustPutEnrollment(t, db, tpmEnrollment("tpm-1", ek))
 
@@ -102,7 +122,7 @@ func TestTPMChallengeFlow(t *testing.T) {
 		t.Errorf("poll with another key: %v", err)
 	}
 	// Long after the operation ended, K1 no longer authenticates.
-	now = now.Add(time.Hour)
+	now = clock.Add(time.Hour)
 	if _, err := s.Operation(ctx, scope, "tpm-1", op.ID, tpmSAS("tpm-1", key, now.Add(time.Hour))); dps.KindOf(err) != dps.KindUnauthorized {
 		t.Errorf("poll an hour after the end: %v", err)
 	}
@@ -110,9 +130,10 @@ func TestTPMChallengeFlow(t *testing.T) {
 
 func TestTPMRefusals(t *testing.T) {
 	ctx := context.Background()
-	now := time.Now()
+	clock := &fakeClock{t: time.Now()}
+	now := clock.Now()
 	db := dpstest.NewSQLite(t)
-	s := newService(t, db, nil, func(o *registration.Options) { o.Challenges, o.Now = db, func() time.Time { return now } })
+	s := newService(t, db, nil, func(o *registration.Options) { o.Challenges, o.Now = db, clock.Now })
 	ek, srk := dpstest.SoftwareTPMKeys(t)
 	otherEK, _ := dpstest.SoftwareTPMKeys(t)
 	dpstest.MustPutEnrollment(t, db, tpmEnrollment("tpm-r", ek))
@@ -146,7 +167,7 @@ func TestTPMRefusals(t *testing.T) {
 	refuse("expired SAS", reg("tpm-r", nil, tpmSAS("tpm-r", key, now.Add(-time.Hour))), dps.KindUnauthorized, 401002)
 	// MQTT: a TPM device is refused at CONNECT even with a valid challenge key.
 	refuse("TPM over MQTT", s.Authenticate(ctx, scope, "tpm-r", tpmSAS("tpm-r", key, now.Add(time.Hour))), dps.KindUnauthorized, 401002)
-	now = now.Add(6 * time.Minute)
+	now = clock.Add(6 * time.Minute)
 	refuse("expired challenge", reg("tpm-r", nil, tpmSAS("tpm-r", key, now.Add(time.Hour))), dps.KindUnauthorized, 401002)
 	if ops, _ := db.PendingOperations(ctx); len(ops) != 0 {
 		t.Errorf("refusals stored %d operations", len(ops))
