@@ -23,6 +23,7 @@ type Config struct {
 	IDScope           string         `yaml:"idScope"`
 	DataDir           string         `yaml:"dataDir"`
 	Storage           string         `yaml:"storage"`
+	NodeID            string         `yaml:"nodeID"`
 	Listen            ListenConfig   `yaml:"listen"`
 	TLS               TLSConfig      `yaml:"tls"`
 	ServiceHostName   string         `yaml:"serviceHostName"`
@@ -144,6 +145,9 @@ func loadConfig(path string, getenv func(string) string) (Config, error) {
 	if cfg.Storage == "" {
 		cfg.Storage = "sqlite:" + filepath.Join(cfg.DataDir, "dps.db")
 	}
+	if cfg.NodeID == "" {
+		cfg.NodeID, _ = os.Hostname()
+	}
 	if path == "" && len(cfg.LinkedHubs) == 0 {
 		cfg.LinkedHubs = []HubConfig{{HostName: exampleHub}}
 	}
@@ -174,6 +178,7 @@ func applyEnv(c *Config, getenv func(string) string) {
 	set("DPSD_IDSCOPE", &c.IDScope)
 	set("DPSD_DATADIR", &c.DataDir)
 	set("DPSD_STORAGE", &c.Storage)
+	set("DPSD_NODEID", &c.NodeID)
 	set("DPSD_LISTEN_HTTPS", &c.Listen.HTTPS)
 	set("DPSD_LISTEN_MQTT", &c.Listen.MQTT)
 	set("DPSD_LISTEN_ADMIN", &c.Listen.Admin)
@@ -208,8 +213,11 @@ func (c Config) validate() error {
 	if c.DataDir == "" {
 		bad("dataDir", "must not be empty")
 	}
-	if p, ok := strings.CutPrefix(c.Storage, "sqlite:"); !ok || p == "" {
-		bad("storage", "%q: must be sqlite:PATH", c.Storage)
+	switch {
+	case strings.HasPrefix(c.Storage, "sqlite:") && len(c.Storage) > len("sqlite:"):
+	case strings.HasPrefix(c.Storage, "postgres://"), strings.HasPrefix(c.Storage, "postgresql://"):
+	default:
+		bad("storage", "%q: must be sqlite:PATH or a postgres:// URL", redactDSN(c.Storage))
 	}
 	for key, addr := range map[string]string{"listen.https": c.Listen.HTTPS, "listen.mqtt": c.Listen.MQTT, "listen.admin": c.Listen.Admin} {
 		if addr == "" {
@@ -350,4 +358,16 @@ func nameKeys(raw []byte, err error) string {
 		}
 		return m
 	})
+}
+
+// redactDSN hides a password in a database URL.
+func redactDSN(s string) string {
+	if i := strings.Index(s, "://"); i >= 0 {
+		if at := strings.LastIndex(s, "@"); at > i {
+			if colon := strings.Index(s[i+3:at], ":"); colon >= 0 {
+				return s[:i+3+colon] + ":REDACTED" + s[at:]
+			}
+		}
+	}
+	return s
 }

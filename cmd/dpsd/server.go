@@ -29,15 +29,38 @@ import (
 	"github.com/opendps/dps/internal/pki"
 	"github.com/opendps/dps/internal/prom"
 	"github.com/opendps/dps/internal/registration"
+	"github.com/opendps/dps/internal/store/postgres"
 	"github.com/opendps/dps/internal/store/sqlite"
 	"github.com/opendps/dps/internal/x509attest"
 )
+
+// store is everything dpsd needs from a store; SQLite and PostgreSQL both
+// provide it.
+type store interface {
+	registration.Store
+	registration.ChallengeStore
+	enrollment.Store
+	enrollment.CAStore
+	builtin.Store
+	Meta(ctx context.Context, key, value string) (string, error)
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// openStore opens the store named by the storage setting: sqlite:PATH or a
+// postgres:// URL.
+func openStore(ctx context.Context, storage string) (store, error) {
+	if path, ok := strings.CutPrefix(storage, "sqlite:"); ok {
+		return sqlite.Open(ctx, path)
+	}
+	return postgres.Open(ctx, storage, postgres.Options{})
+}
 
 // server is a running dpsd instance.
 type server struct {
 	cfg     Config
 	log     *slog.Logger
-	store   *sqlite.DB
+	store   store
 	reg     *registration.Service
 	idScope string
 	caFile  string // "" when the operator supplied the certificate
@@ -75,9 +98,7 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("dataDir: %w", err)
 	}
-	path, _ := strings.CutPrefix(cfg.Storage, "sqlite:")
-	s.store, err = sqlite.Open(ctx, path)
-	if err != nil {
+	if s.store, err = openStore(ctx, cfg.Storage); err != nil {
 		return nil, fmt.Errorf("storage: %w", err)
 	}
 
@@ -150,6 +171,7 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 		Observer:      metrics,
 		CRLs:          crls,
 		Challenges:    s.store,
+		NodeID:        cfg.NodeID,
 	})
 	if err := s.reg.Start(ctx); err != nil {
 		return nil, err

@@ -26,6 +26,9 @@ type Store interface {
 	Operation(ctx context.Context, id string) (dps.Operation, error)
 	CompleteOperation(ctx context.Context, op dps.Operation) (dps.Operation, error)
 	PendingOperations(ctx context.Context) ([]dps.Operation, error)
+	// ClaimOperation leases an unfinished operation to owner until until;
+	// false when another owner holds an unexpired lease (another node).
+	ClaimOperation(ctx context.Context, id, owner string, until time.Time) (bool, error)
 	CACertificate(ctx context.Context, name string) (dps.CACertificate, error)
 }
 

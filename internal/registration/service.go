@@ -53,6 +53,12 @@ type Options struct {
 	Challenges ChallengeStore
 	// ChallengeTTL is how long an unused TPM challenge stays valid (default 5 minutes).
 	ChallengeTTL time.Duration
+	// Lease is how long a node owns an operation it processes before
+	// another node may take it over (default 30s; renewed while working).
+	Lease time.Duration
+	// NodeID names this node as the owner of the operations it processes
+	// (default: random).
+	NodeID string
 }
 
 // Service is the registration engine. Create it with New, start its workers
@@ -81,6 +87,12 @@ func New(o Options) *Service {
 	}
 	if o.OperationRetention <= 0 {
 		o.OperationRetention = 24 * time.Hour
+	}
+	if o.Lease <= 0 {
+		o.Lease = 30 * time.Second
+	}
+	if o.NodeID == "" {
+		o.NodeID = "node-" + strings.ToLower(rand.Text()[:10])
 	}
 	if o.ChallengeTTL <= 0 {
 		o.ChallengeTTL = 5 * time.Minute
@@ -594,19 +606,47 @@ func (s *Service) process(ctx context.Context, op dps.Operation) {
 	l := s.lockFor(op.RegistrationID)
 	l.Lock()
 	defer l.Unlock()
+	// Own the operation for the time of the work; another node takes it
+	// over only if this one stops renewing.
+	owned, err := s.o.Store.ClaimOperation(ctx, op.ID, s.o.NodeID, s.o.Now().Add(s.o.Lease))
+	if err != nil || !owned {
+		if err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "operation will be retried: claim failed", logkey.OperationID, op.ID, logkey.Error, err)
+		}
+		return
+	}
+	renewCtx, stopRenew := context.WithCancel(ctx)
+	defer stopRenew()
+	go func() {
+		t := time.NewTicker(s.o.Lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-renewCtx.Done():
+				return
+			case <-t.C:
+				s.o.Store.ClaimOperation(renewCtx, op.ID, s.o.NodeID, s.o.Now().Add(s.o.Lease))
+			}
+		}
+	}()
+	retry := func(err error) {
+		if ctx.Err() != nil {
+			return // shutting down: the lease expires and the work resumes later
+		}
+		s.log.WarnContext(ctx, "operation will be retried", logkey.OperationID, op.ID, logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
+		stopRenew()
+		// Give the lease up so any node (this one included) retries at once.
+		s.o.Store.ClaimOperation(ctx, op.ID, s.o.NodeID, time.Time{})
+	}
 	final, err := s.complete(ctx, op)
 	if err != nil {
-		if ctx.Err() == nil {
-			s.log.WarnContext(ctx, "operation will be retried", logkey.OperationID, op.ID, logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
-		}
+		retry(err)
 		return
 	}
 	final.Updated = s.o.Now().UTC()
 	stored, err := s.o.Store.CompleteOperation(ctx, final)
 	if err != nil {
-		if ctx.Err() == nil {
-			s.log.WarnContext(ctx, "operation will be retried", logkey.OperationID, op.ID, logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
-		}
+		retry(err)
 		return
 	}
 	latency := stored.Updated.Sub(stored.Created)

@@ -75,21 +75,22 @@ func listDocs[T any](ctx context.Context, db *sql.DB, what, query string, args .
 // checkPut enforces the ETag rules of a conditional write: ifMatch "" means
 // create only, "*" means create or replace, anything else must equal the
 // stored ETag.
-func checkPut(tx *sql.Tx, table, what, id, ifMatch string) (exists bool, err error) {
+func checkPut(tx *sql.Tx, table, what, name, ifMatch string) (exists bool, err error) {
+	id := dps.FoldID(name)
 	var etag string
 	err = tx.QueryRow(`SELECT etag FROM `+table+` WHERE id = ?`, id).Scan(&etag)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		if ifMatch != "" && ifMatch != "*" {
-			return false, &dps.Error{Kind: dps.KindPrecondition, Message: fmt.Sprintf("%s %q does not exist; If-Match cannot match", what, id)}
+			return false, &dps.Error{Kind: dps.KindPrecondition, Message: fmt.Sprintf("%s %q does not exist; If-Match cannot match", what, name)}
 		}
 		return false, nil
 	case err != nil:
 		return false, err
 	case ifMatch == "":
-		return true, &dps.Error{Kind: dps.KindConflict, Message: fmt.Sprintf("%s %q already exists; send If-Match with its etag (or *) to update it", what, id)}
+		return true, &dps.Error{Kind: dps.KindConflict, Message: fmt.Sprintf("%s %q already exists; send If-Match with its etag (or *) to update it", what, name)}
 	case ifMatch != "*" && !sameETag(ifMatch, etag):
-		return true, &dps.Error{Kind: dps.KindPrecondition, Message: fmt.Sprintf("%s %q has a different etag", what, id)}
+		return true, &dps.Error{Kind: dps.KindPrecondition, Message: fmt.Sprintf("%s %q has a different etag", what, name)}
 	}
 	return true, nil
 }
@@ -360,7 +361,7 @@ func (db *DB) CompleteOperation(ctx context.Context, op dps.Operation) (dps.Oper
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(`UPDATE operations SET status = ?, doc = ? WHERE id = ?`, string(op.Status), doc, op.ID)
+		_, err = tx.Exec(`UPDATE operations SET status = ?, doc = ?, owner = '', lease_until = 0 WHERE id = ?`, string(op.Status), doc, op.ID)
 		return err
 	})
 	return op, err
@@ -502,6 +503,24 @@ func (db *DB) ConsumeChallenge(ctx context.Context, registrationID string, key d
 		}
 		_, err = tx.Exec(`DELETE FROM tpm_challenges WHERE id = ?`, dps.FoldID(registrationID))
 		ok = err == nil
+		return err
+	})
+	return ok, err
+}
+
+// ClaimOperation makes owner the owner of an unfinished operation until
+// until, if nobody else holds an unexpired lease on it.
+func (db *DB) ClaimOperation(ctx context.Context, id, owner string, until time.Time) (bool, error) {
+	var ok bool
+	err := db.exec(ctx, func(tx *sql.Tx) error {
+		res, err := tx.Exec(`UPDATE operations SET owner = ?, lease_until = ?
+			WHERE id = ? AND status = 'assigning' AND (owner = '' OR owner = ? OR lease_until < ?)`,
+			owner, until.UnixNano(), id, owner, time.Now().UnixNano())
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		ok = n == 1
 		return err
 	})
 	return ok, err

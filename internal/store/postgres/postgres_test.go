@@ -1,0 +1,74 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/pgtest"
+	"github.com/opendps/dps/internal/store/postgres"
+	"github.com/opendps/dps/internal/store/storetest"
+)
+
+var dsn string
+
+func TestMain(m *testing.M) {
+	c, err := pgtest.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	dsn = c.DSN
+	code := m.Run()
+	c.Stop()
+	os.Exit(code)
+}
+
+var schemas atomic.Int64
+
+func open(t *testing.T, schema string) *postgres.DB {
+	t.Helper()
+	db, err := postgres.Open(context.Background(), dsn, postgres.Options{Schema: schema, MaxConns: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestConformance(t *testing.T) {
+	var names sync.Map // storetest.Store → schema
+	storetest.Run(t, storetest.Factory{
+		New: func(t *testing.T) storetest.Store {
+			schema := fmt.Sprintf("conf_%d_%d", os.Getpid(), schemas.Add(1))
+			db := open(t, schema)
+			t.Cleanup(func() { db.DropSchema(context.Background()) })
+			names.Store(db, schema)
+			return db
+		},
+		Reopen: func(t *testing.T, s storetest.Store) storetest.Store {
+			schema, _ := names.Load(s)
+			return open(t, schema.(string))
+		},
+	})
+}
+
+// TestUnreachableIsUnavailable: a database that does not answer is
+// KindUnavailable (503 to clients), not an internal error.
+func TestUnreachableIsUnavailable(t *testing.T) {
+	db := open(t, fmt.Sprintf("down_%d", os.Getpid()))
+	defer db.DropSchema(context.Background())
+	_, err := postgres.Open(context.Background(), "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=1", postgres.Options{})
+	if err == nil {
+		t.Fatal("Open of an unreachable database succeeded")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := db.Enrollment(ctx, "x"); dps.KindOf(err) == dps.KindNotFound {
+		t.Errorf("a canceled request reported not found")
+	}
+}

@@ -1,0 +1,281 @@
+package postgres
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/opendps/dps"
+)
+
+// Meta returns the instance-wide value stored under key, storing value first
+// if none is there yet. Every node sees the same winner.
+func (db *DB) Meta(ctx context.Context, key, value string) (string, error) {
+	var v string
+	err := db.tx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, key, value); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT value FROM meta WHERE key = $1`, key).Scan(&v)
+	})
+	return v, err
+}
+
+// Enrollment returns the individual enrollment for registrationID (any case).
+func (db *DB) Enrollment(ctx context.Context, registrationID string) (dps.Enrollment, error) {
+	return getDoc[dps.Enrollment](ctx, db.pool, `SELECT doc FROM enrollments WHERE id = $1`, "enrollment", registrationID, dps.FoldID(registrationID))
+}
+
+// PutEnrollment creates or replaces an individual enrollment under the ETag rules.
+func (db *DB) PutEnrollment(ctx context.Context, e dps.Enrollment, ifMatch string) (dps.Enrollment, error) {
+	err := putDoc(ctx, db, "enrollments", "enrollment", e.RegistrationID, ifMatch,
+		createdOf(func(o dps.Enrollment) time.Time { return o.Created }),
+		func(tx pgx.Tx, id, etag string, created, now time.Time) error {
+			e.ETag, e.Created, e.Updated = etag, created, now
+			doc, err := json.Marshal(e)
+			if err != nil {
+				return err
+			}
+			_, err = tx.Exec(ctx, `INSERT INTO enrollments (id, etag, doc) VALUES ($1, $2, $3)
+				ON CONFLICT (id) DO UPDATE SET etag = excluded.etag, doc = excluded.doc`, id, etag, doc)
+			return err
+		})
+	return e, err
+}
+
+// DeleteEnrollment deletes an individual enrollment.
+func (db *DB) DeleteEnrollment(ctx context.Context, registrationID, ifMatch string) error {
+	return deleteRow(ctx, db, "enrollments", "enrollment", dps.FoldID(registrationID), ifMatch)
+}
+
+// Enrollments returns a page of individual enrollments.
+func (db *DB) Enrollments(ctx context.Context, continuation string, limit int) ([]dps.Enrollment, string, error) {
+	return page[dps.Enrollment](ctx, db, "enrollments", "", continuation, limit, func(e dps.Enrollment) string { return dps.FoldID(e.RegistrationID) })
+}
+
+// Group returns an enrollment group.
+func (db *DB) Group(ctx context.Context, id string) (dps.Group, error) {
+	return getDoc[dps.Group](ctx, db.pool, `SELECT doc FROM groups WHERE id = $1`, "enrollment group", id, dps.FoldID(id))
+}
+
+// Groups returns every group using attestation type t ("" for all).
+func (db *DB) Groups(ctx context.Context, t dps.AttestationType) ([]dps.Group, error) {
+	if t == "" {
+		return listDocs[dps.Group](ctx, db.pool, "groups", `SELECT doc FROM groups ORDER BY id`)
+	}
+	return listDocs[dps.Group](ctx, db.pool, "groups", `SELECT doc FROM groups WHERE attestation = $1 ORDER BY id`, string(t))
+}
+
+// PutGroup creates or replaces an enrollment group under the ETag rules.
+func (db *DB) PutGroup(ctx context.Context, g dps.Group, ifMatch string) (dps.Group, error) {
+	err := putDoc(ctx, db, "groups", "enrollment group", g.ID, ifMatch,
+		createdOf(func(o dps.Group) time.Time { return o.Created }),
+		func(tx pgx.Tx, id, etag string, created, now time.Time) error {
+			g.ETag, g.Created, g.Updated = etag, created, now
+			doc, err := json.Marshal(g)
+			if err != nil {
+				return err
+			}
+			_, err = tx.Exec(ctx, `INSERT INTO groups (id, attestation, etag, doc) VALUES ($1, $2, $3, $4)
+				ON CONFLICT (id) DO UPDATE SET attestation = excluded.attestation, etag = excluded.etag, doc = excluded.doc`,
+				id, string(g.Attestation.Type), etag, doc)
+			return err
+		})
+	return g, err
+}
+
+// DeleteGroup deletes an enrollment group.
+func (db *DB) DeleteGroup(ctx context.Context, id, ifMatch string) error {
+	return deleteRow(ctx, db, "groups", "enrollment group", dps.FoldID(id), ifMatch)
+}
+
+// GroupsPage returns a page of enrollment groups.
+func (db *DB) GroupsPage(ctx context.Context, continuation string, limit int) ([]dps.Group, string, error) {
+	return page[dps.Group](ctx, db, "groups", "", continuation, limit, func(g dps.Group) string { return dps.FoldID(g.ID) })
+}
+
+// Registration returns a registration record.
+func (db *DB) Registration(ctx context.Context, registrationID string) (dps.Registration, error) {
+	return getDoc[dps.Registration](ctx, db.pool, `SELECT doc FROM registrations WHERE id = $1`, "registration", registrationID, dps.FoldID(registrationID))
+}
+
+// DeleteRegistration deletes a registration record.
+func (db *DB) DeleteRegistration(ctx context.Context, registrationID, ifMatch string) error {
+	return deleteRow(ctx, db, "registrations", "registration", dps.FoldID(registrationID), ifMatch)
+}
+
+// Registrations returns a page of a group's registration records.
+func (db *DB) Registrations(ctx context.Context, groupID, continuation string, limit int) ([]dps.Registration, string, error) {
+	if groupID == "" {
+		return nil, "", &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "enrollment group ID is required"}
+	}
+	return page[dps.Registration](ctx, db, "registrations", groupID, continuation, limit, func(r dps.Registration) string { return dps.FoldID(r.RegistrationID) })
+}
+
+// CreateOperation persists a new operation.
+func (db *DB) CreateOperation(ctx context.Context, op dps.Operation) error {
+	doc, err := json.Marshal(op)
+	if err != nil {
+		return err
+	}
+	tag, err := db.pool.Exec(ctx, `INSERT INTO operations (id, registration_id, status, created, doc) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING`,
+		op.ID, dps.FoldID(op.RegistrationID), string(op.Status), op.Created.UnixNano(), doc)
+	if err != nil {
+		return translate(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return &dps.Error{Kind: dps.KindConflict, Message: "operation already exists"}
+	}
+	return nil
+}
+
+// Operation returns an operation.
+func (db *DB) Operation(ctx context.Context, id string) (dps.Operation, error) {
+	return getDoc[dps.Operation](ctx, db.pool, `SELECT doc FROM operations WHERE id = $1`, "operation", id, id)
+}
+
+// CompleteOperation records an operation's final state and its registration
+// record in one transaction; completing a final operation returns it as
+// stored, so the record is written once per operation.
+func (db *DB) CompleteOperation(ctx context.Context, op dps.Operation) (dps.Operation, error) {
+	err := db.tx(ctx, func(tx pgx.Tx) error {
+		var status string
+		var doc []byte
+		if err := tx.QueryRow(ctx, `SELECT status, doc FROM operations WHERE id = $1 FOR UPDATE`, op.ID).Scan(&status, &doc); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return notFound("operation", op.ID)
+			}
+			return err
+		}
+		if dps.Status(status).Final() {
+			return json.Unmarshal(doc, &op)
+		}
+		if op.Result != nil && (op.Status == dps.StatusAssigned || op.Status == dps.StatusFailed) {
+			op.Result.ETag = base64.StdEncoding.EncodeToString([]byte(newETag()))
+			rdoc, err := json.Marshal(op.Result)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO registrations (id, group_id, etag, doc) VALUES ($1, $2, $3, $4)
+				ON CONFLICT (id) DO UPDATE SET group_id = excluded.group_id, etag = excluded.etag, doc = excluded.doc`,
+				dps.FoldID(op.Result.RegistrationID), dps.FoldID(op.Result.EnrollmentGroupID), op.Result.ETag, rdoc); err != nil {
+				return err
+			}
+		}
+		doc, err := json.Marshal(op)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE operations SET status = $1, doc = $2, owner = '', lease_until = 0 WHERE id = $3`, string(op.Status), doc, op.ID)
+		return err
+	})
+	return op, err
+}
+
+// PendingOperations returns the operations still assigning, oldest first.
+func (db *DB) PendingOperations(ctx context.Context) ([]dps.Operation, error) {
+	return listDocs[dps.Operation](ctx, db.pool, "operations", `SELECT doc FROM operations WHERE status = 'assigning' ORDER BY created`)
+}
+
+// ClaimOperation makes owner the owner of an unfinished operation until
+// until, if nobody else holds an unexpired lease on it.
+func (db *DB) ClaimOperation(ctx context.Context, id, owner string, until time.Time) (bool, error) {
+	tag, err := db.pool.Exec(ctx, `UPDATE operations SET owner = $2, lease_until = $3
+		WHERE id = $1 AND status = 'assigning' AND (owner = '' OR owner = $2 OR lease_until < $4)`,
+		id, owner, until.UnixNano(), time.Now().UnixNano())
+	if err != nil {
+		return false, translate(err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// DeleteOperationsBefore deletes final operations created before t.
+func (db *DB) DeleteOperationsBefore(ctx context.Context, t time.Time) (int64, error) {
+	tag, err := db.pool.Exec(ctx, `DELETE FROM operations WHERE created < $1 AND status <> 'assigning'`, t.UnixNano())
+	if err != nil {
+		return 0, translate(err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// PutHubDevice records a device identity for the built-in hub connector.
+func (db *DB) PutHubDevice(ctx context.Context, d dps.HubDevice) error {
+	doc, err := json.Marshal(d)
+	if err != nil {
+		return err
+	}
+	_, err = db.pool.Exec(ctx, `INSERT INTO hub_devices (hub, device_id, doc) VALUES ($1, $2, $3)
+		ON CONFLICT (hub, device_id) DO UPDATE SET doc = excluded.doc`, dps.FoldID(d.Hub), dps.FoldID(d.DeviceID), doc)
+	return translate(err)
+}
+
+// HubDevice returns a recorded device identity.
+func (db *DB) HubDevice(ctx context.Context, hub, deviceID string) (dps.HubDevice, error) {
+	return getDoc[dps.HubDevice](ctx, db.pool, `SELECT doc FROM hub_devices WHERE hub = $1 AND device_id = $2`, "hub device", hub+"/"+deviceID, dps.FoldID(hub), dps.FoldID(deviceID))
+}
+
+// DeleteHubDevice removes a device identity; absent is not an error.
+func (db *DB) DeleteHubDevice(ctx context.Context, hub, deviceID string) error {
+	_, err := db.pool.Exec(ctx, `DELETE FROM hub_devices WHERE hub = $1 AND device_id = $2`, dps.FoldID(hub), dps.FoldID(deviceID))
+	return translate(err)
+}
+
+// CACertificate returns a CA certificate held by the instance.
+func (db *DB) CACertificate(ctx context.Context, name string) (dps.CACertificate, error) {
+	return getDoc[dps.CACertificate](ctx, db.pool, `SELECT doc FROM ca_certificates WHERE id = $1`, "CA certificate", name, dps.FoldID(name))
+}
+
+// CACertificates returns every CA certificate.
+func (db *DB) CACertificates(ctx context.Context) ([]dps.CACertificate, error) {
+	return listDocs[dps.CACertificate](ctx, db.pool, "CA certificates", `SELECT doc FROM ca_certificates ORDER BY id`)
+}
+
+// PutCACertificate creates or replaces a CA certificate under the ETag rules.
+func (db *DB) PutCACertificate(ctx context.Context, c dps.CACertificate, ifMatch string) (dps.CACertificate, error) {
+	err := putDoc(ctx, db, "ca_certificates", "CA certificate", c.Name, ifMatch,
+		createdOf(func(o dps.CACertificate) time.Time { return o.Created }),
+		func(tx pgx.Tx, id, etag string, created, now time.Time) error {
+			c.ETag, c.Created, c.Updated = etag, created, now
+			doc, err := json.Marshal(c)
+			if err != nil {
+				return err
+			}
+			_, err = tx.Exec(ctx, `INSERT INTO ca_certificates (id, etag, doc) VALUES ($1, $2, $3)
+				ON CONFLICT (id) DO UPDATE SET etag = excluded.etag, doc = excluded.doc`, id, etag, doc)
+			return err
+		})
+	return c, err
+}
+
+// DeleteCACertificate deletes a CA certificate.
+func (db *DB) DeleteCACertificate(ctx context.Context, name, ifMatch string) error {
+	return deleteRow(ctx, db, "ca_certificates", "CA certificate", dps.FoldID(name), ifMatch)
+}
+
+// PutChallenge stores the latest TPM challenge of a registration ID.
+func (db *DB) PutChallenge(ctx context.Context, c dps.Challenge) error {
+	doc, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	_, err = db.pool.Exec(ctx, `INSERT INTO tpm_challenges (id, doc) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc`, dps.FoldID(c.RegistrationID), doc)
+	return translate(err)
+}
+
+// Challenge returns the latest TPM challenge of a registration ID.
+func (db *DB) Challenge(ctx context.Context, registrationID string) (dps.Challenge, error) {
+	return getDoc[dps.Challenge](ctx, db.pool, `SELECT doc FROM tpm_challenges WHERE id = $1`, "TPM challenge", registrationID, dps.FoldID(registrationID))
+}
+
+// ConsumeChallenge deletes the challenge if its key is still key.
+func (db *DB) ConsumeChallenge(ctx context.Context, registrationID string, key dps.Key) (bool, error) {
+	tag, err := db.pool.Exec(ctx, `DELETE FROM tpm_challenges WHERE id = $1 AND doc->>'Key' = $2`, dps.FoldID(registrationID), string(key))
+	if err != nil {
+		return false, translate(err)
+	}
+	return tag.RowsAffected() == 1, nil
+}

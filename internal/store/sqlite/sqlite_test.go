@@ -1,0 +1,37 @@
+package sqlite_test
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/opendps/dps/internal/store/sqlite"
+	"github.com/opendps/dps/internal/store/storetest"
+)
+
+func open(t *testing.T, path string) *sqlite.DB {
+	t.Helper()
+	db, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestConformance(t *testing.T) {
+	var paths sync.Map // storetest.Store → path
+	storetest.Run(t, storetest.Factory{
+		New: func(t *testing.T) storetest.Store {
+			p := filepath.Join(t.TempDir(), "dps.db")
+			db := open(t, p)
+			paths.Store(db, p)
+			return db
+		},
+		Reopen: func(t *testing.T, s storetest.Store) storetest.Store {
+			p, _ := paths.Load(s)
+			return open(t, p.(string))
+		},
+	})
+}

@@ -1,0 +1,448 @@
+// Package storetest is the conformance suite every store passes: SQLite on
+// every `go test ./...`, PostgreSQL in the same run (on a throwaway
+// cluster). Each subtest gets a fresh, isolated store.
+package storetest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/enrollment"
+	"github.com/opendps/dps/internal/hub/builtin"
+	"github.com/opendps/dps/internal/registration"
+)
+
+// Store is the full surface a store provides: the union of its consumers' needs.
+type Store interface {
+	registration.Store
+	registration.ChallengeStore
+	enrollment.Store
+	enrollment.CAStore
+	builtin.Store
+	Meta(ctx context.Context, key, value string) (string, error)
+	DeleteOperationsBefore(ctx context.Context, t time.Time) (int64, error)
+}
+
+// Factory makes stores. New returns an empty store no other call shares;
+// Reopen returns a second handle on the same data (another node).
+type Factory struct {
+	New    func(t *testing.T) Store
+	Reopen func(t *testing.T, s Store) Store
+}
+
+// Run exercises a store.
+func Run(t *testing.T, f Factory) {
+	for _, tc := range []struct {
+		name string
+		fn   func(*testing.T, Factory)
+	}{
+		{"Meta/FirstWriterWins", testMeta},
+		{"Enrollment/CRUDAndETags", testEnrollmentETags},
+		{"Enrollment/CaseInsensitiveIDs", testCaseInsensitive},
+		{"Enrollment/ConcurrentWritersOneWins", testConcurrentWriters},
+		{"Group/CRUDAndFilter", testGroups},
+		{"Query/PagesAreCompleteAndOrdered", testPaging},
+		{"Operation/CreateCompleteIdempotent", testOperations},
+		{"Operation/LeaseAndTakeover", testLeases},
+		{"Registration/QueryByGroupAndDelete", testRegistrations},
+		{"HubDevice/PutGetDelete", testHubDevices},
+		{"CA/PutGetDelete", testCAs},
+		{"Challenge/LatestWinsAndConsumeOnce", testChallenges},
+		{"Operation/Prune", testPrune},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.fn(t, f)
+		})
+	}
+}
+
+func ctx() context.Context { return context.Background() }
+
+func kind(t *testing.T, what string, err error, want dps.Kind) {
+	t.Helper()
+	if got := dps.KindOf(err); err == nil || got != want {
+		t.Errorf("%s: err = %v (kind %v), want kind %v", what, err, got, want)
+	}
+}
+
+func enr(id string) dps.Enrollment {
+	return dps.Enrollment{RegistrationID: id, Settings: dps.Settings{
+		Attestation:        dps.Attestation{Type: dps.AttestationSymmetricKey, SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: "cHJpbWFyeS1rZXktMTIzNDU2", SecondaryKey: "c2Vjb25kYXJ5LWtleS0xMjM0"}},
+		ProvisioningStatus: dps.ProvisioningEnabled,
+		InitialTwin:        json.RawMessage(`{"tags":{"a":1}}`),
+	}}
+}
+
+func testMeta(t *testing.T, f Factory) {
+	s := f.New(t)
+	v, err := s.Meta(ctx(), "idScope", "0ne00000001")
+	if err != nil || v != "0ne00000001" {
+		t.Fatalf("Meta = %q, %v", v, err)
+	}
+	other := f.Reopen(t, s)
+	if v, err := other.Meta(ctx(), "idScope", "0ne00000002"); err != nil || v != "0ne00000001" {
+		t.Errorf("second writer got %q, %v; want the first value", v, err)
+	}
+}
+
+func testEnrollmentETags(t *testing.T, f Factory) {
+	s := f.New(t)
+	_, err := s.Enrollment(ctx(), "dev-1")
+	kind(t, "get missing", err, dps.KindNotFound)
+	e, err := s.PutEnrollment(ctx(), enr("dev-1"), "")
+	if err != nil || e.ETag == "" || e.Created.IsZero() {
+		t.Fatalf("create = %+v, %v", e, err)
+	}
+	got, err := s.Enrollment(ctx(), "dev-1")
+	if err != nil || got.ETag != e.ETag || got.Attestation.SymmetricKey.PrimaryKey != "cHJpbWFyeS1rZXktMTIzNDU2" || string(got.InitialTwin) == "" {
+		t.Fatalf("get = %+v, %v", got, err)
+	}
+	_, err = s.PutEnrollment(ctx(), enr("dev-1"), "")
+	kind(t, "create existing", err, dps.KindConflict)
+	_, err = s.PutEnrollment(ctx(), enr("dev-1"), `"stale"`)
+	kind(t, "stale etag", err, dps.KindPrecondition)
+	_, err = s.PutEnrollment(ctx(), enr("dev-new"), `"x"`)
+	kind(t, "etag on missing", err, dps.KindPrecondition)
+	time.Sleep(2 * time.Millisecond)
+	u, err := s.PutEnrollment(ctx(), enr("dev-1"), e.ETag)
+	if err != nil || u.ETag == e.ETag || !u.Created.Equal(e.Created) || !u.Updated.After(e.Updated) {
+		t.Fatalf("update = %+v, %v", u, err)
+	}
+	if _, err := s.PutEnrollment(ctx(), enr("dev-1"), "*"); err != nil {
+		t.Errorf("update *: %v", err)
+	}
+	if _, err := s.PutEnrollment(ctx(), enr("dev-1"), `W/"`+u.ETag[1:]); err == nil {
+		t.Errorf("update with an old weak etag succeeded")
+	}
+	kind(t, "delete stale", s.DeleteEnrollment(ctx(), "dev-1", `"stale"`), dps.KindPrecondition)
+	if err := s.DeleteEnrollment(ctx(), "dev-1", ""); err != nil {
+		t.Fatal(err)
+	}
+	kind(t, "delete missing", s.DeleteEnrollment(ctx(), "dev-1", ""), dps.KindNotFound)
+}
+
+func testCaseInsensitive(t *testing.T, f Factory) {
+	s := f.New(t)
+	if _, err := s.PutEnrollment(ctx(), enr("Dev-CASE"), ""); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Enrollment(ctx(), "dev-case")
+	if err != nil || got.RegistrationID != "Dev-CASE" {
+		t.Errorf("lookup in another case = %+v, %v (the stored case is kept)", got.RegistrationID, err)
+	}
+	_, err = s.PutEnrollment(ctx(), enr("DEV-case"), "")
+	kind(t, "create in another case", err, dps.KindConflict)
+}
+
+func testConcurrentWriters(t *testing.T, f Factory) {
+	s := f.New(t)
+	other := f.Reopen(t, s)
+	e, err := s.PutEnrollment(ctx(), enr("race"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 8 {
+		st := s
+		if i%2 == 1 {
+			st = other
+		}
+		wg.Go(func() {
+			if _, err := st.PutEnrollment(ctx(), enr("race"), e.ETag); err == nil {
+				wins.Add(1)
+			} else if dps.KindOf(err) != dps.KindPrecondition {
+				t.Errorf("loser: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Errorf("%d writers won with the same etag, want 1", wins.Load())
+	}
+}
+
+func testGroups(t *testing.T, f Factory) {
+	s := f.New(t)
+	g := dps.Group{ID: "g-sym", Settings: enr("x").Settings}
+	if _, err := s.PutGroup(ctx(), g, ""); err != nil {
+		t.Fatal(err)
+	}
+	x := dps.Group{ID: "g-x509", Settings: dps.Settings{Attestation: dps.Attestation{Type: dps.AttestationX509, X509: &dps.X509Attestation{CAReferences: &dps.X509CAReferences{Primary: "ca"}}}}}
+	if _, err := s.PutGroup(ctx(), x, ""); err != nil {
+		t.Fatal(err)
+	}
+	sym, err := s.Groups(ctx(), dps.AttestationSymmetricKey)
+	if err != nil || len(sym) != 1 || sym[0].ID != "g-sym" {
+		t.Errorf("symmetric groups = %+v, %v", sym, err)
+	}
+	all, _ := s.Groups(ctx(), "")
+	if len(all) != 2 {
+		t.Errorf("all groups = %d", len(all))
+	}
+	kind(t, "group exists", func() error { _, err := s.PutGroup(ctx(), g, ""); return err }(), dps.KindConflict)
+	if err := s.DeleteGroup(ctx(), "G-SYM", ""); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Group(ctx(), "g-sym")
+	kind(t, "deleted group", err, dps.KindNotFound)
+}
+
+func testPaging(t *testing.T, f Factory) {
+	s := f.New(t)
+	for i := range 23 {
+		if _, err := s.PutEnrollment(ctx(), enr(fmt.Sprintf("p-%02d", i)), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ids []string
+	cont := ""
+	for pages := 0; ; pages++ {
+		if pages > 10 {
+			t.Fatal("paging does not end")
+		}
+		items, next, err := s.Enrollments(ctx(), cont, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range items {
+			ids = append(ids, e.RegistrationID)
+		}
+		if next == "" {
+			break
+		}
+		cont = next
+	}
+	if len(ids) != 23 || ids[0] != "p-00" || ids[22] != "p-22" {
+		t.Errorf("paged ids = %v", ids)
+	}
+	for i := 1; i < len(ids); i++ {
+		if ids[i] <= ids[i-1] {
+			t.Errorf("not ordered: %v", ids)
+		}
+	}
+	_, _, err := s.Enrollments(ctx(), "%%%not-a-token", 5)
+	kind(t, "bad continuation", err, dps.KindInvalid)
+	items, next, err := s.Enrollments(ctx(), "", 100)
+	if err != nil || len(items) != 23 || next != "" {
+		t.Errorf("one big page = %d items, next %q, %v", len(items), next, err)
+	}
+}
+
+func op(id, reg string) dps.Operation {
+	now := time.Now().UTC()
+	return dps.Operation{ID: id, RegistrationID: reg, Status: dps.StatusAssigning, Attestation: dps.AttestationSymmetricKey,
+		Payload: json.RawMessage(`{"p":[1,"x"]}`), Created: now, Updated: now}
+}
+
+func testOperations(t *testing.T, f Factory) {
+	s := f.New(t)
+	o := op("op-1", "Dev-Op")
+	if err := s.CreateOperation(ctx(), o); err != nil {
+		t.Fatal(err)
+	}
+	kind(t, "duplicate operation", s.CreateOperation(ctx(), o), dps.KindConflict)
+	pending, err := s.PendingOperations(ctx())
+	if err != nil || len(pending) != 1 || string(pending[0].Payload) != `{"p":[1,"x"]}` {
+		t.Fatalf("pending = %+v, %v", pending, err)
+	}
+	o.Status = dps.StatusAssigned
+	o.Result = &dps.Registration{RegistrationID: "Dev-Op", AssignedHub: "h1", DeviceID: "Dev-Op", Status: dps.StatusAssigned, EnrollmentGroupID: "G1"}
+	done, err := s.CompleteOperation(ctx(), o)
+	if err != nil || done.Result.ETag == "" {
+		t.Fatalf("complete = %+v, %v", done, err)
+	}
+	// A second completion (another node that finished late) changes nothing.
+	late := o
+	late.Result = &dps.Registration{RegistrationID: "Dev-Op", AssignedHub: "h2", Status: dps.StatusAssigned}
+	again, err := s.CompleteOperation(ctx(), late)
+	if err != nil || again.Result.AssignedHub != "h1" || again.Result.ETag != done.Result.ETag {
+		t.Errorf("second completion = %+v, %v; want the first one", again.Result, err)
+	}
+	reg, err := s.Registration(ctx(), "dev-op")
+	if err != nil || reg.AssignedHub != "h1" || reg.ETag != done.Result.ETag {
+		t.Errorf("registration = %+v, %v", reg, err)
+	}
+	if pending, _ := s.PendingOperations(ctx()); len(pending) != 0 {
+		t.Errorf("still pending: %d", len(pending))
+	}
+	got, err := s.Operation(ctx(), "op-1")
+	if err != nil || got.Status != dps.StatusAssigned {
+		t.Errorf("operation = %+v, %v", got, err)
+	}
+	_, err = s.Operation(ctx(), "nope")
+	kind(t, "missing operation", err, dps.KindNotFound)
+	// A disabled outcome writes no registration record.
+	d := op("op-2", "dev-off")
+	s.CreateOperation(ctx(), d)
+	d.Status = dps.StatusDisabled
+	d.Result = &dps.Registration{RegistrationID: "dev-off", Status: dps.StatusDisabled}
+	if _, err := s.CompleteOperation(ctx(), d); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Registration(ctx(), "dev-off")
+	kind(t, "disabled registration record", err, dps.KindNotFound)
+}
+
+func testLeases(t *testing.T, f Factory) {
+	s := f.New(t)
+	other := f.Reopen(t, s)
+	if err := s.CreateOperation(ctx(), op("lease-1", "d")); err != nil {
+		t.Fatal(err)
+	}
+	ok, err := s.ClaimOperation(ctx(), "lease-1", "node-a", time.Now().Add(time.Hour))
+	if err != nil || !ok {
+		t.Fatalf("claim = %v, %v", ok, err)
+	}
+	if ok, _ := other.ClaimOperation(ctx(), "lease-1", "node-b", time.Now().Add(time.Hour)); ok {
+		t.Error("node-b claimed an operation node-a holds")
+	}
+	if ok, _ := s.ClaimOperation(ctx(), "lease-1", "node-a", time.Now().Add(time.Hour)); !ok {
+		t.Error("node-a could not renew its lease")
+	}
+	// node-a stops renewing: its lease expires and node-b takes over.
+	s.ClaimOperation(ctx(), "lease-1", "node-a", time.Now().Add(-time.Second))
+	if ok, _ := other.ClaimOperation(ctx(), "lease-1", "node-b", time.Now().Add(time.Hour)); !ok {
+		t.Error("node-b could not take over an expired lease")
+	}
+	o := op("lease-1", "d")
+	o.Status = dps.StatusFailed
+	o.Result = &dps.Registration{RegistrationID: "d", Status: dps.StatusFailed, ErrorCode: 400207}
+	if _, err := other.CompleteOperation(ctx(), o); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := s.ClaimOperation(ctx(), "lease-1", "node-a", time.Now().Add(time.Hour)); ok {
+		t.Error("a finished operation was claimed")
+	}
+}
+
+func testRegistrations(t *testing.T, f Factory) {
+	s := f.New(t)
+	for i := range 5 {
+		o := op(fmt.Sprintf("r-op-%d", i), fmt.Sprintf("r-dev-%d", i))
+		s.CreateOperation(ctx(), o)
+		o.Status = dps.StatusAssigned
+		group := "grp-a"
+		if i == 4 {
+			group = "grp-b"
+		}
+		o.Result = &dps.Registration{RegistrationID: o.RegistrationID, Status: dps.StatusAssigned, AssignedHub: "h", EnrollmentGroupID: group}
+		if _, err := s.CompleteOperation(ctx(), o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p1, next, err := s.Registrations(ctx(), "GRP-A", "", 3)
+	if err != nil || len(p1) != 3 || next == "" {
+		t.Fatalf("page 1 = %d, %q, %v", len(p1), next, err)
+	}
+	p2, next, err := s.Registrations(ctx(), "grp-a", next, 3)
+	if err != nil || len(p2) != 1 || next != "" {
+		t.Fatalf("page 2 = %d, %q, %v", len(p2), next, err)
+	}
+	r, _ := s.Registration(ctx(), "r-dev-0")
+	kind(t, "delete stale", s.DeleteRegistration(ctx(), "r-dev-0", `"x"`), dps.KindPrecondition)
+	if err := s.DeleteRegistration(ctx(), "r-dev-0", r.ETag); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Registration(ctx(), "r-dev-0")
+	kind(t, "deleted registration", err, dps.KindNotFound)
+}
+
+func testHubDevices(t *testing.T, f Factory) {
+	s := f.New(t)
+	d := dps.HubDevice{Hub: "Hub.example.net", DeviceID: "Dev", AuthKind: dps.AttestationSymmetricKey, PrimaryKey: "a2V5", Twin: json.RawMessage(`{"tags":{}}`)}
+	if err := s.PutHubDevice(ctx(), d); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.HubDevice(ctx(), "hub.example.net", "dev")
+	if err != nil || got.PrimaryKey != "a2V5" || string(got.Twin) != `{"tags":{}}` {
+		t.Fatalf("hub device = %+v, %v", got, err)
+	}
+	if err := s.DeleteHubDevice(ctx(), "hub.example.net", "dev"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteHubDevice(ctx(), "hub.example.net", "dev"); err != nil {
+		t.Errorf("deleting an absent device: %v", err)
+	}
+}
+
+func testCAs(t *testing.T, f Factory) {
+	s := f.New(t)
+	c, err := s.PutCACertificate(ctx(), dps.CACertificate{Name: "Root", Certificate: "pem"}, "")
+	if err != nil || c.ETag == "" {
+		t.Fatal(err)
+	}
+	c.Verified = true
+	if _, err := s.PutCACertificate(ctx(), c, c.ETag); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.CACertificate(ctx(), "root")
+	if err != nil || !got.Verified {
+		t.Errorf("CA = %+v, %v", got, err)
+	}
+	all, _ := s.CACertificates(ctx())
+	if len(all) != 1 {
+		t.Errorf("CAs = %d", len(all))
+	}
+	if err := s.DeleteCACertificate(ctx(), "ROOT", ""); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testChallenges(t *testing.T, f Factory) {
+	s := f.New(t)
+	other := f.Reopen(t, s)
+	now := time.Now().UTC()
+	s.PutChallenge(ctx(), dps.Challenge{RegistrationID: "Tpm", Key: "k1", Created: now, Expires: now.Add(time.Minute)})
+	s.PutChallenge(ctx(), dps.Challenge{RegistrationID: "tpm", Key: "k2", Created: now, Expires: now.Add(time.Minute)})
+	c, err := s.Challenge(ctx(), "TPM")
+	if err != nil || c.Key != "k2" {
+		t.Fatalf("challenge = %+v, %v", c, err)
+	}
+	if ok, _ := s.ConsumeChallenge(ctx(), "tpm", "k1"); ok {
+		t.Error("a superseded challenge was consumed")
+	}
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 6 {
+		st := s
+		if i%2 == 1 {
+			st = other
+		}
+		wg.Go(func() {
+			if ok, err := st.ConsumeChallenge(ctx(), "tpm", "k2"); err == nil && ok {
+				wins.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Errorf("challenge consumed %d times, want once", wins.Load())
+	}
+}
+
+func testPrune(t *testing.T, f Factory) {
+	s := f.New(t)
+	old := op("old", "d")
+	old.Created = time.Now().Add(-48 * time.Hour)
+	s.CreateOperation(ctx(), old)
+	old.Status = dps.StatusFailed
+	s.CompleteOperation(ctx(), old)
+	stuck := op("stuck", "d")
+	stuck.Created = time.Now().Add(-48 * time.Hour)
+	s.CreateOperation(ctx(), stuck)
+	n, err := s.DeleteOperationsBefore(ctx(), time.Now().Add(-24*time.Hour))
+	if err != nil || n != 1 {
+		t.Errorf("pruned %d, %v; want 1 (unfinished operations are kept)", n, err)
+	}
+	if _, err := s.Operation(ctx(), "stuck"); err != nil {
+		t.Errorf("unfinished operation pruned: %v", err)
+	}
+}
