@@ -1,17 +1,27 @@
 # Thin aliases over the go command; `go build ./...` and `go test ./...` work without make.
 GO ?= go
 
-.PHONY: test test-short test-compat build run fuzz bench vet
+.PHONY: test test-short test-compat deps build run fuzz bench vet
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 ## test: everything CI runs on a fresh machine — vet, every Go test with the
 ## race detector (including the TPM tests on the software TPM, tag
 ## tpmsimulator, which needs cgo), the wall-time tests without it, and the
 ## compatibility suite with the real Azure IoT Node SDKs (needs ports 443 and 8883).
-test: vet
+test: deps vet
 	$(GO) test -race -count=1 -tags tpmsimulator ./...
 	# Wall-time bounds are meaningless under the race detector: run those tests without it too.
 	$(GO) test -count=1 -run 'TestCustomAllocationConcurrency' ./cmd/dpsd
 	$(MAKE) test-compat
+
+## deps: what the tests need beyond Go — PostgreSQL's server binaries (the
+## tests start their own throwaway clusters) and Node.js for the compatibility suite.
+deps:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends postgresql; }
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends nodejs npm; }
 
 ## test-compat: the Azure IoT Node SDK compatibility suite alone.
 test-compat:

@@ -1,17 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/opendps/dps/internal/dpstest"
 )
@@ -22,51 +18,9 @@ import (
 func startDPSD(t *testing.T) (https, mqtt, scope, cs, ca string) {
 	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "dpsd")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/opendps/dps/cmd/dpsd").CombinedOutput(); err != nil {
-		t.Fatalf("build dpsd: %v\n%s", err, out)
-	}
-	cfg := filepath.Join(dir, "dpsd.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("dataDir: %q\nlisten: { https: \"127.0.0.1:0\", mqtt: \"127.0.0.1:0\", admin: \"\" }\nretryAfterSeconds: 1\nlinkedHubs:\n  - { hostName: hub-a.example.net }\n  - { hostName: hub-b.example.net }\n", filepath.Join(dir, "data"))), 0o600)
-	cmd := exec.Command(bin, "--config", cfg)
-	var logs bytes.Buffer
-	cmd.Stderr = &logs
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("dpsd log:\n%s", logs.String())
-		}
-	})
-	banner := make(chan string, 1)
-	go func() {
-		var b strings.Builder
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			b.WriteString(sc.Text() + "\n")
-			if strings.Contains(sc.Text(), "Linked hubs:") {
-				banner <- b.String()
-			}
-		}
-	}()
-	var text string
-	select {
-	case text = <-banner:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("dpsd did not start:\n%s", logs.String())
-	}
-	find := func(re string) string {
-		m := regexp.MustCompile(re).FindStringSubmatch(text)
-		if m == nil {
-			t.Fatalf("banner lacks %s:\n%s", re, text)
-		}
-		return m[1]
-	}
-	return find(`\(HTTPS ([0-9.:]+)\)`), find(`\(TLS ([0-9.:]+)\)`), find(`ID scope:\s+(\S+)`), find(`Service connection:\s+(\S+)`), find(`CA certificate:\s+(\S+)`)
+	cfg := dpstest.WriteFile(t, "dpsd.yaml", fmt.Sprintf("dataDir: %q\nlisten: { https: \"127.0.0.1:0\", mqtt: \"127.0.0.1:0\", admin: \"\" }\nretryAfterSeconds: 1\nlinkedHubs:\n  - { hostName: hub-a.example.net }\n  - { hostName: hub-b.example.net }\n", filepath.Join(dir, "data")))
+	p := dpstest.StartDPSD(t, dpstest.BuildDPSD(t), cfg)
+	return p.HTTPS, p.MQTT, p.Scope, p.ConnectionString, p.CAFile
 }
 
 func dpsctl(t *testing.T, args ...string) (string, error) {

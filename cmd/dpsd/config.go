@@ -24,6 +24,7 @@ type Config struct {
 	DataDir           string         `yaml:"dataDir"`
 	Storage           string         `yaml:"storage"`
 	NodeID            string         `yaml:"nodeID"`
+	OperationLease    time.Duration  `yaml:"operationLease"`
 	Listen            ListenConfig   `yaml:"listen"`
 	TLS               TLSConfig      `yaml:"tls"`
 	ServiceHostName   string         `yaml:"serviceHostName"`
@@ -103,6 +104,7 @@ func defaultConfig() Config {
 		DataDir:           "./dps-data",
 		Listen:            ListenConfig{HTTPS: ":443", MQTT: ":8883", Admin: "127.0.0.1:9090"},
 		RetryAfterSeconds: 2,
+		OperationLease:    30 * time.Second,
 		AllocationPolicy:  "hashed",
 		Log:               LogConfig{Level: "info", Format: "text"},
 		Webhook:           WebhookConfig{Timeout: 5 * time.Second, RetryBudget: 20 * time.Second},
@@ -235,6 +237,9 @@ func (c Config) validate() error {
 	}
 	if c.ServiceHostName != "" && strings.ContainsAny(c.ServiceHostName, "/: ") && net.ParseIP(c.ServiceHostName) == nil {
 		bad("serviceHostName", "%q: must be a DNS name or an IP address", c.ServiceHostName)
+	}
+	if c.OperationLease < time.Second || c.OperationLease > 10*time.Minute {
+		bad("operationLease", "%s: must be between 1s and 10m", c.OperationLease)
 	}
 	if c.RetryAfterSeconds < 1 || c.RetryAfterSeconds > 300 {
 		bad("retryAfterSeconds", "%d: must be between 1 and 300", c.RetryAfterSeconds)

@@ -172,6 +172,8 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 		CRLs:          crls,
 		Challenges:    s.store,
 		NodeID:        cfg.NodeID,
+		Lease:         cfg.OperationLease,
+		SweepInterval: min(5*time.Second, cfg.OperationLease/2),
 	})
 	if err := s.reg.Start(ctx); err != nil {
 		return nil, err
