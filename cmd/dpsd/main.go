@@ -34,6 +34,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs := flag.NewFlagSet("dpsd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "path of the YAML configuration file (none: embedded defaults)")
+	ceilingMode := fs.Bool("ceiling", false, "benchmark ceiling: serve the device API with no authentication, storage or allocation (see docs/benchmarks.md)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -43,6 +44,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	cfg, err := loadConfig(*configPath, getenv)
 	if err != nil {
 		return err
+	}
+	if *ceilingMode {
+		return runCeiling(ctx, cfg, stdout, stderr)
 	}
 	srv, err := start(ctx, cfg, stderr)
 	if err != nil {
