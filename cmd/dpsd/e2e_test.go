@@ -319,7 +319,7 @@ func TestRestartCompletesAcceptedOperations(t *testing.T) {
 	db := dpstest.OpenSQLite(t, filepath.Join(dir, "dps.db"))
 	now := time.Now().UTC()
 	op := dps.Operation{ID: "1.0123456789abcdef.restart", RegistrationID: "restart-dev", Attestation: dps.AttestationSymmetricKey, Status: dps.StatusAssigning, Created: now, Updated: now}
-	if err := db.CreateOperation(context.Background(), op); err != nil {
+	if _, err := db.CreateOperation(context.Background(), op); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()

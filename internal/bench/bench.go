@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -164,6 +165,10 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 					if errors.As(err, &de) {
 						failed[fmt.Sprintf("%d", de.ErrorCode)]++
 					} else {
+						var ue *url.Error
+						if errors.As(err, &ue) {
+							err = ue.Err // the URL is different for every device
+						}
 						failed["transport: "+firstLine(err.Error())]++
 					}
 				case res.Status != "assigned":

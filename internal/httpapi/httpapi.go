@@ -212,7 +212,7 @@ func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, scope, regID st
 }
 
 func (h *Handler) writeOperation(w http.ResponseWriter, r *http.Request, op dps.Operation, register bool) {
-	status := wire.OperationStatus(op)
+	status := wire.OperationStatus(op, register)
 	if status == http.StatusAccepted {
 		// Lower-case: the C SDK looks this header up case-sensitively.
 		w.Header()["retry-after"] = []string{h.retryAfter}

@@ -173,7 +173,7 @@ func (a *Adapter) retryAfter() int {
 }
 
 func (a *Adapter) answer(rid string, op dps.Operation, register bool) (string, []byte, bool) {
-	status := wire.OperationStatus(op)
+	status := wire.OperationStatus(op, register)
 	body, err := json.Marshal(wire.FromOperation(op, register))
 	if err != nil {
 		return a.fail(rid, err)

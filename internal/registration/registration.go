@@ -22,7 +22,9 @@ type Store interface {
 	Group(ctx context.Context, id string) (dps.Group, error)
 	Groups(ctx context.Context, t dps.AttestationType) ([]dps.Group, error)
 	Registration(ctx context.Context, registrationID string) (dps.Registration, error)
-	CreateOperation(ctx context.Context, op dps.Operation) error
+	// CreateOperation persists a new operation; a final one (completed
+	// before it was accepted) also writes its registration record.
+	CreateOperation(ctx context.Context, op dps.Operation) (dps.Operation, error)
 	Operation(ctx context.Context, id string) (dps.Operation, error)
 	CompleteOperation(ctx context.Context, op dps.Operation) (dps.Operation, error)
 	PendingOperations(ctx context.Context) ([]dps.Operation, error)

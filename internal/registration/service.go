@@ -460,17 +460,59 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 	if !m.settings().Enabled() {
 		op.Status = dps.StatusDisabled
 		op.Result = &dps.Registration{RegistrationID: req.RegistrationID, Status: dps.StatusDisabled, EnrollmentGroupID: m.groupID(), Attestation: op.Attestation, Updated: now}
-	}
-	if err := s.o.Store.CreateOperation(ctx, op); err != nil {
-		return dps.Operation{}, err
-	}
-	if op.Status == dps.StatusDisabled {
+		if _, err := s.o.Store.CreateOperation(ctx, op); err != nil {
+			return dps.Operation{}, err
+		}
 		s.o.Observer.Completed(dps.StatusDisabled, 0)
 		s.log.InfoContext(ctx, "registration refused: enrollment disabled", logkey.RegistrationID, req.RegistrationID, logkey.EnrollmentGroup, m.groupID())
 		return op, nil
 	}
+	if s.inline(m) {
+		if done, ok := s.completeInline(ctx, op, &m); ok {
+			return done, nil
+		}
+	}
+	if _, err := s.o.Store.CreateOperation(ctx, op); err != nil {
+		return dps.Operation{}, err
+	}
 	s.enqueue(ctx, op, false)
 	return op, nil
+}
+
+// inline reports whether a registration is completed within its register
+// request: every policy but custom, whose webhook may take seconds.
+func (s *Service) inline(m match) bool {
+	policy := m.settings().AllocationPolicy
+	if policy == "" {
+		policy = s.o.DefaultPolicy
+	}
+	return policy != dps.AllocationCustom
+}
+
+// completeInline completes a registration before it is accepted: the
+// operation is written once, already final, with its registration record,
+// in one transaction, and the device's first poll finds the result. A crash
+// before that commit loses nothing that was acknowledged. ok is false when
+// the work must be retried asynchronously (a transient failure).
+func (s *Service) completeInline(ctx context.Context, op dps.Operation, m *match) (dps.Operation, bool) {
+	l := s.lockFor(op.RegistrationID)
+	l.Lock()
+	defer l.Unlock()
+	s.o.Observer.InFlight(1)
+	defer s.o.Observer.InFlight(-1)
+	final, err := s.complete(ctx, op, m)
+	if err != nil {
+		s.log.WarnContext(ctx, "registration continues asynchronously", logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
+		return op, false
+	}
+	final.Updated = s.o.Now().UTC()
+	stored, err := s.o.Store.CreateOperation(ctx, final)
+	if err != nil {
+		s.log.WarnContext(ctx, "registration continues asynchronously", logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
+		return op, false
+	}
+	s.finished(ctx, stored)
+	return stored, true
 }
 
 // Operation returns the state of an operation after authenticating the
@@ -606,6 +648,10 @@ func (s *Service) process(ctx context.Context, op dps.Operation) {
 	l := s.lockFor(op.RegistrationID)
 	l.Lock()
 	defer l.Unlock()
+	if sn, ok := s.o.Store.(interface{ SingleNode() bool }); ok && sn.SingleNode() {
+		s.work(ctx, op, func() {}) // one node: nobody to share the work with
+		return
+	}
 	// Own the operation for the time of the work; another node takes it
 	// over only if this one stops renewing.
 	owned, err := s.o.Store.ClaimOperation(ctx, op.ID, s.o.NodeID, s.o.Now().Add(s.o.Lease))
@@ -629,16 +675,24 @@ func (s *Service) process(ctx context.Context, op dps.Operation) {
 			}
 		}
 	}()
-	retry := func(err error) {
-		if ctx.Err() != nil {
-			return // shutting down: the lease expires and the work resumes later
-		}
-		s.log.WarnContext(ctx, "operation will be retried", logkey.OperationID, op.ID, logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
+	s.work(ctx, op, func() {
 		stopRenew()
 		// Give the lease up so any node (this one included) retries at once.
 		s.o.Store.ClaimOperation(ctx, op.ID, s.o.NodeID, time.Time{})
+	})
+}
+
+// work completes an operation; on a transient failure it logs, calls
+// release, and leaves the operation for a retry.
+func (s *Service) work(ctx context.Context, op dps.Operation, release func()) {
+	retry := func(err error) {
+		if ctx.Err() != nil {
+			return // shutting down: the work resumes at the next start
+		}
+		s.log.WarnContext(ctx, "operation will be retried", logkey.OperationID, op.ID, logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
+		release()
 	}
-	final, err := s.complete(ctx, op)
+	final, err := s.complete(ctx, op, nil)
 	if err != nil {
 		retry(err)
 		return
@@ -649,9 +703,14 @@ func (s *Service) process(ctx context.Context, op dps.Operation) {
 		retry(err)
 		return
 	}
+	s.finished(ctx, stored)
+}
+
+// finished records a completed operation in metrics and the log.
+func (s *Service) finished(ctx context.Context, stored dps.Operation) {
 	latency := stored.Updated.Sub(stored.Created)
 	s.o.Observer.Completed(stored.Status, latency)
-	attrs := []any{logkey.OperationID, op.ID, logkey.RegistrationID, op.RegistrationID, logkey.Status, stored.Status, logkey.Duration, latency}
+	attrs := []any{logkey.OperationID, stored.ID, logkey.RegistrationID, stored.RegistrationID, logkey.Status, stored.Status, logkey.Duration, latency}
 	if r := stored.Result; r != nil {
 		if r.AssignedHub != "" {
 			attrs = append(attrs, logkey.Hub, r.AssignedHub)
@@ -665,14 +724,18 @@ func (s *Service) process(ctx context.Context, op dps.Operation) {
 
 // complete computes an operation's final state. It returns an error only for
 // transient failures that should be retried.
-func (s *Service) complete(ctx context.Context, op dps.Operation) (dps.Operation, error) {
+func (s *Service) complete(ctx context.Context, op dps.Operation, known *match) (dps.Operation, error) {
 	now := s.o.Now().UTC()
-	m, err := s.rematch(ctx, op)
-	if err != nil {
-		if dps.KindOf(err) == dps.KindNotFound {
-			return s.fail(op, nil, now, 404201, "the enrollment this registration matched no longer exists"), nil
+	m := known
+	if m == nil {
+		rm, err := s.rematch(ctx, op)
+		if err != nil {
+			if dps.KindOf(err) == dps.KindNotFound {
+				return s.fail(op, nil, now, 404201, "the enrollment this registration matched no longer exists"), nil
+			}
+			return op, err
 		}
-		return op, err
+		m = &rm
 	}
 	set := m.settings()
 	if !set.Enabled() {

@@ -104,11 +104,15 @@ type SymmetricKey struct {
 }
 
 // FromOperation converts an operation to its wire shape. The register
-// answer (register=true) carries only operationId and status; every poll
-// answer also carries registrationState with registrationId and status.
+// answer (register=true) is {operationId, status:"assigning"} even when the
+// operation already finished (some clients accept only that on register;
+// the first poll reports the result), except for a disabled enrollment.
+// Every poll answer also carries registrationState with registrationId and
+// status.
 func FromOperation(op dps.Operation, register bool) RegistrationOperationStatus {
 	out := RegistrationOperationStatus{OperationID: op.ID, Status: op.Status}
-	if register && op.Status == dps.StatusAssigning {
+	if register && op.Status != dps.StatusDisabled {
+		out.Status = dps.StatusAssigning
 		return out
 	}
 	if op.Result == nil || !op.Status.Final() {
@@ -121,9 +125,10 @@ func FromOperation(op dps.Operation, register bool) RegistrationOperationStatus 
 }
 
 // OperationStatus is the DPS status of an operation answer: 202 while the
-// operation runs, 200 once it is final.
-func OperationStatus(op dps.Operation) int {
-	if op.Status.Final() {
+// operation runs (and for every register answer but a disabled one), 200
+// once it is final.
+func OperationStatus(op dps.Operation, register bool) int {
+	if op.Status == dps.StatusDisabled || op.Status.Final() && !register {
 		return http.StatusOK
 	}
 	return http.StatusAccepted

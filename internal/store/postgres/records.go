@@ -116,21 +116,48 @@ func (db *DB) Registrations(ctx context.Context, groupID, continuation string, l
 	return page[dps.Registration](ctx, db, "registrations", groupID, continuation, limit, func(r dps.Registration) string { return dps.FoldID(r.RegistrationID) })
 }
 
-// CreateOperation persists a new operation.
-func (db *DB) CreateOperation(ctx context.Context, op dps.Operation) error {
-	doc, err := json.Marshal(op)
+// CreateOperation persists a new operation and returns it as stored; a
+// final operation with a registration result writes its registration
+// record in the same transaction.
+func (db *DB) CreateOperation(ctx context.Context, op dps.Operation) (dps.Operation, error) {
+	err := db.tx(ctx, func(tx pgx.Tx) error {
+		if err := putRegistration(ctx, tx, &op); err != nil {
+			return err
+		}
+		doc, err := json.Marshal(op)
+		if err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO operations (id, registration_id, status, created, doc) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING`,
+			op.ID, dps.FoldID(op.RegistrationID), string(op.Status), op.Created.UnixNano(), doc)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return &dps.Error{Kind: dps.KindConflict, Message: "operation already exists"}
+		}
+		return nil
+	})
+	return op, err
+}
+
+// putRegistration writes the registration record an operation produced
+// (assigned or failed), with a new ETag.
+func putRegistration(ctx context.Context, tx pgx.Tx, op *dps.Operation) error {
+	if op.Result == nil || (op.Status != dps.StatusAssigned && op.Status != dps.StatusFailed) {
+		return nil
+	}
+	r := *op.Result
+	r.ETag = base64.StdEncoding.EncodeToString([]byte(newETag()))
+	op.Result = &r
+	rdoc, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	tag, err := db.pool.Exec(ctx, `INSERT INTO operations (id, registration_id, status, created, doc) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING`,
-		op.ID, dps.FoldID(op.RegistrationID), string(op.Status), op.Created.UnixNano(), doc)
-	if err != nil {
-		return translate(err)
-	}
-	if tag.RowsAffected() == 0 {
-		return &dps.Error{Kind: dps.KindConflict, Message: "operation already exists"}
-	}
-	return nil
+	_, err = tx.Exec(ctx, `INSERT INTO registrations (id, group_id, etag, doc) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (id) DO UPDATE SET group_id = excluded.group_id, etag = excluded.etag, doc = excluded.doc`,
+		dps.FoldID(r.RegistrationID), dps.FoldID(r.EnrollmentGroupID), r.ETag, rdoc)
+	return err
 }
 
 // Operation returns an operation.
@@ -154,17 +181,8 @@ func (db *DB) CompleteOperation(ctx context.Context, op dps.Operation) (dps.Oper
 		if dps.Status(status).Final() {
 			return json.Unmarshal(doc, &op)
 		}
-		if op.Result != nil && (op.Status == dps.StatusAssigned || op.Status == dps.StatusFailed) {
-			op.Result.ETag = base64.StdEncoding.EncodeToString([]byte(newETag()))
-			rdoc, err := json.Marshal(op.Result)
-			if err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO registrations (id, group_id, etag, doc) VALUES ($1, $2, $3, $4)
-				ON CONFLICT (id) DO UPDATE SET group_id = excluded.group_id, etag = excluded.etag, doc = excluded.doc`,
-				dps.FoldID(op.Result.RegistrationID), dps.FoldID(op.Result.EnrollmentGroupID), op.Result.ETag, rdoc); err != nil {
-				return err
-			}
+		if err := putRegistration(ctx, tx, &op); err != nil {
+			return err
 		}
 		doc, err := json.Marshal(op)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,10 +37,14 @@ func notFound(what, id string) error {
 	return &dps.Error{Kind: dps.KindNotFound, Message: fmt.Sprintf("%s %q not found", what, id)}
 }
 
-func getDoc[T any](ctx context.Context, db *sql.DB, query, what, id string, args ...any) (T, error) {
+func getDoc[T any](ctx context.Context, db *DB, query, what, id string, args ...any) (T, error) {
 	var v T
 	var doc []byte
-	if err := db.QueryRowContext(ctx, query, args...).Scan(&doc); err != nil {
+	st, err := db.stmt(ctx, query)
+	if err != nil {
+		return v, err
+	}
+	if err := st.QueryRowContext(ctx, args...).Scan(&doc); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return v, notFound(what, id)
 		}
@@ -51,8 +56,12 @@ func getDoc[T any](ctx context.Context, db *sql.DB, query, what, id string, args
 	return v, nil
 }
 
-func listDocs[T any](ctx context.Context, db *sql.DB, what, query string, args ...any) ([]T, error) {
-	rows, err := db.QueryContext(ctx, query, args...)
+func listDocs[T any](ctx context.Context, db *DB, what, query string, args ...any) ([]T, error) {
+	st, err := db.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list %s: %w", what, err)
 	}
@@ -148,7 +157,7 @@ func (db *DB) Meta(ctx context.Context, key, value string) (string, error) {
 
 // Enrollment returns the individual enrollment for registrationID (any case).
 func (db *DB) Enrollment(ctx context.Context, registrationID string) (dps.Enrollment, error) {
-	return getDoc[dps.Enrollment](ctx, db.read, `SELECT doc FROM enrollments WHERE id = ?`, "enrollment", registrationID, dps.FoldID(registrationID))
+	return getDoc[dps.Enrollment](ctx, db, `SELECT doc FROM enrollments WHERE id = ?`, "enrollment", registrationID, dps.FoldID(registrationID))
 }
 
 // PutEnrollment creates or replaces an individual enrollment under the ETag
@@ -214,7 +223,7 @@ func page[T any](ctx context.Context, db *DB, table, groupID, continuation strin
 	}
 	q += ` ORDER BY id LIMIT ?`
 	args = append(args, limit+1)
-	items, err := listDocs[T](ctx, db.read, table, q, args...)
+	items, err := listDocs[T](ctx, db, table, q, args...)
 	if err != nil {
 		return nil, "", err
 	}
@@ -226,18 +235,56 @@ func page[T any](ctx context.Context, db *DB, table, groupID, continuation strin
 	return items, next, nil
 }
 
-// Group returns an enrollment group by ID (any case).
+// Group returns an enrollment group by ID (any case), from the decoded
+// groups kept in memory (see Groups).
 func (db *DB) Group(ctx context.Context, id string) (dps.Group, error) {
-	return getDoc[dps.Group](ctx, db.read, `SELECT doc FROM groups WHERE id = ?`, "enrollment group", id, dps.FoldID(id))
+	all, err := db.Groups(ctx, "")
+	if err != nil {
+		return dps.Group{}, err
+	}
+	want := dps.FoldID(id)
+	for _, g := range all {
+		if dps.FoldID(g.ID) == want {
+			return g, nil
+		}
+	}
+	return dps.Group{}, notFound("enrollment group", id)
 }
 
 // Groups returns every enrollment group using the given attestation type
-// ("" for all), ordered by ID.
+// ("" for all), ordered by ID. Every symmetric-key registration scans the
+// groups, so they are kept decoded in memory: a SQLite store has one
+// process, and every group write goes through it and clears the cache.
+// Callers must not modify the groups returned.
 func (db *DB) Groups(ctx context.Context, t dps.AttestationType) ([]dps.Group, error) {
-	if t == "" {
-		return listDocs[dps.Group](ctx, db.read, "groups", `SELECT doc FROM groups ORDER BY id`)
+	all := db.groups.Load()
+	if all == nil {
+		gen := db.groupsGen.Load()
+		list, err := listDocs[dps.Group](ctx, db, "groups", `SELECT doc FROM groups ORDER BY id`)
+		if err != nil {
+			return nil, err
+		}
+		all = &list
+		if db.groupsGen.Load() == gen { // no write since the read began
+			db.groups.CompareAndSwap(nil, all)
+		}
 	}
-	return listDocs[dps.Group](ctx, db.read, "groups", `SELECT doc FROM groups WHERE attestation = ? ORDER BY id`, string(t))
+	if t == "" {
+		return slices.Clone(*all), nil
+	}
+	var out []dps.Group
+	for _, g := range *all {
+		if g.Attestation.Type == t {
+			out = append(out, g)
+		}
+	}
+	return out, nil
+}
+
+// groupsChanged drops the decoded groups after a group write.
+func (db *DB) groupsChanged() {
+	db.groupsGen.Add(1)
+	db.groups.Store(nil)
 }
 
 // PutGroup creates or replaces an enrollment group under the ETag rules of checkPut.
@@ -272,12 +319,15 @@ func (db *DB) PutGroup(ctx context.Context, g dps.Group, ifMatch string) (dps.Gr
 			id, string(g.Attestation.Type), g.ETag, doc)
 		return err
 	})
+	db.groupsChanged()
 	return g, err
 }
 
 // DeleteGroup deletes an enrollment group.
 func (db *DB) DeleteGroup(ctx context.Context, id, ifMatch string) error {
-	return deleteRow(ctx, db, "groups", "enrollment group", dps.FoldID(id), ifMatch)
+	err := deleteRow(ctx, db, "groups", "enrollment group", dps.FoldID(id), ifMatch)
+	db.groupsChanged()
+	return err
 }
 
 // GroupsPage returns a page of enrollment groups.
@@ -287,7 +337,7 @@ func (db *DB) GroupsPage(ctx context.Context, continuation string, limit int) ([
 
 // Registration returns the registration record of registrationID (any case).
 func (db *DB) Registration(ctx context.Context, registrationID string) (dps.Registration, error) {
-	return getDoc[dps.Registration](ctx, db.read, `SELECT doc FROM registrations WHERE id = ?`, "registration", registrationID, dps.FoldID(registrationID))
+	return getDoc[dps.Registration](ctx, db, `SELECT doc FROM registrations WHERE id = ?`, "registration", registrationID, dps.FoldID(registrationID))
 }
 
 // DeleteRegistration deletes a registration record.
@@ -303,13 +353,19 @@ func (db *DB) Registrations(ctx context.Context, groupID, continuation string, l
 	return page[dps.Registration](ctx, db, "registrations", groupID, continuation, limit, func(r dps.Registration) string { return dps.FoldID(r.RegistrationID) })
 }
 
-// CreateOperation persists a new operation. It fails with KindConflict if the ID exists.
-func (db *DB) CreateOperation(ctx context.Context, op dps.Operation) error {
-	doc, err := json.Marshal(op)
-	if err != nil {
-		return err
-	}
-	return db.exec(ctx, func(tx *sql.Tx) error {
+// CreateOperation persists a new operation and returns it as stored. An
+// operation that is already final with a registration result (assigned or
+// failed: completed before it was accepted) writes its registration record
+// in the same transaction. It fails with KindConflict if the ID exists.
+func (db *DB) CreateOperation(ctx context.Context, op dps.Operation) (dps.Operation, error) {
+	err := db.exec(ctx, func(tx *sql.Tx) error {
+		if err := putRegistration(tx, &op); err != nil {
+			return err
+		}
+		doc, err := json.Marshal(op)
+		if err != nil {
+			return err
+		}
 		res, err := tx.Exec(`INSERT INTO operations (id, registration_id, status, created, doc) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
 			op.ID, dps.FoldID(op.RegistrationID), string(op.Status), op.Created.UnixNano(), doc)
 		if err != nil {
@@ -320,11 +376,31 @@ func (db *DB) CreateOperation(ctx context.Context, op dps.Operation) error {
 		}
 		return nil
 	})
+	return op, err
+}
+
+// putRegistration writes the registration record an operation produced
+// (assigned or failed), with a new ETag.
+func putRegistration(tx *sql.Tx, op *dps.Operation) error {
+	if op.Result == nil || (op.Status != dps.StatusAssigned && op.Status != dps.StatusFailed) {
+		return nil
+	}
+	r := *op.Result
+	r.ETag = base64.StdEncoding.EncodeToString([]byte(newETag()))
+	op.Result = &r
+	rdoc, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(`INSERT INTO registrations (id, group_id, etag, doc) VALUES (?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET group_id = excluded.group_id, etag = excluded.etag, doc = excluded.doc`,
+		dps.FoldID(r.RegistrationID), dps.FoldID(r.EnrollmentGroupID), r.ETag, rdoc)
+	return err
 }
 
 // Operation returns an operation by ID.
 func (db *DB) Operation(ctx context.Context, id string) (dps.Operation, error) {
-	return getDoc[dps.Operation](ctx, db.read, `SELECT doc FROM operations WHERE id = ?`, "operation", id, id)
+	return getDoc[dps.Operation](ctx, db, `SELECT doc FROM operations WHERE id = ?`, "operation", id, id)
 }
 
 // CompleteOperation records an operation's final state and, when the
@@ -345,17 +421,8 @@ func (db *DB) CompleteOperation(ctx context.Context, op dps.Operation) (dps.Oper
 		if dps.Status(status).Final() {
 			return json.Unmarshal(doc, &op)
 		}
-		if op.Result != nil && (op.Status == dps.StatusAssigned || op.Status == dps.StatusFailed) {
-			op.Result.ETag = base64.StdEncoding.EncodeToString([]byte(newETag()))
-			rdoc, err := json.Marshal(op.Result)
-			if err != nil {
-				return err
-			}
-			if _, err := tx.Exec(`INSERT INTO registrations (id, group_id, etag, doc) VALUES (?, ?, ?, ?)
-				ON CONFLICT (id) DO UPDATE SET group_id = excluded.group_id, etag = excluded.etag, doc = excluded.doc`,
-				dps.FoldID(op.Result.RegistrationID), dps.FoldID(op.Result.EnrollmentGroupID), op.Result.ETag, rdoc); err != nil {
-				return err
-			}
+		if err := putRegistration(tx, &op); err != nil {
+			return err
 		}
 		doc, err := json.Marshal(op)
 		if err != nil {
@@ -369,7 +436,7 @@ func (db *DB) CompleteOperation(ctx context.Context, op dps.Operation) (dps.Oper
 
 // PendingOperations returns the operations still assigning, oldest first.
 func (db *DB) PendingOperations(ctx context.Context) ([]dps.Operation, error) {
-	return listDocs[dps.Operation](ctx, db.read, "operations", `SELECT doc FROM operations WHERE status = 'assigning' ORDER BY created`)
+	return listDocs[dps.Operation](ctx, db, "operations", `SELECT doc FROM operations WHERE status = 'assigning' ORDER BY created`)
 }
 
 // DeleteOperationsBefore deletes final operations created before t and
@@ -402,7 +469,7 @@ func (db *DB) PutHubDevice(ctx context.Context, d dps.HubDevice) error {
 
 // HubDevice returns a device identity recorded by the built-in hub connector.
 func (db *DB) HubDevice(ctx context.Context, hub, deviceID string) (dps.HubDevice, error) {
-	return getDoc[dps.HubDevice](ctx, db.read, `SELECT doc FROM hub_devices WHERE hub = ? AND device_id = ?`, "hub device", hub+"/"+deviceID, dps.FoldID(hub), dps.FoldID(deviceID))
+	return getDoc[dps.HubDevice](ctx, db, `SELECT doc FROM hub_devices WHERE hub = ? AND device_id = ?`, "hub device", hub+"/"+deviceID, dps.FoldID(hub), dps.FoldID(deviceID))
 }
 
 // DeleteHubDevice removes a device identity; deleting an absent one is not an error.
@@ -415,12 +482,12 @@ func (db *DB) DeleteHubDevice(ctx context.Context, hub, deviceID string) error {
 
 // CACertificate returns a CA certificate held by the instance (name in any case).
 func (db *DB) CACertificate(ctx context.Context, name string) (dps.CACertificate, error) {
-	return getDoc[dps.CACertificate](ctx, db.read, `SELECT doc FROM ca_certificates WHERE id = ?`, "CA certificate", name, dps.FoldID(name))
+	return getDoc[dps.CACertificate](ctx, db, `SELECT doc FROM ca_certificates WHERE id = ?`, "CA certificate", name, dps.FoldID(name))
 }
 
 // CACertificates returns every CA certificate, ordered by name.
 func (db *DB) CACertificates(ctx context.Context) ([]dps.CACertificate, error) {
-	return listDocs[dps.CACertificate](ctx, db.read, "CA certificates", `SELECT doc FROM ca_certificates ORDER BY id`)
+	return listDocs[dps.CACertificate](ctx, db, "CA certificates", `SELECT doc FROM ca_certificates ORDER BY id`)
 }
 
 // PutCACertificate creates or replaces a CA certificate under the ETag
@@ -478,7 +545,7 @@ func (db *DB) PutChallenge(ctx context.Context, c dps.Challenge) error {
 
 // Challenge returns the latest TPM challenge of a registration ID.
 func (db *DB) Challenge(ctx context.Context, registrationID string) (dps.Challenge, error) {
-	return getDoc[dps.Challenge](ctx, db.read, `SELECT doc FROM tpm_challenges WHERE id = ?`, "TPM challenge", registrationID, dps.FoldID(registrationID))
+	return getDoc[dps.Challenge](ctx, db, `SELECT doc FROM tpm_challenges WHERE id = ?`, "TPM challenge", registrationID, dps.FoldID(registrationID))
 }
 
 // ConsumeChallenge deletes the challenge of a registration ID if its key is
@@ -525,3 +592,7 @@ func (db *DB) ClaimOperation(ctx context.Context, id, owner string, until time.T
 	})
 	return ok, err
 }
+
+// SingleNode reports that a SQLite store serves one dpsd process: the
+// registration engine then needs no operation leases.
+func (db *DB) SingleNode() bool { return true }

@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/opendps/dps"
 	_ "modernc.org/sqlite" // the database/sql driver "sqlite"
@@ -42,6 +43,26 @@ type DB struct {
 	done   chan struct{}
 	closed chan struct{}
 	once   sync.Once
+
+	stmts     sync.Map // query → *sql.Stmt on read
+	groups    atomic.Pointer[[]dps.Group]
+	groupsGen atomic.Int64
+}
+
+// stmt returns a prepared statement for a read query, preparing it once.
+func (db *DB) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	if st, ok := db.stmts.Load(query); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := db.read.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: prepare: %w", err)
+	}
+	if prev, loaded := db.stmts.LoadOrStore(query, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
 }
 
 type writeReq struct {
@@ -90,6 +111,10 @@ func Open(ctx context.Context, path string) (*DB, error) {
 func (db *DB) Close() error {
 	db.once.Do(func() { close(db.done) })
 	<-db.closed
+	db.stmts.Range(func(_, st any) bool {
+		st.(*sql.Stmt).Close()
+		return true
+	})
 	return errors.Join(db.read.Close(), db.write.Close())
 }
 
@@ -204,6 +229,25 @@ func (db *DB) commit(batch []*writeReq) {
 		return
 	}
 	errs := make([]error, len(batch))
+	if len(batch) == 1 {
+		// Alone in its transaction: a failure rolls the transaction back.
+		r := batch[0]
+		err := r.ctx.Err()
+		if err == nil {
+			err = r.fn(tx)
+		}
+		if err != nil {
+			tx.Rollback()
+			r.err <- err
+			return
+		}
+		if err := tx.Commit(); err != nil {
+			r.err <- fmt.Errorf("sqlite: commit: %w", err)
+			return
+		}
+		r.err <- nil
+		return
+	}
 	for i, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			errs[i] = err

@@ -245,10 +245,11 @@ func op(id, reg string) dps.Operation {
 func testOperations(t *testing.T, f Factory) {
 	s := f.New(t)
 	o := op("op-1", "Dev-Op")
-	if err := s.CreateOperation(ctx(), o); err != nil {
+	if _, err := s.CreateOperation(ctx(), o); err != nil {
 		t.Fatal(err)
 	}
-	kind(t, "duplicate operation", s.CreateOperation(ctx(), o), dps.KindConflict)
+	_, err := s.CreateOperation(ctx(), o)
+	kind(t, "duplicate operation", err, dps.KindConflict)
 	pending, err := s.PendingOperations(ctx())
 	if err != nil || len(pending) != 1 || string(pending[0].Payload) != `{"p":[1,"x"]}` {
 		t.Fatalf("pending = %+v, %v", pending, err)
@@ -279,6 +280,21 @@ func testOperations(t *testing.T, f Factory) {
 	}
 	_, err = s.Operation(ctx(), "nope")
 	kind(t, "missing operation", err, dps.KindNotFound)
+	// An operation completed before it was accepted: created final, its
+	// registration record written with it.
+	fin := op("op-3", "dev-fast")
+	fin.Status = dps.StatusAssigned
+	fin.Result = &dps.Registration{RegistrationID: "dev-fast", AssignedHub: "h3", Status: dps.StatusAssigned}
+	stored, err := s.CreateOperation(ctx(), fin)
+	if err != nil || stored.Result.ETag == "" {
+		t.Fatalf("create final = %+v, %v", stored.Result, err)
+	}
+	if r, err := s.Registration(ctx(), "dev-fast"); err != nil || r.ETag != stored.Result.ETag || r.AssignedHub != "h3" {
+		t.Errorf("record of a final operation = %+v, %v", r, err)
+	}
+	if got, _ := s.Operation(ctx(), "op-3"); got.Result == nil || got.Result.ETag != stored.Result.ETag {
+		t.Errorf("stored final operation = %+v", got)
+	}
 	// A disabled outcome writes no registration record.
 	d := op("op-2", "dev-off")
 	s.CreateOperation(ctx(), d)
@@ -294,7 +310,7 @@ func testOperations(t *testing.T, f Factory) {
 func testLeases(t *testing.T, f Factory) {
 	s := f.New(t)
 	other := f.Reopen(t, s)
-	if err := s.CreateOperation(ctx(), op("lease-1", "d")); err != nil {
+	if _, err := s.CreateOperation(ctx(), op("lease-1", "d")); err != nil {
 		t.Fatal(err)
 	}
 	ok, err := s.ClaimOperation(ctx(), "lease-1", "node-a", time.Now().Add(time.Hour))
