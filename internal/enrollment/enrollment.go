@@ -237,31 +237,44 @@ func (s *Service) PutEnrollment(ctx context.Context, e dps.Enrollment, ifMatch s
 			return e, invalid("deviceId: %s", strings.Replace(dps.AsError(err).Message, "registration ID", "device ID", 1))
 		}
 	}
+	return put(ctx, s, ifMatch, false, e, func(e *dps.Enrollment) *dps.Settings { return &e.Settings },
+		func() (dps.Enrollment, error) { return s.o.Store.Enrollment(ctx, e.RegistrationID) },
+		func(e dps.Enrollment, cond string) (dps.Enrollment, error) {
+			return s.o.Store.PutEnrollment(ctx, e, cond)
+		})
+}
+
+// put is the read → merge keys → validate → conditional write of
+// enrollments and groups. With If-Match "*", the write is conditioned on the
+// ETag just read, so a write in between is detected and the merge redone.
+func put[T any](ctx context.Context, s *Service, ifMatch string, group bool, v T, settings func(*T) *dps.Settings,
+	get func() (T, error), write func(T, string) (T, error)) (T, error) {
 	for range 3 {
-		old, err := s.o.Store.Enrollment(ctx, e.RegistrationID)
+		old, err := get()
 		var oldSet *dps.Settings
 		cond := ifMatch
 		switch {
 		case err == nil:
-			oldSet = &old.Settings
+			oldSet = settings(&old)
 			if ifMatch == "*" {
-				cond = old.ETag // detect a write between our read and our write
+				cond = oldSet.ETag
 			}
 		case dps.KindOf(err) != dps.KindNotFound:
-			return e, err
+			return v, err
 		}
-		candidate := e
-		candidate.Settings = cloneSettings(e.Settings)
-		if err := s.validateSettings(ctx, &candidate.Settings, oldSet, false); err != nil {
-			return e, err
+		candidate := v
+		set := settings(&candidate)
+		*set = cloneSettings(*set)
+		if err := s.validateSettings(ctx, set, oldSet, group); err != nil {
+			return v, err
 		}
-		out, err := s.o.Store.PutEnrollment(ctx, candidate, cond)
+		out, err := write(candidate, cond)
 		if dps.KindOf(err) == dps.KindPrecondition && ifMatch == "*" {
 			continue
 		}
 		return out, err
 	}
-	return e, &dps.Error{Kind: dps.KindConflict, Code: 409001, Message: "the enrollment changed concurrently; retry"}
+	return v, &dps.Error{Kind: dps.KindConflict, Code: 409001, Message: "the enrollment changed concurrently; retry"}
 }
 
 // PutGroup creates or updates an enrollment group, with PutEnrollment's ETag rules.
@@ -269,31 +282,9 @@ func (s *Service) PutGroup(ctx context.Context, g dps.Group, ifMatch string) (dp
 	if err := dps.ValidateGroupID(g.ID); err != nil {
 		return g, err
 	}
-	for range 3 {
-		old, err := s.o.Store.Group(ctx, g.ID)
-		var oldSet *dps.Settings
-		cond := ifMatch
-		switch {
-		case err == nil:
-			oldSet = &old.Settings
-			if ifMatch == "*" {
-				cond = old.ETag
-			}
-		case dps.KindOf(err) != dps.KindNotFound:
-			return g, err
-		}
-		candidate := g
-		candidate.Settings = cloneSettings(g.Settings)
-		if err := s.validateSettings(ctx, &candidate.Settings, oldSet, true); err != nil {
-			return g, err
-		}
-		out, err := s.o.Store.PutGroup(ctx, candidate, cond)
-		if dps.KindOf(err) == dps.KindPrecondition && ifMatch == "*" {
-			continue
-		}
-		return out, err
-	}
-	return g, &dps.Error{Kind: dps.KindConflict, Code: 409001, Message: "the enrollment group changed concurrently; retry"}
+	return put(ctx, s, ifMatch, true, g, func(g *dps.Group) *dps.Settings { return &g.Settings },
+		func() (dps.Group, error) { return s.o.Store.Group(ctx, g.ID) },
+		func(g dps.Group, cond string) (dps.Group, error) { return s.o.Store.PutGroup(ctx, g, cond) })
 }
 
 func cloneSettings(s dps.Settings) dps.Settings {
