@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -280,4 +281,64 @@ func replaceDB(dsn, name string) string {
 		return base + "?" + query
 	}
 	return base
+}
+
+// TestPostgresOutage: while the database is down, readiness is false and
+// requests answer 503 in the DPS error shape; when it returns, dpsd serves
+// again by itself.
+func TestPostgresOutage(t *testing.T) {
+	cluster, err := pgtest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Stop()
+	dir := t.TempDir()
+	s, hc := startServer(t, dir, "storage: \""+cluster.DSN+"\"\n"+fmt.Sprintf(policiesYAML, ownerKey, readerKey))
+	ctx := context.Background()
+	svc := serviceClient(t, s, hc, "provisioningserviceowner", ownerKey)
+	e, err := svc.PutEnrollment(ctx, wire.IndividualEnrollment{RegistrationID: "outage-dev", Attestation: symmetric()}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := e.Attestation.SymmetricKey.PrimaryKey
+	readyz := func() int {
+		resp, err := http.Get("http://" + s.adminLn.Addr().String() + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := readyz(); got != 200 {
+		t.Fatalf("readyz before the outage = %d", got)
+	}
+
+	if err := cluster.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readyz(); got != 503 {
+		t.Errorf("readyz during the outage = %d, want 503", got)
+	}
+	_, err = s.client(hc).Register(ctx, "outage-dev", device.SymmetricKey(key), nil)
+	var de *device.Error
+	if !errors.As(err, &de) || de.StatusCode != 503 || de.ErrorCode != 503001 || de.TrackingID == "" {
+		t.Errorf("register during the outage: %v, want 503 with errorCode 503001", err)
+	}
+	_, err = svc.Enrollment(ctx, "outage-dev")
+	wantStatus(t, err, 503)
+
+	if err := cluster.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for readyz() != 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("dpsd did not become ready after the database returned")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	res, err := s.client(hc).Register(ctx, "outage-dev", device.SymmetricKey(key), nil)
+	if err != nil || res.Status != "assigned" {
+		t.Fatalf("register after the outage = %+v, %v", res, err)
+	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/opendps/dps/device"
 	"github.com/opendps/dps/internal/client"
+	"github.com/opendps/dps/internal/dpstest"
 	"github.com/opendps/dps/internal/wire"
 	"github.com/opendps/dps/webhook"
 )
@@ -339,4 +341,70 @@ func (s *server) clientTLS(t *testing.T) *tls.Config {
 	cfg := &tls.Config{}
 	cfg.RootCAs = x509PoolFromPEM(pem)
 	return cfg
+}
+
+// TestWebhookSignedAndMutualTLS: with webhook.signingSecret and a client
+// certificate configured, the webhook receives signed requests over mutual
+// TLS; a webhook that demands another secret refuses them (400209).
+func TestWebhookSignedAndMutualTLS(t *testing.T) {
+	clientCA := dpstest.NewRoot(t, "webhook client CA")
+	clientCert := clientCA.Leaf(t, "dps")
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(clientCert.Key)
+	certFile := dpstest.WriteFile(t, "client.pem", clientCert.PEM())
+	keyFile := dpstest.WriteFile(t, "client-key.pem", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})))
+
+	pool := x509.NewCertPool()
+	pool.AddCert(clientCA.Cert)
+	var seenClientCN string
+	var mu sync.Mutex
+	serve := func(secret string) *httptest.Server {
+		h := webhook.Handler(func(ctx context.Context, req *webhook.Request) (*webhook.Response, error) {
+			return &webhook.Response{IoTHubHostName: req.LinkedHubs[0], Payload: json.RawMessage(`{"signed":true}`)}, nil
+		}, webhook.HandlerOptions{Secret: []byte(secret)})
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			if len(r.TLS.PeerCertificates) > 0 {
+				seenClientCN = r.TLS.PeerCertificates[0].Subject.CommonName
+			}
+			mu.Unlock()
+			h.ServeHTTP(w, r)
+		}))
+		srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
+		srv.StartTLS()
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	good, bad := serve("s3cret"), serve("another")
+	caFile := dpstest.WriteFile(t, "hooks-ca.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: good.Certificate().Raw}))+
+		string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: bad.Certificate().Raw})))
+
+	s, hc := startServer(t, t.TempDir(), fmt.Sprintf(policiesYAML, ownerKey, readerKey)+
+		fmt.Sprintf("webhook: { caFile: %s, signingSecret: s3cret, clientCertFile: %s, clientKeyFile: %s }\n", caFile, certFile, keyFile))
+	svc := serviceClient(t, s, hc, "provisioningserviceowner", ownerKey)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		id, url string
+		ok      bool
+	}{{"signed-ok", good.URL, true}, {"signed-bad", bad.URL, false}} {
+		e, err := svc.PutEnrollment(ctx, wire.IndividualEnrollment{RegistrationID: tc.id, Attestation: symmetric(), AllocationPolicy: "custom",
+			CustomAllocationDefinition: &wire.CustomAllocationDefinition{WebhookURL: tc.url, APIVersion: "2021-10-01"}}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := s.client(hc).Register(ctx, tc.id, device.SymmetricKey(e.Attestation.SymmetricKey.PrimaryKey), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.ok && (res.Status != "assigned" || string(res.RegistrationState.Payload) != `{"signed":true}`) {
+			t.Errorf("%s: %+v / %+v", tc.id, res, res.RegistrationState)
+		}
+		if !tc.ok && (res.Status != "failed" || res.RegistrationState.ErrorCode != 400209) {
+			t.Errorf("%s: a webhook refusing the signature gave %+v / %+v, want failed 400209", tc.id, res, res.RegistrationState)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if seenClientCN != "dps" {
+		t.Errorf("webhook saw client certificate CN %q, want dps", seenClientCN)
+	}
 }

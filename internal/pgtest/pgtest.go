@@ -25,6 +25,7 @@ type Cluster struct {
 	DSN  string
 	dir  string
 	bin  string
+	opts string
 	asPG bool
 }
 
@@ -101,8 +102,8 @@ func Start() (*Cluster, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c max_connections=300 -c shared_buffers=64MB", port, dir)
-	if out, err := c.run("pg_ctl", "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "start"); err != nil {
+	c.opts = fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c max_connections=300 -c shared_buffers=64MB", port, dir)
+	if out, err := c.run("pg_ctl", "-D", data, "-o", c.opts, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "start"); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "log"))
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("pgtest: pg_ctl start: %v\n%s\n%s", err, out, log)
@@ -122,6 +123,24 @@ func Start() (*Cluster, error) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return c, nil
+}
+
+// Pause stops the server and keeps its files (a database outage).
+func (c *Cluster) Pause() error {
+	out, err := c.run("pg_ctl", "-D", filepath.Join(c.dir, "data"), "-m", "fast", "-w", "stop")
+	if err != nil {
+		return fmt.Errorf("pgtest: pg_ctl stop: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// Resume starts a paused server again on the same port.
+func (c *Cluster) Resume() error {
+	out, err := c.run("pg_ctl", "-D", filepath.Join(c.dir, "data"), "-o", c.opts, "-l", filepath.Join(c.dir, "log"), "-w", "-t", "60", "start")
+	if err != nil {
+		return fmt.Errorf("pgtest: pg_ctl start: %v\n%s", err, out)
+	}
+	return nil
 }
 
 // Stop stops the server and removes its files.
