@@ -155,8 +155,7 @@ func TestTPMRefusals(t *testing.T) {
 	refuse("not a TPM enrollment", reg("sym-r", &registration.TPMRequest{EndorsementKey: ek, StorageRootKey: srk}, registration.Credential{}), dps.KindUnauthorized, 401002)
 	refuse("no challenge yet", reg("tpm-r", nil, tpmSAS("tpm-r", make([]byte, 32), now.Add(time.Hour))), dps.KindUnauthorized, 401002)
 
-	old := challenge(t, s, "tpm-r", ek, srk)
-	_ = old
+	challenge(t, s, "tpm-r", ek, srk)
 	oldKey := k1(t, db, "tpm-r")
 	challenge(t, s, "tpm-r", ek, srk) // supersedes
 	refuse("superseded challenge", reg("tpm-r", nil, tpmSAS("tpm-r", oldKey, now.Add(time.Hour))), dps.KindUnauthorized, 401002)

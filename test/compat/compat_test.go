@@ -19,7 +19,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -194,7 +193,6 @@ webhook: { caFile: %q }
 	if len(results) == 0 || !done || runErr != nil && !t.Failed() {
 		t.Fatalf("node run.js: %v\nstdout:\n%s\nstderr:\n%s", runErr, out, stderr.String())
 	}
-	_ = http.StatusOK
 }
 
 // transports lists the device transports the suite exercises.
