@@ -29,6 +29,11 @@ type BrokerOptions struct {
 	MaxConnections int64
 	// RequestTimeout bounds the handling of one request (default 30s).
 	RequestTimeout time.Duration
+	// IdleTimeout closes a connection that sends nothing for this long,
+	// whatever keep-alive it asked for (default 5 minutes; DPS sessions are
+	// short). ConnectTimeout bounds the TLS handshake and CONNECT (default 30s).
+	IdleTimeout    time.Duration
+	ConnectTimeout time.Duration
 }
 
 // Broker is the embedded MQTT broker serving the DPS device protocol.
@@ -53,6 +58,12 @@ func Listen(addr string, o BrokerOptions) (*Broker, error) {
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 30 * time.Second
 	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 5 * time.Minute
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 30 * time.Second
+	}
 	ln, err := tls.Listen("tcp", addr, o.TLSConfig)
 	if err != nil {
 		return nil, err
@@ -73,7 +84,7 @@ func Listen(addr string, o BrokerOptions) (*Broker, error) {
 		Logger:                 o.Logger.With("component", "mqtt"),
 		SysTopicResendInterval: 0,
 	})
-	b := &Broker{srv: srv, ln: &listener{ln: ln}}
+	b := &Broker{srv: srv, ln: &listener{ln: ln, idle: o.IdleTimeout, connect: o.ConnectTimeout}}
 	b.hook = &hook{o: o, srv: srv}
 	if err := srv.AddHook(b.hook, nil); err != nil {
 		ln.Close()
@@ -103,8 +114,9 @@ func (b *Broker) Close() error {
 // listener adapts a net.Listener opened by us (so its address is known
 // before serving) to mochi's Listener.
 type listener struct {
-	ln     net.Listener
-	closed atomic.Bool
+	ln            net.Listener
+	idle, connect time.Duration
+	closed        atomic.Bool
 }
 
 func (l *listener) Init(*slog.Logger) error { return nil }
@@ -118,8 +130,32 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 		if err != nil {
 			return
 		}
-		go establish(l.ID(), conn)
+		ic := &idleConn{Conn: conn, idle: l.idle}
+		conn.SetDeadline(time.Now().Add(l.connect)) // handshake and CONNECT
+		go establish(l.ID(), ic)
 	}
+}
+
+// idleConn bounds how long a connection may stay silent: the broker
+// disables deadlines for clients without keep-alive, and caps none.
+type idleConn struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c *idleConn) SetDeadline(t time.Time) error {
+	if limit := time.Now().Add(c.idle); t.IsZero() || t.After(limit) {
+		t = limit
+	}
+	return c.Conn.SetDeadline(t)
+}
+
+// ConnectionState exposes the TLS state (client certificates) of the wrapped connection.
+func (c *idleConn) ConnectionState() tls.ConnectionState {
+	if tc, ok := c.Conn.(*tls.Conn); ok {
+		return tc.ConnectionState()
+	}
+	return tls.ConnectionState{}
 }
 
 func (l *listener) Close(closeClients listeners.CloseFn) {
@@ -167,7 +203,7 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		return false
 	}
 	cred := registration.Credential{SAS: string(pk.Connect.Password)}
-	if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
+	if tc, ok := cl.Net.Conn.(interface{ ConnectionState() tls.ConnectionState }); ok {
 		cred.Certificates = tc.ConnectionState().PeerCertificates
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.o.RequestTimeout)
