@@ -73,6 +73,8 @@ type Service struct {
 
 	locks [256]sync.Mutex // per registration ID, by hash
 
+	recent recentOps // final operations, for polls
+
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
 }
@@ -479,6 +481,32 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 	return op, nil
 }
 
+// hubEffects are the device records a registration produced, when the
+// store writes them with the operation (the built-in hub connector).
+type hubEffects struct {
+	put    *dps.HubDevice
+	remove *dps.HubDevice // hub and device ID only
+}
+
+// DeviceRecorder is an optional Store ability: create an operation together
+// with the hub device records it produced (put, and remove when the device
+// moved), in one transaction.
+type DeviceRecorder interface {
+	CreateOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error)
+}
+
+// recorder reports whether device records can be written with operations:
+// the hub connector records devices in the registration store itself (the
+// built-in connector) and the store can write both at once.
+func (s *Service) recorder() (DeviceRecorder, bool) {
+	hc, ok := s.o.Hubs.(interface{ RecordsIn() any })
+	if !ok || hc.RecordsIn() != any(s.o.Store) {
+		return nil, false
+	}
+	rec, ok := s.o.Store.(DeviceRecorder)
+	return rec, ok
+}
+
 // inline reports whether a registration is completed within its register
 // request: every policy but custom, whose webhook may take seconds.
 func (s *Service) inline(m match) bool {
@@ -500,13 +528,23 @@ func (s *Service) completeInline(ctx context.Context, op dps.Operation, m *match
 	defer l.Unlock()
 	s.o.Observer.InFlight(1)
 	defer s.o.Observer.InFlight(-1)
-	final, err := s.complete(ctx, op, m)
+	rec, recording := s.recorder()
+	var fx *hubEffects
+	if recording {
+		fx = &hubEffects{}
+	}
+	final, err := s.complete(ctx, op, m, fx)
 	if err != nil {
 		s.log.WarnContext(ctx, "registration continues asynchronously", logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
 		return op, false
 	}
 	final.Updated = s.o.Now().UTC()
-	stored, err := s.o.Store.CreateOperation(ctx, final)
+	var stored dps.Operation
+	if fx != nil && fx.put != nil {
+		stored, err = rec.CreateOperationWithDevice(ctx, final, *fx.put, fx.remove)
+	} else {
+		stored, err = s.o.Store.CreateOperation(ctx, final)
+	}
 	if err != nil {
 		s.log.WarnContext(ctx, "registration continues asynchronously", logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
 		return op, false
@@ -522,9 +560,16 @@ func (s *Service) completeInline(ctx context.Context, op dps.Operation, m *match
 // probed without a valid credential.
 func (s *Service) Operation(ctx context.Context, scope, regID, operationID string, cred Credential) (dps.Operation, error) {
 	notFound := &dps.Error{Kind: dps.KindNotFound, Code: 404201, Message: "operation not found"}
-	op, err := s.o.Store.Operation(ctx, operationID)
-	if err != nil && dps.KindOf(err) != dps.KindNotFound {
-		return dps.Operation{}, err
+	op, ok := s.recent.get(operationID, s.o.Now().Add(-s.o.OperationRetention))
+	var err error
+	if !ok {
+		op, err = s.o.Store.Operation(ctx, operationID)
+		if err != nil && dps.KindOf(err) != dps.KindNotFound {
+			return dps.Operation{}, err
+		}
+		if err == nil && op.Status.Final() {
+			s.recent.put(op)
+		}
 	}
 	if err != nil || !strings.EqualFold(op.RegistrationID, regID) {
 		if _, err := s.authenticate(ctx, scope, regID, cred); err != nil {
@@ -692,7 +737,7 @@ func (s *Service) work(ctx context.Context, op dps.Operation, release func()) {
 		s.log.WarnContext(ctx, "operation will be retried", logkey.OperationID, op.ID, logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
 		release()
 	}
-	final, err := s.complete(ctx, op, nil)
+	final, err := s.complete(ctx, op, nil, nil)
 	if err != nil {
 		retry(err)
 		return
@@ -708,6 +753,7 @@ func (s *Service) work(ctx context.Context, op dps.Operation, release func()) {
 
 // finished records a completed operation in metrics and the log.
 func (s *Service) finished(ctx context.Context, stored dps.Operation) {
+	s.recent.put(stored)
 	latency := stored.Updated.Sub(stored.Created)
 	s.o.Observer.Completed(stored.Status, latency)
 	attrs := []any{logkey.OperationID, stored.ID, logkey.RegistrationID, stored.RegistrationID, logkey.Status, stored.Status, logkey.Duration, latency}
@@ -724,7 +770,7 @@ func (s *Service) finished(ctx context.Context, stored dps.Operation) {
 
 // complete computes an operation's final state. It returns an error only for
 // transient failures that should be retried.
-func (s *Service) complete(ctx context.Context, op dps.Operation, known *match) (dps.Operation, error) {
+func (s *Service) complete(ctx context.Context, op dps.Operation, known *match, fx *hubEffects) (dps.Operation, error) {
 	now := s.o.Now().UTC()
 	m := known
 	if m == nil {
@@ -860,12 +906,20 @@ func (s *Service) complete(ctx context.Context, op dps.Operation, known *match) 
 			hd.X509Thumbprint = op.X509.Certificate.SHA256Thumbprint
 		}
 	}
-	if err := s.o.Hubs.Provision(ctx, hd); err != nil {
-		return op, fmt.Errorf("hub connector: provision on %s: %w", asg.Hub, err)
-	}
-	if moved {
-		if err := s.o.Hubs.Deprovision(ctx, prev.AssignedHub, prev.DeviceID); err != nil {
-			return op, fmt.Errorf("hub connector: deprovision from %s: %w", prev.AssignedHub, err)
+	if fx != nil {
+		// The store writes the device records with the operation.
+		fx.put = &hd
+		if moved {
+			fx.remove = &dps.HubDevice{Hub: prev.AssignedHub, DeviceID: prev.DeviceID}
+		}
+	} else {
+		if err := s.o.Hubs.Provision(ctx, hd); err != nil {
+			return op, fmt.Errorf("hub connector: provision on %s: %w", asg.Hub, err)
+		}
+		if moved {
+			if err := s.o.Hubs.Deprovision(ctx, prev.AssignedHub, prev.DeviceID); err != nil {
+				return op, fmt.Errorf("hub connector: deprovision from %s: %w", prev.AssignedHub, err)
+			}
 		}
 	}
 	op.Status = dps.StatusAssigned
@@ -1225,4 +1279,49 @@ func (s *Service) hubKeyBlob(op dps.Operation, e *dps.Enrollment) (dps.Key, stri
 		return "", "", err
 	}
 	return dps.Key(base64.StdEncoding.EncodeToString(k2)), blob, nil
+}
+
+// recentOps keeps the latest final operations in memory so polls need no
+// read: a final operation never changes, so serving it from memory is
+// correct on any node. It holds at most recentCap operations.
+type recentOps struct {
+	mu   sync.Mutex // guards m, ring, next
+	m    map[string]dps.Operation
+	ring []string
+	next int
+}
+
+const recentCap = 1 << 16
+
+func (r *recentOps) put(op dps.Operation) {
+	if !op.Status.Final() {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = make(map[string]dps.Operation, 1024)
+		r.ring = make([]string, recentCap)
+	}
+	if _, ok := r.m[op.ID]; ok {
+		return
+	}
+	if old := r.ring[r.next]; old != "" {
+		delete(r.m, old)
+	}
+	r.ring[r.next] = op.ID
+	r.next = (r.next + 1) % recentCap
+	r.m[op.ID] = op
+}
+
+// get returns a final operation created after notBefore (older ones may
+// have been pruned from the store).
+func (r *recentOps) get(id string, notBefore time.Time) (dps.Operation, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	op, ok := r.m[id]
+	if !ok || op.Created.Before(notBefore) {
+		return dps.Operation{}, false
+	}
+	return op, true
 }

@@ -28,9 +28,12 @@ var hubs = []dps.LinkedHub{
 	{HostName: "hub-c.example.net", AllocationWeight: 1, ApplyAllocationPolicy: false},
 }
 
+// hubFunc wraps the built-in connector with a Provision that can fail. It
+// does not embed the connector: that would promote RecordsIn, and the
+// engine would then write device records itself, never calling Provision.
 type hubFunc struct {
 	provision func(context.Context, dps.HubDevice) error
-	builtin.Connector
+	inner     builtin.Connector
 }
 
 func (h *hubFunc) Provision(ctx context.Context, d dps.HubDevice) error {
@@ -39,7 +42,11 @@ func (h *hubFunc) Provision(ctx context.Context, d dps.HubDevice) error {
 			return err
 		}
 	}
-	return h.Connector.Provision(ctx, d)
+	return h.inner.Provision(ctx, d)
+}
+
+func (h *hubFunc) Deprovision(ctx context.Context, hub, deviceID string) error {
+	return h.inner.Deprovision(ctx, hub, deviceID)
 }
 
 type allocatorFunc func(context.Context, dps.AllocationRequest) (dps.Assignment, error)
@@ -362,7 +369,7 @@ func TestRestartResumesOperations(t *testing.T) {
 	}
 	e := dpstest.MustPutEnrollment(t, db1, dpstest.SymmetricKeyEnrollment("dev-restart"))
 	c := cred(t, "dev-restart", string(e.Attestation.SymmetricKey.PrimaryKey))
-	broken := &hubFunc{Connector: builtin.Connector{Store: db1}, provision: func(context.Context, dps.HubDevice) error {
+	broken := &hubFunc{inner: builtin.Connector{Store: db1}, provision: func(context.Context, dps.HubDevice) error {
 		return errors.New("hub unreachable")
 	}}
 	s1 := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db1, Hubs: broken,

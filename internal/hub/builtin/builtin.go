@@ -41,3 +41,8 @@ func (c *Connector) Twin(ctx context.Context, hub, deviceID string) (json.RawMes
 	}
 	return d.Twin, nil
 }
+
+// RecordsIn returns the store the connector records devices in, so the
+// registration engine can write a device record in the same transaction as
+// the operation that produced it.
+func (c *Connector) RecordsIn() any { return c.Store }

@@ -120,25 +120,49 @@ func (db *DB) Registrations(ctx context.Context, groupID, continuation string, l
 // final operation with a registration result writes its registration
 // record in the same transaction.
 func (db *DB) CreateOperation(ctx context.Context, op dps.Operation) (dps.Operation, error) {
-	err := db.tx(ctx, func(tx pgx.Tx) error {
-		if err := putRegistration(ctx, tx, &op); err != nil {
+	err := db.tx(ctx, func(tx pgx.Tx) error { return insertOperation(ctx, tx, &op) })
+	return op, err
+}
+
+// CreateOperationWithDevice creates an operation, its registration record
+// and the hub device records it produced in one transaction.
+func (db *DB) CreateOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error) {
+	ddoc, err := json.Marshal(put)
+	if err != nil {
+		return op, err
+	}
+	err = db.tx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO hub_devices (hub, device_id, doc) VALUES ($1, $2, $3)
+			ON CONFLICT (hub, device_id) DO UPDATE SET doc = excluded.doc`, dps.FoldID(put.Hub), dps.FoldID(put.DeviceID), ddoc); err != nil {
 			return err
 		}
-		doc, err := json.Marshal(op)
-		if err != nil {
-			return err
+		if remove != nil {
+			if _, err := tx.Exec(ctx, `DELETE FROM hub_devices WHERE hub = $1 AND device_id = $2`, dps.FoldID(remove.Hub), dps.FoldID(remove.DeviceID)); err != nil {
+				return err
+			}
 		}
-		tag, err := tx.Exec(ctx, `INSERT INTO operations (id, registration_id, status, created, doc) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING`,
-			op.ID, dps.FoldID(op.RegistrationID), string(op.Status), op.Created.UnixNano(), doc)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			return &dps.Error{Kind: dps.KindConflict, Message: "operation already exists"}
-		}
-		return nil
+		return insertOperation(ctx, tx, &op)
 	})
 	return op, err
+}
+
+func insertOperation(ctx context.Context, tx pgx.Tx, op *dps.Operation) error {
+	if err := putRegistration(ctx, tx, op); err != nil {
+		return err
+	}
+	doc, err := json.Marshal(op)
+	if err != nil {
+		return err
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO operations (id, registration_id, status, created, doc) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING`,
+		op.ID, dps.FoldID(op.RegistrationID), string(op.Status), op.Created.UnixNano(), doc)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return &dps.Error{Kind: dps.KindConflict, Message: "operation already exists"}
+	}
+	return nil
 }
 
 // putRegistration writes the registration record an operation produced

@@ -358,23 +358,48 @@ func (db *DB) Registrations(ctx context.Context, groupID, continuation string, l
 // failed: completed before it was accepted) writes its registration record
 // in the same transaction. It fails with KindConflict if the ID exists.
 func (db *DB) CreateOperation(ctx context.Context, op dps.Operation) (dps.Operation, error) {
-	err := db.exec(ctx, func(tx *sql.Tx) error {
-		if err := putRegistration(tx, &op); err != nil {
+	err := db.exec(ctx, func(tx *sql.Tx) error { return insertOperation(tx, &op) })
+	return op, err
+}
+
+func insertOperation(tx *sql.Tx, op *dps.Operation) error {
+	if err := putRegistration(tx, op); err != nil {
+		return err
+	}
+	doc, err := json.Marshal(op)
+	if err != nil {
+		return err
+	}
+	res, err := tx.Exec(`INSERT INTO operations (id, registration_id, status, created, doc) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+		op.ID, dps.FoldID(op.RegistrationID), string(op.Status), op.Created.UnixNano(), doc)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return &dps.Error{Kind: dps.KindConflict, Message: "operation already exists"}
+	}
+	return nil
+}
+
+// CreateOperationWithDevice creates an operation, its registration record
+// and the hub device records it produced (put, and remove when the device
+// moved between hubs) in one transaction.
+func (db *DB) CreateOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error) {
+	ddoc, err := json.Marshal(put)
+	if err != nil {
+		return op, err
+	}
+	err = db.exec(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.Exec(`INSERT INTO hub_devices (hub, device_id, doc) VALUES (?, ?, ?)
+			ON CONFLICT (hub, device_id) DO UPDATE SET doc = excluded.doc`, dps.FoldID(put.Hub), dps.FoldID(put.DeviceID), ddoc); err != nil {
 			return err
 		}
-		doc, err := json.Marshal(op)
-		if err != nil {
-			return err
+		if remove != nil {
+			if _, err := tx.Exec(`DELETE FROM hub_devices WHERE hub = ? AND device_id = ?`, dps.FoldID(remove.Hub), dps.FoldID(remove.DeviceID)); err != nil {
+				return err
+			}
 		}
-		res, err := tx.Exec(`INSERT INTO operations (id, registration_id, status, created, doc) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-			op.ID, dps.FoldID(op.RegistrationID), string(op.Status), op.Created.UnixNano(), doc)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return &dps.Error{Kind: dps.KindConflict, Message: "operation already exists"}
-		}
-		return nil
+		return insertOperation(tx, &op)
 	})
 	return op, err
 }

@@ -25,6 +25,7 @@ type Store interface {
 	enrollment.Store
 	enrollment.CAStore
 	builtin.Store
+	registration.DeviceRecorder
 	Meta(ctx context.Context, key, value string) (string, error)
 	DeleteOperationsBefore(ctx context.Context, t time.Time) (int64, error)
 }
@@ -55,6 +56,7 @@ func Run(t *testing.T, f Factory) {
 		{"CA/PutGetDelete", testCAs},
 		{"Challenge/LatestWinsAndConsumeOnce", testChallenges},
 		{"Operation/Prune", testPrune},
+		{"Operation/WithDeviceRecordsInOneTransaction", testWithDevice},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -461,4 +463,31 @@ func testPrune(t *testing.T, f Factory) {
 	if _, err := s.Operation(ctx(), "stuck"); err != nil {
 		t.Errorf("unfinished operation pruned: %v", err)
 	}
+}
+
+func testWithDevice(t *testing.T, f Factory) {
+	s := f.New(t)
+	old := dps.HubDevice{Hub: "old.example.net", DeviceID: "dev-w"}
+	if err := s.PutHubDevice(ctx(), old); err != nil {
+		t.Fatal(err)
+	}
+	o := op("op-w", "dev-w")
+	o.Status = dps.StatusAssigned
+	o.Result = &dps.Registration{RegistrationID: "dev-w", AssignedHub: "new.example.net", DeviceID: "dev-w", Status: dps.StatusAssigned}
+	put := dps.HubDevice{Hub: "new.example.net", DeviceID: "dev-w", PrimaryKey: "a2V5"}
+	stored, err := s.CreateOperationWithDevice(ctx(), o, put, &old)
+	if err != nil || stored.Result.ETag == "" {
+		t.Fatalf("create = %+v, %v", stored.Result, err)
+	}
+	if _, err := s.HubDevice(ctx(), "new.example.net", "dev-w"); err != nil {
+		t.Errorf("device record not written: %v", err)
+	}
+	_, err = s.HubDevice(ctx(), "old.example.net", "dev-w")
+	kind(t, "moved device on its old hub", err, dps.KindNotFound)
+	// A failure rolls everything back: a duplicate operation ID writes no device.
+	other := dps.HubDevice{Hub: "third.example.net", DeviceID: "dev-w"}
+	_, err = s.CreateOperationWithDevice(ctx(), o, other, nil)
+	kind(t, "duplicate operation", err, dps.KindConflict)
+	_, err = s.HubDevice(ctx(), "third.example.net", "dev-w")
+	kind(t, "device of a failed transaction", err, dps.KindNotFound)
 }
