@@ -218,9 +218,10 @@ func (db *DB) CompleteOperation(ctx context.Context, op dps.Operation) (dps.Oper
 	return op, err
 }
 
-// PendingOperations returns the operations still assigning, oldest first.
+// PendingOperations returns the operations still assigning that no node
+// holds an unexpired lease on, oldest first: the ones a node may take.
 func (db *DB) PendingOperations(ctx context.Context) ([]dps.Operation, error) {
-	return listDocs[dps.Operation](ctx, db.pool, "operations", `SELECT doc FROM operations WHERE status = 'assigning' ORDER BY created`)
+	return listDocs[dps.Operation](ctx, db.pool, "operations", `SELECT doc FROM operations WHERE status = 'assigning' AND lease_until < $1 ORDER BY created LIMIT 10000`, time.Now().UnixNano())
 }
 
 // ClaimOperation makes owner the owner of an unfinished operation until
