@@ -48,7 +48,17 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run=^$$ -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./internal/sas
 	$(GO) test -run=^$$ -fuzz=FuzzDeviceRequest -fuzztime=$(FUZZTIME) ./internal/httpapi
+	$(GO) test -run=^$$ -fuzz=FuzzParseTopic -fuzztime=$(FUZZTIME) ./internal/mqttapi
+	$(GO) test -run=^$$ -fuzz=FuzzParseUsername -fuzztime=$(FUZZTIME) ./internal/mqttapi
+	$(GO) test -run=^$$ -fuzz=FuzzHandle -fuzztime=$(FUZZTIME) ./internal/mqttapi
+	$(GO) test -run=^$$ -fuzz=FuzzASCII -fuzztime=$(FUZZTIME) ./internal/wire
+	$(GO) test -run=^$$ -fuzz=FuzzVerify -fuzztime=$(FUZZTIME) ./webhook
+	$(GO) test -run=^$$ -fuzz=FuzzValidateRegistrationID -fuzztime=$(FUZZTIME) .
+	$(GO) test -run=^$$ -fuzz=FuzzParseCertificate -fuzztime=$(FUZZTIME) .
+	$(GO) test -run=^$$ -fuzz=FuzzParseTPMPublicRSA -fuzztime=$(FUZZTIME) .
+	$(GO) test -run=^$$ -fuzz=FuzzParts -fuzztime=$(FUZZTIME) ./internal/tpmattest
+	$(GO) test -run=^$$ -fuzz=FuzzParsePublic -fuzztime=$(FUZZTIME) ./internal/tpmattest
 
 ## bench: the Go benchmarks of the hot paths.
 bench:
-	$(GO) test -run=^$$ -bench=. -benchmem ./internal/sas ./internal/allocation ./internal/registration ./internal/httpapi
+	$(GO) test -run=^$$ -bench=. -benchmem ./internal/sas ./internal/allocation ./internal/registration ./internal/httpapi ./internal/allocation/webhookalloc
