@@ -81,7 +81,7 @@ func Listen(addr string, o BrokerOptions) (*Broker, error) {
 	caps.TopicAliasMaximum = 0                   // no topic aliases
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
-		Logger:                 o.Logger.With("component", "mqtt"),
+		Logger:                 slog.New(quieter{o.Logger.Handler()}).With("component", "mqtt"),
 		SysTopicResendInterval: 0,
 	})
 	b := &Broker{srv: srv, ln: &listener{ln: ln, idle: o.IdleTimeout, connect: o.ConnectTimeout}}
@@ -275,3 +275,18 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 		h.srv.Clients.Delete(cl.ID)
 	}
 }
+
+// quieter passes the broker's own messages on at warning level and above,
+// or at every level when debug logging is on: at info it narrates every
+// start step and connection.
+type quieter struct{ slog.Handler }
+
+func (q quieter) Enabled(ctx context.Context, l slog.Level) bool {
+	if q.Handler.Enabled(ctx, slog.LevelDebug) {
+		return true
+	}
+	return l >= slog.LevelWarn && q.Handler.Enabled(ctx, l)
+}
+
+func (q quieter) WithAttrs(a []slog.Attr) slog.Handler { return quieter{q.Handler.WithAttrs(a)} }
+func (q quieter) WithGroup(n string) slog.Handler      { return quieter{q.Handler.WithGroup(n)} }
