@@ -168,7 +168,7 @@ func (c *Client) Start(ctx context.Context, registrationID string, cred Credenti
 	if payload != nil {
 		body["payload"] = payload
 	}
-	b, err := json.Marshal(body)
+	b, err := marshal(body)
 	if err != nil {
 		return nil, 0, fmt.Errorf("device: encode payload: %w", err)
 	}
@@ -241,4 +241,16 @@ func (c *Client) do(ctx context.Context, method, registrationID, suffix string, 
 		return nil, 0, fmt.Errorf("device: answer lacks operationId or status: %s", data)
 	}
 	return &res, retry, nil
+}
+
+// marshal is json.Marshal without HTML escaping: the payload keeps & < >
+// as written.
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }

@@ -85,7 +85,7 @@ func (c *Client) registerMQTT(ctx context.Context, registrationID string, cred C
 	if payload != nil {
 		body["payload"] = payload
 	}
-	b, err := json.Marshal(body)
+	b, err := marshal(body)
 	if err != nil {
 		return nil, fmt.Errorf("device: encode payload: %w", err)
 	}

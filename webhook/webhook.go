@@ -11,6 +11,7 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -239,12 +240,14 @@ func Handler(fn func(ctx context.Context, req *Request) (*Response, error), o Ha
 		if resp == nil {
 			resp = &Response{}
 		}
-		b, err := json.Marshal(resp)
-		if err != nil {
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false) // the payload keeps & < > as written
+		if err := enc.Encode(resp); err != nil {
 			http.Error(w, fmt.Sprintf("encode response: %v", err), http.StatusInternalServerError)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
-		w.Write(b)
+		w.Write(b.Bytes())
 	})
 }

@@ -107,7 +107,9 @@ func (h *hookServer) serve(w http.ResponseWriter, r *http.Request) {
 			"initialTwin":    map[string]any{"tags": map[string]any{"model": p.Model}, "properties": map[string]any{"desired": map[string]any{"interval": 30}}},
 			"payload":        map[string]any{"echo": req.DeviceRuntimeContext.Payload, "hub": hub, "list": []any{1, "two", nil, 3.5}},
 		}
-		json.NewEncoder(w).Encode(resp)
+		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false)
+		enc.Encode(resp)
 	}
 }
 
@@ -150,7 +152,7 @@ func TestCustomAllocationRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	gk, _ := device.DeriveKey(grp.Attestation.SymmetricKey.PrimaryKey, "custom-grp-dev")
-	payload := json.RawMessage(`{"model":"heatpump","fw":{"version":"1.2.3","features":["a","b"],"nested":{"deep":[{"x":null},{"y":-1.5e3}]}},"unicode":"caf\u00e9 \u2603"}`)
+	payload := json.RawMessage(`{"model":"heatpump","fw":{"version":"1.2.3","features":["a","b"],"nested":{"deep":[{"x":null},{"y":-1.5e3}]}},"unicode":"caf\u00e9 \u2603","url":"https://x.example/?a=1&b=<2>"}`)
 	cases := []struct {
 		name, id, key string
 		group         bool
@@ -185,6 +187,9 @@ func TestCustomAllocationRoundTrip(t *testing.T) {
 			}
 			if got.DeviceRuntimeContext.SymmetricKey == nil || got.DeviceRuntimeContext.RegistrationID != tc.id || len(got.LinkedHubs) != 2 {
 				t.Errorf("request = %s", reqs[0])
+			}
+			if !strings.Contains(string(rs.Payload), `a=1&b=<2>`) {
+				t.Errorf("the device's payload lost its characters: %s", rs.Payload)
 			}
 			wantPayload := map[string]any{"echo": asJSON(t, payload), "hub": "hub-b.example.net", "list": []any{1.0, "two", nil, 3.5}}
 			if !reflect.DeepEqual(asJSON(t, rs.Payload), any(wantPayload)) {

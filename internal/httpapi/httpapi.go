@@ -222,7 +222,7 @@ func (h *Handler) writeOperation(w http.ResponseWriter, r *http.Request, op dps.
 
 // WriteJSON writes v as a JSON response.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
+	b, err := wire.Marshal(v)
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"errorCode":500001,"message":"Internal server error."}`)
 	}

@@ -174,7 +174,7 @@ func (a *Adapter) retryAfter() int {
 
 func (a *Adapter) answer(rid string, op dps.Operation, register bool) (string, []byte, bool) {
 	status := wire.OperationStatus(op, register)
-	body, err := json.Marshal(wire.FromOperation(op, register))
+	body, err := wire.Marshal(wire.FromOperation(op, register))
 	if err != nil {
 		return a.fail(rid, err)
 	}
@@ -191,7 +191,7 @@ func (a *Adapter) fail(rid string, err error) (string, []byte, bool) {
 		now = a.Now
 	}
 	status, eb := wire.Error(err, wire.NewTrackingID(), now())
-	body, _ := json.Marshal(eb)
+	body, _ := wire.Marshal(eb)
 	retry := 0
 	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
 		retry = a.retryAfter()

@@ -4,6 +4,7 @@
 package wire
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"net/http"
@@ -283,4 +284,16 @@ func ASCII(b []byte) []byte {
 		}
 	}
 	return out
+}
+
+// Marshal is json.Marshal without HTML escaping: JSON the service returns
+// keeps payload characters (& < >) as they were sent.
+func Marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }

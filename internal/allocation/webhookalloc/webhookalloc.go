@@ -136,7 +136,7 @@ func Body(req dps.AllocationRequest) ([]byte, error) {
 	for i, h := range req.Candidates {
 		b.LinkedHubs[i] = h.HostName
 	}
-	return json.Marshal(b)
+	return wire.Marshal(b)
 }
 
 // publicAttestation keeps the attestation type and, for X.509, what the

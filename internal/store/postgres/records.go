@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -36,7 +37,7 @@ func (db *DB) PutEnrollment(ctx context.Context, e dps.Enrollment, ifMatch strin
 		createdOf(func(o dps.Enrollment) time.Time { return o.Created }),
 		func(tx pgx.Tx, id, etag string, created, now time.Time) error {
 			e.ETag, e.Created, e.Updated = etag, created, now
-			doc, err := json.Marshal(e)
+			doc, err := marshal(e)
 			if err != nil {
 				return err
 			}
@@ -76,7 +77,7 @@ func (db *DB) PutGroup(ctx context.Context, g dps.Group, ifMatch string) (dps.Gr
 		createdOf(func(o dps.Group) time.Time { return o.Created }),
 		func(tx pgx.Tx, id, etag string, created, now time.Time) error {
 			g.ETag, g.Created, g.Updated = etag, created, now
-			doc, err := json.Marshal(g)
+			doc, err := marshal(g)
 			if err != nil {
 				return err
 			}
@@ -127,7 +128,7 @@ func (db *DB) CreateOperation(ctx context.Context, op dps.Operation) (dps.Operat
 // CreateOperationWithDevice creates an operation, its registration record
 // and the hub device records it produced in one transaction.
 func (db *DB) CreateOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error) {
-	ddoc, err := json.Marshal(put)
+	ddoc, err := marshal(put)
 	if err != nil {
 		return op, err
 	}
@@ -150,7 +151,7 @@ func insertOperation(ctx context.Context, tx pgx.Tx, op *dps.Operation) error {
 	if err := putRegistration(ctx, tx, op); err != nil {
 		return err
 	}
-	doc, err := json.Marshal(op)
+	doc, err := marshal(op)
 	if err != nil {
 		return err
 	}
@@ -174,7 +175,7 @@ func putRegistration(ctx context.Context, tx pgx.Tx, op *dps.Operation) error {
 	r := *op.Result
 	r.ETag = base64.StdEncoding.EncodeToString([]byte(newETag()))
 	op.Result = &r
-	rdoc, err := json.Marshal(r)
+	rdoc, err := marshal(r)
 	if err != nil {
 		return err
 	}
@@ -208,7 +209,7 @@ func (db *DB) CompleteOperation(ctx context.Context, op dps.Operation) (dps.Oper
 		if err := putRegistration(ctx, tx, &op); err != nil {
 			return err
 		}
-		doc, err := json.Marshal(op)
+		doc, err := marshal(op)
 		if err != nil {
 			return err
 		}
@@ -247,7 +248,7 @@ func (db *DB) DeleteOperationsBefore(ctx context.Context, t time.Time) (int64, e
 
 // PutHubDevice records a device identity for the built-in hub connector.
 func (db *DB) PutHubDevice(ctx context.Context, d dps.HubDevice) error {
-	doc, err := json.Marshal(d)
+	doc, err := marshal(d)
 	if err != nil {
 		return err
 	}
@@ -283,7 +284,7 @@ func (db *DB) PutCACertificate(ctx context.Context, c dps.CACertificate, ifMatch
 		createdOf(func(o dps.CACertificate) time.Time { return o.Created }),
 		func(tx pgx.Tx, id, etag string, created, now time.Time) error {
 			c.ETag, c.Created, c.Updated = etag, created, now
-			doc, err := json.Marshal(c)
+			doc, err := marshal(c)
 			if err != nil {
 				return err
 			}
@@ -301,7 +302,7 @@ func (db *DB) DeleteCACertificate(ctx context.Context, name, ifMatch string) err
 
 // PutChallenge stores the latest TPM challenge of a registration ID.
 func (db *DB) PutChallenge(ctx context.Context, c dps.Challenge) error {
-	doc, err := json.Marshal(c)
+	doc, err := marshal(c)
 	if err != nil {
 		return err
 	}
@@ -321,4 +322,16 @@ func (db *DB) ConsumeChallenge(ctx context.Context, registrationID string, key d
 		return false, translate(err)
 	}
 	return tag.RowsAffected() == 1, nil
+}
+
+// marshal is json.Marshal without HTML escaping, so payloads keep their
+// characters (& < >) as sent.
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }

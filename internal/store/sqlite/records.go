@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -184,7 +185,7 @@ func (db *DB) PutEnrollment(ctx context.Context, e dps.Enrollment, ifMatch strin
 		} else {
 			e.Created = now
 		}
-		doc, err := json.Marshal(e)
+		doc, err := marshal(e)
 		if err != nil {
 			return err
 		}
@@ -310,7 +311,7 @@ func (db *DB) PutGroup(ctx context.Context, g dps.Group, ifMatch string) (dps.Gr
 		} else {
 			g.Created = now
 		}
-		doc, err := json.Marshal(g)
+		doc, err := marshal(g)
 		if err != nil {
 			return err
 		}
@@ -366,7 +367,7 @@ func insertOperation(tx *sql.Tx, op *dps.Operation) error {
 	if err := putRegistration(tx, op); err != nil {
 		return err
 	}
-	doc, err := json.Marshal(op)
+	doc, err := marshal(op)
 	if err != nil {
 		return err
 	}
@@ -385,7 +386,7 @@ func insertOperation(tx *sql.Tx, op *dps.Operation) error {
 // and the hub device records it produced (put, and remove when the device
 // moved between hubs) in one transaction.
 func (db *DB) CreateOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error) {
-	ddoc, err := json.Marshal(put)
+	ddoc, err := marshal(put)
 	if err != nil {
 		return op, err
 	}
@@ -413,7 +414,7 @@ func putRegistration(tx *sql.Tx, op *dps.Operation) error {
 	r := *op.Result
 	r.ETag = base64.StdEncoding.EncodeToString([]byte(newETag()))
 	op.Result = &r
-	rdoc, err := json.Marshal(r)
+	rdoc, err := marshal(r)
 	if err != nil {
 		return err
 	}
@@ -449,7 +450,7 @@ func (db *DB) CompleteOperation(ctx context.Context, op dps.Operation) (dps.Oper
 		if err := putRegistration(tx, &op); err != nil {
 			return err
 		}
-		doc, err := json.Marshal(op)
+		doc, err := marshal(op)
 		if err != nil {
 			return err
 		}
@@ -481,7 +482,7 @@ func (db *DB) DeleteOperationsBefore(ctx context.Context, t time.Time) (int64, e
 
 // PutHubDevice records a device identity for the built-in hub connector.
 func (db *DB) PutHubDevice(ctx context.Context, d dps.HubDevice) error {
-	doc, err := json.Marshal(d)
+	doc, err := marshal(d)
 	if err != nil {
 		return err
 	}
@@ -539,7 +540,7 @@ func (db *DB) PutCACertificate(ctx context.Context, c dps.CACertificate, ifMatch
 		} else {
 			c.Created = now
 		}
-		doc, err := json.Marshal(c)
+		doc, err := marshal(c)
 		if err != nil {
 			return err
 		}
@@ -558,7 +559,7 @@ func (db *DB) DeleteCACertificate(ctx context.Context, name, ifMatch string) err
 // PutChallenge stores the latest TPM challenge of a registration ID,
 // replacing (invalidating) any earlier one.
 func (db *DB) PutChallenge(ctx context.Context, c dps.Challenge) error {
-	doc, err := json.Marshal(c)
+	doc, err := marshal(c)
 	if err != nil {
 		return err
 	}
@@ -621,3 +622,15 @@ func (db *DB) ClaimOperation(ctx context.Context, id, owner string, until time.T
 // SingleNode reports that a SQLite store serves one dpsd process: the
 // registration engine then needs no operation leases.
 func (db *DB) SingleNode() bool { return true }
+
+// marshal is json.Marshal without HTML escaping, so payloads keep their
+// characters (& < >) as sent.
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
