@@ -113,6 +113,67 @@ function sortKeys(v) {
   return v;
 }
 
+// httpsJSON sends one request to the device endpoint and parses the answer.
+function httpsJSON(method, path, auth, body) {
+  const https = require('https');
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : JSON.stringify(body);
+    const req = https.request({ host, port: 443, method, path, headers: Object.assign(
+      { 'Content-Type': 'application/json; charset=utf-8', Accept: 'application/json' },
+      auth ? { Authorization: auth } : {}, data ? { 'Content-Length': Buffer.byteLength(data) } : {}) }, (res) => {
+      let text = '';
+      res.on('data', (c) => { text += c; });
+      res.on('end', () => {
+        try { resolve({ status: res.statusCode, headers: res.headers, body: text ? JSON.parse(text) : undefined }); } catch (e) { reject(new Error('non-JSON answer ' + res.statusCode + ': ' + text)); }
+      });
+    });
+    req.on('error', reject);
+    if (data) req.write(data);
+    req.end();
+  });
+}
+
+function deviceSAS(registrationId, key) {
+  const sr = encodeURIComponent(idScope + '/registrations/' + registrationId);
+  const se = Math.floor(Date.now() / 1000) + 3600;
+  const sig = crypto.createHmac('sha256', Buffer.from(key, 'base64')).update(sr + '\n' + se).digest('base64');
+  return 'SharedAccessSignature sr=' + sr + '&sig=' + encodeURIComponent(sig) + '&se=' + se + '&skn=registration';
+}
+
+// The wire contract other SDKs depend on and the Node SDK does not check:
+// register answers 202 {operationId, status:"assigning"} with retry-after;
+// every poll carries operationId and status, and registrationState carries
+// registrationId and status (Java, embedded C, IoT Edge's aziot).
+async function wireScenarios() {
+  await scenario('wire: register 202 and every poll answer complete (Java, embedded C, aziot)', 'https', async () => {
+    const id = 'wire-' + run;
+    const keys = (await service.createOrUpdateIndividualEnrollment({ registrationId: id, attestation: { type: 'symmetricKey' } })).responseBody.attestation.symmetricKey;
+    const auth = deviceSAS(id, keys.primaryKey);
+    const base = '/' + idScope + '/registrations/' + id;
+    const reg = await httpsJSON('PUT', base + '/register?api-version=2021-06-01', auth, { registrationId: id, payload: { a: 1 } });
+    assert(reg.status === 202, 'register status ' + reg.status);
+    assert(reg.body.operationId && reg.body.status === 'assigning', 'register body ' + JSON.stringify(reg.body));
+    assert(reg.headers['retry-after'], 'register retry-after header');
+    for (let i = 0; i < 50; i++) {
+      const poll = await httpsJSON('GET', base + '/operations/' + reg.body.operationId + '?api-version=2021-06-01', auth);
+      const b = poll.body || {};
+      assert(b.operationId === reg.body.operationId && b.status, 'poll lacks operationId or status: ' + JSON.stringify(b));
+      assert(b.registrationState && b.registrationState.registrationId === id && b.registrationState.status, 'poll registrationState incomplete: ' + JSON.stringify(b));
+      if (b.status === 'assigned') {
+        assert(poll.status === 200 && b.registrationState.assignedHub && b.registrationState.deviceId, 'assigned answer: ' + poll.status + ' ' + JSON.stringify(b));
+        return;
+      }
+      assert(poll.status === 202 && b.status === 'assigning', 'unexpected poll answer ' + poll.status + ' ' + JSON.stringify(b));
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error('never assigned');
+  });
+  await scenario('wire: errors are JSON with errorCode, trackingId, message, timestampUtc', 'https', async () => {
+    const r = await httpsJSON('PUT', '/' + idScope + '/registrations/nobody-' + run + '/register', deviceSAS('nobody-' + run, crypto.randomBytes(32).toString('base64')), {});
+    assert(r.status === 401 && r.body.errorCode === 401002 && r.body.trackingId && r.body.message && r.body.timestampUtc, JSON.stringify(r));
+  });
+}
+
 async function serviceScenarios() {
   const id = 'svc-' + run;
   await scenario('service: individual enrollment create/get/update-with-etag/delete', 'https', async () => {
@@ -278,6 +339,7 @@ async function deviceScenarios(transport) {
 
 (async () => {
   await serviceScenarios();
+  await wireScenarios();
   for (const t of transports) {
     await deviceScenarios(t);
   }
