@@ -61,4 +61,4 @@ fuzz:
 
 ## bench: the Go benchmarks of the hot paths.
 bench:
-	$(GO) test -run=^$$ -bench=. -benchmem ./internal/sas ./internal/allocation ./internal/registration ./internal/httpapi ./internal/allocation/webhookalloc
+	$(GO) test -run=^$$ -bench=. -benchmem ./internal/sas ./internal/allocation ./internal/registration ./internal/httpapi ./internal/allocation/webhookalloc ./internal/wire ./internal/store/sqlite ./internal/store/postgres

@@ -96,3 +96,27 @@ func FuzzASCII(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkEncodeAssigned(b *testing.B) {
+	now := time.Now()
+	op := dps.Operation{ID: "1.abc.def", RegistrationID: "dev-1", Status: dps.StatusAssigned, Result: &dps.Registration{
+		RegistrationID: "dev-1", DeviceID: "dev-1", AssignedHub: "hub.example.net", Status: dps.StatusAssigned, Substatus: dps.SubstatusInitialAssignment,
+		Created: now, Updated: now, ETag: "ZXRhZw==", Payload: json.RawMessage(`{"model":"t1","fw":"1.2.3"}`)}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Marshal(FromOperation(op, false)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecodeRegister(b *testing.B) {
+	body := []byte(`{"registrationId":"dev-1","payload":{"model":"t1","fw":{"version":"1.2.3","features":["a","b"]}}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		var r DeviceRegistration
+		if err := json.Unmarshal(body, &r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -72,3 +72,14 @@ func TestUnreachableIsUnavailable(t *testing.T) {
 		t.Errorf("a canceled request reported not found")
 	}
 }
+
+func BenchmarkStore(b *testing.B) {
+	storetest.RunBenchmarks(b, func(b *testing.B) storetest.Store {
+		db, err := postgres.Open(context.Background(), dsn, postgres.Options{Schema: fmt.Sprintf("bench_%d_%d", os.Getpid(), schemas.Add(1)), MaxConns: 16})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { db.DropSchema(context.Background()); db.Close() })
+		return db
+	})
+}

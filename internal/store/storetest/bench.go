@@ -1,0 +1,70 @@
+package storetest
+
+import (
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opendps/dps"
+)
+
+// BenchFactory makes a store for a benchmark.
+type BenchFactory func(b *testing.B) Store
+
+// RunBenchmarks measures the store operations on the registration hot
+// path with the same workload for every store.
+func RunBenchmarks(b *testing.B, newStore BenchFactory) {
+	b.Run("CreateOperationWithDevice/parallel", func(b *testing.B) {
+		s := newStore(b)
+		var n atomic.Int64
+		b.ReportAllocs()
+		b.SetParallelism(16) // many registrations in flight share commits
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				i := n.Add(1)
+				id := fmt.Sprintf("bench-%d", i)
+				now := time.Now().UTC()
+				o := dps.Operation{ID: "op-" + id, RegistrationID: id, Status: dps.StatusAssigned, Created: now, Updated: now,
+					Result: &dps.Registration{RegistrationID: id, DeviceID: id, AssignedHub: "h.example.net", Status: dps.StatusAssigned, Created: now, Updated: now}}
+				if _, err := s.CreateOperationWithDevice(ctx(), o, dps.HubDevice{Hub: "h.example.net", DeviceID: id, PrimaryKey: "a2V5"}, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+	b.Run("Enrollment/get", func(b *testing.B) {
+		s := newStore(b)
+		if _, err := s.PutEnrollment(ctx(), enr("bench-e"), ""); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := s.Enrollment(ctx(), "bench-e"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Enrollment/miss", func(b *testing.B) {
+		s := newStore(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := s.Enrollment(ctx(), "nobody"); dps.KindOf(err) != dps.KindNotFound {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Operation/get", func(b *testing.B) {
+		s := newStore(b)
+		o := op("bench-op", "d")
+		if _, err := s.CreateOperation(ctx(), o); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := s.Operation(ctx(), "bench-op"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
