@@ -109,10 +109,12 @@ func Body(req dps.AllocationRequest) ([]byte, error) {
 	case req.Enrollment != nil:
 		e := wire.FromEnrollment(*req.Enrollment, false)
 		e.Attestation = publicAttestation(req.Enrollment.Attestation)
+		e.CustomAllocationDefinition = masked(e.CustomAllocationDefinition)
 		b.IndividualEnrollment = &e
 	case req.Group != nil:
 		g := wire.FromGroup(*req.Group, false)
 		g.Attestation = publicAttestation(req.Group.Attestation)
+		g.CustomAllocationDefinition = masked(g.CustomAllocationDefinition)
 		b.EnrollmentGroup = &g
 	default:
 		return nil, errors.New("webhookalloc: request has no enrollment")
@@ -137,6 +139,20 @@ func Body(req dps.AllocationRequest) ([]byte, error) {
 		b.LinkedHubs[i] = h.HostName
 	}
 	return wire.Marshal(b)
+}
+
+// masked hides the webhook URL's query (an Azure Functions key travels in
+// ?code=) as Azure does in the requests it sends: "…/HttpTrigger1?****".
+func masked(c *wire.CustomAllocationDefinition) *wire.CustomAllocationDefinition {
+	if c == nil {
+		return nil
+	}
+	out := *c
+	if u, err := url.Parse(c.WebhookURL); err == nil && (u.RawQuery != "" || u.User != nil) {
+		u.RawQuery, u.User = "", nil
+		out.WebhookURL = u.String() + "?****"
+	}
+	return &out
 }
 
 // publicAttestation keeps the attestation type and, for X.509, what the
