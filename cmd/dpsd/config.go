@@ -150,7 +150,9 @@ func loadConfig(path string, getenv func(string) string) (Config, error) {
 	if cfg.NodeID == "" {
 		cfg.NodeID, _ = os.Hostname()
 	}
-	if path == "" && len(cfg.LinkedHubs) == 0 {
+	if len(cfg.LinkedHubs) == 0 {
+		// A working instance needs a hub to assign devices to; dpsd warns
+		// at start that this is the example hub.
 		cfg.LinkedHubs = []HubConfig{{HostName: exampleHub}}
 	}
 	for i := range cfg.LinkedHubs {
@@ -246,9 +248,6 @@ func (c Config) validate() error {
 	}
 	if p, err := dps.ParseAllocationPolicy(c.AllocationPolicy); err != nil || p == dps.AllocationCustom {
 		bad("allocationPolicy", "%q: must be hashed, static or geoLatency", c.AllocationPolicy)
-	}
-	if len(c.LinkedHubs) == 0 {
-		bad("linkedHubs", "at least one linked hub is required")
 	}
 	seen := map[string]bool{}
 	for i, h := range c.LinkedHubs {

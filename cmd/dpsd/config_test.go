@@ -78,7 +78,7 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"storage", "storage: postgres-ish\n" + hub, "storage"},
 		{"listen", "listen: { https: nonsense }\n" + hub, "listen.https"},
 		{"weight", "linkedHubs: [{hostName: h.example.net, allocationWeight: 1001}]\n", "linkedHubs[0].allocationWeight"},
-		{"no-hubs", "linkedHubs: []\n", "linkedHubs"},
+		{"hub-without-name", "linkedHubs: [{location: x}]\n", "linkedHubs[0].hostName"},
 		{"policy", "allocationPolicy: custom\n" + hub, "allocationPolicy"},
 		{"retry", "retryAfterSeconds: 0\n" + hub, "retryAfterSeconds"},
 		{"access-key", hub + "accessPolicies: [{name: p, primaryKey: short, rights: [EnrollmentRead]}]\n", "accessPolicies[0].primaryKey"},
@@ -110,5 +110,15 @@ func TestOnlyDPSDVariablesAreRead(t *testing.T) {
 		if !strings.HasPrefix(k, "DPSD_") {
 			t.Errorf("read environment variable %s", k)
 		}
+	}
+}
+
+func TestNoLinkedHubsMeansTheExampleHub(t *testing.T) {
+	cfg, err := loadConfig(writeConfig(t, "listen: { https: \":8443\" }\n"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.LinkedHubs) != 1 || cfg.LinkedHubs[0].HostName != exampleHub {
+		t.Errorf("linkedHubs = %+v", cfg.LinkedHubs)
 	}
 }

@@ -273,6 +273,9 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 			}
 		}()
 	}
+	if len(cfg.LinkedHubs) == 1 && cfg.LinkedHubs[0].HostName == exampleHub {
+		log.Warn("no linkedHubs configured: devices are assigned to the example hub " + exampleHub)
+	}
 	s.ready.Store(true)
 	attrs := []any{"id_scope", s.idScope, "https", s.httpsLn.Addr().String()}
 	if s.mqtt != nil {
