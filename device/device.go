@@ -141,6 +141,14 @@ func (c *Client) Register(ctx context.Context, registrationID string, cred Crede
 	if err != nil {
 		return nil, err
 	}
+	return c.await(ctx, res, retry, func(opID string) (*Result, time.Duration, error) {
+		return c.Poll(ctx, registrationID, opID, cred)
+	})
+}
+
+// await polls until the operation is final, waiting the server's
+// Retry-After (or PollInterval) between polls.
+func (c *Client) await(ctx context.Context, res *Result, retry time.Duration, poll func(operationID string) (*Result, time.Duration, error)) (*Result, error) {
 	for res.Status == "assigning" || res.Status == "unassigned" {
 		wait := retry
 		if c.PollInterval > 0 {
@@ -153,8 +161,8 @@ func (c *Client) Register(ctx context.Context, registrationID string, cred Crede
 			return res, ctx.Err()
 		case <-t.C:
 		}
-		res, retry, err = c.Poll(ctx, registrationID, res.OperationID, cred)
-		if err != nil {
+		var err error
+		if res, retry, err = poll(res.OperationID); err != nil {
 			return nil, err
 		}
 	}

@@ -90,19 +90,10 @@ func (c *Client) registerMQTT(ctx context.Context, registrationID string, cred C
 		return nil, fmt.Errorf("device: encode payload: %w", err)
 	}
 	res, retry, err := m.request(ctx, "$dps/registrations/PUT/iotdps-register/?$rid=", "", b)
-	for err == nil && (res.Status == "assigning" || res.Status == "unassigned") {
-		wait := retry
-		if c.PollInterval > 0 {
-			wait = c.PollInterval
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return res, ctx.Err()
-		case <-t.C:
-		}
-		res, retry, err = m.request(ctx, "$dps/registrations/GET/iotdps-get-operationstatus/?$rid=", "&operationId="+res.OperationID, nil)
+	if err == nil {
+		res, err = c.await(ctx, res, retry, func(opID string) (*Result, time.Duration, error) {
+			return m.request(ctx, "$dps/registrations/GET/iotdps-get-operationstatus/?$rid=", "&operationId="+opID, nil)
+		})
 	}
 	m.write(0xE0, nil) // DISCONNECT
 	if err != nil {
