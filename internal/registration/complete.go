@@ -1,0 +1,329 @@
+package registration
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/sas"
+)
+
+// hubEffects are the device records a registration produced, when the
+// store writes them with the operation (the built-in hub connector).
+type hubEffects struct {
+	put    *dps.HubDevice
+	remove *dps.HubDevice // hub and device ID only
+}
+
+// DeviceRecorder is an optional Store ability: create an operation together
+// with the hub device records it produced (put, and remove when the device
+// moved), in one transaction.
+type DeviceRecorder interface {
+	CreateOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error)
+}
+
+// recorder reports whether device records can be written with operations:
+// the hub connector records devices in the registration store itself (the
+// built-in connector) and the store can write both at once.
+func (s *Service) recorder() (DeviceRecorder, bool) {
+	hc, ok := s.o.Hubs.(interface{ RecordsIn() any })
+	if !ok || hc.RecordsIn() != any(s.o.Store) {
+		return nil, false
+	}
+	rec, ok := s.o.Store.(DeviceRecorder)
+	return rec, ok
+}
+
+// complete computes an operation's final state. It returns an error only for
+// transient failures that should be retried.
+func (s *Service) complete(ctx context.Context, op dps.Operation, known *match, fx *hubEffects) (dps.Operation, error) {
+	now := s.o.Now().UTC()
+	m := known
+	if m == nil {
+		rm, err := s.rematch(ctx, op)
+		if err != nil {
+			if dps.KindOf(err) == dps.KindNotFound {
+				return s.fail(op, nil, now, 404201, "the enrollment this registration matched no longer exists"), nil
+			}
+			return op, err
+		}
+		m = &rm
+	}
+	set := m.settings()
+	if !set.Enabled() {
+		op.Status = dps.StatusDisabled
+		op.Result = &dps.Registration{RegistrationID: op.RegistrationID, Status: dps.StatusDisabled, EnrollmentGroupID: op.EnrollmentGroupID, Attestation: op.Attestation, Updated: now}
+		return op, nil
+	}
+	var prev *dps.Registration
+	if r, err := s.o.Store.Registration(ctx, op.RegistrationID); err == nil {
+		prev = &r
+	} else if dps.KindOf(err) != dps.KindNotFound {
+		return op, err
+	}
+	reassigning := prev != nil && prev.AssignedHub != ""
+
+	deviceID := op.RegistrationID
+	if m.enrollment != nil && m.enrollment.DeviceID != "" {
+		deviceID = m.enrollment.DeviceID
+	}
+
+	var asg dps.Assignment
+	if reassigning && !set.Reprovision().UpdateHubAssignment {
+		asg.Hub = prev.AssignedHub // never re-provision: the device stays
+	} else {
+		policy := set.AllocationPolicy
+		if policy == "" {
+			policy = s.o.DefaultPolicy
+		}
+		alloc, ok := s.o.Allocators[policy]
+		if !ok {
+			return s.fail(op, prev, now, 400004, fmt.Sprintf("allocation policy %q is not available on this instance", policy)), nil
+		}
+		cands, err := s.candidates(set)
+		if err != nil {
+			return s.fail(op, prev, now, 400004, err.Error()), nil
+		}
+		req := dps.AllocationRequest{
+			RegistrationID: op.RegistrationID,
+			Candidates:     cands,
+			Enrollment:     m.enrollment,
+			Group:          m.group,
+			Attestation:    op.Attestation,
+			Payload:        op.Payload,
+		}
+		if reassigning {
+			req.CurrentHub, req.CurrentDeviceID = prev.AssignedHub, prev.DeviceID
+		}
+		asg, err = alloc.Allocate(ctx, req)
+		if err != nil {
+			if f, ok := errors.AsType[*dps.AllocationFailure](err); ok {
+				return s.fail(op, prev, now, f.Code, f.Message), nil
+			}
+			if ctx.Err() != nil {
+				return op, err
+			}
+			return s.fail(op, prev, now, 500001, "allocation failed: "+dps.AsError(err).Message), nil
+		}
+		if !containsHub(cands, asg.Hub) {
+			return s.fail(op, prev, now, 400207, fmt.Sprintf("allocation chose %q, which is not a candidate hub", asg.Hub)), nil
+		}
+		asg.Hub = canonicalHub(cands, asg.Hub)
+	}
+
+	moved := reassigning && (!strings.EqualFold(prev.AssignedHub, asg.Hub) || !strings.EqualFold(prev.DeviceID, deviceID))
+	substatus := dps.SubstatusInitialAssignment
+	initialHub := asg.Hub
+	created := now
+	if prev != nil {
+		created = prev.Created
+		if prev.InitialHub != "" {
+			initialHub = prev.InitialHub
+		}
+	}
+	twin := set.InitialTwin
+	switch {
+	case len(asg.InitialTwin) > 0:
+		twin = asg.InitialTwin // the webhook's twin overrides migration settings
+	case reassigning && !moved:
+		if t, ok := s.readTwin(ctx, prev.AssignedHub, prev.DeviceID); ok {
+			twin = t
+		}
+	case moved && set.Reprovision().MigrateDeviceData:
+		if t, ok := s.readTwin(ctx, prev.AssignedHub, prev.DeviceID); ok {
+			twin = t
+		}
+	}
+	switch {
+	case reassigning && !moved:
+		if prev.Substatus != "" {
+			substatus = prev.Substatus
+		}
+	case moved && strings.EqualFold(asg.Hub, initialHub) && !strings.EqualFold(prev.AssignedHub, initialHub):
+		substatus = dps.SubstatusReprovisionedToInitialAssignment
+	case moved && set.Reprovision().MigrateDeviceData:
+		substatus = dps.SubstatusDeviceDataMigrated
+	case moved:
+		substatus = dps.SubstatusDeviceDataReset
+	}
+
+	hd := dps.HubDevice{
+		Hub:          asg.Hub,
+		DeviceID:     deviceID,
+		AuthKind:     op.Attestation,
+		PrimaryKey:   m.deviceKeys[0],
+		SecondaryKey: m.deviceKeys[1],
+		IoTEdge:      set.IoTEdge,
+		Twin:         twin,
+		Updated:      now,
+	}
+	var tpmBlob string
+	if op.Attestation == dps.AttestationTPM {
+		k2, blob, err := s.hubKeyBlob(op, m.enrollment)
+		if err != nil {
+			return s.fail(op, prev, now, 400004, err.Error()), nil
+		}
+		hd.PrimaryKey, hd.SecondaryKey, tpmBlob = k2, "", blob
+	}
+	if op.X509 != nil {
+		if m.group != nil {
+			hd.X509CASigned = true
+		} else {
+			hd.X509Thumbprint = op.X509.Certificate.SHA256Thumbprint
+		}
+	}
+	if fx != nil {
+		// The store writes the device records with the operation.
+		fx.put = &hd
+		if moved {
+			fx.remove = &dps.HubDevice{Hub: prev.AssignedHub, DeviceID: prev.DeviceID}
+		}
+	} else {
+		if err := s.o.Hubs.Provision(ctx, hd); err != nil {
+			return op, fmt.Errorf("hub connector: provision on %s: %w", asg.Hub, err)
+		}
+		if moved {
+			if err := s.o.Hubs.Deprovision(ctx, prev.AssignedHub, prev.DeviceID); err != nil {
+				return op, fmt.Errorf("hub connector: deprovision from %s: %w", prev.AssignedHub, err)
+			}
+		}
+	}
+	op.Status = dps.StatusAssigned
+	op.Result = &dps.Registration{
+		RegistrationID:    op.RegistrationID,
+		DeviceID:          deviceID,
+		AssignedHub:       asg.Hub,
+		InitialHub:        initialHub,
+		Status:            dps.StatusAssigned,
+		Substatus:         substatus,
+		Payload:           asg.Payload,
+		EnrollmentGroupID: op.EnrollmentGroupID,
+		Attestation:       op.Attestation,
+		X509:              op.X509,
+		Created:           created,
+		Updated:           now,
+
+		TPMAuthenticationKey: tpmBlob,
+	}
+	return op, nil
+}
+
+func (s *Service) readTwin(ctx context.Context, hub, deviceID string) (json.RawMessage, bool) {
+	tr, ok := s.o.Hubs.(TwinReader)
+	if !ok {
+		return nil, false
+	}
+	t, err := tr.Twin(ctx, hub, deviceID)
+	if err != nil || len(t) == 0 {
+		return nil, false
+	}
+	return t, true
+}
+
+// fail ends op as failed with a DPS error code. The registration record
+// keeps the previous assignment so a later re-registration still knows the
+// device's current hub.
+func (s *Service) fail(op dps.Operation, prev *dps.Registration, now time.Time, code int, msg string) dps.Operation {
+	r := &dps.Registration{
+		RegistrationID:    op.RegistrationID,
+		Status:            dps.StatusFailed,
+		ErrorCode:         code,
+		ErrorMessage:      msg,
+		EnrollmentGroupID: op.EnrollmentGroupID,
+		Attestation:       op.Attestation,
+		Created:           now,
+		Updated:           now,
+	}
+	if prev != nil {
+		r.Created = prev.Created
+		r.AssignedHub, r.DeviceID, r.InitialHub, r.Substatus = prev.AssignedHub, prev.DeviceID, prev.InitialHub, prev.Substatus
+	}
+	op.Status = dps.StatusFailed
+	op.Result = r
+	return op
+}
+
+// rematch reloads the enrollment an operation matched at register time.
+func (s *Service) rematch(ctx context.Context, op dps.Operation) (match, error) {
+	if op.EnrollmentGroupID != "" {
+		g, err := s.o.Store.Group(ctx, op.EnrollmentGroupID)
+		if err != nil {
+			return match{}, err
+		}
+		m := match{group: &g}
+		if sk := g.Attestation.SymmetricKey; sk != nil {
+			for j, k := range []dps.Key{sk.PrimaryKey, sk.SecondaryKey} {
+				if raw, err := sas.DecodeKey(string(k)); err == nil && k != "" {
+					m.deviceKeys[j] = dps.Key(base64.StdEncoding.EncodeToString(sas.DeriveKey(raw, op.RegistrationID)))
+				}
+			}
+		}
+		return m, nil
+	}
+	e, err := s.o.Store.Enrollment(ctx, op.RegistrationID)
+	if err != nil {
+		return match{}, err
+	}
+	m := match{enrollment: &e}
+	if sk := e.Attestation.SymmetricKey; sk != nil {
+		m.deviceKeys = [2]dps.Key{sk.PrimaryKey, sk.SecondaryKey}
+	}
+	return m, nil
+}
+
+// candidates returns the hubs a device of this enrollment may be assigned
+// to: the enrollment's iotHubs (or legacy iotHubHostName) that are linked, or
+// else every linked hub that participates in allocation.
+func (s *Service) candidates(set *dps.Settings) ([]dps.LinkedHub, error) {
+	names := set.IoTHubs
+	if len(names) == 0 && set.IoTHubHostName != "" {
+		names = []string{set.IoTHubHostName}
+	}
+	var out []dps.LinkedHub
+	if len(names) == 0 {
+		for _, h := range s.o.LinkedHubs {
+			if h.ApplyAllocationPolicy {
+				out = append(out, h)
+			}
+		}
+		if len(out) == 0 {
+			return nil, errors.New("no linked IoT hub participates in allocation")
+		}
+		return out, nil
+	}
+	for _, n := range names {
+		for _, h := range s.o.LinkedHubs {
+			if strings.EqualFold(h.HostName, n) {
+				out = append(out, h)
+				break
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("none of the enrollment's IoT hubs (%s) is linked to this instance", strings.Join(names, ", "))
+	}
+	return out, nil
+}
+
+func containsHub(hs []dps.LinkedHub, name string) bool {
+	for _, h := range hs {
+		if strings.EqualFold(h.HostName, name) {
+			return true
+		}
+	}
+	return false
+}
+
+func canonicalHub(hs []dps.LinkedHub, name string) string {
+	for _, h := range hs {
+		if strings.EqualFold(h.HostName, name) {
+			return h.HostName
+		}
+	}
+	return name
+}
