@@ -239,6 +239,9 @@ func (s *Service) sweep(ctx context.Context) {
 				s.log.WarnContext(ctx, "sweep: prune operations", logkey.Error, err)
 			} else if n > 0 {
 				s.log.DebugContext(ctx, "pruned finished operations", "count", n)
+				if n >= 5000 {
+					lastPrune = time.Time{} // a full batch: more wait, prune again at the next tick
+				}
 			}
 		}
 	}

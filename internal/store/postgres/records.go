@@ -237,9 +237,10 @@ func (db *DB) ClaimOperation(ctx context.Context, id, owner string, until time.T
 	return tag.RowsAffected() == 1, nil
 }
 
-// DeleteOperationsBefore deletes final operations created before t.
+// DeleteOperationsBefore deletes up to 5,000 final operations created
+// before t; the sweeper calls it again while there is more.
 func (db *DB) DeleteOperationsBefore(ctx context.Context, t time.Time) (int64, error) {
-	tag, err := db.pool.Exec(ctx, `DELETE FROM operations WHERE created < $1 AND status <> 'assigning'`, t.UnixNano())
+	tag, err := db.pool.Exec(ctx, `DELETE FROM operations WHERE id IN (SELECT id FROM operations WHERE created < $1 AND status <> 'assigning' LIMIT 5000)`, t.UnixNano())
 	if err != nil {
 		return 0, translate(err)
 	}

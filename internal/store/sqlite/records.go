@@ -465,12 +465,15 @@ func (db *DB) PendingOperations(ctx context.Context) ([]dps.Operation, error) {
 	return listDocs[dps.Operation](ctx, db, "operations", `SELECT doc FROM operations WHERE status = 'assigning' ORDER BY created`)
 }
 
-// DeleteOperationsBefore deletes final operations created before t and
-// reports how many it deleted.
+// DeleteOperationsBefore deletes up to 5,000 final operations created
+// before t and reports how many it deleted; the sweeper calls it again
+// while there is more.
 func (db *DB) DeleteOperationsBefore(ctx context.Context, t time.Time) (int64, error) {
 	var n int64
 	err := db.exec(ctx, func(tx *sql.Tx) error {
-		res, err := tx.Exec(`DELETE FROM operations WHERE created < ? AND status <> 'assigning'`, t.UnixNano())
+		// In bounded batches: one huge delete would hold the writer (and every
+		// registration waiting on it) for its whole duration.
+		res, err := tx.Exec(`DELETE FROM operations WHERE id IN (SELECT id FROM operations WHERE created < ? AND status <> 'assigning' LIMIT 5000)`, t.UnixNano())
 		if err != nil {
 			return err
 		}
