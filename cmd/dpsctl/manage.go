@@ -250,118 +250,150 @@ func dash(s string) string {
 	return s
 }
 
-func newEnrollment() *cobra.Command {
-	var sf svcFlags
-	cmd := &cobra.Command{Use: "enrollment", Aliases: []string{"enrollments"}, Short: "Manage individual enrollments"}
-	sf.add(cmd)
+// resource describes how the enrollment and group commands reach one kind
+// of record; commands builds create, show, list, update and delete from it.
+type resource[T any] struct {
+	noun, idArg  string
+	group        bool
+	newItem      func(id string, f *settingsFlags) T
+	fields       func(*T) settingsFields
+	id           func(T) string
+	etag         func(T) string
+	beforeUpdate func(cmd *cobra.Command, v *T, f *settingsFlags)
+	// The client calls, as method expressions of *client.Client.
+	put    func(c *client.Client, ctx context.Context, v T, ifMatch string) (T, error)
+	get    func(c *client.Client, ctx context.Context, id string) (T, error)
+	del    func(c *client.Client, ctx context.Context, id, ifMatch string) error
+	query  func(c *client.Client, ctx context.Context, max int, cont string) ([]T, client.Page, error)
+	attest func(c *client.Client, ctx context.Context, id string) (wire.AttestationMechanism, error)
+	print  func(w io.Writer, showKeys bool, vs ...T)
+}
 
-	out := func(cmd *cobra.Command, e wire.IndividualEnrollment) error {
+// settingsFields points at the members enrollments and groups share.
+type settingsFields struct {
+	att    **wire.AttestationMechanism
+	caps   **wire.DeviceCapabilities
+	twin   *json.RawMessage
+	status *string
+	rp     **wire.ReprovisionPolicy
+	policy *string
+	hubs   *[]string
+	cad    **wire.CustomAllocationDefinition
+}
+
+func (s *settingsFlags) applyTo(cmd *cobra.Command, group bool, f settingsFields) error {
+	return s.apply(cmd, group, f.att, f.caps, f.twin, f.status, f.rp, f.policy, f.hubs, f.cad)
+}
+
+func (r resource[T]) commands(cmd *cobra.Command) *cobra.Command {
+	var sf svcFlags
+	sf.add(cmd)
+	out := func(cmd *cobra.Command, v T) error {
 		if !sf.showKeys {
-			hideKeys(e.Attestation)
+			hideKeys(*r.fields(&v).att)
 		}
 		if sf.json() {
-			return printJSON(cmd.OutOrStdout(), e)
+			return printJSON(cmd.OutOrStdout(), v)
 		}
-		printEnrollments(cmd.OutOrStdout(), sf.showKeys, e)
+		r.print(cmd.OutOrStdout(), sf.showKeys, v)
 		return nil
 	}
-	withKeys := func(ctx context.Context, c *client.Client, e *wire.IndividualEnrollment) error {
-		if !sf.showKeys || e.Attestation == nil || e.Attestation.Type != "symmetricKey" {
+	withKeys := func(ctx context.Context, c *client.Client, v *T) error {
+		att := r.fields(v).att
+		if !sf.showKeys || *att == nil || (*att).Type != "symmetricKey" {
 			return nil
 		}
-		a, err := c.EnrollmentAttestation(ctx, e.RegistrationID)
+		a, err := r.attest(c, ctx, r.id(*v))
 		if err == nil {
-			e.Attestation = &a
+			*att = &a
 		}
 		return err
 	}
 
 	var create settingsFlags
 	createCmd := &cobra.Command{
-		Use:     "create REGISTRATION_ID",
-		Short:   "Create an individual enrollment",
-		Args:    cobra.ExactArgs(1),
-		Example: `  dpsctl enrollment create dev-1 --show-keys\n  dpsctl enrollment create dev-2 --allocation-policy custom --webhook-url https://alloc.local/api --hub hub-a.example.net`,
+		Use:   "create " + r.idArg,
+		Short: "Create an " + r.noun,
+		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := sf.client()
 			if err != nil {
 				return err
 			}
-			e := wire.IndividualEnrollment{RegistrationID: args[0], DeviceID: create.deviceID}
-			if err := create.apply(cmd, false, &e.Attestation, &e.Capabilities, &e.InitialTwin, &e.ProvisioningStatus, &e.ReprovisionPolicy, &e.AllocationPolicy, &e.IoTHubs, &e.CustomAllocationDefinition); err != nil {
+			v := r.newItem(args[0], &create)
+			if err := create.applyTo(cmd, r.group, r.fields(&v)); err != nil {
 				return err
 			}
-			got, err := c.PutEnrollment(cmd.Context(), e, "")
+			got, err := r.put(c, cmd.Context(), v, "")
 			if err != nil {
 				return err
 			}
 			return out(cmd, got)
 		},
 	}
-	create.add(createCmd, false)
+	create.add(createCmd, r.group)
 
 	var update settingsFlags
 	updateCmd := &cobra.Command{
-		Use:   "update REGISTRATION_ID",
-		Short: "Change an individual enrollment (keys are kept unless given)",
+		Use:   "update " + r.idArg,
+		Short: "Change an " + r.noun + " (keys are kept unless given)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := sf.client()
 			if err != nil {
 				return err
 			}
-			e, err := c.Enrollment(cmd.Context(), args[0])
+			v, err := r.get(c, cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			e.RegistrationState = nil
-			if cmd.Flags().Changed("device-id") {
-				e.DeviceID = update.deviceID
+			if r.beforeUpdate != nil {
+				r.beforeUpdate(cmd, &v, &update)
 			}
-			if err := update.apply(cmd, false, &e.Attestation, &e.Capabilities, &e.InitialTwin, &e.ProvisioningStatus, &e.ReprovisionPolicy, &e.AllocationPolicy, &e.IoTHubs, &e.CustomAllocationDefinition); err != nil {
+			if err := update.applyTo(cmd, r.group, r.fields(&v)); err != nil {
 				return err
 			}
-			got, err := c.PutEnrollment(cmd.Context(), e, e.ETag)
+			got, err := r.put(c, cmd.Context(), v, r.etag(v))
 			if err != nil {
 				return err
 			}
 			return out(cmd, got)
 		},
 	}
-	update.add(updateCmd, false)
+	update.add(updateCmd, r.group)
 
 	showCmd := &cobra.Command{
-		Use:   "show REGISTRATION_ID",
-		Short: "Show an individual enrollment",
+		Use:   "show " + r.idArg,
+		Short: "Show an " + r.noun,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := sf.client()
 			if err != nil {
 				return err
 			}
-			e, err := c.Enrollment(cmd.Context(), args[0])
+			v, err := r.get(c, cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			if err := withKeys(cmd.Context(), c, &e); err != nil {
+			if err := withKeys(cmd.Context(), c, &v); err != nil {
 				return err
 			}
-			return out(cmd, e)
+			return out(cmd, v)
 		},
 	}
 	listCmd := &cobra.Command{
 		Use:   "list",
-		Short: "List individual enrollments",
+		Short: "List every " + r.noun,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := sf.client()
 			if err != nil {
 				return err
 			}
-			var all []wire.IndividualEnrollment
+			all := []T{}
 			cont := ""
 			for {
-				page, p, err := c.QueryEnrollments(cmd.Context(), 100, cont)
+				page, p, err := r.query(c, cmd.Context(), 100, cont)
 				if err != nil {
 					return err
 				}
@@ -376,183 +408,79 @@ func newEnrollment() *cobra.Command {
 				}
 			}
 			if sf.json() {
-				if all == nil {
-					all = []wire.IndividualEnrollment{}
-				}
 				return printJSON(cmd.OutOrStdout(), all)
 			}
-			printEnrollments(cmd.OutOrStdout(), sf.showKeys, all...)
+			r.print(cmd.OutOrStdout(), sf.showKeys, all...)
 			return nil
 		},
 	}
 	var etag string
 	deleteCmd := &cobra.Command{
-		Use:   "delete REGISTRATION_ID",
-		Short: "Delete an individual enrollment",
+		Use:   "delete " + r.idArg,
+		Short: "Delete an " + r.noun,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := sf.client()
 			if err != nil {
 				return err
 			}
-			if err := c.DeleteEnrollment(cmd.Context(), args[0], etag); err != nil {
+			if err := r.del(c, cmd.Context(), args[0], etag); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "deleted enrollment %s\n", args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "deleted %s %s\n", r.noun, args[0])
 			return nil
 		},
 	}
-	deleteCmd.Flags().StringVar(&etag, "etag", "", "delete only if the enrollment still has this etag")
+	deleteCmd.Flags().StringVar(&etag, "etag", "", "delete only if the record still has this etag")
 	cmd.AddCommand(createCmd, showCmd, listCmd, updateCmd, deleteCmd)
 	return cmd
 }
 
+func newEnrollment() *cobra.Command {
+	return resource[wire.IndividualEnrollment]{
+		noun: "individual enrollment", idArg: "REGISTRATION_ID",
+		newItem: func(id string, f *settingsFlags) wire.IndividualEnrollment {
+			return wire.IndividualEnrollment{RegistrationID: id, DeviceID: f.deviceID}
+		},
+		fields: func(e *wire.IndividualEnrollment) settingsFields {
+			return settingsFields{&e.Attestation, &e.Capabilities, &e.InitialTwin, &e.ProvisioningStatus, &e.ReprovisionPolicy, &e.AllocationPolicy, &e.IoTHubs, &e.CustomAllocationDefinition}
+		},
+		id:   func(e wire.IndividualEnrollment) string { return e.RegistrationID },
+		etag: func(e wire.IndividualEnrollment) string { return e.ETag },
+		beforeUpdate: func(cmd *cobra.Command, e *wire.IndividualEnrollment, f *settingsFlags) {
+			e.RegistrationState = nil
+			if cmd.Flags().Changed("device-id") {
+				e.DeviceID = f.deviceID
+			}
+		},
+		put:    (*client.Client).PutEnrollment,
+		get:    (*client.Client).Enrollment,
+		del:    (*client.Client).DeleteEnrollment,
+		query:  (*client.Client).QueryEnrollments,
+		attest: (*client.Client).EnrollmentAttestation,
+		print:  printEnrollments,
+	}.commands(&cobra.Command{Use: "enrollment", Aliases: []string{"enrollments"}, Short: "Manage individual enrollments",
+		Example: "  dpsctl enrollment create dev-1 --show-keys\n  dpsctl enrollment create dev-2 --allocation-policy custom --webhook-url https://alloc.local/api --hub hub-a.example.net"})
+}
+
 func newGroup() *cobra.Command {
-	var sf svcFlags
-	cmd := &cobra.Command{Use: "group", Aliases: []string{"groups", "enrollment-group"}, Short: "Manage enrollment groups"}
-	sf.add(cmd)
-	out := func(cmd *cobra.Command, g wire.EnrollmentGroup) error {
-		if !sf.showKeys {
-			hideKeys(g.Attestation)
-		}
-		if sf.json() {
-			return printJSON(cmd.OutOrStdout(), g)
-		}
-		printGroups(cmd.OutOrStdout(), sf.showKeys, g)
-		return nil
-	}
-	withKeys := func(ctx context.Context, c *client.Client, g *wire.EnrollmentGroup) error {
-		if !sf.showKeys || g.Attestation == nil || g.Attestation.Type != "symmetricKey" {
-			return nil
-		}
-		a, err := c.GroupAttestation(ctx, g.EnrollmentGroupID)
-		if err == nil {
-			g.Attestation = &a
-		}
-		return err
-	}
-	var create settingsFlags
-	createCmd := &cobra.Command{
-		Use:   "create GROUP_ID",
-		Short: "Create an enrollment group",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := sf.client()
-			if err != nil {
-				return err
-			}
-			g := wire.EnrollmentGroup{EnrollmentGroupID: args[0]}
-			if err := create.apply(cmd, true, &g.Attestation, &g.Capabilities, &g.InitialTwin, &g.ProvisioningStatus, &g.ReprovisionPolicy, &g.AllocationPolicy, &g.IoTHubs, &g.CustomAllocationDefinition); err != nil {
-				return err
-			}
-			got, err := c.PutGroup(cmd.Context(), g, "")
-			if err != nil {
-				return err
-			}
-			return out(cmd, got)
+	return resource[wire.EnrollmentGroup]{
+		noun: "enrollment group", idArg: "GROUP_ID", group: true,
+		newItem: func(id string, _ *settingsFlags) wire.EnrollmentGroup {
+			return wire.EnrollmentGroup{EnrollmentGroupID: id}
 		},
-	}
-	create.add(createCmd, true)
-	var update settingsFlags
-	updateCmd := &cobra.Command{
-		Use:   "update GROUP_ID",
-		Short: "Change an enrollment group (keys are kept unless given)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := sf.client()
-			if err != nil {
-				return err
-			}
-			g, err := c.Group(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if err := update.apply(cmd, true, &g.Attestation, &g.Capabilities, &g.InitialTwin, &g.ProvisioningStatus, &g.ReprovisionPolicy, &g.AllocationPolicy, &g.IoTHubs, &g.CustomAllocationDefinition); err != nil {
-				return err
-			}
-			got, err := c.PutGroup(cmd.Context(), g, g.ETag)
-			if err != nil {
-				return err
-			}
-			return out(cmd, got)
+		fields: func(g *wire.EnrollmentGroup) settingsFields {
+			return settingsFields{&g.Attestation, &g.Capabilities, &g.InitialTwin, &g.ProvisioningStatus, &g.ReprovisionPolicy, &g.AllocationPolicy, &g.IoTHubs, &g.CustomAllocationDefinition}
 		},
-	}
-	update.add(updateCmd, true)
-	showCmd := &cobra.Command{
-		Use:   "show GROUP_ID",
-		Short: "Show an enrollment group",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := sf.client()
-			if err != nil {
-				return err
-			}
-			g, err := c.Group(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if err := withKeys(cmd.Context(), c, &g); err != nil {
-				return err
-			}
-			return out(cmd, g)
-		},
-	}
-	listCmd := &cobra.Command{
-		Use:   "list",
-		Short: "List enrollment groups",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := sf.client()
-			if err != nil {
-				return err
-			}
-			var all []wire.EnrollmentGroup
-			cont := ""
-			for {
-				page, p, err := c.QueryGroups(cmd.Context(), 100, cont)
-				if err != nil {
-					return err
-				}
-				for i := range page {
-					if err := withKeys(cmd.Context(), c, &page[i]); err != nil {
-						return err
-					}
-				}
-				all = append(all, page...)
-				if cont = p.Continuation; cont == "" {
-					break
-				}
-			}
-			if sf.json() {
-				if all == nil {
-					all = []wire.EnrollmentGroup{}
-				}
-				return printJSON(cmd.OutOrStdout(), all)
-			}
-			printGroups(cmd.OutOrStdout(), sf.showKeys, all...)
-			return nil
-		},
-	}
-	var etag string
-	deleteCmd := &cobra.Command{
-		Use:   "delete GROUP_ID",
-		Short: "Delete an enrollment group",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := sf.client()
-			if err != nil {
-				return err
-			}
-			if err := c.DeleteGroup(cmd.Context(), args[0], etag); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "deleted enrollment group %s\n", args[0])
-			return nil
-		},
-	}
-	deleteCmd.Flags().StringVar(&etag, "etag", "", "delete only if the group still has this etag")
-	cmd.AddCommand(createCmd, showCmd, listCmd, updateCmd, deleteCmd)
-	return cmd
+		id:     func(g wire.EnrollmentGroup) string { return g.EnrollmentGroupID },
+		etag:   func(g wire.EnrollmentGroup) string { return g.ETag },
+		put:    (*client.Client).PutGroup,
+		get:    (*client.Client).Group,
+		del:    (*client.Client).DeleteGroup,
+		query:  (*client.Client).QueryGroups,
+		attest: (*client.Client).GroupAttestation,
+		print:  printGroups,
+	}.commands(&cobra.Command{Use: "group", Aliases: []string{"groups", "enrollment-group"}, Short: "Manage enrollment groups"})
 }
 
 func printRegistrations(w io.Writer, rs ...wire.DeviceRegistrationState) {
