@@ -75,4 +75,7 @@ type Group struct {
 type CustomAllocation struct {
 	WebhookURL string
 	APIVersion string
+	// SigningSecret, when set, signs this enrollment's webhook requests
+	// instead of the instance's secret (a dps extension; never returned).
+	SigningSecret Key
 }

@@ -67,7 +67,8 @@ func printJSON(w io.Writer, v any) error {
 // settingsFlags are the enrollment settings create and update accept.
 type settingsFlags struct {
 	attestation, primaryKey, secondaryKey, cert, secondaryCert, caRef, endorsementKey string
-	policy, webhookURL, webhookAPIVersion, twinFile, reprovision, deviceID            string
+	policy, webhookURL, webhookAPIVersion, webhookSecret, twinFile, reprovision       string
+	deviceID                                                                          string
 	hubs                                                                              []string
 	disabled, enabled, edge                                                           bool
 }
@@ -91,6 +92,7 @@ func (s *settingsFlags) add(cmd *cobra.Command, group bool) {
 	f.StringSliceVar(&s.hubs, "hub", nil, "linked IoT hub the device may be assigned to (repeat)")
 	f.StringVar(&s.webhookURL, "webhook-url", "", "custom allocation webhook URL (with --allocation-policy custom)")
 	f.StringVar(&s.webhookAPIVersion, "webhook-api-version", "2021-10-01", "API version of the enrollment sent to the webhook")
+	f.StringVar(&s.webhookSecret, "webhook-secret", "", "sign this enrollment's webhook requests with this secret (X-Dps-Signature; never shown again)")
 	f.StringVar(&s.twinFile, "initial-twin", "", "file with the initial twin JSON {\"tags\":…,\"properties\":{\"desired\":…}}")
 	f.StringVar(&s.reprovision, "reprovision", "", "re-registration policy: migrate (default), reset or never")
 	f.BoolVar(&s.disabled, "disabled", false, "disable provisioning")
@@ -186,11 +188,14 @@ func (s *settingsFlags) apply(cmd *cobra.Command, group bool, att **wire.Attesta
 	if ch("hub") {
 		*hubs = s.hubs
 	}
-	if ch("webhook-url") || ch("webhook-api-version") {
-		if s.webhookURL == "" {
-			return errors.New("--webhook-url is required with --webhook-api-version")
+	if ch("webhook-url") || ch("webhook-api-version") || ch("webhook-secret") {
+		if s.webhookURL == "" && *cad != nil {
+			s.webhookURL = (*cad).WebhookURL
 		}
-		*cad = &wire.CustomAllocationDefinition{WebhookURL: s.webhookURL, APIVersion: s.webhookAPIVersion}
+		if s.webhookURL == "" {
+			return errors.New("--webhook-url is required with --webhook-api-version and --webhook-secret")
+		}
+		*cad = &wire.CustomAllocationDefinition{WebhookURL: s.webhookURL, APIVersion: s.webhookAPIVersion, SigningSecret: s.webhookSecret}
 	}
 	return nil
 }

@@ -407,6 +407,29 @@ func TestWebhookSignedAndMutualTLS(t *testing.T) {
 			t.Errorf("%s: a webhook refusing the signature gave %+v / %+v, want failed 400209", tc.id, res, res.RegistrationState)
 		}
 	}
+	// A per-enrollment secret (a dps extension) signs that enrollment's
+	// requests instead: the webhook that wants "another" now accepts them.
+	own, err := svc.PutEnrollment(ctx, wire.IndividualEnrollment{RegistrationID: "signed-own", Attestation: symmetric(), AllocationPolicy: "custom",
+		CustomAllocationDefinition: &wire.CustomAllocationDefinition{WebhookURL: bad.URL, APIVersion: "2021-10-01", SigningSecret: "another"}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if own.CustomAllocationDefinition.SigningSecret != "" {
+		t.Errorf("the signing secret was returned")
+	}
+	// An update that omits the secret keeps it.
+	own.ProvisioningStatus = "enabled"
+	if own, err = svc.PutEnrollment(ctx, own, own.ETag); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := svc.Enrollment(ctx, "signed-own")
+	if got.CustomAllocationDefinition == nil || got.CustomAllocationDefinition.SigningSecret != "" {
+		t.Errorf("GET customAllocationDefinition = %+v", got.CustomAllocationDefinition)
+	}
+	res, err := s.client(hc).Register(ctx, "signed-own", device.SymmetricKey(own.Attestation.SymmetricKey.PrimaryKey), nil)
+	if err != nil || res.Status != "assigned" {
+		t.Fatalf("per-enrollment secret: %+v, %v", res, err)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if seenClientCN != "dps" {

@@ -192,6 +192,12 @@ func (s *Service) validateSettings(ctx context.Context, set *dps.Settings, old *
 			return invalid("allocationPolicy static requires exactly one hub in iotHubs")
 		}
 	case dps.AllocationCustom:
+		// An update that omits the (never returned) signing secret keeps it.
+		if ca := set.CustomAllocation; ca != nil && ca.SigningSecret == "" && old != nil && old.CustomAllocation != nil {
+			c := *ca
+			c.SigningSecret = old.CustomAllocation.SigningSecret
+			set.CustomAllocation = &c
+		}
 		ca := set.CustomAllocation
 		if ca == nil || ca.WebhookURL == "" || ca.APIVersion == "" {
 			return invalid("allocationPolicy custom requires customAllocationDefinition with webhookUrl and apiVersion")

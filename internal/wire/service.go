@@ -188,9 +188,11 @@ type ReprovisionPolicy struct {
 }
 
 // CustomAllocationDefinition points at a custom allocation webhook.
+// SigningSecret is a dps extension: write-only, never returned.
 type CustomAllocationDefinition struct {
-	WebhookURL string `json:"webhookUrl"`
-	APIVersion string `json:"apiVersion"`
+	WebhookURL    string `json:"webhookUrl"`
+	APIVersion    string `json:"apiVersion"`
+	SigningSecret string `json:"signingSecret,omitempty"`
 }
 
 // DeviceRegistrationState is a registration record as the service API reports it.
@@ -338,7 +340,7 @@ func toSettings(att *AttestationMechanism, caps *DeviceCapabilities, hub string,
 		s.AllocationPolicy = p
 	}
 	if cad != nil {
-		s.CustomAllocation = &dps.CustomAllocation{WebhookURL: cad.WebhookURL, APIVersion: cad.APIVersion}
+		s.CustomAllocation = &dps.CustomAllocation{WebhookURL: cad.WebhookURL, APIVersion: cad.APIVersion, SigningSecret: dps.Key(cad.SigningSecret)}
 	}
 	return s, nil
 }

@@ -34,7 +34,8 @@ type Options struct {
 	// RetryBudget bounds the whole exchange including retries after 429 and
 	// 5xx answers (default 20s).
 	RetryBudget time.Duration
-	// Secret, when set, signs every request (webhook.SignatureHeader).
+	// Secret, when set, signs every request (webhook.SignatureHeader)
+	// whose enrollment has no signing secret of its own.
 	Secret []byte
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -197,8 +198,12 @@ func (a *Allocator) Allocate(ctx context.Context, req dps.AllocationRequest) (dp
 	bctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	delay := time.Second
+	secret := a.o.Secret
+	if s := set.CustomAllocation.SigningSecret; s != "" {
+		secret = []byte(s)
+	}
 	for attempt := 1; ; attempt++ {
-		status, resp, err := a.call(bctx, target, body)
+		status, resp, err := a.call(bctx, target, body, secret)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return dps.Assignment{}, ctx.Err()
@@ -227,7 +232,7 @@ func (a *Allocator) Allocate(ctx context.Context, req dps.AllocationRequest) (dp
 }
 
 // call sends one request with its own timeout.
-func (a *Allocator) call(ctx context.Context, target string, body []byte) (int, []byte, error) {
+func (a *Allocator) call(ctx context.Context, target string, body, secret []byte) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.o.Timeout)
 	defer cancel()
 	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
@@ -238,8 +243,8 @@ func (a *Allocator) call(ctx context.Context, target string, body []byte) (int, 
 	hr.Header.Set("Accept", "application/json")
 	hr.Header.Set("User-Agent", "dps")
 	hr.Header.Set("X-Request-Id", wire.NewTrackingID())
-	if a.o.Secret != nil {
-		hr.Header.Set(webhook.SignatureHeader, webhook.Sign(a.o.Secret, body, a.o.Now()))
+	if secret != nil {
+		hr.Header.Set(webhook.SignatureHeader, webhook.Sign(secret, body, a.o.Now()))
 	}
 	resp, err := a.o.Client.Do(hr)
 	if err != nil {
