@@ -20,11 +20,12 @@ type hubEffects struct {
 	remove *dps.HubDevice // hub and device ID only
 }
 
-// DeviceRecorder is an optional Store ability: create an operation together
-// with the hub device records it produced (put, and remove when the device
-// moved), in one transaction.
+// DeviceRecorder is an optional Store ability: create or complete an
+// operation together with the hub device records it produced (put, and
+// remove when the device moved), in one transaction.
 type DeviceRecorder interface {
 	CreateOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error)
+	CompleteOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error)
 }
 
 // recorder reports whether device records can be written with operations:
@@ -48,7 +49,11 @@ func (s *Service) complete(ctx context.Context, op dps.Operation, known *match, 
 		rm, err := s.rematch(ctx, op)
 		if err != nil {
 			if dps.KindOf(err) == dps.KindNotFound {
-				return s.fail(op, nil, now, 404201, "the enrollment this registration matched no longer exists"), nil
+				prev, err := s.previous(ctx, op.RegistrationID)
+				if err != nil {
+					return op, err
+				}
+				return s.fail(op, prev, now, 404201, "the enrollment this registration matched no longer exists"), nil
 			}
 			return op, err
 		}
@@ -60,10 +65,8 @@ func (s *Service) complete(ctx context.Context, op dps.Operation, known *match, 
 		op.Result = &dps.Registration{RegistrationID: op.RegistrationID, Status: dps.StatusDisabled, EnrollmentGroupID: op.EnrollmentGroupID, Attestation: op.Attestation, Updated: now}
 		return op, nil
 	}
-	var prev *dps.Registration
-	if r, err := s.o.Store.Registration(ctx, op.RegistrationID); err == nil {
-		prev = &r
-	} else if dps.KindOf(err) != dps.KindNotFound {
+	prev, err := s.previous(ctx, op.RegistrationID)
+	if err != nil {
 		return op, err
 	}
 	reassigning := prev != nil && prev.AssignedHub != ""
@@ -210,6 +213,13 @@ func (s *Service) complete(ctx context.Context, op dps.Operation, known *match, 
 
 		TPMAuthenticationKey: tpmBlob,
 	}
+	if prev != nil {
+		// The record this result replaces: the store writes the result only
+		// if the record did not change meanwhile (another operation of the
+		// same device, perhaps on another node); otherwise the operation is
+		// computed again.
+		op.Result.ETag = prev.ETag
+	}
 	return op, nil
 }
 
@@ -240,7 +250,7 @@ func (s *Service) fail(op dps.Operation, prev *dps.Registration, now time.Time, 
 		Updated:           now,
 	}
 	if prev != nil {
-		r.Created = prev.Created
+		r.Created, r.ETag = prev.Created, prev.ETag // ETag: see complete
 		r.AssignedHub, r.DeviceID, r.InitialHub, r.Substatus = prev.AssignedHub, prev.DeviceID, prev.InitialHub, prev.Substatus
 	}
 	op.Status = dps.StatusFailed
@@ -326,4 +336,16 @@ func canonicalHub(hs []dps.LinkedHub, name string) string {
 		}
 	}
 	return name
+}
+
+// previous returns the device's registration record, nil when it has none.
+func (s *Service) previous(ctx context.Context, regID string) (*dps.Registration, error) {
+	r, err := s.o.Store.Registration(ctx, regID)
+	switch {
+	case err == nil:
+		return &r, nil
+	case dps.KindOf(err) == dps.KindNotFound:
+		return nil, nil
+	}
+	return nil, err
 }

@@ -491,13 +491,25 @@ func (s *Service) work(ctx context.Context, op dps.Operation, release func()) {
 		s.log.WarnContext(ctx, "operation will be retried", logkey.OperationID, op.ID, logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
 		release()
 	}
-	final, err := s.complete(ctx, op, nil, nil)
+	rec, recording := s.recorder()
+	var fx *hubEffects
+	if recording {
+		fx = &hubEffects{}
+	}
+	final, err := s.complete(ctx, op, nil, fx)
 	if err != nil {
 		retry(err)
 		return
 	}
 	final.Updated = s.o.Now().UTC()
-	stored, err := s.o.Store.CompleteOperation(ctx, final)
+	var stored dps.Operation
+	if fx != nil && fx.put != nil {
+		// The device records are written with the result, or not at all
+		// (another operation of the device changed its record meanwhile).
+		stored, err = rec.CompleteOperationWithDevice(ctx, final, *fx.put, fx.remove)
+	} else {
+		stored, err = s.o.Store.CompleteOperation(ctx, final)
+	}
 	if err != nil {
 		retry(err)
 		return

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -465,4 +466,68 @@ func BenchmarkRegister(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestSameDeviceOnTwoNodes: registrations of one device arriving at the
+// same time on two engines (two nodes) sharing a store all complete, the
+// registration record is the result of one of them, never a mix, and the
+// device exists on exactly the hub that record names. Both paths: completed
+// within the request (hashed) and asynchronously (custom).
+func TestSameDeviceOnTwoNodes(t *testing.T) {
+	for _, policy := range []dps.AllocationPolicy{dps.AllocationHashed, dps.AllocationCustom} {
+		t.Run(string(policy), func(t *testing.T) {
+			db := dpstest.NewSQLite(t)
+			var target atomic.Int64
+			pick := allocatorFunc(func(_ context.Context, r dps.AllocationRequest) (dps.Assignment, error) {
+				return dps.Assignment{Hub: hubs[target.Add(1)%2].HostName}, nil // alternate hubs: every registration moves the device
+			})
+			node := func(id string) *registration.Service {
+				return newService(t, db, nil, func(o *registration.Options) { o.Allocators[policy] = pick; o.NodeID = id })
+			}
+			nodes := []*registration.Service{node("a"), node("b")}
+			e := dpstest.SymmetricKeyEnrollment("twin-dev")
+			e.Settings.AllocationPolicy = policy
+			e = dpstest.MustPutEnrollment(t, db, e)
+			c := cred(t, "twin-dev", string(e.Attestation.SymmetricKey.PrimaryKey))
+			var wg sync.WaitGroup
+			ids := make(chan [2]any, 20)
+			for i := range 20 {
+				wg.Go(func() {
+					s := nodes[i%2]
+					op, err := s.Register(context.Background(), registration.Request{IDScope: scope, RegistrationID: "twin-dev", Credential: c})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					ids <- [2]any{s, op.ID}
+				})
+			}
+			wg.Wait()
+			close(ids)
+			etags := map[string]string{}
+			for p := range ids {
+				op := waitFinal(t, p[0].(*registration.Service), "twin-dev", p[1].(string), c)
+				if op.Status != dps.StatusAssigned {
+					t.Fatalf("%s: %s", op.ID, op.Status)
+				}
+				etags[op.Result.ETag] = op.Result.AssignedHub
+			}
+			r, err := db.Registration(context.Background(), "twin-dev")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if hub, ok := etags[r.ETag]; !ok || hub != r.AssignedHub {
+				t.Errorf("record %s/%s is not the result of any operation", r.AssignedHub, r.ETag)
+			}
+			if len(etags) != 20 {
+				t.Errorf("%d distinct results for 20 operations: some record was written twice", len(etags))
+			}
+			for _, h := range hubs {
+				_, err := db.HubDevice(context.Background(), h.HostName, "twin-dev")
+				if on := err == nil; on != (h.HostName == r.AssignedHub) {
+					t.Errorf("device on %s: %v (%v); the record names %s", h.HostName, on, err, r.AssignedHub)
+				}
+			}
+		})
+	}
 }

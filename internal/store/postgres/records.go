@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/opendps/dps"
 )
@@ -133,18 +134,26 @@ func (db *DB) CreateOperationWithDevice(ctx context.Context, op dps.Operation, p
 		return op, err
 	}
 	err = db.tx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO hub_devices (hub, device_id, doc) VALUES ($1, $2, $3)
-			ON CONFLICT (hub, device_id) DO UPDATE SET doc = excluded.doc`, dps.FoldID(put.Hub), dps.FoldID(put.DeviceID), ddoc); err != nil {
+		if err := putDevices(ctx, tx, put, ddoc, remove); err != nil {
 			return err
-		}
-		if remove != nil {
-			if _, err := tx.Exec(ctx, `DELETE FROM hub_devices WHERE hub = $1 AND device_id = $2`, dps.FoldID(remove.Hub), dps.FoldID(remove.DeviceID)); err != nil {
-				return err
-			}
 		}
 		return insertOperation(ctx, tx, &op)
 	})
 	return op, err
+}
+
+// putDevices writes a device record and removes the one it replaces.
+func putDevices(ctx context.Context, tx pgx.Tx, put dps.HubDevice, ddoc []byte, remove *dps.HubDevice) error {
+	if _, err := tx.Exec(ctx, `INSERT INTO hub_devices (hub, device_id, doc) VALUES ($1, $2, $3)
+		ON CONFLICT (hub, device_id) DO UPDATE SET doc = excluded.doc`, dps.FoldID(put.Hub), dps.FoldID(put.DeviceID), ddoc); err != nil {
+		return err
+	}
+	if remove != nil {
+		if _, err := tx.Exec(ctx, `DELETE FROM hub_devices WHERE hub = $1 AND device_id = $2`, dps.FoldID(remove.Hub), dps.FoldID(remove.DeviceID)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func insertOperation(ctx context.Context, tx pgx.Tx, op *dps.Operation) error {
@@ -167,22 +176,37 @@ func insertOperation(ctx context.Context, tx pgx.Tx, op *dps.Operation) error {
 }
 
 // putRegistration writes the registration record an operation produced
-// (assigned or failed), with a new ETag.
+// (assigned or failed), with a new ETag, if the record is still the one the
+// operation was computed from (the result's ETag on entry; "" for none);
+// otherwise KindConflict.
 func putRegistration(ctx context.Context, tx pgx.Tx, op *dps.Operation) error {
 	if op.Result == nil || (op.Status != dps.StatusAssigned && op.Status != dps.StatusFailed) {
 		return nil
 	}
 	r := *op.Result
+	prev := r.ETag
 	r.ETag = base64.StdEncoding.EncodeToString([]byte(newETag()))
-	op.Result = &r
 	rdoc, err := marshal(r)
 	if err != nil {
 		return err
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO registrations (id, group_id, etag, doc) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (id) DO UPDATE SET group_id = excluded.group_id, etag = excluded.etag, doc = excluded.doc`,
-		dps.FoldID(r.RegistrationID), dps.FoldID(r.EnrollmentGroupID), r.ETag, rdoc)
-	return err
+	id := dps.FoldID(r.RegistrationID)
+	var tag pgconn.CommandTag
+	if prev == "" {
+		tag, err = tx.Exec(ctx, `INSERT INTO registrations (id, group_id, etag, doc) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING`,
+			id, dps.FoldID(r.EnrollmentGroupID), r.ETag, rdoc)
+	} else {
+		tag, err = tx.Exec(ctx, `UPDATE registrations SET group_id = $1, etag = $2, doc = $3 WHERE id = $4 AND etag = $5`,
+			dps.FoldID(r.EnrollmentGroupID), r.ETag, rdoc, id, prev)
+	}
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() != 1 {
+		return &dps.Error{Kind: dps.KindConflict, Message: "the device's registration changed concurrently"}
+	}
+	op.Result = &r
+	return nil
 }
 
 // Operation returns an operation.
@@ -194,29 +218,53 @@ func (db *DB) Operation(ctx context.Context, id string) (dps.Operation, error) {
 // record in one transaction; completing a final operation returns it as
 // stored, so the record is written once per operation.
 func (db *DB) CompleteOperation(ctx context.Context, op dps.Operation) (dps.Operation, error) {
-	err := db.tx(ctx, func(tx pgx.Tx) error {
-		var status string
-		var doc []byte
-		if err := tx.QueryRow(ctx, `SELECT status, doc FROM operations WHERE id = $1 FOR UPDATE`, op.ID).Scan(&status, &doc); err != nil {
-			if errors.Is(err, pgx.ErrNoRows) {
-				return notFound("operation", op.ID)
-			}
-			return err
-		}
-		if dps.Status(status).Final() {
-			return json.Unmarshal(doc, &op)
-		}
-		if err := putRegistration(ctx, tx, &op); err != nil {
-			return err
-		}
-		doc, err := marshal(op)
-		if err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `UPDATE operations SET status = $1, doc = $2, owner = '', lease_until = 0 WHERE id = $3`, string(op.Status), doc, op.ID)
-		return err
+	err := db.tx(ctx, func(tx pgx.Tx) error { return completeOperation(ctx, tx, &op, nil) })
+	return op, err
+}
+
+// CompleteOperationWithDevice is CompleteOperation that also writes the hub
+// device records the operation produced (put, and remove when the device
+// moved), in the same transaction: if the registration record changed
+// meanwhile (KindConflict), no device record is written either.
+func (db *DB) CompleteOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error) {
+	ddoc, err := marshal(put)
+	if err != nil {
+		return op, err
+	}
+	err = db.tx(ctx, func(tx pgx.Tx) error {
+		return completeOperation(ctx, tx, &op, func() error { return putDevices(ctx, tx, put, ddoc, remove) })
 	})
 	return op, err
+}
+
+// completeOperation finishes an unfinished operation (and calls devices, if
+// not nil, in the same transaction); a final one is returned as stored.
+func completeOperation(ctx context.Context, tx pgx.Tx, op *dps.Operation, devices func() error) error {
+	var status string
+	var doc []byte
+	if err := tx.QueryRow(ctx, `SELECT status, doc FROM operations WHERE id = $1 FOR UPDATE`, op.ID).Scan(&status, &doc); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return notFound("operation", op.ID)
+		}
+		return err
+	}
+	if dps.Status(status).Final() {
+		return json.Unmarshal(doc, op)
+	}
+	if err := putRegistration(ctx, tx, op); err != nil {
+		return err
+	}
+	if devices != nil {
+		if err := devices(); err != nil {
+			return err
+		}
+	}
+	doc, err := marshal(op)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `UPDATE operations SET status = $1, doc = $2, owner = '', lease_until = 0 WHERE id = $3`, string(op.Status), doc, op.ID)
+	return err
 }
 
 // PendingOperations returns the operations still assigning that no node

@@ -391,38 +391,64 @@ func (db *DB) CreateOperationWithDevice(ctx context.Context, op dps.Operation, p
 		return op, err
 	}
 	err = db.exec(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.Exec(`INSERT INTO hub_devices (hub, device_id, doc) VALUES (?, ?, ?)
-			ON CONFLICT (hub, device_id) DO UPDATE SET doc = excluded.doc`, dps.FoldID(put.Hub), dps.FoldID(put.DeviceID), ddoc); err != nil {
+		if err := putDevices(tx, put, ddoc, remove); err != nil {
 			return err
-		}
-		if remove != nil {
-			if _, err := tx.Exec(`DELETE FROM hub_devices WHERE hub = ? AND device_id = ?`, dps.FoldID(remove.Hub), dps.FoldID(remove.DeviceID)); err != nil {
-				return err
-			}
 		}
 		return insertOperation(tx, &op)
 	})
 	return op, err
 }
 
+// putDevices writes a device record and removes the one it replaces.
+func putDevices(tx *sql.Tx, put dps.HubDevice, ddoc []byte, remove *dps.HubDevice) error {
+	if _, err := tx.Exec(`INSERT INTO hub_devices (hub, device_id, doc) VALUES (?, ?, ?)
+		ON CONFLICT (hub, device_id) DO UPDATE SET doc = excluded.doc`, dps.FoldID(put.Hub), dps.FoldID(put.DeviceID), ddoc); err != nil {
+		return err
+	}
+	if remove != nil {
+		if _, err := tx.Exec(`DELETE FROM hub_devices WHERE hub = ? AND device_id = ?`, dps.FoldID(remove.Hub), dps.FoldID(remove.DeviceID)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // putRegistration writes the registration record an operation produced
-// (assigned or failed), with a new ETag.
+// (assigned or failed), with a new ETag. The result's ETag on entry is the
+// ETag of the record it replaces ("" when there was none): if the record
+// changed since (another operation of the same device won), nothing is
+// written and the error is KindConflict, so the operation is computed again.
 func putRegistration(tx *sql.Tx, op *dps.Operation) error {
 	if op.Result == nil || (op.Status != dps.StatusAssigned && op.Status != dps.StatusFailed) {
 		return nil
 	}
 	r := *op.Result
+	prev := r.ETag
 	r.ETag = base64.StdEncoding.EncodeToString([]byte(newETag()))
-	op.Result = &r
 	rdoc, err := marshal(r)
 	if err != nil {
 		return err
 	}
-	_, err = tx.Exec(`INSERT INTO registrations (id, group_id, etag, doc) VALUES (?, ?, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET group_id = excluded.group_id, etag = excluded.etag, doc = excluded.doc`,
-		dps.FoldID(r.RegistrationID), dps.FoldID(r.EnrollmentGroupID), r.ETag, rdoc)
-	return err
+	id := dps.FoldID(r.RegistrationID)
+	var res sql.Result
+	if prev == "" {
+		res, err = tx.Exec(`INSERT INTO registrations (id, group_id, etag, doc) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+			id, dps.FoldID(r.EnrollmentGroupID), r.ETag, rdoc)
+	} else {
+		res, err = tx.Exec(`UPDATE registrations SET group_id = ?, etag = ?, doc = ? WHERE id = ? AND etag = ?`,
+			dps.FoldID(r.EnrollmentGroupID), r.ETag, rdoc, id, prev)
+	}
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return errRegistrationChanged
+	}
+	op.Result = &r
+	return nil
 }
+
+var errRegistrationChanged = &dps.Error{Kind: dps.KindConflict, Message: "the device's registration changed concurrently"}
 
 // Operation returns an operation by ID.
 func (db *DB) Operation(ctx context.Context, id string) (dps.Operation, error) {
@@ -435,29 +461,53 @@ func (db *DB) Operation(ctx context.Context, id string) (dps.Operation, error) {
 // record's new ETag set). Completing an already-final operation is a no-op
 // that returns the stored operation, so a retried completion is harmless.
 func (db *DB) CompleteOperation(ctx context.Context, op dps.Operation) (dps.Operation, error) {
-	err := db.exec(ctx, func(tx *sql.Tx) error {
-		var status string
-		var doc []byte
-		if err := tx.QueryRow(`SELECT status, doc FROM operations WHERE id = ?`, op.ID).Scan(&status, &doc); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return notFound("operation", op.ID)
-			}
-			return err
-		}
-		if dps.Status(status).Final() {
-			return json.Unmarshal(doc, &op)
-		}
-		if err := putRegistration(tx, &op); err != nil {
-			return err
-		}
-		doc, err := marshal(op)
-		if err != nil {
-			return err
-		}
-		_, err = tx.Exec(`UPDATE operations SET status = ?, doc = ?, owner = '', lease_until = 0 WHERE id = ?`, string(op.Status), doc, op.ID)
-		return err
+	err := db.exec(ctx, func(tx *sql.Tx) error { return completeOperation(tx, &op, nil) })
+	return op, err
+}
+
+// CompleteOperationWithDevice is CompleteOperation that also writes the hub
+// device records the operation produced (put, and remove when the device
+// moved), in the same transaction: if the registration record changed
+// meanwhile (KindConflict), no device record is written either.
+func (db *DB) CompleteOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error) {
+	ddoc, err := marshal(put)
+	if err != nil {
+		return op, err
+	}
+	err = db.exec(ctx, func(tx *sql.Tx) error {
+		return completeOperation(tx, &op, func() error { return putDevices(tx, put, ddoc, remove) })
 	})
 	return op, err
+}
+
+// completeOperation finishes an unfinished operation (and calls devices, if
+// not nil, in the same transaction); a final one is returned as stored.
+func completeOperation(tx *sql.Tx, op *dps.Operation, devices func() error) error {
+	var status string
+	var doc []byte
+	if err := tx.QueryRow(`SELECT status, doc FROM operations WHERE id = ?`, op.ID).Scan(&status, &doc); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return notFound("operation", op.ID)
+		}
+		return err
+	}
+	if dps.Status(status).Final() {
+		return json.Unmarshal(doc, op)
+	}
+	if err := putRegistration(tx, op); err != nil {
+		return err
+	}
+	if devices != nil {
+		if err := devices(); err != nil {
+			return err
+		}
+	}
+	doc, err := marshal(op)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(`UPDATE operations SET status = ?, doc = ?, owner = '', lease_until = 0 WHERE id = ?`, string(op.Status), doc, op.ID)
+	return err
 }
 
 // PendingOperations returns the operations still assigning, oldest first.

@@ -57,6 +57,7 @@ func Run(t *testing.T, f Factory) {
 		{"Challenge/LatestWinsAndConsumeOnce", testChallenges},
 		{"Operation/Prune", testPrune},
 		{"Operation/WithDeviceRecordsInOneTransaction", testWithDevice},
+		{"Registration/WrittenOnlyOverTheRecordItWasComputedFrom", testRegistrationCAS},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -490,4 +491,82 @@ func testWithDevice(t *testing.T, f Factory) {
 	kind(t, "duplicate operation", err, dps.KindConflict)
 	_, err = s.HubDevice(ctx(), "third.example.net", "dev-w")
 	kind(t, "device of a failed transaction", err, dps.KindNotFound)
+}
+
+func testRegistrationCAS(t *testing.T, f Factory) {
+	s := f.New(t)
+	other := f.Reopen(t, s)
+	final := func(id, hub, prevETag string) dps.Operation {
+		o := op(id, "dev-cas")
+		o.Status = dps.StatusAssigned
+		o.Result = &dps.Registration{RegistrationID: "dev-cas", AssignedHub: hub, Status: dps.StatusAssigned, ETag: prevETag}
+		return o
+	}
+	first, err := s.CreateOperation(ctx(), final("cas-1", "h1", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Computed from "no record" too, but the record exists now.
+	_, err = other.CreateOperation(ctx(), final("cas-2", "h2", ""))
+	kind(t, "stale (absent) previous record", err, dps.KindConflict)
+	if _, err := s.Operation(ctx(), "cas-2"); dps.KindOf(err) != dps.KindNotFound {
+		t.Errorf("the refused operation was stored: %v", err)
+	}
+	second, err := other.CreateOperation(ctx(), final("cas-3", "h3", first.Result.ETag))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.CreateOperation(ctx(), final("cas-4", "h4", first.Result.ETag))
+	kind(t, "stale previous record", err, dps.KindConflict)
+	// The asynchronous path: an accepted operation completed from a stale record stays unfinished.
+	pend := op("cas-5", "dev-cas")
+	if _, err := s.CreateOperation(ctx(), pend); err != nil {
+		t.Fatal(err)
+	}
+	stale := final("cas-5", "h5", first.Result.ETag)
+	_, err = s.CompleteOperation(ctx(), stale)
+	kind(t, "complete from a stale record", err, dps.KindConflict)
+	if got, _ := s.Operation(ctx(), "cas-5"); got.Status != dps.StatusAssigning {
+		t.Errorf("operation completed despite the conflict: %s", got.Status)
+	}
+	fresh := final("cas-5", "h5", second.Result.ETag)
+	if _, err := s.CompleteOperation(ctx(), fresh); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := s.Registration(ctx(), "dev-cas")
+	if r.AssignedHub != "h5" {
+		t.Errorf("record = %+v, want the last successful write (h5)", r)
+	}
+	// With device records: a stale completion writes none of them.
+	if err := s.PutHubDevice(ctx(), dps.HubDevice{Hub: "h5", DeviceID: "dev-cas"}); err != nil {
+		t.Fatal(err)
+	}
+	pend = op("cas-6", "dev-cas")
+	if _, err := s.CreateOperation(ctx(), pend); err != nil {
+		t.Fatal(err)
+	}
+	put, moved := dps.HubDevice{Hub: "h6", DeviceID: "dev-cas", PrimaryKey: "a2V5"}, &dps.HubDevice{Hub: "h5", DeviceID: "dev-cas"}
+	_, err = other.CompleteOperationWithDevice(ctx(), final("cas-6", "h6", second.Result.ETag), put, moved)
+	kind(t, "complete with device from a stale record", err, dps.KindConflict)
+	_, err = s.HubDevice(ctx(), "h6", "dev-cas")
+	kind(t, "device of a refused completion", err, dps.KindNotFound)
+	if _, err := s.HubDevice(ctx(), "h5", "dev-cas"); err != nil {
+		t.Errorf("a refused completion removed the device: %v", err)
+	}
+	done, err := other.CompleteOperationWithDevice(ctx(), final("cas-6", "h6", r.ETag), put, moved)
+	if err != nil || done.Status != dps.StatusAssigned || done.Result.ETag == r.ETag {
+		t.Fatalf("complete with device = %+v, %v", done.Result, err)
+	}
+	if _, err := s.HubDevice(ctx(), "h6", "dev-cas"); err != nil {
+		t.Errorf("device record not written: %v", err)
+	}
+	_, err = s.HubDevice(ctx(), "h5", "dev-cas")
+	kind(t, "moved device on its old hub", err, dps.KindNotFound)
+	// Completing it again returns it as stored and writes nothing.
+	again, err := s.CompleteOperationWithDevice(ctx(), final("cas-6", "h7", done.Result.ETag), dps.HubDevice{Hub: "h7", DeviceID: "dev-cas"}, nil)
+	if err != nil || again.Result.AssignedHub != "h6" {
+		t.Errorf("second completion = %+v, %v; want the stored result", again.Result, err)
+	}
+	_, err = s.HubDevice(ctx(), "h7", "dev-cas")
+	kind(t, "device of a second completion", err, dps.KindNotFound)
 }
