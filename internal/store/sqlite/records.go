@@ -359,20 +359,19 @@ func (db *DB) Registrations(ctx context.Context, groupID, continuation string, l
 // failed: completed before it was accepted) writes its registration record
 // in the same transaction. It fails with KindConflict if the ID exists.
 func (db *DB) CreateOperation(ctx context.Context, op dps.Operation) (dps.Operation, error) {
-	err := db.exec(ctx, func(tx *sql.Tx) error { return insertOperation(tx, &op) })
+	err := db.exec(ctx, func(tx *sql.Tx) error { return db.insertOperation(tx, &op) })
 	return op, err
 }
 
-func insertOperation(tx *sql.Tx, op *dps.Operation) error {
-	if err := putRegistration(tx, op); err != nil {
+func (db *DB) insertOperation(tx *sql.Tx, op *dps.Operation) error {
+	if err := db.putRegistration(tx, op); err != nil {
 		return err
 	}
 	doc, err := marshal(op)
 	if err != nil {
 		return err
 	}
-	res, err := tx.Exec(`INSERT INTO operations (id, registration_id, status, created, doc) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-		op.ID, dps.FoldID(op.RegistrationID), string(op.Status), op.Created.UnixNano(), doc)
+	res, err := db.txExec(tx, qInsertOperation, op.ID, dps.FoldID(op.RegistrationID), string(op.Status), op.Created.UnixNano(), doc)
 	if err != nil {
 		return err
 	}
@@ -391,22 +390,21 @@ func (db *DB) CreateOperationWithDevice(ctx context.Context, op dps.Operation, p
 		return op, err
 	}
 	err = db.exec(ctx, func(tx *sql.Tx) error {
-		if err := putDevices(tx, put, ddoc, remove); err != nil {
+		if err := db.putDevices(tx, put, ddoc, remove); err != nil {
 			return err
 		}
-		return insertOperation(tx, &op)
+		return db.insertOperation(tx, &op)
 	})
 	return op, err
 }
 
 // putDevices writes a device record and removes the one it replaces.
-func putDevices(tx *sql.Tx, put dps.HubDevice, ddoc []byte, remove *dps.HubDevice) error {
-	if _, err := tx.Exec(`INSERT INTO hub_devices (hub, device_id, doc) VALUES (?, ?, ?)
-		ON CONFLICT (hub, device_id) DO UPDATE SET doc = excluded.doc`, dps.FoldID(put.Hub), dps.FoldID(put.DeviceID), ddoc); err != nil {
+func (db *DB) putDevices(tx *sql.Tx, put dps.HubDevice, ddoc []byte, remove *dps.HubDevice) error {
+	if _, err := db.txExec(tx, qPutHubDevice, dps.FoldID(put.Hub), dps.FoldID(put.DeviceID), ddoc); err != nil {
 		return err
 	}
 	if remove != nil {
-		if _, err := tx.Exec(`DELETE FROM hub_devices WHERE hub = ? AND device_id = ?`, dps.FoldID(remove.Hub), dps.FoldID(remove.DeviceID)); err != nil {
+		if _, err := db.txExec(tx, qDeleteHubDevice, dps.FoldID(remove.Hub), dps.FoldID(remove.DeviceID)); err != nil {
 			return err
 		}
 	}
@@ -418,7 +416,7 @@ func putDevices(tx *sql.Tx, put dps.HubDevice, ddoc []byte, remove *dps.HubDevic
 // ETag of the record it replaces ("" when there was none): if the record
 // changed since (another operation of the same device won), nothing is
 // written and the error is KindConflict, so the operation is computed again.
-func putRegistration(tx *sql.Tx, op *dps.Operation) error {
+func (db *DB) putRegistration(tx *sql.Tx, op *dps.Operation) error {
 	if op.Result == nil || (op.Status != dps.StatusAssigned && op.Status != dps.StatusFailed) {
 		return nil
 	}
@@ -432,11 +430,9 @@ func putRegistration(tx *sql.Tx, op *dps.Operation) error {
 	id := dps.FoldID(r.RegistrationID)
 	var res sql.Result
 	if prev == "" {
-		res, err = tx.Exec(`INSERT INTO registrations (id, group_id, etag, doc) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-			id, dps.FoldID(r.EnrollmentGroupID), r.ETag, rdoc)
+		res, err = db.txExec(tx, qInsertRegistration, id, dps.FoldID(r.EnrollmentGroupID), r.ETag, rdoc)
 	} else {
-		res, err = tx.Exec(`UPDATE registrations SET group_id = ?, etag = ?, doc = ? WHERE id = ? AND etag = ?`,
-			dps.FoldID(r.EnrollmentGroupID), r.ETag, rdoc, id, prev)
+		res, err = db.txExec(tx, qUpdateRegistration, dps.FoldID(r.EnrollmentGroupID), r.ETag, rdoc, id, prev)
 	}
 	if err != nil {
 		return err
@@ -461,7 +457,7 @@ func (db *DB) Operation(ctx context.Context, id string) (dps.Operation, error) {
 // record's new ETag set). Completing an already-final operation is a no-op
 // that returns the stored operation, so a retried completion is harmless.
 func (db *DB) CompleteOperation(ctx context.Context, op dps.Operation) (dps.Operation, error) {
-	err := db.exec(ctx, func(tx *sql.Tx) error { return completeOperation(tx, &op, nil) })
+	err := db.exec(ctx, func(tx *sql.Tx) error { return db.completeOperation(tx, &op, nil) })
 	return op, err
 }
 
@@ -475,17 +471,17 @@ func (db *DB) CompleteOperationWithDevice(ctx context.Context, op dps.Operation,
 		return op, err
 	}
 	err = db.exec(ctx, func(tx *sql.Tx) error {
-		return completeOperation(tx, &op, func() error { return putDevices(tx, put, ddoc, remove) })
+		return db.completeOperation(tx, &op, func() error { return db.putDevices(tx, put, ddoc, remove) })
 	})
 	return op, err
 }
 
 // completeOperation finishes an unfinished operation (and calls devices, if
 // not nil, in the same transaction); a final one is returned as stored.
-func completeOperation(tx *sql.Tx, op *dps.Operation, devices func() error) error {
+func (db *DB) completeOperation(tx *sql.Tx, op *dps.Operation, devices func() error) error {
 	var status string
 	var doc []byte
-	if err := tx.QueryRow(`SELECT status, doc FROM operations WHERE id = ?`, op.ID).Scan(&status, &doc); err != nil {
+	if err := db.txQueryRow(tx, qOperationStatus, op.ID).Scan(&status, &doc); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return notFound("operation", op.ID)
 		}
@@ -494,7 +490,7 @@ func completeOperation(tx *sql.Tx, op *dps.Operation, devices func() error) erro
 	if dps.Status(status).Final() {
 		return json.Unmarshal(doc, op)
 	}
-	if err := putRegistration(tx, op); err != nil {
+	if err := db.putRegistration(tx, op); err != nil {
 		return err
 	}
 	if devices != nil {
@@ -506,7 +502,7 @@ func completeOperation(tx *sql.Tx, op *dps.Operation, devices func() error) erro
 	if err != nil {
 		return err
 	}
-	_, err = tx.Exec(`UPDATE operations SET status = ?, doc = ?, owner = '', lease_until = 0 WHERE id = ?`, string(op.Status), doc, op.ID)
+	_, err = db.txExec(tx, qCompleteOperation, string(op.Status), doc, op.ID)
 	return err
 }
 

@@ -44,7 +44,8 @@ type DB struct {
 	closed chan struct{}
 	once   sync.Once
 
-	stmts     sync.Map // query → *sql.Stmt on read
+	stmts     sync.Map             // query → *sql.Stmt on read
+	hot       map[string]*sql.Stmt // the registration path's writes, prepared once on the writer
 	groups    atomic.Pointer[[]dps.Group]
 	groupsGen atomic.Int64
 }
@@ -103,8 +104,60 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		write.Close()
 		return nil, err
 	}
+	if err := db.prepareHot(ctx); err != nil {
+		read.Close()
+		write.Close()
+		return nil, err
+	}
 	go db.writer()
 	return db, nil
+}
+
+// The statements every registration runs in the writer. Prepared once:
+// preparing (parsing and planning) costs about as much as running them.
+const (
+	qInsertOperation    = `INSERT INTO operations (id, registration_id, status, created, doc) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`
+	qOperationStatus    = `SELECT status, doc FROM operations WHERE id = ?`
+	qCompleteOperation  = `UPDATE operations SET status = ?, doc = ?, owner = '', lease_until = 0 WHERE id = ?`
+	qInsertRegistration = `INSERT INTO registrations (id, group_id, etag, doc) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`
+	qUpdateRegistration = `UPDATE registrations SET group_id = ?, etag = ?, doc = ? WHERE id = ? AND etag = ?`
+	qPutHubDevice       = `INSERT INTO hub_devices (hub, device_id, doc) VALUES (?, ?, ?) ON CONFLICT (hub, device_id) DO UPDATE SET doc = excluded.doc`
+	qDeleteHubDevice    = `DELETE FROM hub_devices WHERE hub = ? AND device_id = ?`
+	qSavepoint          = `SAVEPOINT w`
+	qRelease            = `RELEASE w`
+	qRollbackTo         = `ROLLBACK TO w`
+)
+
+// prepareHot prepares the hot statements on the writer's one connection
+// (before the writer starts: preparing needs the connection a transaction
+// would hold).
+func (db *DB) prepareHot(ctx context.Context) error {
+	db.hot = map[string]*sql.Stmt{}
+	for _, q := range []string{qInsertOperation, qOperationStatus, qCompleteOperation, qInsertRegistration, qUpdateRegistration, qPutHubDevice, qDeleteHubDevice, qSavepoint, qRelease, qRollbackTo} {
+		st, err := db.write.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("sqlite: prepare %q: %w", q, err)
+		}
+		db.hot[q] = st
+	}
+	return nil
+}
+
+// txExec runs q in tx, as the statement prepared on the writer's connection
+// when q is a hot one.
+func (db *DB) txExec(tx *sql.Tx, q string, args ...any) (sql.Result, error) {
+	if st := db.hot[q]; st != nil {
+		return tx.Stmt(st).Exec(args...)
+	}
+	return tx.Exec(q, args...)
+}
+
+// txQueryRow is txExec for a query returning one row.
+func (db *DB) txQueryRow(tx *sql.Tx, q string, args ...any) *sql.Row {
+	if st := db.hot[q]; st != nil {
+		return tx.Stmt(st).QueryRow(args...)
+	}
+	return tx.QueryRow(q, args...)
 }
 
 // Close stops the writer and closes the database.
@@ -115,6 +168,9 @@ func (db *DB) Close() error {
 		st.(*sql.Stmt).Close()
 		return true
 	})
+	for _, st := range db.hot {
+		st.Close()
+	}
 	return errors.Join(db.read.Close(), db.write.Close())
 }
 
@@ -253,17 +309,17 @@ func (db *DB) commit(batch []*writeReq) {
 			errs[i] = err
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
+		if _, err := db.txExec(tx, qSavepoint); err != nil {
 			errs[i] = err
 			continue
 		}
 		if err := r.fn(tx); err != nil {
 			errs[i] = err
-			if _, rbErr := tx.ExecContext(ctx, "ROLLBACK TO w"); rbErr != nil {
+			if _, rbErr := db.txExec(tx, qRollbackTo); rbErr != nil {
 				errs[i] = errors.Join(err, rbErr)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, "RELEASE w"); err != nil && errs[i] == nil {
+		if _, err := db.txExec(tx, qRelease); err != nil && errs[i] == nil {
 			errs[i] = err
 		}
 	}
