@@ -225,8 +225,20 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 			return nil, fmt.Errorf("listen.admin %s: %w", cfg.Listen.Admin, err)
 		}
 	}
+	var handler http.Handler = device
+	if s.mqtt != nil {
+		// MQTT over WebSocket shares the HTTPS port, as on Azure.
+		ws := s.mqtt.WebSocket()
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == mqttapi.WebSocketPath {
+				ws.ServeHTTP(w, r)
+				return
+			}
+			device.ServeHTTP(w, r)
+		})
+	}
 	s.https = &http.Server{
-		Handler:           device,
+		Handler:           handler,
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,

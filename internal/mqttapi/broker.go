@@ -94,6 +94,10 @@ func Listen(addr string, o BrokerOptions) (*Broker, error) {
 		ln.Close()
 		return nil, err
 	}
+	if err := srv.AddListener(&wsListener{done: make(chan struct{})}); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	return b, nil
 }
 

@@ -200,5 +200,5 @@ func transports() string {
 	if v := os.Getenv("DPS_COMPAT_TRANSPORTS"); v != "" {
 		return v
 	}
-	return "http,mqtt"
+	return "http,mqtt,mqttws"
 }

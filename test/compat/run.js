@@ -9,7 +9,7 @@
 const crypto = require('crypto');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http } = require('azure-iot-provisioning-device-http');
-const { Mqtt } = require('azure-iot-provisioning-device-mqtt');
+const { Mqtt, MqttWs } = require('azure-iot-provisioning-device-mqtt');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 const { X509Security } = require('azure-iot-security-x509');
 const { ProvisioningServiceClient } = require('azure-iot-provisioning-service');
@@ -23,7 +23,7 @@ const host = env('DPS_HOST');
 const idScope = env('DPS_ID_SCOPE');
 const connectionString = env('DPS_CONNECTION_STRING');
 const webhookUrl = env('DPS_WEBHOOK_URL');
-const transports = (process.env.DPS_TRANSPORTS || 'http,mqtt').split(',');
+const transports = (process.env.DPS_TRANSPORTS || 'http,mqtt,mqttws').split(',');
 const fs = require('fs');
 const path = require('path');
 const x509Dir = env('DPS_X509_DIR');
@@ -38,6 +38,7 @@ function deriveKey(groupKey, registrationId) {
 }
 
 function newTransport(name) {
+  if (name === 'mqttws') return new MqttWs(); // MQTT over WebSocket on 443: wss://host/$iothub/websocket
   return name === 'mqtt' ? new Mqtt() : new Http();
 }
 
