@@ -58,6 +58,7 @@ func Run(t *testing.T, f Factory) {
 		{"Operation/Prune", testPrune},
 		{"Operation/WithDeviceRecordsInOneTransaction", testWithDevice},
 		{"Registration/WrittenOnlyOverTheRecordItWasComputedFrom", testRegistrationCAS},
+		{"Operation/ConcurrentWritesFailAlone", testConcurrentFailures},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -569,4 +570,48 @@ func testRegistrationCAS(t *testing.T, f Factory) {
 	}
 	_, err = s.HubDevice(ctx(), "h7", "dev-cas")
 	kind(t, "device of a second completion", err, dps.KindNotFound)
+}
+
+// testConcurrentFailures: writes failing among many concurrent ones (which a
+// store may commit together) leave nothing behind and do not affect the
+// others.
+func testConcurrentFailures(t *testing.T, f Factory) {
+	s := f.New(t)
+	if _, err := s.CreateOperation(ctx(), op("taken", "d")); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 60 {
+		wg.Go(func() {
+			id := fmt.Sprintf("dev-%d", i)
+			o := op("op-"+id, id)
+			o.Status = dps.StatusAssigned
+			o.Result = &dps.Registration{RegistrationID: id, DeviceID: id, AssignedHub: "ok.example.net", Status: dps.StatusAssigned}
+			hub := "ok.example.net"
+			if i%2 == 1 {
+				o.ID, hub = "taken", fmt.Sprintf("bad-%d.example.net", i) // fails: the operation ID exists
+			}
+			_, err := s.CreateOperationWithDevice(ctx(), o, dps.HubDevice{Hub: hub, DeviceID: id}, nil)
+			if (err == nil) != (i%2 == 0) {
+				t.Errorf("write %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	for i := range 60 {
+		id := fmt.Sprintf("dev-%d", i)
+		_, regErr := s.Registration(ctx(), id)
+		if i%2 == 0 {
+			if regErr != nil {
+				t.Errorf("%s: registration of a successful write: %v", id, regErr)
+			}
+			if _, err := s.HubDevice(ctx(), "ok.example.net", id); err != nil {
+				t.Errorf("%s: device of a successful write: %v", id, err)
+			}
+			continue
+		}
+		kind(t, id+": registration of a failed write", regErr, dps.KindNotFound)
+		_, err := s.HubDevice(ctx(), fmt.Sprintf("bad-%d.example.net", i), id)
+		kind(t, id+": device of a failed write", err, dps.KindNotFound)
+	}
 }
