@@ -29,7 +29,8 @@ var rules = map[string][]string{
 	"internal/access":                  {module, module + "/internal/sas"},
 	"internal/client":                  {module, module + "/internal/wire", module + "/internal/sas"},
 	"internal/allocation/webhookalloc": {module, module + "/webhook", module + "/internal/wire", module + "/internal/logkey"},
-	"device":                           {module + "/internal/sas"},
+	"internal/wsstream":                {"github.com/gorilla/websocket"},
+	"device":                           {module + "/internal/sas", module + "/internal/wsstream", "github.com/gorilla/websocket"}, // WebSocket: MQTT over 443
 }
 
 func TestImportRules(t *testing.T) {

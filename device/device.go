@@ -42,13 +42,15 @@ type Client struct {
 	PollInterval time.Duration
 	// TokenTTL is the lifetime of the SAS tokens the client signs (default 1h).
 	TokenTTL time.Duration
-	// Transport is "https" (default) or "mqtt".
+	// Transport is "https" (default), "mqtt", or "mqttws": MQTT over
+	// WebSocket on the HTTPS endpoint (wss://host/$iothub/websocket), for
+	// networks that pass only 443.
 	Transport string
 	// MQTTAddress is host:port of the MQTT endpoint (default: the
 	// endpoint's host, port 8883).
 	MQTTAddress string
-	// TLSConfig configures MQTT's TLS (trusted roots, client certificate);
-	// HTTPS uses HTTPClient.
+	// TLSConfig configures MQTT's TLS, also over WebSocket (trusted roots,
+	// client certificate); HTTPS uses HTTPClient.
 	TLSConfig *tls.Config
 }
 
@@ -133,9 +135,11 @@ func (c *Client) Register(ctx context.Context, registrationID string, cred Crede
 	switch strings.ToLower(c.Transport) {
 	case "", "https", "http":
 	case "mqtt":
-		return c.registerMQTT(ctx, registrationID, cred, payload)
+		return c.registerMQTT(ctx, registrationID, cred, payload, false)
+	case "mqttws":
+		return c.registerMQTT(ctx, registrationID, cred, payload, true)
 	default:
-		return nil, fmt.Errorf("device: unknown transport %q (https or mqtt)", c.Transport)
+		return nil, fmt.Errorf("device: unknown transport %q (https, mqtt or mqttws)", c.Transport)
 	}
 	res, retry, err := c.Start(ctx, registrationID, cred, payload)
 	if err != nil {

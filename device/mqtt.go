@@ -16,6 +16,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/opendps/dps/internal/wsstream"
 )
 
 // The MQTT transport speaks MQTT 3.1.1 over TLS and is deliberately as
@@ -31,9 +35,19 @@ type mqttConn struct {
 	nextID uint16
 }
 
-func (c *Client) registerMQTT(ctx context.Context, registrationID string, cred Credential, payload any) (*Result, error) {
+func (c *Client) registerMQTT(ctx context.Context, registrationID string, cred Credential, payload any, overWebSocket bool) (*Result, error) {
 	addr := c.MQTTAddress
-	if addr == "" {
+	if overWebSocket {
+		// MQTT over WebSocket is served on the HTTPS endpoint.
+		u, err := url.Parse(c.Endpoint)
+		if err != nil || u.Hostname() == "" {
+			return nil, fmt.Errorf("device: cannot derive the WebSocket address from endpoint %q", c.Endpoint)
+		}
+		addr = u.Host
+		if u.Port() == "" {
+			addr = net.JoinHostPort(u.Hostname(), "443")
+		}
+	} else if addr == "" {
 		u, err := url.Parse(c.Endpoint)
 		if err != nil || u.Hostname() == "" {
 			return nil, fmt.Errorf("device: cannot derive the MQTT address from endpoint %q; set MQTTAddress", c.Endpoint)
@@ -64,10 +78,24 @@ func (c *Client) registerMQTT(ctx context.Context, registrationID string, cred C
 		host, _, _ := net.SplitHostPort(addr)
 		tlsCfg.ServerName = host
 	}
-	d := &tls.Dialer{Config: tlsCfg}
-	raw, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, err
+	var raw net.Conn
+	if overWebSocket {
+		d := &websocket.Dialer{TLSClientConfig: tlsCfg, Subprotocols: []string{"mqtt"}, HandshakeTimeout: 30 * time.Second}
+		ws, resp, err := d.DialContext(ctx, "wss://"+addr+"/$iothub/websocket", nil)
+		if err != nil {
+			if resp != nil {
+				return nil, fmt.Errorf("device: MQTT over WebSocket: %s: %w", resp.Status, err)
+			}
+			return nil, err
+		}
+		raw = wsstream.New(ws)
+	} else {
+		d := &tls.Dialer{Config: tlsCfg}
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		raw = conn
 	}
 	defer raw.Close()
 	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Now()) })

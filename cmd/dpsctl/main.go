@@ -144,7 +144,7 @@ func newRegister() *cobra.Command {
 	f.StringVar(&payload, "payload", "", "JSON payload to send, or @file")
 	f.StringVar(&apiVersion, "api-version", device.DefaultAPIVersion, "device api-version")
 	f.DurationVar(&timeout, "timeout", 60*time.Second, "give up after this long")
-	f.StringVar(&transport, "transport", "https", "device transport: https or mqtt")
+	f.StringVar(&transport, "transport", "https", "device transport: https, mqtt, or mqttws (MQTT over WebSocket on the HTTPS endpoint)")
 	f.StringVar(&mqttAddr, "mqtt-address", "", "host:port of the MQTT endpoint (default: the endpoint's host, port 8883)")
 	tf.add(cmd)
 	return cmd

@@ -24,6 +24,36 @@ func (s *server) mqttClient(t *testing.T) *device.Client {
 		TLSConfig: s.clientTLS(t), PollInterval: 20 * time.Millisecond}
 }
 
+// MQTT over WebSocket on the HTTPS port: the same registrations and refusals.
+func TestMQTTOverWebSocket(t *testing.T) {
+	s, _, svc, _, _ := startWithWebhook(t, "")
+	ctx := context.Background()
+	e, err := svc.PutEnrollment(ctx, wire.IndividualEnrollment{RegistrationID: "ws-ind", Attestation: symmetric()}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := svc.PutGroup(ctx, wire.EnrollmentGroup{EnrollmentGroupID: "ws-grp", Attestation: symmetric()}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gk, _ := device.DeriveKey(g.Attestation.SymmetricKey.PrimaryKey, "ws-g-1")
+	c := &device.Client{Endpoint: s.endpoint(), IDScope: s.idScope, Transport: "mqttws", TLSConfig: s.clientTLS(t), PollInterval: 20 * time.Millisecond}
+	for _, tc := range []struct{ id, key string }{{"ws-ind", e.Attestation.SymmetricKey.PrimaryKey}, {"ws-g-1", gk}} {
+		res, err := c.Register(ctx, tc.id, device.SymmetricKey(tc.key), map[string]any{"over": "websocket"})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.id, err)
+		}
+		if res.Status != "assigned" || res.RegistrationState.DeviceID != tc.id || res.RegistrationState.AssignedHub == "" {
+			t.Fatalf("%s: %+v / %+v", tc.id, res, res.RegistrationState)
+		}
+	}
+	_, err = c.Register(ctx, "ws-ind", device.SymmetricKey(dpstest.Key(32)), nil)
+	var ce *device.ConnectRefusedError
+	if !errors.As(err, &ce) {
+		t.Fatalf("wrong key: err = %v, want a CONNACK refusal", err)
+	}
+}
+
 func TestMQTTRegistration(t *testing.T) {
 	s, hc, svc, hook, url := startWithWebhook(t, "")
 	ctx := context.Background()

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/opendps/dps/internal/logkey"
+	"github.com/opendps/dps/internal/wsstream"
 )
 
 // WebSocketPath is where devices speak MQTT over WebSocket, on the HTTPS
@@ -44,9 +44,8 @@ func (b *Broker) WebSocket() http.Handler {
 			return // the upgrader answered
 		}
 		defer c.Close()
-		raw := c.NetConn()
-		raw.SetDeadline(time.Now().Add(b.ln.connect)) // CONNECT; the HTTP server's deadlines no longer apply
-		conn := &wsConn{Conn: raw, ws: c, idle: b.ln.idle}
+		c.NetConn().SetDeadline(time.Now().Add(b.ln.connect)) // CONNECT; the HTTP server's deadlines no longer apply
+		conn := &wsConn{Conn: wsstream.New(c), idle: b.ln.idle}
 		if r.TLS != nil {
 			conn.state = *r.TLS
 		}
@@ -76,49 +75,12 @@ func (l *wsListener) Close(closeClients listeners.CloseFn) {
 	l.once.Do(func() { close(l.done) })
 }
 
-// wsConn is an MQTT byte stream over WebSocket binary messages.
+// wsConn is the MQTT byte stream of one WebSocket, with the idle limit of
+// the TLS listener's connections and the TLS state of the HTTPS connection.
 type wsConn struct {
-	net.Conn // the underlying connection: addresses, deadlines, Close
-	ws       *websocket.Conn
-	idle     time.Duration
-	state    tls.ConnectionState
-	r        io.Reader // the message being read
-	wmu      sync.Mutex
-}
-
-var errNotBinary = errors.New("mqtt over websocket: only binary messages carry MQTT")
-
-func (c *wsConn) Read(p []byte) (int, error) {
-	for {
-		if c.r == nil {
-			kind, r, err := c.ws.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			if kind != websocket.BinaryMessage {
-				return 0, errNotBinary
-			}
-			c.r = r
-		}
-		n, err := c.r.Read(p)
-		if errors.Is(err, io.EOF) {
-			c.r = nil // the next message continues the stream
-			err = nil
-			if n == 0 {
-				continue
-			}
-		}
-		return n, err
-	}
-}
-
-func (c *wsConn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
+	*wsstream.Conn
+	idle  time.Duration
+	state tls.ConnectionState
 }
 
 // SetDeadline: as idleConn, a connection may stay silent at most idle.
