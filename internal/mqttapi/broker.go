@@ -41,6 +41,7 @@ type Broker struct {
 	srv   *mqtt.Server
 	ln    *listener
 	hook  *hook
+	ws    wsClients
 	close sync.Once
 }
 
@@ -94,10 +95,6 @@ func Listen(addr string, o BrokerOptions) (*Broker, error) {
 		ln.Close()
 		return nil, err
 	}
-	if err := srv.AddListener(&wsListener{done: make(chan struct{})}); err != nil {
-		ln.Close()
-		return nil, err
-	}
 	return b, nil
 }
 
@@ -111,7 +108,10 @@ func (b *Broker) Serve() error { return b.srv.Serve() }
 // more than once.
 func (b *Broker) Close() error {
 	var err error
-	b.close.Do(func() { err = b.srv.Close() })
+	b.close.Do(func() {
+		b.ws.closeAll()
+		err = b.srv.Close()
+	})
 	return err
 }
 

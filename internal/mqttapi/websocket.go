@@ -4,13 +4,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/opendps/dps/internal/logkey"
 	"github.com/opendps/dps/internal/wsstream"
@@ -26,7 +25,6 @@ const WebSocketPath = "/$iothub/websocket"
 // certificates are those of the HTTPS connection carrying the WebSocket.
 func (b *Broker) WebSocket() http.Handler {
 	up := &websocket.Upgrader{
-		Subprotocols:     []string{"mqtt"},
 		HandshakeTimeout: b.ln.connect,
 		// Devices are not browsers: there is no origin to protect, and
 		// every connection authenticates in CONNECT.
@@ -39,7 +37,17 @@ func (b *Broker) WebSocket() http.Handler {
 			io.WriteString(w, `{"errorCode":400001,"message":"MQTT over WebSocket: a WebSocket upgrade request is expected"}`)
 			return
 		}
-		c, err := up.Upgrade(w, r, nil)
+		// The subprotocol is MQTT, whatever its case: the Node, Python and
+		// .NET SDKs ask for "mqtt", the C SDK for "MQTT". It is echoed as
+		// asked; a client asking for none is served too.
+		var h http.Header
+		for _, p := range websocket.Subprotocols(r) {
+			if strings.EqualFold(p, "mqtt") {
+				h = http.Header{"Sec-Websocket-Protocol": {p}}
+				break
+			}
+		}
+		c, err := up.Upgrade(w, r, h)
 		if err != nil {
 			return // the upgrader answered
 		}
@@ -49,30 +57,59 @@ func (b *Broker) WebSocket() http.Handler {
 		if r.TLS != nil {
 			conn.state = *r.TLS
 		}
+		if !b.ws.add(conn) {
+			return // the broker is closing
+		}
+		defer b.ws.done(conn)
 		if err := b.srv.EstablishConnection(wsListenerID, conn); err != nil && !errors.Is(err, io.EOF) {
 			b.hook.o.Logger.Debug("mqtt over websocket: connection ended", logkey.Error, err)
 		}
 	})
 }
 
+// wsListenerID names WebSocket clients in the broker (logs, client listing).
 const wsListenerID = "dps-mqtt-ws"
 
-// wsListener is registered with the broker so that closing the broker
-// disconnects the WebSocket clients too; connections arrive through
-// WebSocket, not through this listener.
-type wsListener struct {
-	done chan struct{}
-	once sync.Once
+// wsClients tracks the WebSocket connections, which the broker's own
+// listeners do not: closing the broker closes them and waits until they are
+// detached, before the broker stops (mochi's shutdown must not race with a
+// connection being attached).
+type wsClients struct {
+	mu     sync.Mutex
+	closed bool
+	conns  map[*wsConn]struct{}
+	wg     sync.WaitGroup
 }
 
-func (l *wsListener) Init(*slog.Logger) error     { return nil }
-func (l *wsListener) ID() string                  { return wsListenerID }
-func (l *wsListener) Address() string             { return WebSocketPath }
-func (l *wsListener) Protocol() string            { return "wss" }
-func (l *wsListener) Serve(listeners.EstablishFn) { <-l.done }
-func (l *wsListener) Close(closeClients listeners.CloseFn) {
-	closeClients(wsListenerID)
-	l.once.Do(func() { close(l.done) })
+func (w *wsClients) add(c *wsConn) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return false
+	}
+	if w.conns == nil {
+		w.conns = map[*wsConn]struct{}{}
+	}
+	w.conns[c] = struct{}{}
+	w.wg.Add(1)
+	return true
+}
+
+func (w *wsClients) done(c *wsConn) {
+	w.mu.Lock()
+	delete(w.conns, c)
+	w.mu.Unlock()
+	w.wg.Done()
+}
+
+func (w *wsClients) closeAll() {
+	w.mu.Lock()
+	w.closed = true
+	for c := range w.conns {
+		c.Close()
+	}
+	w.mu.Unlock()
+	w.wg.Wait()
 }
 
 // wsConn is the MQTT byte stream of one WebSocket, with the idle limit of

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/gorilla/websocket"
 
 	"github.com/opendps/dps/internal/mqttapi"
 )
@@ -78,5 +79,23 @@ func TestWebSocketPathWithoutUpgrade(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"errorCode":400001`) || resp.Header.Get("Content-Type") != "application/json" {
 		t.Errorf("%d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+}
+
+// The subprotocol is echoed as the client spelled it ("MQTT" from the C SDK).
+func TestWebSocketSubprotocol(t *testing.T) {
+	b, _ := broker(t, mqttapi.BrokerOptions{})
+	url, tc := wsServer(t, b)
+	for _, asked := range []string{"mqtt", "MQTT"} {
+		d := &websocket.Dialer{TLSClientConfig: tc, Subprotocols: []string{asked}}
+		ws, resp, err := d.Dial(url, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", asked, err)
+		}
+		if ws.Subprotocol() != asked {
+			t.Errorf("asked %q, got %q", asked, ws.Subprotocol())
+		}
+		resp.Body.Close()
+		ws.Close()
 	}
 }
