@@ -28,16 +28,20 @@ type DeviceRecorder interface {
 	CompleteOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error)
 }
 
-// recorder reports whether device records can be written with operations:
-// the hub connector records devices in the registration store itself (the
-// built-in connector) and the store can write both at once.
-func (s *Service) recorder() (DeviceRecorder, bool) {
+// recorder returns the store and an empty hubEffects for complete when
+// device records are written with operations: the hub connector records
+// devices in the registration store itself (the built-in connector) and the
+// store can write both at once. Otherwise fx is nil and complete calls the
+// hub connector.
+func (s *Service) recorder() (rec DeviceRecorder, fx *hubEffects) {
 	hc, ok := s.o.Hubs.(interface{ RecordsIn() any })
 	if !ok || hc.RecordsIn() != any(s.o.Store) {
-		return nil, false
+		return nil, nil
 	}
-	rec, ok := s.o.Store.(DeviceRecorder)
-	return rec, ok
+	if rec, ok = s.o.Store.(DeviceRecorder); !ok {
+		return nil, nil
+	}
+	return rec, &hubEffects{}
 }
 
 // complete computes an operation's final state. It returns an error only for

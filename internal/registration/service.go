@@ -338,11 +338,7 @@ func (s *Service) completeInline(ctx context.Context, op dps.Operation, m *match
 	defer l.Unlock()
 	s.o.Observer.InFlight(1)
 	defer s.o.Observer.InFlight(-1)
-	rec, recording := s.recorder()
-	var fx *hubEffects
-	if recording {
-		fx = &hubEffects{}
-	}
+	rec, fx := s.recorder()
 	final, err := s.complete(ctx, op, m, fx)
 	if err != nil {
 		s.log.WarnContext(ctx, "registration continues asynchronously", logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
@@ -491,11 +487,7 @@ func (s *Service) work(ctx context.Context, op dps.Operation, release func()) {
 		s.log.WarnContext(ctx, "operation will be retried", logkey.OperationID, op.ID, logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
 		release()
 	}
-	rec, recording := s.recorder()
-	var fx *hubEffects
-	if recording {
-		fx = &hubEffects{}
-	}
+	rec, fx := s.recorder()
 	final, err := s.complete(ctx, op, nil, fx)
 	if err != nil {
 		retry(err)
