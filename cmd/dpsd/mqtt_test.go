@@ -15,6 +15,7 @@ import (
 
 	"github.com/opendps/dps/device"
 	"github.com/opendps/dps/internal/dpstest"
+	"github.com/opendps/dps/internal/mqttapi"
 	"github.com/opendps/dps/internal/sas"
 	"github.com/opendps/dps/internal/wire"
 )
@@ -181,11 +182,24 @@ func pahoConnect(t *testing.T, s *server, regID, key string, clean bool) paho.Cl
 }
 
 func pahoTry(t *testing.T, s *server, regID, key string, clean bool) (paho.Client, error) {
-	o := paho.NewClientOptions().AddBroker("tls://" + s.mqtt.Addr().String()).SetClientID(regID).
+	return pahoDial(t, pahoOptions(t, s, "mqtt", regID, key).SetCleanSession(clean), regID)
+}
+
+// pahoOptions are a paho client's options for a device over MQTT ("mqtt")
+// or MQTT over WebSocket on the HTTPS port ("mqttws").
+func pahoOptions(t *testing.T, s *server, transport, regID, key string) *paho.ClientOptions {
+	url := "tls://" + s.mqtt.Addr().String()
+	if transport == "mqttws" {
+		url = "wss://" + s.httpsLn.Addr().String() + mqttapi.WebSocketPath
+	}
+	return paho.NewClientOptions().AddBroker(url).SetClientID(regID).
 		SetUsername(s.idScope + "/registrations/" + regID + "/api-version=2019-03-31&ClientVersion=paho").
 		SetPassword(sas.New(s.idScope+"/registrations/"+regID, mustB64(t, key), "registration", time.Now().Add(time.Hour))).
-		SetTLSConfig(s.clientTLS(t)).SetCleanSession(clean).SetAutoReconnect(false).SetConnectRetry(false).
+		SetTLSConfig(s.clientTLS(t)).SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).
 		SetProtocolVersion(4).SetConnectTimeout(5 * time.Second)
+}
+
+func pahoDial(t *testing.T, o *paho.ClientOptions, regID string) (paho.Client, error) {
 	cl := paho.NewClient(o)
 	tok := cl.Connect()
 	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
@@ -195,6 +209,116 @@ func pahoTry(t *testing.T, s *server, regID, key string, clean bool) (paho.Clien
 		t.Errorf("CONNACK SessionPresent=1 for %s", regID)
 	}
 	return cl, nil
+}
+
+// pahoRegister registers over an open paho connection, polling until the
+// registration is assigned.
+func pahoRegister(t *testing.T, cl paho.Client, msgs chan paho.Message, regID string) {
+	t.Helper()
+	publish(t, cl, 1, "$dps/registrations/PUT/iotdps-register/?$rid=reg-"+regID, `{"registrationId":"`+regID+`"}`)
+	for i := 0; ; i++ {
+		m := next(t, msgs)
+		var r device.Result
+		if err := json.Unmarshal(m.Payload(), &r); err != nil || r.OperationID == "" {
+			t.Fatalf("answer %s %s", m.Topic(), m.Payload())
+		}
+		if r.Status == "assigned" {
+			if r.RegistrationState == nil || r.RegistrationState.DeviceID != regID {
+				t.Fatalf("assigned answer %s", m.Payload())
+			}
+			return
+		}
+		if i > 100 {
+			t.Fatalf("never assigned: %s", m.Payload())
+		}
+		time.Sleep(20 * time.Millisecond)
+		publish(t, cl, 1, fmt.Sprintf("$dps/registrations/GET/iotdps-get-operationstatus/?$rid=poll-%d&operationId=%s", i, r.OperationID), " ")
+	}
+}
+
+// lost records when a paho connection is lost.
+type lost struct{ ch chan error }
+
+func newLost() *lost { return &lost{ch: make(chan error, 1)} }
+
+func (l *lost) handler(_ paho.Client, err error) { l.ch <- err }
+
+func (l *lost) none(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case err := <-l.ch:
+		t.Fatalf("%s: the connection was lost: %v", what, err)
+	default:
+	}
+}
+
+// Sessions over MQTT and MQTT over WebSocket: a CONNECT with the device's
+// client ID and a wrong key is refused and leaves the connected device
+// alone, whose registration completes; a second connection with the right
+// key replaces the first (whose connection is closed) and registers.
+func TestMQTTSessionTakeover(t *testing.T) {
+	s, _ := startServer(t, t.TempDir(), "")
+	for _, transport := range []string{"mqtt", "mqttws"} {
+		t.Run(transport, func(t *testing.T) {
+			id := "take-" + transport
+			key := string(dpstest.MustPutEnrollment(t, s.store, dpstest.SymmetricKeyEnrollment(id)).Attestation.SymmetricKey.PrimaryKey)
+			firstLost := newLost()
+			first, err := pahoDial(t, pahoOptions(t, s, transport, id, key).SetConnectionLostHandler(firstLost.handler), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer first.Disconnect(0)
+			msgs := subscribe(t, first)
+
+			if _, err := pahoDial(t, pahoOptions(t, s, transport, id, dpstest.Key(32)), id); err == nil {
+				t.Fatal("a connection with a wrong key was accepted")
+			}
+			time.Sleep(100 * time.Millisecond) // a takeover would have closed the first connection by now
+			firstLost.none(t, "after a CONNECT with a wrong key")
+			pahoRegister(t, first, msgs, id)
+			firstLost.none(t, "after registering")
+
+			second, err := pahoDial(t, pahoOptions(t, s, transport, id, key), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer second.Disconnect(0)
+			select {
+			case <-firstLost.ch:
+			case <-time.After(5 * time.Second):
+				t.Fatal("an authenticated second connection left the first one connected")
+			}
+			pahoRegister(t, second, subscribe(t, second), id)
+		})
+	}
+}
+
+// A device with keep-alive 1 s (paho pings once a second) is allowed 1.5 s
+// of silence, so it stays connected through 10 s of waiting, then
+// registers, over MQTT and MQTT over WebSocket.
+func TestMQTTKeepAliveOneSecond(t *testing.T) {
+	s, _ := startServer(t, t.TempDir(), "")
+	for _, transport := range []string{"mqtt", "mqttws"} {
+		t.Run(transport, func(t *testing.T) {
+			t.Parallel()
+			id := "keepalive-" + transport
+			key := string(dpstest.MustPutEnrollment(t, s.store, dpstest.SymmetricKeyEnrollment(id)).Attestation.SymmetricKey.PrimaryKey)
+			l := newLost()
+			cl, err := pahoDial(t, pahoOptions(t, s, transport, id, key).SetKeepAlive(time.Second).SetConnectionLostHandler(l.handler), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Disconnect(0)
+			msgs := subscribe(t, cl)
+			select {
+			case err := <-l.ch:
+				t.Fatalf("connection lost while waiting: %v", err)
+			case <-time.After(10 * time.Second):
+			}
+			pahoRegister(t, cl, msgs, id)
+			l.none(t, "after registering")
+		})
+	}
 }
 
 func subscribe(t *testing.T, cl paho.Client) chan paho.Message {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/logkey"
 	"github.com/opendps/dps/internal/registration"
 )
@@ -25,7 +27,11 @@ type BrokerOptions struct {
 	Adapter   *Adapter
 	TLSConfig *tls.Config // required: DPS MQTT is TLS only
 	Logger    *slog.Logger
-	// MaxConnections bounds concurrent connections (default 100000).
+	// MaxConnections bounds concurrent network connections, over TLS and
+	// over WebSocket together, from accept (before the TLS handshake) to
+	// close. Over the limit a TLS connection is closed at once and a
+	// WebSocket upgrade is answered 429 with Retry-After; both are counted
+	// in Stats.Refused (default 100000).
 	MaxConnections int64
 	// RequestTimeout bounds the handling of one request (default 30s).
 	RequestTimeout time.Duration
@@ -38,17 +44,30 @@ type BrokerOptions struct {
 
 // Broker is the embedded MQTT broker serving the DPS device protocol.
 type Broker struct {
+	o     BrokerOptions
 	srv   *mqtt.Server
 	ln    *listener
 	hook  *hook
-	ws    wsClients
+	conns conns
 	close sync.Once
+
+	lastRefusalLog atomic.Int64 // unix nanoseconds
+}
+
+// Stats counts the broker's connections.
+type Stats struct {
+	Open         int64 // network connections open now, TLS and WebSocket
+	Refused      int64 // connections closed or refused at once because MaxConnections were open
+	AcceptErrors int64 // failed accepts on the TLS listener (each one retried)
 }
 
 // Listen opens the TLS listener on addr; Serve starts answering.
 func Listen(addr string, o BrokerOptions) (*Broker, error) {
 	if o.TLSConfig == nil {
 		return nil, errors.New("mqttapi: TLS configuration is required")
+	}
+	if o.Adapter == nil {
+		return nil, errors.New("mqttapi: an Adapter is required")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -65,7 +84,9 @@ func Listen(addr string, o BrokerOptions) (*Broker, error) {
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = 30 * time.Second
 	}
-	ln, err := tls.Listen("tcp", addr, o.TLSConfig)
+	// Plain TCP: TLS is layered on each connection after the connection
+	// limit, so connections over the limit cost no handshake.
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -85,8 +106,9 @@ func Listen(addr string, o BrokerOptions) (*Broker, error) {
 		Logger:                 slog.New(quieter{o.Logger.Handler()}).With("component", "mqtt"),
 		SysTopicResendInterval: 0,
 	})
-	b := &Broker{srv: srv, ln: &listener{ln: ln, idle: o.IdleTimeout, connect: o.ConnectTimeout}}
-	b.hook = &hook{o: o, srv: srv}
+	b := &Broker{o: o, srv: srv, conns: conns{max: o.MaxConnections}}
+	b.hook = &hook{o: o, srv: srv, sessions: map[string]*mqtt.Client{}}
+	b.ln = &listener{ln: ln, b: b}
 	if err := srv.AddHook(b.hook, nil); err != nil {
 		ln.Close()
 		return nil, err
@@ -104,23 +126,45 @@ func (b *Broker) Addr() net.Addr { return b.ln.ln.Addr() }
 // Serve starts accepting connections; it returns at once.
 func (b *Broker) Serve() error { return b.srv.Serve() }
 
+// Stats reports the connection counters.
+func (b *Broker) Stats() Stats {
+	return Stats{Open: b.conns.n.Load(), Refused: b.conns.refused.Load(), AcceptErrors: b.ln.acceptErrors.Load()}
+}
+
 // Close disconnects every client and stops the broker. It may be called
 // more than once.
 func (b *Broker) Close() error {
 	var err error
 	b.close.Do(func() {
-		b.ws.closeAll()
+		b.ln.closed.Store(true)
+		b.ln.ln.Close()
+		b.hook.disconnectAll()
+		b.conns.closeAll()
 		err = b.srv.Close()
 	})
 	return err
 }
 
-// listener adapts a net.Listener opened by us (so its address is known
-// before serving) to mochi's Listener.
+// refused logs connections refused for the connection limit, at most every
+// 10 seconds (a flood must not become a flood of log lines).
+func (b *Broker) refused(transport string) {
+	now := time.Now().UnixNano()
+	last := b.lastRefusalLog.Load()
+	if now-last < int64(10*time.Second) || !b.lastRefusalLog.CompareAndSwap(last, now) {
+		return
+	}
+	b.o.Logger.Warn("mqtt connections refused: MaxConnections are open", "transport", transport,
+		"max_connections", b.o.MaxConnections, "refused_total", b.conns.refused.Load())
+}
+
+// listener is mochi's Listener over a TCP listener opened by us (so its
+// address is known before serving). It caps connections, layers TLS, and
+// survives accept errors.
 type listener struct {
-	ln            net.Listener
-	idle, connect time.Duration
-	closed        atomic.Bool
+	ln           net.Listener
+	b            *Broker
+	closed       atomic.Bool
+	acceptErrors atomic.Int64
 }
 
 func (l *listener) Init(*slog.Logger) error { return nil }
@@ -129,42 +173,50 @@ func (l *listener) Address() string         { return l.ln.Addr().String() }
 func (l *listener) Protocol() string        { return "mqtts" }
 
 func (l *listener) Serve(establish listeners.EstablishFn) {
+	var delay time.Duration
 	for {
-		conn, err := l.ln.Accept()
+		raw, err := l.ln.Accept()
 		if err != nil {
-			return
+			if l.closed.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors (EMFILE) and the like: retry with
+			// backoff, as net/http does, rather than end MQTT until a
+			// restart while the kernel keeps queueing devices.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			l.acceptErrors.Add(1)
+			l.b.o.Logger.Warn("mqtt accept failed; retrying", logkey.Error, err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
 		}
-		ic := &idleConn{Conn: conn, idle: l.idle}
-		conn.SetDeadline(time.Now().Add(l.connect)) // handshake and CONNECT
-		go establish(l.ID(), ic)
+		delay = 0
+		if !l.b.conns.acquire() {
+			raw.Close()
+			l.b.refused("mqtts")
+			continue
+		}
+		go l.serve(raw, establish)
 	}
 }
 
-// idleConn bounds how long a connection may stay silent: the broker
-// disables deadlines for clients without keep-alive, and caps none.
-type idleConn struct {
-	net.Conn
-	idle time.Duration
-}
-
-func (c *idleConn) SetDeadline(t time.Time) error {
-	if limit := time.Now().Add(c.idle); t.IsZero() || t.After(limit) {
-		t = limit
+// serve runs one accepted connection until mochi is done with it.
+func (l *listener) serve(raw net.Conn, establish listeners.EstablishFn) {
+	defer l.b.conns.release()
+	raw.SetDeadline(time.Now().Add(l.b.o.ConnectTimeout)) // handshake and CONNECT
+	c := &tlsConn{Conn: tls.Server(raw, l.b.o.TLSConfig), connState: connState{idle: l.b.o.IdleTimeout}}
+	if !l.b.conns.track(c) {
+		c.Close()
+		return
 	}
-	return c.Conn.SetDeadline(t)
-}
-
-// ConnectionState exposes the TLS state (client certificates) of the wrapped connection.
-func (c *idleConn) ConnectionState() tls.ConnectionState {
-	if tc, ok := c.Conn.(*tls.Conn); ok {
-		return tc.ConnectionState()
-	}
-	return tls.ConnectionState{}
+	establish(l.ID(), c)
+	c.Close()
+	l.b.hook.forget(&c.connState)
+	l.b.conns.untrack(c)
 }
 
 func (l *listener) Close(closeClients listeners.CloseFn) {
+	closeClients(l.ID())
 	if l.closed.CompareAndSwap(false, true) {
-		closeClients(l.ID())
 		l.ln.Close()
 	}
 }
@@ -176,35 +228,57 @@ type hook struct {
 	mqtt.HookBase
 	o   BrokerOptions
 	srv *mqtt.Server
-	ids sync.Map // *mqtt.Client → Identity
+
+	mu       sync.Mutex
+	sessions map[string]*mqtt.Client // the authenticated connection of each client ID
 }
 
 func (h *hook) ID() string { return "dps" }
 
 func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
-		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect,
-		mqtt.OnPublish, mqtt.OnPublished,
+		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnACLCheck,
+		mqtt.OnPublish, mqtt.OnPublished, mqtt.OnPacketEncode,
 	}, []byte{b})
 }
 
-// OnConnect drops any earlier session of the same client ID, so CONNACK
-// always reports SessionPresent=0 (C# fails otherwise).
+// OnConnect authenticates the connection. mochi calls it before
+// OnConnectAuthenticate, which can only say yes or no (and no becomes
+// "bad username or password"); here the refusal says whether to retry. Any
+// earlier connection with the same client ID is left alone: it is taken
+// over only once this one is authenticated (OnSessionEstablish).
 func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
-	if old, ok := h.srv.Clients.Get(cl.ID); ok && old != cl {
-		h.srv.DisconnectClient(old, packets.ErrSessionTakenOver)
-		h.srv.UnsubscribeClient(old)
-		h.srv.Clients.Delete(cl.ID)
+	st := stateOf(cl)
+	st.client.Store(cl)
+	st.keepalive.Store(uint32(pk.Connect.Keepalive))
+	// Keep-alive 0 is legal (the C SDK always sends it): debug, not the
+	// warning mochi logs for every connection (quieter drops that one).
+	h.o.Logger.Debug("mqtt connect", "client_id", cl.ID, "keepalive", pk.Connect.Keepalive,
+		"protocol_version", pk.ProtocolVersion, "remote", cl.Net.Remote)
+	if pk.Connect.WillFlag {
+		// A will would be published to every subscriber of the response
+		// filter, that is to every other device: DPS devices get answers
+		// only to their own requests. No SDK sends one; it is dropped.
+		cl.Properties.Will = mqtt.Will{}
+		h.o.Logger.Debug("mqtt will dropped", "client_id", cl.ID)
+	}
+	if code := h.authenticate(cl, pk, st); code != packets.CodeSuccess {
+		if err := h.srv.SendConnack(cl, code, false, nil); err != nil {
+			return err
+		}
+		return fmt.Errorf("mqttapi: connection refused (CONNACK code %#x)", code.Code)
 	}
 	return nil
 }
 
-// OnConnectAuthenticate checks the username, client ID and SAS password.
-func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+// authenticate checks the username, client ID and SAS password (or client
+// certificate) and returns the CONNACK code.
+func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet, st *connState) packets.Code {
+	v := pk.ProtocolVersion
 	scope, regID, err := ParseUsername(string(pk.Connect.Username))
 	if err != nil || !strings.EqualFold(regID, cl.ID) {
 		h.o.Logger.Debug("mqtt connect refused: bad username or client ID", "client_id", cl.ID)
-		return false
+		return refusal(v, false)
 	}
 	cred := registration.Credential{SAS: string(pk.Connect.Password)}
 	if tc, ok := cl.Net.Conn.(interface{ ConnectionState() tls.ConnectionState }); ok {
@@ -213,15 +287,125 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), h.o.RequestTimeout)
 	defer cancel()
 	if err := h.o.Adapter.Registrar.Authenticate(ctx, scope, regID, cred); err != nil {
-		h.o.Logger.Debug("mqtt connect refused", logkey.RegistrationID, regID, logkey.Error, err)
-		return false
+		retry := retryable(err)
+		level := slog.LevelDebug
+		if retry {
+			level = slog.LevelError
+		}
+		h.o.Logger.Log(ctx, level, "mqtt connect refused", logkey.RegistrationID, regID, "retryable", retry, logkey.Error, err)
+		return refusal(v, retry)
 	}
-	h.ids.Store(cl, Identity{IDScope: scope, RegistrationID: regID, Credential: cred})
-	return true
+	st.identity.Store(&Identity{IDScope: scope, RegistrationID: regID, Credential: cred})
+	return packets.CodeSuccess
+}
+
+// retryable reports whether a failed authentication was the service's
+// fault (the database is down, a timeout): the device should try again
+// rather than conclude its credential is bad.
+func retryable(err error) bool {
+	switch dps.KindOf(err) { // an error that is not a *dps.Error (a timeout) is KindInternal
+	case dps.KindInternal, dps.KindUnavailable, dps.KindThrottled:
+		return true
+	}
+	return false
+}
+
+// refusal is the CONNACK code that refuses a connection. "Not authorized"
+// makes SDKs give up (C# treats 3.1.1 codes 1, 2, 4 and 5 as permanent);
+// "server unavailable" is the refusal they retry.
+func refusal(protocolVersion byte, retryable bool) packets.Code {
+	switch {
+	case protocolVersion >= 5 && retryable:
+		return packets.ErrServerUnavailable // 0x88
+	case protocolVersion >= 5:
+		return packets.ErrNotAuthorized // 0x87
+	case retryable:
+		return packets.Err3ServerUnavailable // 3
+	default:
+		return packets.Err3NotAuthorized // 5
+	}
+}
+
+// OnConnectAuthenticate accepts the connections OnConnect authenticated.
+func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	return stateOf(cl).identity.Load() != nil
+}
+
+// OnSessionEstablish runs once the connection is authenticated, before
+// mochi looks for an earlier session of its client ID. The earlier
+// connection is closed here — MQTT-3.1.4-3 takes a session over only "if
+// validation is successful" — and removed from mochi's clients, so mochi
+// never inherits it: DPS sessions never persist.
+func (h *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	h.mu.Lock()
+	old := h.sessions[cl.ID]
+	h.sessions[cl.ID] = cl
+	h.mu.Unlock()
+	if old != nil && old != cl {
+		h.o.Logger.Debug("mqtt session taken over", "client_id", cl.ID, "old_remote", old.Net.Remote, "remote", cl.Net.Remote)
+		h.srv.DisconnectClient(old, packets.ErrSessionTakenOver)
+	}
+	h.srv.Clients.Delete(cl.ID)
+}
+
+// forget drops what the broker holds about a connection mochi is done with,
+// whatever way it ended (mochi calls OnDisconnect only for connections that
+// got their CONNACK).
+func (h *hook) forget(st *connState) {
+	cl := st.client.Load()
+	if cl == nil {
+		return
+	}
+	h.mu.Lock()
+	if h.sessions[cl.ID] == cl {
+		delete(h.sessions, cl.ID)
+	}
+	h.mu.Unlock()
+	if cur, ok := h.srv.Clients.Get(cl.ID); ok && cur == cl {
+		h.srv.UnsubscribeClient(cl)
+		h.srv.Clients.Delete(cl.ID)
+	}
+}
+
+// disconnectAll tells every authenticated client that the server is going
+// away (MQTT 5 clients receive DISCONNECT 0x8B; see OnPacketEncode for 3.1.1).
+func (h *hook) disconnectAll() {
+	h.mu.Lock()
+	all := make([]*mqtt.Client, 0, len(h.sessions))
+	for _, cl := range h.sessions {
+		all = append(all, cl)
+	}
+	h.mu.Unlock()
+	for _, cl := range all {
+		h.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+	}
+}
+
+// OnPacketEncode sees every packet the broker writes, whoever decided to
+// write it (mochi on a takeover or a refused publish, this hook, shutdown):
+//   - MQTT 3.1.1 defines DISCONNECT only from client to server, and paho
+//     (Python) takes one from the server as a protocol error. For a 3.1.1
+//     client the connection is closed instead, here, before the packet is
+//     written: the write that follows fails on the closed connection, and
+//     mochi's DisconnectClient then finds the client stopped.
+//   - CONNACK never reports a session (C# fails the registration otherwise).
+func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	switch pk.FixedHeader.Type {
+	case packets.Disconnect:
+		if cl.Properties.ProtocolVersion < 5 {
+			cl.Stop(packets.Code{Code: pk.ReasonCode, Reason: pk.Properties.ReasonString})
+		}
+	case packets.Connack:
+		pk.SessionPresent = false
+	}
+	return pk
 }
 
 // OnACLCheck allows publishing only the two request topics and subscribing
-// only to the response filter.
+// only to the response filter. Nothing is ever delivered through
+// subscriptions: requests are not fanned out (OnPublish), nothing is
+// retained, wills are dropped (OnConnect), and responses are written to
+// the requesting connection (OnPublished).
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if write {
 		return strings.HasPrefix(topic, registerPrefix) || strings.HasPrefix(topic, pollPrefix)
@@ -239,14 +423,22 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 // on the connection's own goroutine, so requests of one connection are
 // answered in order.
 func (h *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
-	v, ok := h.ids.Load(cl)
-	if !ok {
+	id := stateOf(cl).identity.Load()
+	if id == nil {
 		h.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.o.RequestTimeout)
 	defer cancel()
-	topic, body, ok := h.o.Adapter.Handle(ctx, v.(Identity), pk.TopicName, pk.Payload)
+	topic, body, ok := h.o.Adapter.Handle(ctx, *id, pk.TopicName, pk.Payload)
+	// The keep-alive clock restarts, as when mochi reads a packet: the time
+	// Handle took is not the client's silence (its pings wait unread), and
+	// the deadline also bounds writing the answer.
+	var deadline time.Time // keep-alive 0: none (connState applies the idle limit)
+	if k := cl.State.Keepalive; k > 0 {
+		deadline = time.Now().Add(time.Duration(k) * time.Second)
+	}
+	cl.Net.Conn.SetDeadline(deadline)
 	if !ok {
 		h.srv.DisconnectClient(cl, packets.ErrProtocolViolation)
 		return
@@ -257,12 +449,12 @@ func (h *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 		Payload:     body,
 		Created:     time.Now().Unix(),
 	}
-	id, err := cl.NextPacketID()
+	pid, err := cl.NextPacketID()
 	if err != nil {
 		h.srv.DisconnectClient(cl, packets.ErrQuotaExceeded)
 		return
 	}
-	out.PacketID = uint16(id)
+	out.PacketID = uint16(pid)
 	if cl.State.Inflight.Set(out) {
 		cl.State.Inflight.DecreaseSendQuota()
 	}
@@ -271,19 +463,20 @@ func (h *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 	}
 }
 
-// OnDisconnect forgets the connection; DPS sessions never persist.
-func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
-	h.ids.Delete(cl)
-	if cur, ok := h.srv.Clients.Get(cl.ID); ok && cur == cl {
-		h.srv.UnsubscribeClient(cl)
-		h.srv.Clients.Delete(cl.ID)
-	}
-}
-
 // quieter passes the broker's own messages on at warning level and above,
 // or at every level when debug logging is on: at info it narrates every
 // start step and connection.
 type quieter struct{ slog.Handler }
+
+// Handle drops mochi's warning about keep-alives under 5 s: it comes for
+// every connection of the C SDK (keep-alive 0, which is legal), before the
+// client ID is known; OnConnect logs the connection at debug instead.
+func (q quieter) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == mqtt.ErrMinimumKeepalive.Error() {
+		return nil
+	}
+	return q.Handler.Handle(ctx, r)
+}
 
 func (q quieter) Enabled(ctx context.Context, l slog.Level) bool {
 	if q.Handler.Enabled(ctx, slog.LevelDebug) {

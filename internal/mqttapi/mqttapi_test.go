@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/mqttapi"
@@ -62,15 +64,31 @@ func TestParseTopic(t *testing.T) {
 }
 
 type fakeRegistrar struct {
+	mu  sync.Mutex
 	got registration.Request
 }
 
-func (f *fakeRegistrar) Authenticate(context.Context, string, string, registration.Credential) error {
+// Authenticate accepts every password but these: "bad" is a wrong
+// credential, "down" an outage of the store, "slow" a timeout.
+func (f *fakeRegistrar) Authenticate(_ context.Context, _, _ string, cred registration.Credential) error {
+	switch cred.SAS {
+	case "bad":
+		return &dps.Error{Kind: dps.KindUnauthorized, Code: 401002, Message: "no"}
+	case "down":
+		return &dps.Error{Kind: dps.KindUnavailable, Message: "the database is unavailable"}
+	case "slow":
+		return context.DeadlineExceeded
+	}
 	return nil
 }
 
 func (f *fakeRegistrar) Register(_ context.Context, req registration.Request) (dps.Operation, error) {
+	f.mu.Lock()
 	f.got = req
+	f.mu.Unlock()
+	if string(req.Payload) == `"slow"` {
+		time.Sleep(2 * time.Second)
+	}
 	if req.Credential.SAS == "bad" {
 		return dps.Operation{}, &dps.Error{Kind: dps.KindUnauthorized, Code: 401002, Message: "no"}
 	}

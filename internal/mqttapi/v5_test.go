@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
-	"io"
 	"strings"
 	"testing"
 	"time"
@@ -14,47 +13,12 @@ import (
 	"github.com/opendps/dps/internal/mqttapi"
 )
 
-// readPacket reads one packet of an MQTT 5 connection.
-func readPacket(t *testing.T, r *bufio.Reader) packets.Packet {
+// read5 reads one packet of an MQTT 5 connection.
+func read5(t *testing.T, r *bufio.Reader) packets.Packet {
 	t.Helper()
-	h, err := r.ReadByte()
+	pk, err := readPacket(r, 5)
 	if err != nil {
 		t.Fatal(err)
-	}
-	var pk packets.Packet
-	pk.ProtocolVersion = 5
-	if err := pk.FixedHeader.Decode(h); err != nil {
-		t.Fatal(err)
-	}
-	n, mult := 0, 1
-	for {
-		b, err := r.ReadByte()
-		if err != nil {
-			t.Fatal(err)
-		}
-		n += int(b&127) * mult
-		mult *= 128
-		if b&128 == 0 {
-			break
-		}
-	}
-	pk.FixedHeader.Remaining = n
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		t.Fatal(err)
-	}
-	switch pk.FixedHeader.Type {
-	case packets.Connack:
-		err = pk.ConnackDecode(body)
-	case packets.Suback:
-		err = pk.SubackDecode(body)
-	case packets.Puback:
-		err = pk.PubackDecode(body)
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-	}
-	if err != nil {
-		t.Fatalf("decode packet type %d: %v", pk.FixedHeader.Type, err)
 	}
 	return pk
 }
@@ -85,20 +49,20 @@ func TestMQTT5Exchange(t *testing.T) {
 		ProtocolName: []byte("MQTT"), ClientIdentifier: "dev-1", Clean: true, Keepalive: 60,
 		UsernameFlag: true, Username: []byte("0ne00000001/registrations/dev-1/api-version=2019-03-31"),
 		PasswordFlag: true, Password: []byte("sas")}}, (*packets.Packet).ConnectEncode)
-	if pk := readPacket(t, r); pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != 0 || pk.SessionPresent {
+	if pk := read5(t, r); pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != 0 || pk.SessionPresent {
 		t.Fatalf("CONNACK = %+v", pk)
 	}
 	send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 7,
 		Filters: packets.Subscriptions{{Filter: "$dps/registrations/res/#", Qos: 1}}}, (*packets.Packet).SubscribeEncode)
-	if pk := readPacket(t, r); pk.FixedHeader.Type != packets.Suback || pk.PacketID != 7 || len(pk.ReasonCodes) != 1 || pk.ReasonCodes[0] != 1 {
+	if pk := read5(t, r); pk.FixedHeader.Type != packets.Suback || pk.PacketID != 7 || len(pk.ReasonCodes) != 1 || pk.ReasonCodes[0] != 1 {
 		t.Fatalf("SUBACK = %+v", pk)
 	}
 	send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 8,
 		TopicName: "$dps/registrations/PUT/iotdps-register/?$rid=v5", Payload: []byte(`{"payload":{"v":5}}`)}, (*packets.Packet).PublishEncode)
-	if pk := readPacket(t, r); pk.FixedHeader.Type != packets.Puback || pk.PacketID != 8 {
+	if pk := read5(t, r); pk.FixedHeader.Type != packets.Puback || pk.PacketID != 8 {
 		t.Fatalf("expected the PUBACK first, got %+v", pk)
 	}
-	pk := readPacket(t, r)
+	pk := read5(t, r)
 	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos != 1 || pk.PacketID == 0 ||
 		!strings.HasPrefix(pk.TopicName, "$dps/registrations/res/202/?$rid=v5") || !bytes.Contains(pk.Payload, []byte(`"operationId":"1.a.b"`)) {
 		t.Fatalf("response = %+v (%s)", pk, pk.Payload)

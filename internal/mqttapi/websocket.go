@@ -1,16 +1,16 @@
 package mqttapi
 
 import (
-	"crypto/tls"
 	"errors"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/httpapi"
 	"github.com/opendps/dps/internal/logkey"
 	"github.com/opendps/dps/internal/wsstream"
 )
@@ -19,114 +19,83 @@ import (
 // port (the SDKs' MqttWs transports: wss://host:443/$iothub/websocket).
 const WebSocketPath = "/$iothub/websocket"
 
+// wsListenerID names WebSocket clients in the broker (logs, client listing).
+const wsListenerID = "dps-mqtt-ws"
+
 // WebSocket returns the HTTP handler serving MQTT over WebSocket
 // (subprotocol "mqtt", binary frames) with this broker: the same
 // authentication, topics and limits as the TLS listener. Client
 // certificates are those of the HTTPS connection carrying the WebSocket.
+// Requests it cannot serve get the DPS error JSON, as on the device API.
 func (b *Broker) WebSocket() http.Handler {
 	up := &websocket.Upgrader{
-		HandshakeTimeout: b.ln.connect,
+		HandshakeTimeout: b.o.ConnectTimeout,
 		// Devices are not browsers: there is no origin to protect, and
 		// every connection authenticates in CONNECT.
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
+	errs := httpapi.New(httpapi.Options{Logger: b.o.Logger, RetryAfter: b.o.Adapter.RetryAfter})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !websocket.IsWebSocketUpgrade(r) {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusBadRequest)
-			io.WriteString(w, `{"errorCode":400001,"message":"MQTT over WebSocket: a WebSocket upgrade request is expected"}`)
+			errs.WriteError(w, r, dps.Errorf(dps.KindInvalid, "MQTT over WebSocket: a WebSocket upgrade request is expected"))
 			return
 		}
-		// The subprotocol is MQTT, whatever its case: the Node, Python and
-		// .NET SDKs ask for "mqtt", the C SDK for "MQTT". It is echoed as
-		// asked; a client asking for none is served too.
+		offered := websocket.Subprotocols(r)
+		proto, ok := subprotocol(offered)
+		if !ok {
+			errs.WriteError(w, r, dps.Errorf(dps.KindInvalid, "MQTT over WebSocket needs the WebSocket subprotocol mqtt; the request offered %s", strings.Join(offered, ", ")))
+			return
+		}
+		if !b.conns.acquire() {
+			// 429 with Retry-After: the refusal is logged by b.refused,
+			// at most every 10 s, not once per request.
+			b.refused("mqtt-ws")
+			errs.WriteError(w, r, dps.Errorf(dps.KindThrottled, "too many MQTT connections are open; retry later"))
+			return
+		}
+		defer b.conns.release()
 		var h http.Header
-		for _, p := range websocket.Subprotocols(r) {
-			if strings.EqualFold(p, "mqtt") {
-				h = http.Header{"Sec-Websocket-Protocol": {p}}
-				break
-			}
+		if proto != "" {
+			h = http.Header{"Sec-Websocket-Protocol": {proto}}
 		}
 		c, err := up.Upgrade(w, r, h)
 		if err != nil {
 			return // the upgrader answered
 		}
 		defer c.Close()
-		c.NetConn().SetDeadline(time.Now().Add(b.ln.connect)) // CONNECT; the HTTP server's deadlines no longer apply
-		conn := &wsConn{Conn: wsstream.New(c), idle: b.ln.idle}
+		c.NetConn().SetDeadline(time.Now().Add(b.o.ConnectTimeout)) // CONNECT; the HTTP server's deadlines no longer apply
+		conn := &wsConn{Conn: wsstream.New(c), connState: connState{idle: b.o.IdleTimeout}}
 		if r.TLS != nil {
-			conn.state = *r.TLS
+			conn.tls = *r.TLS
 		}
-		if !b.ws.add(conn) {
+		if !b.conns.track(conn) {
 			return // the broker is closing
 		}
-		defer b.ws.done(conn)
 		if err := b.srv.EstablishConnection(wsListenerID, conn); err != nil && !errors.Is(err, io.EOF) {
-			b.hook.o.Logger.Debug("mqtt over websocket: connection ended", logkey.Error, err)
+			b.o.Logger.Debug("mqtt over websocket: connection ended", logkey.Error, err)
 		}
+		b.hook.forget(&conn.connState)
+		b.conns.untrack(conn)
 	})
 }
 
-// wsListenerID names WebSocket clients in the broker (logs, client listing).
-const wsListenerID = "dps-mqtt-ws"
-
-// wsClients tracks the WebSocket connections, which the broker's own
-// listeners do not: closing the broker closes them and waits until they are
-// detached, before the broker stops (mochi's shutdown must not race with a
-// connection being attached).
-type wsClients struct {
-	mu     sync.Mutex
-	closed bool
-	conns  map[*wsConn]struct{}
-	wg     sync.WaitGroup
-}
-
-func (w *wsClients) add(c *wsConn) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.closed {
-		return false
+// subprotocol picks MQTT among the subprotocols a client offered, spelled
+// as it was offered, whatever its case: the Node, Python and .NET SDKs ask
+// for "mqtt", the C SDK for "MQTT". ok is false when the client offered only
+// other protocols (an AMQP-over-WebSocket client offers "AMQPWSB10"): it
+// would not speak MQTT, so it is refused at the handshake with a clear
+// error instead of failing later on a malformed packet.
+//
+// A client that offers no subprotocol at all is served, without one. Every
+// SDK offers one, so this refuses no SDK either way; but the header is
+// optional in RFC 6455, a generic WebSocket stack or a proxy may leave it
+// out, and such a request says nothing about speaking another protocol.
+// Its first bytes must still be an MQTT CONNECT, as on the TLS listener.
+func subprotocol(offered []string) (proto string, ok bool) {
+	for _, p := range offered {
+		if strings.EqualFold(p, "mqtt") {
+			return p, true
+		}
 	}
-	if w.conns == nil {
-		w.conns = map[*wsConn]struct{}{}
-	}
-	w.conns[c] = struct{}{}
-	w.wg.Add(1)
-	return true
+	return "", len(offered) == 0
 }
-
-func (w *wsClients) done(c *wsConn) {
-	w.mu.Lock()
-	delete(w.conns, c)
-	w.mu.Unlock()
-	w.wg.Done()
-}
-
-func (w *wsClients) closeAll() {
-	w.mu.Lock()
-	w.closed = true
-	for c := range w.conns {
-		c.Close()
-	}
-	w.mu.Unlock()
-	w.wg.Wait()
-}
-
-// wsConn is the MQTT byte stream of one WebSocket, with the idle limit of
-// the TLS listener's connections and the TLS state of the HTTPS connection.
-type wsConn struct {
-	*wsstream.Conn
-	idle  time.Duration
-	state tls.ConnectionState
-}
-
-// SetDeadline: as idleConn, a connection may stay silent at most idle.
-func (c *wsConn) SetDeadline(t time.Time) error {
-	if limit := time.Now().Add(c.idle); t.IsZero() || t.After(limit) {
-		t = limit
-	}
-	return c.Conn.SetDeadline(t)
-}
-
-// ConnectionState is the TLS state of the HTTPS connection (client certificates).
-func (c *wsConn) ConnectionState() tls.ConnectionState { return c.state }

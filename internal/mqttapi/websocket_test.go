@@ -3,9 +3,11 @@ package mqttapi_test
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/opendps/dps/internal/mqttapi"
+	"github.com/opendps/dps/internal/wsstream"
 )
 
 // wsServer serves the broker's WebSocket handler over real TLS on loopback.
@@ -66,7 +69,9 @@ func TestWebSocketRegister(t *testing.T) {
 	}
 }
 
-// A request to the WebSocket path that is not an upgrade gets a clear error.
+// A request to the WebSocket path that is not an upgrade gets a clear
+// error, rendered as every DPS error (trackingId, timestampUtc,
+// x-ms-request-id).
 func TestWebSocketPathWithoutUpgrade(t *testing.T) {
 	b, _ := broker(t, mqttapi.BrokerOptions{})
 	url, tc := wsServer(t, b)
@@ -76,9 +81,57 @@ func TestWebSocketPathWithoutUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	checkDPSError(t, resp, http.StatusBadRequest, 400004, "upgrade")
+}
+
+// checkDPSError checks an HTTP answer is a DPS JSON error.
+func checkDPSError(t *testing.T, resp *http.Response, status, code int, says string) {
+	t.Helper()
 	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"errorCode":400001`) || resp.Header.Get("Content-Type") != "application/json" {
-		t.Errorf("%d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	var e struct {
+		ErrorCode    int    `json:"errorCode"`
+		TrackingID   string `json:"trackingId"`
+		Message      string `json:"message"`
+		TimestampUtc string `json:"timestampUtc"`
+	}
+	if err := json.Unmarshal(body, &e); err != nil || resp.StatusCode != status || e.ErrorCode != code || e.TrackingID == "" ||
+		e.TimestampUtc == "" || !strings.Contains(e.Message, says) {
+		t.Errorf("answer %d %s, want %d with the DPS error JSON (errorCode %d, trackingId, timestampUtc, a message about %q)", resp.StatusCode, body, status, code, says)
+	}
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") || resp.Header.Get("x-ms-request-id") == "" ||
+		resp.Header.Get("x-ms-error-code") != strconv.Itoa(code) {
+		t.Errorf("headers %v, want a JSON content type, x-ms-request-id and x-ms-error-code", resp.Header)
+	}
+}
+
+// A client that offers only other subprotocols (AMQP over WebSocket offers
+// AMQPWSB10) is refused at the handshake with a 400 DPS error; MQTT among
+// others is chosen; a client offering none is served without one.
+func TestWebSocketSubprotocolChoice(t *testing.T) {
+	b, _ := broker(t, mqttapi.BrokerOptions{})
+	url, tc := wsServer(t, b)
+	for _, offered := range [][]string{{"AMQPWSB10"}, {"amqp", "mqttv5"}} {
+		_, resp, err := (&websocket.Dialer{TLSClientConfig: tc, Subprotocols: offered}).Dial(url, nil)
+		if err == nil || resp == nil {
+			t.Fatalf("offered %v: the handshake succeeded (%v)", offered, err)
+		}
+		checkDPSError(t, resp, http.StatusBadRequest, 400004, "subprotocol mqtt")
+		resp.Body.Close()
+	}
+	for _, tt := range []struct {
+		offered []string
+		want    string
+	}{{[]string{"AMQPWSB10", "MQTT"}, "MQTT"}, {nil, ""}} {
+		ws, resp, err := (&websocket.Dialer{TLSClientConfig: tc, Subprotocols: tt.offered}).Dial(url, nil)
+		if err != nil {
+			t.Fatalf("offered %v: %v", tt.offered, err)
+		}
+		resp.Body.Close()
+		if ws.Subprotocol() != tt.want {
+			t.Errorf("offered %v, got %q, want %q", tt.offered, ws.Subprotocol(), tt.want)
+		}
+		newRaw(t, wsstream.New(ws), 4).session("dev-proto", true)
+		ws.Close()
 	}
 }
 

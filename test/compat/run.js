@@ -55,6 +55,23 @@ function registerX509(transport, registrationId, cert, key) {
   return client.register();
 }
 
+// watchedRegistration starts a registration whose MQTT transport records
+// every time the server closed its connection: the SDK has no public event
+// for it, but its MqttBase emits 'error' (NotConnectedError) when the
+// connection closes under it, and the SDK then connects again by itself for
+// its next request. The transport re-emits that error when no request was
+// in flight; unhandled, it would end the process (as it ends a device's).
+function watchedRegistration(transport, registrationId, key) {
+  const t = newTransport(transport);
+  const drops = [];
+  t._mqttBase.on('error', (err) => drops.push(err));
+  t.on('error', () => {});
+  const client = ProvisioningDeviceClient.create(host, idScope, t, new SymmetricKeySecurityClient(registrationId, key));
+  return { done: client.register(), drops };
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
 // runBulkEnrollmentOperation only settles when given a callback (its
 // promise form never resolves in azure-iot-provisioning-service 1.11.2).
 function bulk(op) {
@@ -338,11 +355,37 @@ async function deviceScenarios(transport) {
   });
 }
 
+// MQTT sessions of one registration ID. dpsd answers the register with
+// retry-after 1, so each device stays connected about a second between its
+// register and its poll: the other device connects in that window.
+async function sessionScenarios(t) {
+  const id = 'session-' + t + '-' + run;
+  const keys = (await service.createOrUpdateIndividualEnrollment({ registrationId: id, attestation: { type: 'symmetricKey' } })).responseBody.attestation.symmetricKey;
+  await scenario('MQTT session: a second device with the same registration ID and a wrong key leaves the first connected; it completes', t, async () => {
+    const first = watchedRegistration(t, id, keys.primaryKey);
+    await sleep(400);
+    await expectFailure(register(t, id, crypto.randomBytes(32).toString('base64')), 'registration with a wrong key');
+    const r = await first.done;
+    assert(r.status === 'assigned' && r.deviceId === id, 'first device assigned: ' + JSON.stringify(r));
+    assert(first.drops.length === 0, 'the first device was disconnected by a connection that failed authentication: ' + first.drops.map(errText).join('; '));
+  });
+  await scenario('MQTT session: a re-connect with the right key replaces the first connection; both complete', t, async () => {
+    const first = watchedRegistration(t, id, keys.primaryKey);
+    await sleep(400);
+    const second = await watchedRegistration(t, id, keys.secondaryKey).done;
+    const r = await first.done;
+    assert(second.status === 'assigned' && second.deviceId === id, 'second device assigned: ' + JSON.stringify(second));
+    assert(r.status === 'assigned' && r.deviceId === id, 'first device assigned: ' + JSON.stringify(r));
+    assert(first.drops.length >= 1, 'the authenticated second connection did not replace the first');
+  });
+}
+
 (async () => {
   await serviceScenarios();
   await wireScenarios();
   for (const t of transports) {
     await deviceScenarios(t);
+    if (t !== 'http') await sessionScenarios(t);
   }
   const failed = results.filter((r) => !r.ok);
   // The Go runner requires this line: without it, a promise that never

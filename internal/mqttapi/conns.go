@@ -1,0 +1,137 @@
+package mqttapi
+
+import (
+	"crypto/tls"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+
+	"github.com/opendps/dps/internal/wsstream"
+)
+
+// conns counts and tracks the broker's network connections, over TLS and
+// over WebSocket. acquire/release bound how many are open (MaxConnections):
+// a slot is taken when a connection is accepted, before any TLS work, so a
+// flood of idle connections costs one accept and one close each.
+// track/untrack let closing the broker close every connection it holds —
+// mochi closes only the clients it has registered, not those still in a
+// handshake or being authenticated — and wait until each is detached before
+// mochi stops (its shutdown must not race with a connection being attached).
+type conns struct {
+	max     int64
+	n       atomic.Int64
+	refused atomic.Int64
+
+	mu     sync.Mutex
+	closed bool
+	open   map[io.Closer]struct{}
+	wg     sync.WaitGroup
+}
+
+// acquire takes a connection slot; false (and counted) when all are taken.
+func (c *conns) acquire() bool {
+	if c.n.Add(1) > c.max {
+		c.n.Add(-1)
+		c.refused.Add(1)
+		return false
+	}
+	return true
+}
+
+func (c *conns) release() { c.n.Add(-1) }
+
+// track registers an open connection; false when the broker is closing (the
+// caller then closes it).
+func (c *conns) track(x io.Closer) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	if c.open == nil {
+		c.open = map[io.Closer]struct{}{}
+	}
+	c.open[x] = struct{}{}
+	c.wg.Add(1)
+	return true
+}
+
+func (c *conns) untrack(x io.Closer) {
+	c.mu.Lock()
+	delete(c.open, x)
+	c.mu.Unlock()
+	c.wg.Done()
+}
+
+// closeAll closes every tracked connection, refuses new ones, and waits
+// until each has been untracked.
+func (c *conns) closeAll() {
+	c.mu.Lock()
+	c.closed = true
+	for x := range c.open {
+		x.Close()
+	}
+	c.mu.Unlock()
+	c.wg.Wait()
+}
+
+// connState is what the broker keeps about one network connection besides
+// its bytes: its deadlines, the client mochi made of it, and the identity it
+// authenticated as.
+type connState struct {
+	idle      time.Duration
+	keepalive atomic.Uint32 // seconds, from CONNECT
+	client    atomic.Pointer[mqtt.Client]
+	identity  atomic.Pointer[Identity]
+}
+
+func (s *connState) state() *connState { return s }
+
+// deadline adjusts a deadline mochi sets. mochi allows a client with
+// keep-alive k only k + k/2 whole seconds (1 s for k=1, 4 s for k=3), but
+// MQTT-3.1.2-24 gives it one and a half times k: a client that pings every
+// k seconds (paho) would otherwise be dropped. And no connection may stay
+// silent longer than idle: mochi sets no deadline at all for keep-alive 0.
+func (s *connState) deadline(t time.Time) time.Time {
+	now := time.Now()
+	if k := s.keepalive.Load(); k > 0 && !t.IsZero() {
+		t = now.Add(time.Duration(k) * 1500 * time.Millisecond)
+	}
+	if limit := now.Add(s.idle); t.IsZero() || t.After(limit) {
+		t = limit
+	}
+	return t
+}
+
+// stateOf returns the state of a client's connection (every connection the
+// broker serves comes from its listener or its WebSocket handler).
+func stateOf(cl *mqtt.Client) *connState {
+	if c, ok := cl.Net.Conn.(interface{ state() *connState }); ok {
+		return c.state()
+	}
+	return nil
+}
+
+// tlsConn is a connection accepted by the TLS listener.
+type tlsConn struct {
+	*tls.Conn
+	connState
+}
+
+func (c *tlsConn) SetDeadline(t time.Time) error { return c.Conn.SetDeadline(c.deadline(t)) }
+
+// wsConn is the MQTT byte stream of one WebSocket, with the TLS state of
+// the HTTPS connection carrying it (client certificates).
+type wsConn struct {
+	*wsstream.Conn
+	connState
+	tls tls.ConnectionState
+}
+
+func (c *wsConn) SetDeadline(t time.Time) error { return c.Conn.SetDeadline(c.deadline(t)) }
+
+// ConnectionState is the TLS state of the HTTPS connection.
+func (c *wsConn) ConnectionState() tls.ConnectionState { return c.tls }
