@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 test: deps vet
 	$(GO) test -race -count=1 -tags tpmsimulator ./...
 	# Wall-time bounds are meaningless under the race detector: run those tests without it too.
-	$(GO) test -count=1 -run 'TestCustomAllocationConcurrency' ./cmd/dpsd
+	$(GO) test -count=1 -run 'TestCustomAllocationConcurrency|TestLoad' ./cmd/dpsd
 	$(MAKE) test-compat
 
 ## deps: what the tests need beyond Go — PostgreSQL's server binaries (the
@@ -52,12 +52,14 @@ fuzz:
 	$(GO) test -run=^$$ -fuzz=FuzzParseUsername -fuzztime=$(FUZZTIME) ./internal/mqttapi
 	$(GO) test -run=^$$ -fuzz=FuzzHandle -fuzztime=$(FUZZTIME) ./internal/mqttapi
 	$(GO) test -run=^$$ -fuzz=FuzzASCII -fuzztime=$(FUZZTIME) ./internal/wire
+	$(GO) test -run=^$$ -fuzz=FuzzMaskURL -fuzztime=$(FUZZTIME) ./internal/wire
 	$(GO) test -run=^$$ -fuzz=FuzzVerify -fuzztime=$(FUZZTIME) ./webhook
 	$(GO) test -run=^$$ -fuzz=FuzzValidateRegistrationID -fuzztime=$(FUZZTIME) .
 	$(GO) test -run=^$$ -fuzz=FuzzParseCertificate -fuzztime=$(FUZZTIME) .
 	$(GO) test -run=^$$ -fuzz=FuzzParseTPMPublicRSA -fuzztime=$(FUZZTIME) .
 	$(GO) test -run=^$$ -fuzz=FuzzParts -fuzztime=$(FUZZTIME) ./internal/tpmattest
 	$(GO) test -run=^$$ -fuzz=FuzzParsePublic -fuzztime=$(FUZZTIME) ./internal/tpmattest
+	$(GO) test -run=^$$ -fuzz=FuzzShape -fuzztime=$(FUZZTIME) ./internal/allocation/webhookalloc
 
 ## bench: the Go benchmarks of the hot paths.
 bench:

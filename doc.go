@@ -19,7 +19,12 @@
 //   - internal/wire: the JSON shapes of the DPS APIs and the one table that
 //     maps a Kind to a DPS status and error code.
 //   - internal/httpapi: the HTTPS adapter.
-//   - internal/store/sqlite: the embedded store.
+//   - internal/mqttapi: the MQTT adapter (embedded broker, also over WebSocket).
+//   - internal/store/sqlite: the embedded store; internal/store/postgres: the
+//     store for several nodes; internal/store/storetest: their one
+//     conformance suite; internal/store/groupcache: decoded enrollment
+//     groups kept in memory, never stale; internal/store/health: the
+//     readiness write check.
 //   - internal/hub/builtin: the built-in hub connector.
 //   - cmd/dpsd, cmd/dpsctl: the server and the CLI, the only wiring.
 //   - device: a Go client for devices; webhook: types for webhook authors.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -51,6 +52,10 @@ type WebhookConfig struct {
 	Timeout time.Duration `yaml:"timeout"`
 	// RetryBudget bounds all retries after 429/5xx answers (default 20s).
 	RetryBudget time.Duration `yaml:"retryBudget"`
+	// MaxConcurrency bounds the calls to one webhook URL at once (its
+	// query ignored; default 128): a webhook that hangs holds at most this
+	// many of the engine's workers.
+	MaxConcurrency int `yaml:"maxConcurrency"`
 	// AllowHTTP permits http:// webhook URLs on enrollments.
 	AllowHTTP bool `yaml:"allowHTTP"`
 	// CAFile is a PEM bundle trusted in addition to the system trust store.
@@ -107,7 +112,7 @@ func defaultConfig() Config {
 		OperationLease:    30 * time.Second,
 		AllocationPolicy:  "hashed",
 		Log:               LogConfig{Level: "info", Format: "text"},
-		Webhook:           WebhookConfig{Timeout: 5 * time.Second, RetryBudget: 20 * time.Second},
+		Webhook:           WebhookConfig{Timeout: 5 * time.Second, RetryBudget: 20 * time.Second, MaxConcurrency: 128},
 	}
 }
 
@@ -294,6 +299,9 @@ func (c Config) validate() error {
 	if c.Webhook.RetryBudget < c.Webhook.Timeout || c.Webhook.RetryBudget > 55*time.Second {
 		bad("webhook.retryBudget", "%s: must be at least webhook.timeout and at most 55s (devices wait about 60s)", c.Webhook.RetryBudget)
 	}
+	if c.Webhook.MaxConcurrency < 1 || c.Webhook.MaxConcurrency > 1024 {
+		bad("webhook.maxConcurrency", "%d: must be between 1 and 1024", c.Webhook.MaxConcurrency)
+	}
 	if (c.Webhook.ClientCertFile == "") != (c.Webhook.ClientKeyFile == "") {
 		bad("webhook", "clientCertFile and clientKeyFile must be set together")
 	}
@@ -364,14 +372,49 @@ func nameKeys(raw []byte, err error) string {
 	})
 }
 
-// redactDSN hides a password in a database URL.
+// redactDSN hides the passwords in a database URL: the user information's
+// and a password= query parameter's.
 func redactDSN(s string) string {
 	if i := strings.Index(s, "://"); i >= 0 {
 		if at := strings.LastIndex(s, "@"); at > i {
 			if colon := strings.Index(s[i+3:at], ":"); colon >= 0 {
-				return s[:i+3+colon] + ":REDACTED" + s[at:]
+				s = s[:i+3+colon] + ":REDACTED" + s[at:]
 			}
 		}
 	}
-	return s
+	return passwordParam.ReplaceAllString(s, "${1}REDACTED")
+}
+
+var passwordParam = regexp.MustCompile(`(?i)([?&]password=)[^&#]*`)
+
+// dsnSecrets returns the passwords a database URL holds, as written and
+// decoded.
+func dsnSecrets(s string) []string {
+	var out []string
+	add := func(v string) {
+		if v != "" {
+			out = append(out, v)
+			if esc := url.QueryEscape(v); esc != v {
+				out = append(out, esc)
+			}
+		}
+	}
+	if i := strings.Index(s, "://"); i >= 0 {
+		// The user information by hand: a URL with a bad password escape
+		// does not parse, and its password must not be printed either.
+		if at := strings.LastIndex(s, "@"); at > i {
+			if _, pw, ok := strings.Cut(s[i+3:at], ":"); ok {
+				add(pw)
+				if dec, err := url.PathUnescape(pw); err == nil {
+					add(dec)
+				}
+			}
+		}
+	}
+	if u, err := url.Parse(s); err == nil {
+		for _, pw := range u.Query()["password"] {
+			add(pw)
+		}
+	}
+	return out
 }

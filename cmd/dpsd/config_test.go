@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,5 +121,24 @@ func TestNoLinkedHubsMeansTheExampleHub(t *testing.T) {
 	}
 	if len(cfg.LinkedHubs) != 1 || cfg.LinkedHubs[0].HostName != exampleHub {
 		t.Errorf("linkedHubs = %+v", cfg.LinkedHubs)
+	}
+}
+
+func TestRedactDSN(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"postgres://app:s3cret@db:5432/dps?sslmode=require", "postgres://app:REDACTED@db:5432/dps?sslmode=require"},
+		{"postgres://app@db/dps?sslmode=disable&password=s3cret", "postgres://app@db/dps?sslmode=disable&password=REDACTED"},
+		{"postgres://app:p%40ss@db/dps?PASSWORD=other#x", "postgres://app:REDACTED@db/dps?PASSWORD=REDACTED#x"},
+		{"postgres://db/dps", "postgres://db/dps"},
+		{"sqlite:./dps-data/dps.db", "sqlite:./dps-data/dps.db"},
+	} {
+		if got := redactDSN(tt.in); got != tt.want {
+			t.Errorf("redactDSN(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	// The cause of a failed start is scrubbed too, whatever the driver put in it.
+	err := storageError("postgres://app:p%40ss@db/dps?password=other", errors.New("cannot log in as app with p@ss or p%40ss\nor other"))
+	if s := err.Error(); strings.Contains(s, "p@ss") || strings.Contains(s, "p%40ss") || strings.Contains(s, "other") || strings.Contains(s, "\n") {
+		t.Errorf("storageError = %q", s)
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -127,17 +126,13 @@ func TestEndToEndSymmetricKey(t *testing.T) {
 			if tt.group != "" && (rs.SymmetricKey == nil || rs.SymmetricKey.EnrollmentGroupID != tt.group) {
 				t.Errorf("symmetricKey.enrollmentGroupId missing: %+v", rs.SymmetricKey)
 			}
-			// The device's payload was accepted and kept with the operation.
+			// The device's payload was accepted; the finished operation does
+			// not keep it (it is needed only until the operation completes).
 			op, err := s.store.Operation(ctx, res.OperationID)
 			if err != nil {
 				t.Fatal(err)
 			}
-			var got any
-			json.Unmarshal(op.Payload, &got)
-			want := any(nil)
-			b, _ := json.Marshal(payload)
-			json.Unmarshal(b, &want)
-			if !reflect.DeepEqual(got, want) {
+			if len(op.Payload) > 0 && string(op.Payload) != "null" {
 				t.Errorf("stored payload = %s", op.Payload)
 			}
 		})

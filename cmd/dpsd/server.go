@@ -45,16 +45,40 @@ type store interface {
 	builtin.Store
 	Meta(ctx context.Context, key, value string) (string, error)
 	Ping(ctx context.Context) error
+	// CheckWrite reports whether the store takes writes (readiness); it
+	// writes node's heartbeat row at most every few seconds.
+	CheckWrite(ctx context.Context, node string) error
 	Close() error
 }
 
 // openStore opens the store named by the storage setting: sqlite:PATH or a
-// postgres:// URL.
+// postgres:// URL. On failure the store is a nil interface, never a nil
+// *DB inside one (which a deferred Close would call).
 func openStore(ctx context.Context, storage string) (store, error) {
 	if path, ok := strings.CutPrefix(storage, "sqlite:"); ok {
-		return sqlite.Open(ctx, path)
+		db, err := sqlite.Open(ctx, path)
+		if err != nil {
+			return nil, err
+		}
+		return db, nil
 	}
-	return postgres.Open(ctx, storage, postgres.Options{})
+	db, err := postgres.Open(ctx, storage, postgres.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return db, nil
+}
+
+// storageError is the one line dpsd exits with when the store does not
+// open: the setting (password redacted) and the cause, with the password
+// scrubbed from the cause too, whatever the driver put in it.
+func storageError(storage string, err error) error {
+	msg := err.Error()
+	for _, secret := range dsnSecrets(storage) {
+		msg = strings.ReplaceAll(msg, secret, "REDACTED")
+	}
+	msg = strings.Join(strings.Fields(msg), " ") // one line
+	return fmt.Errorf("storage %s: %s", redactDSN(storage), msg)
 }
 
 // server is a running dpsd instance.
@@ -100,7 +124,7 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 		return nil, fmt.Errorf("dataDir: %w", err)
 	}
 	if s.store, err = openStore(ctx, cfg.Storage); err != nil {
-		return nil, fmt.Errorf("storage: %w", err)
+		return nil, storageError(cfg.Storage, err)
 	}
 
 	// Instance-wide generated state lives in the store, so it survives
@@ -162,19 +186,20 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 		}
 	}
 	s.reg = registration.New(registration.Options{
-		IDScope:       s.idScope,
-		LinkedHubs:    cfg.linkedHubs(),
-		DefaultPolicy: policy,
-		Allocators:    allocators,
-		Hubs:          &builtin.Connector{Store: s.store},
-		Store:         s.store,
-		Logger:        log,
-		Observer:      metrics,
-		CRLs:          crls,
-		Challenges:    s.store,
-		NodeID:        cfg.NodeID,
-		Lease:         cfg.OperationLease,
-		SweepInterval: min(5*time.Second, cfg.OperationLease/2),
+		IDScope:            s.idScope,
+		LinkedHubs:         cfg.linkedHubs(),
+		DefaultPolicy:      policy,
+		Allocators:         allocators,
+		Hubs:               &builtin.Connector{Store: s.store},
+		Store:              s.store,
+		Logger:             log,
+		Observer:           metrics,
+		CRLs:               crls,
+		Challenges:         s.store,
+		NodeID:             cfg.NodeID,
+		Lease:              cfg.OperationLease,
+		WebhookConcurrency: cfg.Webhook.MaxConcurrency,
+		SweepInterval:      min(5*time.Second, cfg.OperationLease/2),
 	})
 	if err := s.reg.Start(ctx); err != nil {
 		return nil, err
@@ -267,8 +292,16 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 				http.Error(w, "starting", http.StatusServiceUnavailable)
 				return
 			}
+			// Answering reads is not enough: a full disk, a read-only file
+			// or a standby refuses every registration.
 			if err := s.store.Ping(ctx); err != nil {
+				log.Warn("not ready: storage does not answer", "err", err)
 				http.Error(w, "storage unavailable", http.StatusServiceUnavailable)
+				return
+			}
+			if err := s.store.CheckWrite(ctx, cfg.NodeID); err != nil {
+				log.Warn("not ready: storage does not take writes", "err", err)
+				http.Error(w, "storage does not take writes", http.StatusServiceUnavailable)
 				return
 			}
 			io.WriteString(w, "ready\n")

@@ -434,3 +434,60 @@ func testEK() string {
 	out := binary.BigEndian.AppendUint16(nil, uint16(len(b)))
 	return base64.StdEncoding.EncodeToString(append(out, b...))
 }
+
+// TestServiceReadersSeeNoFunctionKey: a webhook URL's query holds the
+// function key that calls it (Azure Functions' ?code=). A policy that may
+// only read enrollments sees it masked (?****), on every read path: GET and
+// query, of enrollments and of groups. A policy that may write them sees it
+// whole (it could replace it anyway).
+func TestServiceReadersSeeNoFunctionKey(t *testing.T) {
+	s, hc := startServer(t, t.TempDir(), fmt.Sprintf(policiesYAML, ownerKey, readerKey))
+	ctx := context.Background()
+	owner := serviceClient(t, s, hc, "provisioningserviceowner", ownerKey)
+	reader := serviceClient(t, s, hc, "reader", readerKey)
+	const hook = "https://fn.example.net/api/HttpTrigger1?code=Zm4ta2V5LXNlY3JldA==&clientId=default"
+	const masked = "https://fn.example.net/api/HttpTrigger1?****"
+	custom := func() *wire.CustomAllocationDefinition {
+		return &wire.CustomAllocationDefinition{WebhookURL: hook, APIVersion: "2021-10-01"}
+	}
+	if _, err := owner.PutEnrollment(ctx, wire.IndividualEnrollment{RegistrationID: "fn-dev", Attestation: symmetric(), AllocationPolicy: "custom", CustomAllocationDefinition: custom()}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owner.PutGroup(ctx, wire.EnrollmentGroup{EnrollmentGroupID: "fn-grp", Attestation: symmetric(), AllocationPolicy: "custom", CustomAllocationDefinition: custom()}, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		cl   *client.Client
+		want string
+	}{{"reader", reader, masked}, {"owner", owner, hook}} {
+		t.Run(c.name, func(t *testing.T) {
+			seen := map[string]string{}
+			e, err := c.cl.Enrollment(ctx, "fn-dev")
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen["GET enrollment"] = e.CustomAllocationDefinition.WebhookURL
+			g, err := c.cl.Group(ctx, "fn-grp")
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen["GET group"] = g.CustomAllocationDefinition.WebhookURL
+			es, _, err := c.cl.QueryEnrollments(ctx, 0, "")
+			if err != nil || len(es) != 1 {
+				t.Fatalf("query enrollments = %d, %v", len(es), err)
+			}
+			seen["query enrollments"] = es[0].CustomAllocationDefinition.WebhookURL
+			gs, _, err := c.cl.QueryGroups(ctx, 0, "")
+			if err != nil || len(gs) != 1 {
+				t.Fatalf("query groups = %d, %v", len(gs), err)
+			}
+			seen["query groups"] = gs[0].CustomAllocationDefinition.WebhookURL
+			for path, got := range seen {
+				if got != c.want {
+					t.Errorf("%s: webhookUrl = %q, want %q", path, got, c.want)
+				}
+			}
+		})
+	}
+}

@@ -84,6 +84,14 @@ func (h *hookServer) serve(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, `{"iotHubHostName":`)
 	case "fail-big":
 		io.WriteString(w, `{"iotHubHostName":"hub-a.example.net","payload":"`+strings.Repeat("x", 100*1024)+`"}`)
+	case "fail-strpayload": // the device would get a string, not an object
+		io.WriteString(w, `{"iotHubHostName":"hub-a.example.net","payload":"hello"}`)
+	case "fail-listpayload":
+		io.WriteString(w, `{"iotHubHostName":"hub-a.example.net","payload":[1,2]}`)
+	case "fail-deeppayload": // deeper than the embedded C SDK reads
+		io.WriteString(w, `{"iotHubHostName":"hub-a.example.net","payload":`+strings.Repeat(`{"a":`, 62)+`{}`+strings.Repeat(`}`, 62)+`}`)
+	case "fail-twin": // reported properties are the device's, not provisioning's
+		io.WriteString(w, `{"iotHubHostName":"hub-a.example.net","initialTwin":{"properties":{"reported":{"x":1}}}}`)
 	case "fail-500":
 		w.WriteHeader(500)
 	case "fail-404":
@@ -232,6 +240,15 @@ func TestCustomAllocationRoundTrip(t *testing.T) {
 	}
 }
 
+// shapeErrors are what the errorMessage says of answers the device or the
+// hub could not take.
+var shapeErrors = map[string]string{
+	"fail-strpayload":  "a payload that is a string, not a JSON object",
+	"fail-listpayload": "a payload that is an array, not a JSON object",
+	"fail-deeppayload": "a payload nested 63 levels deep",
+	"fail-twin":        "properties.reported",
+}
+
 func TestCustomAllocationFailures(t *testing.T) {
 	s, hc, svc, _, url := startWithWebhook(t, "")
 	ctx := context.Background()
@@ -254,6 +271,7 @@ func TestCustomAllocationFailures(t *testing.T) {
 	}{
 		{"fail-401", 400209}, {"fail-nohub", 400208}, {"fail-badhub", 400207}, {"fail-json", 400207},
 		{"fail-big", 400207}, {"fail-500", 400207}, {"fail-404", 400207}, {"fail-slow", 400207},
+		{"fail-strpayload", 400207}, {"fail-listpayload", 400207}, {"fail-deeppayload", 400207}, {"fail-twin", 400207},
 	}
 	for i, tt := range tests {
 		t.Run(tt.mode, func(t *testing.T) {
@@ -264,6 +282,9 @@ func TestCustomAllocationFailures(t *testing.T) {
 			}
 			if strings.Contains(rs.ErrorMessage, "fn-key") {
 				t.Errorf("errorMessage leaks the function key: %s", rs.ErrorMessage)
+			}
+			if why := shapeErrors[tt.mode]; why != "" && !strings.Contains(rs.ErrorMessage, why) {
+				t.Errorf("errorMessage %q does not say %q", rs.ErrorMessage, why)
 			}
 			// A normal device right after still succeeds.
 			if ok := register(fmt.Sprintf("normal-%d", i)); ok.Status != "assigned" {

@@ -36,6 +36,9 @@ type Process struct {
 	done             chan struct{}
 }
 
+// PID is the process ID (for /proc/PID/status).
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
 // Logs returns what the process wrote to stderr.
 func (p *Process) Logs() string {
 	p.mu.Lock()

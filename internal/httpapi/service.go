@@ -236,6 +236,32 @@ func (h *ServiceHandler) enrollmentOut(ctx context.Context, e dps.Enrollment, wi
 	return out
 }
 
+// mayWrite reports whether the caller may write enrollments. Only such a
+// caller sees a webhook URL whole when reading: its query holds the
+// function key that calls the webhook (Azure Functions' ?code=).
+func (h *ServiceHandler) mayWrite(r *http.Request) bool {
+	return h.o.Authorizer.Check(r.Header.Get("Authorization"), r.URL.Path, access.EnrollmentWrite) == nil
+}
+
+// readOut renders an enrollment for a read, its webhook URL masked unless
+// the caller may write enrollments.
+func (h *ServiceHandler) readOut(ctx context.Context, e dps.Enrollment, mayWrite bool) wire.IndividualEnrollment {
+	out := h.enrollmentOut(ctx, e, false)
+	if !mayWrite {
+		out.CustomAllocationDefinition = wire.MaskCustomAllocation(out.CustomAllocationDefinition)
+	}
+	return out
+}
+
+// readGroupOut is readOut for an enrollment group.
+func readGroupOut(g dps.Group, mayWrite bool) wire.EnrollmentGroup {
+	out := wire.FromGroup(g, false)
+	if !mayWrite {
+		out.CustomAllocationDefinition = wire.MaskCustomAllocation(out.CustomAllocationDefinition)
+	}
+	return out
+}
+
 func (h *ServiceHandler) get(w http.ResponseWriter, r *http.Request, ids []string) {
 	if groups(r) {
 		g, err := h.o.Manager.Group(r.Context(), ids[0])
@@ -243,7 +269,7 @@ func (h *ServiceHandler) get(w http.ResponseWriter, r *http.Request, ids []strin
 			h.err.writeError(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, wire.FromGroup(g, false))
+		writeJSON(w, http.StatusOK, readGroupOut(g, h.mayWrite(r)))
 		return
 	}
 	e, err := h.o.Manager.Enrollment(r.Context(), ids[0])
@@ -251,7 +277,7 @@ func (h *ServiceHandler) get(w http.ResponseWriter, r *http.Request, ids []strin
 		h.err.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, h.enrollmentOut(r.Context(), e, false))
+	writeJSON(w, http.StatusOK, h.readOut(r.Context(), e, h.mayWrite(r)))
 }
 
 func (h *ServiceHandler) delete(w http.ResponseWriter, r *http.Request, ids []string) {
@@ -428,9 +454,10 @@ func (h *ServiceHandler) query(w http.ResponseWriter, r *http.Request, _ []strin
 			h.err.writeError(w, r, err)
 			return
 		}
+		mayWrite := h.mayWrite(r)
 		out := make([]wire.EnrollmentGroup, len(gs))
 		for i, g := range gs {
-			out[i] = wire.FromGroup(g, false)
+			out[i] = readGroupOut(g, mayWrite)
 		}
 		writePage(w, r, "EnrollmentGroup", next, limit, out)
 		return
@@ -443,9 +470,10 @@ func (h *ServiceHandler) query(w http.ResponseWriter, r *http.Request, _ []strin
 		h.err.writeError(w, r, err)
 		return
 	}
+	mayWrite := h.mayWrite(r)
 	out := make([]wire.IndividualEnrollment, len(es))
 	for i, e := range es {
-		out[i] = h.enrollmentOut(r.Context(), e, false)
+		out[i] = h.readOut(r.Context(), e, mayWrite)
 	}
 	writePage(w, r, "Enrollment", next, limit, out)
 }

@@ -2,7 +2,6 @@ package registration
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"strings"
 
@@ -117,42 +116,15 @@ func (s *Service) authenticate(ctx context.Context, scope, regID string, cred Cr
 		return match{}, err
 	}
 
-	// 2. Otherwise a symmetric-key group whose derived key signed the token.
-	groups, err := s.o.Store.Groups(ctx, dps.AttestationSymmetricKey)
+	// 2. Otherwise a symmetric-key group whose derived key signed the token
+	// (groupkeys.go: the groups come prepared, so refusing an unknown device
+	// costs only the hashing).
+	groups, err := s.symmetricGroups(ctx)
 	if err != nil {
 		return match{}, err
 	}
-	ids := []string{regID}
-	if l := strings.ToLower(regID); l != regID {
-		ids = append(ids, l)
-	}
-	for _, id := range ids {
-		for i := range groups {
-			g := &groups[i]
-			sk := g.Attestation.SymmetricKey
-			if sk == nil {
-				continue
-			}
-			var derived [2]dps.Key
-			ok := false
-			for j, k := range []dps.Key{sk.PrimaryKey, sk.SecondaryKey} {
-				if k == "" {
-					continue
-				}
-				raw, err := sas.DecodeKey(string(k))
-				if err != nil {
-					continue
-				}
-				dk := sas.DeriveKey(raw, id)
-				derived[j] = dps.Key(base64.StdEncoding.EncodeToString(dk))
-				if tok.Valid(dk) {
-					ok = true
-				}
-			}
-			if ok {
-				return match{group: g, deviceKeys: derived}, nil
-			}
-		}
+	if m, ok := groups.match(tok, regID); ok {
+		return m, nil
 	}
 	return match{}, unauthorized(errors.New("no enrollment matches"))
 }

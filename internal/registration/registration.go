@@ -99,3 +99,9 @@ type TPMRequest struct {
 	EndorsementKey string
 	StorageRootKey string
 }
+
+// OperationTrimmer is an optional Store ability: delete a registration ID's
+// finished operations but its keep newest, reporting how many it deleted.
+type OperationTrimmer interface {
+	TrimOperations(ctx context.Context, registrationID string, keep int) (int64, error)
+}

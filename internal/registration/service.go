@@ -6,8 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -27,9 +27,22 @@ type Options struct {
 	Store         Store
 	Logger        *slog.Logger
 	Observer      Observer
-	// Workers is how many operations are completed concurrently (default
-	// 1024): operations waiting on a slow webhook do not hold up others.
+	// Workers is how many operations are completed in the background at
+	// once (default 1024).
 	Workers int
+	// WebhookConcurrency is how many of those may call one webhook URL at
+	// once (default 128, an eighth of the default workers): a webhook that
+	// hangs holds at most this many workers, and the operations of other
+	// webhooks keep running. More wait their turn in memory, as operation
+	// IDs.
+	WebhookConcurrency int
+	// RecentBytes bounds the memory of the final operations kept for polls
+	// (default 32 MiB).
+	RecentBytes int
+	// KeepOperations is how many finished operations per registration ID
+	// stay in the store (default 8); older ones are deleted when the device
+	// registers again, so one device cannot fill the disk.
+	KeepOperations int
 	// ClockSkew is how long past its expiry a SAS token is still accepted
 	// (default 5 minutes).
 	ClockSkew time.Duration
@@ -57,26 +70,55 @@ type Options struct {
 
 // Service is the registration engine. Create it with New, start its workers
 // with Start, and stop them with Close.
+//
+// No lock is held across an allocation or a hub call: registration records
+// are written compare-and-set on their ETag, so two operations of one
+// device (on one node or several) never both win; the loser is computed
+// again.
 type Service struct {
 	o     Options
 	log   *slog.Logger
-	queue chan dps.Operation
+	lanes *lanes
 
-	mu       sync.Mutex // guards inflight
-	inflight map[string]bool
-
-	locks [256]sync.Mutex // per registration ID, by hash
+	mu sync.Mutex // guards devices
+	// devices maps a folded registration ID to its unfinished operation, so
+	// a device that registers again meanwhile is answered with that
+	// operation instead of starting another. The sweeper drops entries of
+	// operations that are no longer unfinished (completed by another node).
+	devices map[string]tracked
 
 	recent recentOps // final operations, for polls
 
+	symGroups symGroupCache // prepared symmetric-key groups (groupkeys.go)
+
+	ctx    context.Context // the workers' context, cancelled by Close
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
 }
+
+// tracked is a device's unfinished operation and when it was recorded.
+type tracked struct {
+	id    string
+	since time.Time
+}
+
+// laneBacklog is how many operations may wait in memory for one webhook URL;
+// beyond it they wait in the store only, for the sweeper.
+const laneBacklog = 16384
 
 // New returns a Service; call Start before accepting requests.
 func New(o Options) *Service {
 	if o.Workers <= 0 {
 		o.Workers = 1024
+	}
+	if o.WebhookConcurrency <= 0 {
+		o.WebhookConcurrency = 128
+	}
+	if o.RecentBytes <= 0 {
+		o.RecentBytes = 32 << 20
+	}
+	if o.KeepOperations <= 0 {
+		o.KeepOperations = 8
 	}
 	if o.ClockSkew <= 0 {
 		o.ClockSkew = 5 * time.Minute
@@ -108,7 +150,15 @@ func New(o Options) *Service {
 	if o.Observer == nil {
 		o.Observer = nopObserver{}
 	}
-	return &Service{o: o, log: o.Logger, queue: make(chan dps.Operation, 8192), inflight: map[string]bool{}}
+	s := &Service{o: o, log: o.Logger, devices: map[string]tracked{}, recent: recentOps{maxBytes: o.RecentBytes}}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.lanes = newLanes(o.Workers, min(o.WebhookConcurrency, o.Workers), laneBacklog, func(it laneItem, done func()) {
+		s.wg.Go(func() {
+			defer done()
+			s.run(s.ctx, it)
+		})
+	})
+	return s
 }
 
 type nopObserver struct{}
@@ -124,82 +174,164 @@ func (s *Service) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("registration: load unfinished operations: %w", err)
 	}
-	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel = cancel
-	s.wg.Go(func() { s.dispatch(wctx) })
 	if len(pending) > 0 {
 		s.log.InfoContext(ctx, "resuming unfinished operations", "count", len(pending))
 	}
+	for _, op := range pending { // oldest first: the newest of a device wins
+		s.track(op, true)
+	}
 	s.wg.Go(func() {
 		for _, op := range pending {
-			s.enqueue(wctx, op, true)
+			s.resume(s.ctx, op)
 		}
 	})
-	s.wg.Go(func() { s.sweep(wctx) })
+	s.wg.Go(func() { s.sweep(s.ctx) })
 	return nil
 }
 
 // Close stops the workers and waits for them. Operations not finished stay
 // persisted and resume at the next Start.
 func (s *Service) Close() error {
-	if s.cancel != nil {
-		s.cancel()
-	}
+	s.lanes.close()
+	s.cancel()
 	s.wg.Wait()
 	return nil
 }
 
-func (s *Service) enqueue(ctx context.Context, op dps.Operation, block bool) {
-	s.mu.Lock()
-	if s.inflight[op.ID] {
-		s.mu.Unlock()
+// enqueue queues an operation in its lane. When the lane is full the
+// operation stays in the store, and the sweeper queues it again later.
+func (s *Service) enqueue(op dps.Operation, lane string) {
+	s.lanes.submit(lane, laneItem{id: op.ID, regID: op.RegistrationID})
+}
+
+// resume queues a persisted operation this node did not queue itself (after
+// a restart, a failed attempt, a full lane, or from another node): its lane
+// needs the enrollment it matched.
+func (s *Service) resume(ctx context.Context, op dps.Operation) {
+	if s.lanes.has(op.ID) {
 		return
 	}
-	s.inflight[op.ID] = true
-	s.mu.Unlock()
-	if block {
-		select {
-		case s.queue <- op:
-			return
-		case <-ctx.Done():
-		}
-	} else {
-		select {
-		case s.queue <- op:
-			return
-		default: // full: the sweeper picks it up from the store
-		}
+	lane := ""
+	if m, err := s.rematch(ctx, op); err == nil {
+		lane = s.laneOf(m.settings())
 	}
+	s.enqueue(op, lane)
+}
+
+// laneOf returns the lane of an enrollment's background operations: its
+// webhook URL (without query, where Azure Functions keys travel: one
+// function is one endpoint whatever the key) for custom allocation, else
+// the default lane "".
+func (s *Service) laneOf(set *dps.Settings) string {
+	policy := set.AllocationPolicy
+	if policy == "" {
+		policy = s.o.DefaultPolicy
+	}
+	if policy != dps.AllocationCustom || set.CustomAllocation == nil {
+		return ""
+	}
+	raw := set.CustomAllocation.WebhookURL
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "webhook " + raw
+	}
+	u.User, u.RawQuery, u.Fragment, u.Host = nil, "", "", strings.ToLower(u.Host)
+	return "webhook " + u.String()
+}
+
+// run completes one queued operation, read fresh from the store.
+func (s *Service) run(ctx context.Context, it laneItem) {
+	op, err := s.o.Store.Operation(ctx, it.id)
+	switch {
+	case dps.KindOf(err) == dps.KindNotFound:
+		s.forget(it.regID, it.id)
+		return
+	case err != nil:
+		if ctx.Err() == nil {
+			s.log.WarnContext(ctx, "operation will be retried: read failed", logkey.OperationID, it.id, logkey.Error, err)
+		}
+		return
+	case op.Status.Final():
+		s.forget(op.RegistrationID, op.ID) // completed meanwhile, perhaps by another node
+		return
+	}
+	s.o.Observer.InFlight(1)
+	defer s.o.Observer.InFlight(-1)
+	s.process(ctx, op)
+}
+
+// inFlight returns the device's unfinished operation known to this node, if
+// it has one that matched the enrollment the device authenticated against
+// now.
+func (s *Service) inFlight(ctx context.Context, regID string, m *match) (dps.Operation, bool) {
 	s.mu.Lock()
-	delete(s.inflight, op.ID)
+	t, ok := s.devices[dps.FoldID(regID)]
+	s.mu.Unlock()
+	if !ok {
+		return dps.Operation{}, false
+	}
+	id := t.id
+	op, err := s.o.Store.Operation(ctx, id)
+	if err != nil || op.Status.Final() {
+		if err == nil || dps.KindOf(err) == dps.KindNotFound {
+			s.forget(regID, id)
+		}
+		return dps.Operation{}, false
+	}
+	if op.EnrollmentGroupID != m.groupID() || op.Attestation != m.attestation() {
+		return dps.Operation{}, false // the device now matches another enrollment: a new registration
+	}
+	op.Payload = nil
+	return op, true
+}
+
+// track records a device's unfinished operation; replace false keeps one
+// already recorded.
+func (s *Service) track(op dps.Operation, replace bool) {
+	k := dps.FoldID(op.RegistrationID)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.devices[k]; ok && !replace {
+		return
+	}
+	s.devices[k] = tracked{id: op.ID, since: time.Now()}
+}
+
+// forget drops a device's unfinished operation opID, once it is final.
+func (s *Service) forget(regID, opID string) {
+	k := dps.FoldID(regID)
+	s.mu.Lock()
+	if s.devices[k].id == opID {
+		delete(s.devices, k)
+	}
 	s.mu.Unlock()
 }
 
-// dispatch runs each queued operation in its own goroutine, at most
-// Workers at a time.
-func (s *Service) dispatch(ctx context.Context) {
-	sem := make(chan struct{}, s.o.Workers)
-	for {
-		var op dps.Operation
-		select {
-		case <-ctx.Done():
-			return
-		case op = <-s.queue:
+// untrackFinished drops the recorded operations that were recorded before
+// listed and are not among the unfinished operations listed then.
+func (s *Service) untrackFinished(listed time.Time, pending []dps.Operation) {
+	unfinished := make(map[string]bool, len(pending))
+	for _, op := range pending {
+		unfinished[op.ID] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, t := range s.devices {
+		if t.since.Before(listed) && !unfinished[t.id] {
+			delete(s.devices, k)
 		}
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		s.wg.Go(func() {
-			defer func() { <-sem }()
-			s.o.Observer.InFlight(1)
-			s.process(ctx, op)
-			s.o.Observer.InFlight(-1)
-			s.mu.Lock()
-			delete(s.inflight, op.ID)
-			s.mu.Unlock()
-		})
+	}
+}
+
+// trim deletes a device's finished operations beyond the newest
+// KeepOperations, when the store can.
+func (s *Service) trim(ctx context.Context, regID string) {
+	t, ok := s.o.Store.(OperationTrimmer)
+	if !ok {
+		return
+	}
+	if _, err := t.TrimOperations(ctx, regID, s.o.KeepOperations); err != nil && ctx.Err() == nil {
+		s.log.WarnContext(ctx, "trim finished operations", logkey.RegistrationID, regID, logkey.Error, err)
 	}
 }
 
@@ -221,14 +353,17 @@ func (s *Service) sweep(ctx context.Context) {
 				s.log.WarnContext(ctx, "reload CRLs", logkey.Error, err)
 			}
 		}
+		listed := time.Now()
 		pending, err := s.o.Store.PendingOperations(ctx)
 		if err != nil {
 			s.log.WarnContext(ctx, "sweep: list unfinished operations", logkey.Error, err)
 			continue
 		}
+		s.untrackFinished(listed, pending)
 		for _, op := range pending {
-			if s.o.Now().Sub(op.Created) > time.Second {
-				s.enqueue(ctx, op, true)
+			if s.o.Now().Sub(op.Created) > time.Second && !s.lanes.has(op.ID) {
+				s.track(op, false)
+				s.resume(ctx, op)
 			}
 		}
 		if p, ok := s.o.Store.(interface {
@@ -270,6 +405,17 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 	if err != nil {
 		return dps.Operation{}, err
 	}
+	// A device that registers again while its registration is still being
+	// completed gets the operation already in flight, as a fresh 202 with its
+	// operationId: every SDK then polls that operation, and one device
+	// cannot pile up unfinished operations. (Azure does not document this
+	// case; an error here would make SDKs retry the register, and a second
+	// operation would race the first for the device's record.) A TPM
+	// device's challenge is not consumed then: its polls may be signed with
+	// it (see authenticateTPMPoll).
+	if op, ok := s.inFlight(ctx, req.RegistrationID, &m); ok {
+		return op, nil
+	}
 	if m.tpm != nil {
 		// Only the latest challenge starts one registration.
 		ok, err := s.o.Challenges.ConsumeChallenge(ctx, req.RegistrationID, m.tpm.Key)
@@ -298,9 +444,11 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 	if !m.settings().Enabled() {
 		op.Status = dps.StatusDisabled
 		op.Result = &dps.Registration{RegistrationID: req.RegistrationID, Status: dps.StatusDisabled, EnrollmentGroupID: m.groupID(), Attestation: op.Attestation, Updated: now}
+		op.Payload = nil // a final operation does not keep the device's payload
 		if _, err := s.o.Store.CreateOperation(ctx, op); err != nil {
 			return dps.Operation{}, err
 		}
+		s.trim(ctx, req.RegistrationID)
 		s.o.Observer.Completed(dps.StatusDisabled, 0)
 		s.log.InfoContext(ctx, "registration refused: enrollment disabled", logkey.RegistrationID, req.RegistrationID, logkey.EnrollmentGroup, m.groupID())
 		return op, nil
@@ -313,7 +461,9 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 	if _, err := s.o.Store.CreateOperation(ctx, op); err != nil {
 		return dps.Operation{}, err
 	}
-	s.enqueue(ctx, op, false)
+	s.track(op, true)
+	s.enqueue(op, s.laneOf(m.settings()))
+	op.Payload = nil
 	return op, nil
 }
 
@@ -333,30 +483,61 @@ func (s *Service) inline(m match) bool {
 // before that commit loses nothing that was acknowledged. ok is false when
 // the work must be retried asynchronously (a transient failure).
 func (s *Service) completeInline(ctx context.Context, op dps.Operation, m *match) (dps.Operation, bool) {
-	l := s.lockFor(op.RegistrationID)
-	l.Lock()
-	defer l.Unlock()
 	s.o.Observer.InFlight(1)
 	defer s.o.Observer.InFlight(-1)
-	rec, fx := s.recorder()
-	final, err := s.complete(ctx, op, m, fx)
+	stored, err := s.completeAndWrite(ctx, op, m, true)
 	if err != nil {
 		s.log.WarnContext(ctx, "registration continues asynchronously", logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
 		return op, false
 	}
-	final.Updated = s.o.Now().UTC()
-	var stored dps.Operation
-	if fx != nil && fx.put != nil {
-		stored, err = rec.CreateOperationWithDevice(ctx, final, *fx.put, fx.remove)
-	} else {
-		stored, err = s.o.Store.CreateOperation(ctx, final)
-	}
-	if err != nil {
-		s.log.WarnContext(ctx, "registration continues asynchronously", logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
-		return op, false
-	}
-	s.finished(ctx, stored)
 	return stored, true
+}
+
+// conflictAttempts is how often an operation is computed again at once when
+// another registration of the device wrote its record first (no lock
+// serialises them): each conflict means another one finished.
+const conflictAttempts = 8
+
+// completeAndWrite computes an operation's final state and writes it: as a
+// new operation (create, within the register request) or over the
+// unfinished one. The result is written only over the registration record
+// it was computed from; after a conflict it is computed again.
+func (s *Service) completeAndWrite(ctx context.Context, op dps.Operation, m *match, create bool) (dps.Operation, error) {
+	var err error
+	for range conflictAttempts {
+		rec, fx := s.recorder()
+		var final dps.Operation
+		if final, err = s.complete(ctx, op, m, fx); err != nil {
+			return op, err
+		}
+		final.Updated = s.o.Now().UTC()
+		final.Payload = nil                                     // a final operation does not keep the device's payload
+		again := final.Result != nil && final.Result.ETag != "" // it replaces an earlier record
+		var stored dps.Operation
+		switch {
+		case fx != nil && fx.put != nil && create:
+			stored, err = rec.CreateOperationWithDevice(ctx, final, *fx.put, fx.remove)
+		case fx != nil && fx.put != nil:
+			// The device records are written with the result, or not at all
+			// (another operation of the device changed its record meanwhile).
+			stored, err = rec.CompleteOperationWithDevice(ctx, final, *fx.put, fx.remove)
+		case create:
+			stored, err = s.o.Store.CreateOperation(ctx, final)
+		default:
+			stored, err = s.o.Store.CompleteOperation(ctx, final)
+		}
+		if err == nil {
+			if again {
+				s.trim(ctx, op.RegistrationID)
+			}
+			s.finished(ctx, stored)
+			return stored, nil
+		}
+		if dps.KindOf(err) != dps.KindConflict || ctx.Err() != nil {
+			break
+		}
+	}
+	return op, err
 }
 
 // Operation returns the state of an operation after authenticating the
@@ -365,6 +546,9 @@ func (s *Service) completeInline(ctx context.Context, op dps.Operation, m *match
 // reported only after a full authentication, so operation IDs cannot be
 // probed without a valid credential.
 func (s *Service) Operation(ctx context.Context, scope, regID, operationID string, cred Credential) (dps.Operation, error) {
+	if err := dps.ValidateRegistrationID(regID); err != nil {
+		return dps.Operation{}, err // as register answers a bad ID
+	}
 	notFound := &dps.Error{Kind: dps.KindNotFound, Code: 404201, Message: "operation not found"}
 	op, ok := s.recent.get(operationID, s.o.Now().Add(-s.o.OperationRetention))
 	var err error
@@ -392,7 +576,7 @@ func (s *Service) Operation(ctx context.Context, scope, regID, operationID strin
 		return op, nil
 	}
 	if op.Attestation == dps.AttestationTPM {
-		if err := s.authenticateTPMPoll(scope, regID, op, cred); err != nil {
+		if err := s.authenticateTPMPoll(ctx, scope, regID, op, cred); err != nil {
 			return dps.Operation{}, err
 		}
 		return op, nil
@@ -431,18 +615,9 @@ func newOperationID() string {
 	return "1." + hex.EncodeToString(b[:8]) + "." + h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
-func (s *Service) lockFor(regID string) *sync.Mutex {
-	h := fnv.New32a()
-	h.Write([]byte(dps.FoldID(regID)))
-	return &s.locks[h.Sum32()%uint32(len(s.locks))]
-}
-
 // process completes one operation. Transient failures (store errors) leave
 // the operation unfinished for the sweeper to retry.
 func (s *Service) process(ctx context.Context, op dps.Operation) {
-	l := s.lockFor(op.RegistrationID)
-	l.Lock()
-	defer l.Unlock()
 	if sn, ok := s.o.Store.(interface{ SingleNode() bool }); ok && sn.SingleNode() {
 		s.work(ctx, op, func() {}) // one node: nobody to share the work with
 		return
@@ -487,30 +662,14 @@ func (s *Service) work(ctx context.Context, op dps.Operation, release func()) {
 		s.log.WarnContext(ctx, "operation will be retried", logkey.OperationID, op.ID, logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
 		release()
 	}
-	rec, fx := s.recorder()
-	final, err := s.complete(ctx, op, nil, fx)
-	if err != nil {
+	if _, err := s.completeAndWrite(ctx, op, nil, false); err != nil {
 		retry(err)
-		return
 	}
-	final.Updated = s.o.Now().UTC()
-	var stored dps.Operation
-	if fx != nil && fx.put != nil {
-		// The device records are written with the result, or not at all
-		// (another operation of the device changed its record meanwhile).
-		stored, err = rec.CompleteOperationWithDevice(ctx, final, *fx.put, fx.remove)
-	} else {
-		stored, err = s.o.Store.CompleteOperation(ctx, final)
-	}
-	if err != nil {
-		retry(err)
-		return
-	}
-	s.finished(ctx, stored)
 }
 
 // finished records a completed operation in metrics and the log.
 func (s *Service) finished(ctx context.Context, stored dps.Operation) {
+	s.forget(stored.RegistrationID, stored.ID)
 	s.recent.put(stored)
 	latency := stored.Updated.Sub(stored.Created)
 	s.o.Observer.Completed(stored.Status, latency)

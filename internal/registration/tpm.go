@@ -33,12 +33,12 @@ func (s *Service) challenge(ctx context.Context, req Request) error {
 		return err
 	}
 	if e.Attestation.Type != dps.AttestationTPM || e.Attestation.TPM == nil {
-		return unauthorized(errors.New("the enrollment does not use TPM attestation"))
+		return errEKMismatch(errors.New("the enrollment does not use TPM attestation"))
 	}
 	enrolled, err1 := dps.ParseTPMPublicRSA(e.Attestation.TPM.EndorsementKey)
 	sent, err2 := dps.ParseTPMPublicRSA(req.TPM.EndorsementKey)
 	if err1 != nil || err2 != nil || !bytes.Equal(enrolled, sent) {
-		return unauthorized(errors.New("the endorsement key does not match the enrollment"))
+		return errEKMismatch(errors.New("the endorsement key does not match the enrollment"))
 	}
 	srk := req.TPM.StorageRootKey
 	if srk == "" {
@@ -64,6 +64,22 @@ func (s *Service) challenge(ctx context.Context, req Request) error {
 		return err
 	}
 	return &dps.TPMChallenge{AuthenticationKey: blob, KeyName: "registration"}
+}
+
+// errEKMismatch refuses a TPM device whose endorsement key is not its
+// enrollment's with Azure's words for such a key: 400004 "Endorsement key is
+// invalid, or does not match the Enrollment." (Azure/azure-iot-sdk-c#1502,
+// #1955). Not a 401: every SDK's TPM path reads a 401 to this first request
+// as the challenge, and one without authenticationKey is a parse error (C
+// SDK: PROV_DEVICE_RESULT_PARSING; C# decodes a null key; Node: FormatError;
+// aziot: a body it cannot parse). No answer reads as an authentication
+// failure to all of them (the C SDK gives DEV_AUTH_ERROR only for a body
+// with status "failed", which the others do not expect here), so the error
+// JSON with a 400 is the plain refusal: C# and aziot report its errorCode
+// and message, the C SDK (PROV_DEVICE_RESULT_TRANSPORT) and Node a failed
+// request.
+func errEKMismatch(cause error) error {
+	return &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "Endorsement key is invalid, or does not match the Enrollment.", Err: cause}
 }
 
 // blob builds a base64 activation blob wrapping key for the TPM of ek and srk.
@@ -111,8 +127,12 @@ func (s *Service) answerChallenge(ctx context.Context, e *dps.Enrollment, tok sa
 const tpmPollGrace = 10 * time.Minute
 
 // authenticateTPMPoll verifies a poll of a TPM operation with the key K1
-// that started it, while the operation runs and shortly after it ends.
-func (s *Service) authenticateTPMPoll(scope, regID string, op dps.Operation, cred Credential) error {
+// that started it, while the operation runs and shortly after it ends. A
+// device that registered again while the operation ran was answered with
+// this operation and keeps the challenge it answered then (unconsumed): the
+// key of its latest unexpired challenge authenticates the poll too, since
+// only its TPM could recover that key.
+func (s *Service) authenticateTPMPoll(ctx context.Context, scope, regID string, op dps.Operation, cred Credential) error {
 	tok, err := s.token(scope, regID, cred)
 	if err != nil {
 		return err
@@ -120,11 +140,19 @@ func (s *Service) authenticateTPMPoll(scope, regID string, op dps.Operation, cre
 	if op.Status.Final() && s.o.Now().Sub(op.Updated) > tpmPollGrace {
 		return unauthorized(errors.New("the operation's TPM key expired"))
 	}
-	k1, err := base64.StdEncoding.DecodeString(string(op.TPMKey))
-	if err != nil || !tok.Valid(k1) {
-		return unauthorized(sas.ErrSignature)
+	if k1, err := base64.StdEncoding.DecodeString(string(op.TPMKey)); err == nil && tok.Valid(k1) {
+		return nil
 	}
-	return nil
+	if s.o.Challenges != nil {
+		c, err := s.o.Challenges.Challenge(ctx, regID)
+		if err != nil && dps.KindOf(err) != dps.KindNotFound {
+			return err
+		}
+		if k, derr := base64.StdEncoding.DecodeString(string(c.Key)); err == nil && derr == nil && !s.o.Now().After(c.Expires) && tok.Valid(k) {
+			return nil
+		}
+	}
+	return unauthorized(sas.ErrSignature)
 }
 
 // hubKeyBlob makes the TPM device's hub key K2 and wraps it for its TPM.

@@ -151,8 +151,9 @@ func TestTPMRefusals(t *testing.T) {
 		return err
 	}
 	refuse("unknown registration", reg("tpm-nobody", &registration.TPMRequest{EndorsementKey: ek, StorageRootKey: srk}, registration.Credential{}), dps.KindNotFound, 404201)
-	refuse("EK mismatch", reg("tpm-r", &registration.TPMRequest{EndorsementKey: otherEK, StorageRootKey: srk}, registration.Credential{}), dps.KindUnauthorized, 401002)
-	refuse("not a TPM enrollment", reg("sym-r", &registration.TPMRequest{EndorsementKey: ek, StorageRootKey: srk}, registration.Credential{}), dps.KindUnauthorized, 401002)
+	// Not a 401: SDKs read every 401 to a TPM's first request as the challenge.
+	refuse("EK mismatch", reg("tpm-r", &registration.TPMRequest{EndorsementKey: otherEK, StorageRootKey: srk}, registration.Credential{}), dps.KindInvalid, 400004)
+	refuse("not a TPM enrollment", reg("sym-r", &registration.TPMRequest{EndorsementKey: ek, StorageRootKey: srk}, registration.Credential{}), dps.KindInvalid, 400004)
 	refuse("no challenge yet", reg("tpm-r", nil, tpmSAS("tpm-r", make([]byte, 32), now.Add(time.Hour))), dps.KindUnauthorized, 401002)
 
 	challenge(t, s, "tpm-r", ek, srk)
@@ -173,5 +174,44 @@ func TestTPMRefusals(t *testing.T) {
 	}
 	if _, err := db.Registration(ctx, "tpm-r"); dps.KindOf(err) != dps.KindNotFound {
 		t.Errorf("refusals stored a registration: %v", err)
+	}
+}
+
+// TestTPMRegisterAgainWhileInFlight: a TPM device that answers a new
+// challenge while its registration is still running gets the operation in
+// flight, and may poll it with the key of the challenge it answered last.
+func TestTPMRegisterAgainWhileInFlight(t *testing.T) {
+	ctx := context.Background()
+	db := dpstest.NewSQLite(t)
+	g := newGate(t)
+	s := newService(t, db, nil, func(o *registration.Options) { o.Challenges = db; o.Allocators[dps.AllocationCustom] = g })
+	ek, srk := dpstest.SoftwareTPMKeys(t)
+	e := tpmEnrollment("tpm-again", ek)
+	e.AllocationPolicy = dps.AllocationCustom
+	e.CustomAllocation = &dps.CustomAllocation{WebhookURL: "https://hook.example/hang", APIVersion: "2021-10-01"}
+	dpstest.MustPutEnrollment(t, db, e)
+
+	challenge(t, s, "tpm-again", ek, srk)
+	c1 := tpmSAS("tpm-again", k1(t, db, "tpm-again"), time.Now().Add(time.Hour))
+	first, err := s.Register(ctx, registration.Request{IDScope: scope, RegistrationID: "tpm-again", Credential: c1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-g.started
+	challenge(t, s, "tpm-again", ek, srk)
+	c2 := tpmSAS("tpm-again", k1(t, db, "tpm-again"), time.Now().Add(time.Hour))
+	again, err := s.Register(ctx, registration.Request{IDScope: scope, RegistrationID: "tpm-again", Credential: c2})
+	if err != nil || again.ID != first.ID {
+		t.Fatalf("register again = %s, %v; want the operation in flight %s", again.ID, err, first.ID)
+	}
+	if op, err := s.Operation(ctx, scope, "tpm-again", first.ID, c2); err != nil || op.Status != dps.StatusAssigning {
+		t.Fatalf("poll with the latest challenge's key = %+v, %v", op, err)
+	}
+	g.release()
+	if op := waitFinal(t, s, "tpm-again", first.ID, c2); op.Status != dps.StatusAssigned || op.Result.TPMAuthenticationKey == "" {
+		t.Fatalf("final = %+v / %+v", op, op.Result)
+	}
+	if _, err := s.Operation(ctx, scope, "tpm-again", first.ID, tpmSAS("tpm-again", make([]byte, 32), time.Now().Add(time.Hour))); dps.KindOf(err) != dps.KindUnauthorized {
+		t.Errorf("poll with another key: %v", err)
 	}
 }

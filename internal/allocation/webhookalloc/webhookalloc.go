@@ -110,12 +110,12 @@ func Body(req dps.AllocationRequest) ([]byte, error) {
 	case req.Enrollment != nil:
 		e := wire.FromEnrollment(*req.Enrollment, false)
 		e.Attestation = publicAttestation(req.Enrollment.Attestation)
-		e.CustomAllocationDefinition = masked(e.CustomAllocationDefinition)
+		e.CustomAllocationDefinition = wire.MaskCustomAllocation(e.CustomAllocationDefinition)
 		b.IndividualEnrollment = &e
 	case req.Group != nil:
 		g := wire.FromGroup(*req.Group, false)
 		g.Attestation = publicAttestation(req.Group.Attestation)
-		g.CustomAllocationDefinition = masked(g.CustomAllocationDefinition)
+		g.CustomAllocationDefinition = wire.MaskCustomAllocation(g.CustomAllocationDefinition)
 		b.EnrollmentGroup = &g
 	default:
 		return nil, errors.New("webhookalloc: request has no enrollment")
@@ -140,20 +140,6 @@ func Body(req dps.AllocationRequest) ([]byte, error) {
 		b.LinkedHubs[i] = h.HostName
 	}
 	return wire.Marshal(b)
-}
-
-// masked hides the webhook URL's query (an Azure Functions key travels in
-// ?code=) as Azure does in the requests it sends: "…/HttpTrigger1?****".
-func masked(c *wire.CustomAllocationDefinition) *wire.CustomAllocationDefinition {
-	if c == nil {
-		return nil
-	}
-	out := *c
-	if u, err := url.Parse(c.WebhookURL); err == nil && (u.RawQuery != "" || u.User != nil) {
-		u.RawQuery, u.User = "", nil
-		out.WebhookURL = u.String() + "?****"
-	}
-	return &out
 }
 
 // publicAttestation keeps the attestation type and, for X.509, what the
@@ -292,14 +278,20 @@ func decide(data []byte, candidates []dps.LinkedHub, target string) (dps.Assignm
 		return dps.Assignment{}, failure(400207, "Custom allocation failed: %s chose %q, which is not one of the linked hubs offered", redact(target), hub)
 	}
 	out := dps.Assignment{Hub: found}
+	// The device reads the payload and the hub the twin: what they cannot
+	// take fails the registration here, with the reason, rather than being
+	// passed on (the embedded C SDK rejects a whole response it cannot
+	// parse, and the device would never learn it was assigned).
 	if len(resp.InitialTwin) > 0 && string(resp.InitialTwin) != "null" {
-		var twin map[string]json.RawMessage
-		if err := json.Unmarshal(resp.InitialTwin, &twin); err != nil {
-			return dps.Assignment{}, failure(400207, "Custom allocation failed: %s answered an initialTwin that is not an object", redact(target))
+		if err := checkTwin(resp.InitialTwin); err != nil {
+			return dps.Assignment{}, failure(400207, "Custom allocation failed: %s answered %v", redact(target), err)
 		}
 		out.InitialTwin = resp.InitialTwin
 	}
 	if len(resp.Payload) > 0 && string(resp.Payload) != "null" {
+		if err := checkPayload(resp.Payload); err != nil {
+			return dps.Assignment{}, failure(400207, "Custom allocation failed: %s answered %v", redact(target), err)
+		}
 		out.Payload = resp.Payload
 	}
 	return out, nil

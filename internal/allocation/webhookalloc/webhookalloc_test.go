@@ -232,3 +232,51 @@ func BenchmarkOverhead(b *testing.B) {
 		}
 	}
 }
+
+// TestPayloadAndTwinShape: a webhook's payload must be a JSON object the
+// devices can parse, and its initialTwin a twin ({tags, properties:
+// {desired}}); anything else fails the registration with 400207 and says why.
+func TestPayloadAndTwinShape(t *testing.T) {
+	deep := func(n int) string { return strings.Repeat(`{"a":`, n-1) + `{}` + strings.Repeat(`}`, n-1) }
+	tests := []struct {
+		name, extra string
+		why         string // in the failure message; "" when it succeeds
+	}{
+		{"ok/object", `"payload":{"a":[1,{"b":null}]}`, ""},
+		{"ok/null-payload", `"payload":null`, ""},
+		{"ok/62-levels", `"payload":` + deep(62), ""},
+		{"ok/twin", `"initialTwin":{"tags":{"t":1},"properties":{"desired":{"d":{"$metadata":{}}}}}`, ""},
+		{"ok/twin-parts-null", `"initialTwin":{"tags":null,"properties":{"desired":null}}`, ""},
+		{"ok/twin-empty", `"initialTwin":{}`, ""},
+		{"fail/string-payload", `"payload":"hello"`, "a payload that is a string, not a JSON object"},
+		{"fail/array-payload", `"payload":[{"a":1}]`, "a payload that is an array, not a JSON object"},
+		{"fail/number-payload", `"payload":42`, "a payload that is a number"},
+		{"fail/63-levels", `"payload":` + deep(63), "a payload nested 63 levels deep (devices read at most 62)"},
+		{"fail/twin-array", `"initialTwin":[1]`, "an initialTwin that is an array, not an object"},
+		{"fail/twin-string", `"initialTwin":"t"`, "an initialTwin that is a string"},
+		{"fail/twin-extra-member", `"initialTwin":{"tags":{},"deviceId":"x"}`, `member "deviceId"`},
+		{"fail/twin-reported", `"initialTwin":{"properties":{"reported":{}}}`, "properties.reported"},
+		{"fail/twin-tags-array", `"initialTwin":{"tags":[1]}`, "tags is an array"},
+		{"fail/twin-properties-string", `"initialTwin":{"properties":"p"}`, "initialTwin.properties that is a string"},
+		{"fail/twin-desired-number", `"initialTwin":{"properties":{"desired":3}}`, "properties.desired is a number"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.WriteString(w, `{"iotHubHostName":"hub-a.example.net",`+tt.extra+`}`)
+			}))
+			defer srv.Close()
+			got, err := newAllocator(webhookalloc.Options{}).Allocate(context.Background(), request(srv.URL+"/hook?code=k"))
+			if tt.why == "" {
+				if err != nil || got.Hub != "hub-a.example.net" {
+					t.Fatalf("Allocate = %+v, %v", got, err)
+				}
+				return
+			}
+			f, ok := errors.AsType[*dps.AllocationFailure](err)
+			if !ok || f.Code != 400207 || !strings.Contains(f.Message, tt.why) {
+				t.Fatalf("err = %v, want 400207 saying %q", err, tt.why)
+			}
+		})
+	}
+}

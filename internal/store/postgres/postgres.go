@@ -26,6 +26,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/store/groupcache"
+	"github.com/opendps/dps/internal/store/health"
 )
 
 //go:embed migrations/*.sql
@@ -45,6 +47,8 @@ type Options struct {
 type DB struct {
 	pool   *pgxpool.Pool
 	schema string
+	groups groupcache.Cache
+	health health.Writes
 }
 
 // Open connects, creates the schema if asked, and applies migrations.
@@ -141,8 +145,11 @@ func (db *DB) migrate(ctx context.Context) error {
 	})
 }
 
-// translate turns driver errors into dps errors: unreachable database →
-// KindUnavailable; unique violation → KindConflict.
+// translate turns driver errors into dps errors: unique violation →
+// KindConflict; a database that cannot serve now → KindUnavailable (503
+// with Retry-After): unreachable or shutting down, out of resources (class
+// 53: disk full, out of memory, too many connections), or read-only (a
+// primary that became a standby).
 func translate(err error) error {
 	if err == nil {
 		return nil
@@ -155,8 +162,12 @@ func translate(err error) error {
 		switch {
 		case pgErr.Code == "23505":
 			return &dps.Error{Kind: dps.KindConflict, Message: "already exists", Err: err}
-		case strings.HasPrefix(pgErr.Code, "08"), pgErr.Code == "57P01", pgErr.Code == "57P03", pgErr.Code == "53300":
+		case strings.HasPrefix(pgErr.Code, "08"), pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03":
 			return &dps.Error{Kind: dps.KindUnavailable, Message: "the database is unavailable; retry later", Err: err}
+		case strings.HasPrefix(pgErr.Code, "53"):
+			return &dps.Error{Kind: dps.KindUnavailable, Message: "the database is out of resources (" + pgErr.Code + "); retry later", Err: err}
+		case pgErr.Code == "25006":
+			return &dps.Error{Kind: dps.KindUnavailable, Message: "the database is read-only; retry later", Err: err}
 		case pgErr.Code == "57014":
 			return &dps.Error{Kind: dps.KindUnavailable, Message: "the database did not answer in time; retry later", Err: err}
 		}
@@ -176,13 +187,13 @@ func translate(err error) error {
 func (db *DB) tx(ctx context.Context, fn func(pgx.Tx) error) error {
 	tx, err := db.pool.Begin(ctx)
 	if err != nil {
-		return translate(err)
+		return db.health.Observe(translate(err))
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	if err := fn(tx); err != nil {
-		return translate(err)
+		return db.health.Observe(translate(err))
 	}
-	return translate(tx.Commit(ctx))
+	return db.health.Observe(translate(tx.Commit(ctx)))
 }
 
 func newETag() string { return `"` + rand.Text() + `"` }

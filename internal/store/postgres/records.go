@@ -64,14 +64,6 @@ func (db *DB) Group(ctx context.Context, id string) (dps.Group, error) {
 	return getDoc[dps.Group](ctx, db.pool, `SELECT doc FROM groups WHERE id = $1`, "enrollment group", id, dps.FoldID(id))
 }
 
-// Groups returns every group using attestation type t ("" for all).
-func (db *DB) Groups(ctx context.Context, t dps.AttestationType) ([]dps.Group, error) {
-	if t == "" {
-		return listDocs[dps.Group](ctx, db.pool, "groups", `SELECT doc FROM groups ORDER BY id`)
-	}
-	return listDocs[dps.Group](ctx, db.pool, "groups", `SELECT doc FROM groups WHERE attestation = $1 ORDER BY id`, string(t))
-}
-
 // PutGroup creates or replaces an enrollment group under the ETag rules.
 func (db *DB) PutGroup(ctx context.Context, g dps.Group, ifMatch string) (dps.Group, error) {
 	err := putDoc(ctx, db, "groups", "enrollment group", g.ID, ifMatch,

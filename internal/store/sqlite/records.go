@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -49,7 +48,7 @@ func getDoc[T any](ctx context.Context, db *DB, query, what, id string, args ...
 		if errors.Is(err, sql.ErrNoRows) {
 			return v, notFound(what, id)
 		}
-		return v, fmt.Errorf("sqlite: read %s: %w", what, err)
+		return v, translate(fmt.Errorf("sqlite: read %s: %w", what, err))
 	}
 	if err := json.Unmarshal(doc, &v); err != nil {
 		return v, fmt.Errorf("sqlite: decode %s: %w", what, err)
@@ -64,14 +63,14 @@ func listDocs[T any](ctx context.Context, db *DB, what, query string, args ...an
 	}
 	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: list %s: %w", what, err)
+		return nil, translate(fmt.Errorf("sqlite: list %s: %w", what, err))
 	}
 	defer rows.Close()
 	var out []T
 	for rows.Next() {
 		var doc []byte
 		if err := rows.Scan(&doc); err != nil {
-			return nil, fmt.Errorf("sqlite: list %s: %w", what, err)
+			return nil, translate(fmt.Errorf("sqlite: list %s: %w", what, err))
 		}
 		var v T
 		if err := json.Unmarshal(doc, &v); err != nil {
@@ -79,7 +78,7 @@ func listDocs[T any](ctx context.Context, db *DB, what, query string, args ...an
 		}
 		out = append(out, v)
 	}
-	return out, rows.Err()
+	return out, translate(rows.Err())
 }
 
 // checkPut enforces the ETag rules of a conditional write: ifMatch "" means
@@ -151,7 +150,7 @@ func (db *DB) Meta(ctx context.Context, key, value string) (string, error) {
 	}
 	var v string
 	if err := db.read.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, key).Scan(&v); err != nil {
-		return "", fmt.Errorf("sqlite: read meta: %w", err)
+		return "", translate(fmt.Errorf("sqlite: read meta: %w", err))
 	}
 	return v, nil
 }
@@ -236,58 +235,6 @@ func page[T any](ctx context.Context, db *DB, table, groupID, continuation strin
 	return items, next, nil
 }
 
-// Group returns an enrollment group by ID (any case), from the decoded
-// groups kept in memory (see Groups).
-func (db *DB) Group(ctx context.Context, id string) (dps.Group, error) {
-	all, err := db.Groups(ctx, "")
-	if err != nil {
-		return dps.Group{}, err
-	}
-	want := dps.FoldID(id)
-	for _, g := range all {
-		if dps.FoldID(g.ID) == want {
-			return g, nil
-		}
-	}
-	return dps.Group{}, notFound("enrollment group", id)
-}
-
-// Groups returns every enrollment group using the given attestation type
-// ("" for all), ordered by ID. Every symmetric-key registration scans the
-// groups, so they are kept decoded in memory: a SQLite store has one
-// process, and every group write goes through it and clears the cache.
-// Callers must not modify the groups returned.
-func (db *DB) Groups(ctx context.Context, t dps.AttestationType) ([]dps.Group, error) {
-	all := db.groups.Load()
-	if all == nil {
-		gen := db.groupsGen.Load()
-		list, err := listDocs[dps.Group](ctx, db, "groups", `SELECT doc FROM groups ORDER BY id`)
-		if err != nil {
-			return nil, err
-		}
-		all = &list
-		if db.groupsGen.Load() == gen { // no write since the read began
-			db.groups.CompareAndSwap(nil, all)
-		}
-	}
-	if t == "" {
-		return slices.Clone(*all), nil
-	}
-	var out []dps.Group
-	for _, g := range *all {
-		if g.Attestation.Type == t {
-			out = append(out, g)
-		}
-	}
-	return out, nil
-}
-
-// groupsChanged drops the decoded groups after a group write.
-func (db *DB) groupsChanged() {
-	db.groupsGen.Add(1)
-	db.groups.Store(nil)
-}
-
 // PutGroup creates or replaces an enrollment group under the ETag rules of checkPut.
 func (db *DB) PutGroup(ctx context.Context, g dps.Group, ifMatch string) (dps.Group, error) {
 	id := dps.FoldID(g.ID)
@@ -320,15 +267,12 @@ func (db *DB) PutGroup(ctx context.Context, g dps.Group, ifMatch string) (dps.Gr
 			id, string(g.Attestation.Type), g.ETag, doc)
 		return err
 	})
-	db.groupsChanged()
 	return g, err
 }
 
 // DeleteGroup deletes an enrollment group.
 func (db *DB) DeleteGroup(ctx context.Context, id, ifMatch string) error {
-	err := deleteRow(ctx, db, "groups", "enrollment group", dps.FoldID(id), ifMatch)
-	db.groupsChanged()
-	return err
+	return deleteRow(ctx, db, "groups", "enrollment group", dps.FoldID(id), ifMatch)
 }
 
 // GroupsPage returns a page of enrollment groups.

@@ -22,9 +22,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/store/groupcache"
+	"github.com/opendps/dps/internal/store/health"
 	_ "modernc.org/sqlite" // the database/sql driver "sqlite"
 )
 
@@ -44,10 +45,23 @@ type DB struct {
 	closed chan struct{}
 	once   sync.Once
 
-	stmts     sync.Map             // query → *sql.Stmt on read
-	hot       map[string]*sql.Stmt // the registration path's writes, prepared once on the writer
-	groups    atomic.Pointer[[]dps.Group]
-	groupsGen atomic.Int64
+	stmts    sync.Map             // query → *sql.Stmt on read
+	hot      map[string]*sql.Stmt // the registration path's writes, prepared once on the writer
+	groups   groupcache.Cache
+	health   health.Writes
+	lockFile *os.File // the exclusive lock (nil for a Shared handle)
+}
+
+// ErrInUse is returned by Open when another process holds the database.
+var ErrInUse = errors.New("database locked")
+
+// Options configure OpenWith.
+type Options struct {
+	// Shared opens the database without taking its exclusive lock, next to
+	// a handle of this process that holds it: tests of what a second handle
+	// sees. dpsd never sets it; the registration engine assumes one process
+	// per SQLite database (SingleNode).
+	Shared bool
 }
 
 // stmt returns a prepared statement for a read query, preparing it once.
@@ -57,7 +71,7 @@ func (db *DB) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 	}
 	st, err := db.read.PrepareContext(ctx, query)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: prepare: %w", err)
+		return nil, translate(fmt.Errorf("sqlite: prepare: %w", err))
 	}
 	if prev, loaded := db.stmts.LoadOrStore(query, st); loaded {
 		st.Close()
@@ -72,13 +86,31 @@ type writeReq struct {
 	err chan error
 }
 
-// Open opens (creating if needed) the database at path and applies pending
-// migrations.
+// Open opens (creating if needed) the database at path for this process
+// alone and applies pending migrations. It fails with ErrInUse while another
+// process (or another handle of this one) has it open: two dpsd processes on
+// one file would each trust what they hold in memory.
 func Open(ctx context.Context, path string) (*DB, error) {
+	return OpenWith(ctx, path, Options{})
+}
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, path string, o Options) (_ *DB, err error) {
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("sqlite: create directory: %w", err)
 		}
+	}
+	var lf *os.File
+	if !o.Shared {
+		if lf, err = lock(path); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil && lf != nil {
+				lf.Close()
+			}
+		}()
 	}
 	q := url.Values{}
 	q.Add("_pragma", "journal_mode(WAL)")
@@ -98,16 +130,16 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	}
 	read.SetMaxOpenConns(8)
 	read.SetMaxIdleConns(8)
-	db := &DB{read: read, write: write, reqs: make(chan *writeReq, 1024), done: make(chan struct{}), closed: make(chan struct{})}
+	db := &DB{read: read, write: write, reqs: make(chan *writeReq, 1024), done: make(chan struct{}), closed: make(chan struct{}), lockFile: lf}
 	if err := db.migrate(ctx); err != nil {
 		read.Close()
 		write.Close()
-		return nil, err
+		return nil, translate(err)
 	}
 	if err := db.prepareHot(ctx); err != nil {
 		read.Close()
 		write.Close()
-		return nil, err
+		return nil, translate(err)
 	}
 	go db.writer()
 	return db, nil
@@ -160,10 +192,15 @@ func (db *DB) txQueryRow(tx *sql.Tx, q string, args ...any) *sql.Row {
 	return tx.QueryRow(q, args...)
 }
 
-// Close stops the writer and closes the database.
+// Close stops the writer, closes the database and then releases its lock.
+// Calls after the first return nil.
 func (db *DB) Close() error {
-	db.once.Do(func() { close(db.done) })
+	first := false
+	db.once.Do(func() { first = true; close(db.done) })
 	<-db.closed
+	if !first {
+		return nil
+	}
 	db.stmts.Range(func(_, st any) bool {
 		st.(*sql.Stmt).Close()
 		return true
@@ -171,11 +208,15 @@ func (db *DB) Close() error {
 	for _, st := range db.hot {
 		st.Close()
 	}
-	return errors.Join(db.read.Close(), db.write.Close())
+	err := errors.Join(db.read.Close(), db.write.Close())
+	if db.lockFile != nil {
+		err = errors.Join(err, db.lockFile.Close())
+	}
+	return err
 }
 
 // Ping checks the database answers.
-func (db *DB) Ping(ctx context.Context) error { return db.read.PingContext(ctx) }
+func (db *DB) Ping(ctx context.Context) error { return translate(db.read.PingContext(ctx)) }
 
 func (db *DB) migrate(ctx context.Context) error {
 	if _, err := db.write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)`); err != nil {
@@ -224,8 +265,14 @@ func (db *DB) migrate(ctx context.Context) error {
 
 // exec queues fn to run inside a shared write transaction and waits until
 // that transaction has committed. fn runs inside a savepoint: if it returns
-// an error only its own changes are rolled back.
+// an error only its own changes are rolled back. A write the database
+// cannot take now (full disk, I/O error…) fails with KindUnavailable and is
+// reported to the readiness check.
 func (db *DB) exec(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return db.health.Observe(translate(db.queue(ctx, fn)))
+}
+
+func (db *DB) queue(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	r := &writeReq{ctx: ctx, fn: fn, err: make(chan error, 1)}
 	select {
 	case db.reqs <- r:
@@ -316,7 +363,18 @@ func (db *DB) commit(batch []*writeReq) {
 		if err := r.fn(tx); err != nil {
 			errs[i] = err
 			if _, rbErr := db.txExec(tx, qRollbackTo); rbErr != nil {
-				errs[i] = errors.Join(err, rbErr)
+				// SQLite rolled the whole transaction back itself (it may, on
+				// a full disk or an I/O error): the writes before this one are
+				// gone too, and a SAVEPOINT now would open a new transaction
+				// outside tx. Fail the whole batch.
+				tx.Rollback()
+				for j, other := range batch {
+					if j != i {
+						other.err <- fmt.Errorf("sqlite: the transaction was rolled back: %w", err)
+					}
+				}
+				r.err <- err
+				return
 			}
 		}
 		if _, err := db.txExec(tx, qRelease); err != nil && errs[i] == nil {

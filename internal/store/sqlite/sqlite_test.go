@@ -30,8 +30,15 @@ func TestConformance(t *testing.T) {
 			return db
 		},
 		Reopen: func(t *testing.T, s storetest.Store) storetest.Store {
+			// The first handle holds the database's lock; a second one
+			// (another node, for the suite) opens it shared.
 			p, _ := paths.Load(s)
-			return open(t, p.(string))
+			db, err := sqlite.OpenWith(context.Background(), p.(string), sqlite.Options{Shared: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			return db
 		},
 	})
 }

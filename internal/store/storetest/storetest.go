@@ -28,6 +28,10 @@ type Store interface {
 	registration.DeviceRecorder
 	Meta(ctx context.Context, key, value string) (string, error)
 	DeleteOperationsBefore(ctx context.Context, t time.Time) (int64, error)
+	// GroupsVersion changes whenever any group changes, through any handle.
+	GroupsVersion(ctx context.Context) (int64, error)
+	// CheckWrite reports whether the store takes writes (readiness).
+	CheckWrite(ctx context.Context, node string) error
 }
 
 // Factory makes stores. New returns an empty store no other call shares;
@@ -59,6 +63,9 @@ func Run(t *testing.T, f Factory) {
 		{"Operation/WithDeviceRecordsInOneTransaction", testWithDevice},
 		{"Registration/WrittenOnlyOverTheRecordItWasComputedFrom", testRegistrationCAS},
 		{"Operation/ConcurrentWritesFailAlone", testConcurrentFailures},
+		{"Group/SecondHandleSeesChanges", testGroupsAcrossHandles},
+		{"Health/CheckWrite", testCheckWrite},
+		{"Operation/TrimPerRegistrationID", testTrim},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
