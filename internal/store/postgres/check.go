@@ -12,6 +12,6 @@ import (
 func (db *DB) CheckWrite(ctx context.Context, node string) error {
 	return db.health.Check(ctx, func(ctx context.Context) error {
 		_, err := db.pool.Exec(ctx, `INSERT INTO heartbeats (node, at) VALUES ($1, $2) ON CONFLICT (node) DO UPDATE SET at = excluded.at`, node, time.Now().UnixNano())
-		return db.health.Observe(translate(err))
+		return db.observe(ctx, translate(err))
 	})
 }

@@ -173,8 +173,11 @@ func translate(err error) error {
 		}
 		return err
 	}
+	if errors.Is(err, context.Canceled) {
+		return err // the caller gave up; nothing is known about the database
+	}
 	var netErr net.Error
-	if errors.As(err, &netErr) || pgconn.SafeToRetry(err) || errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+	if errors.As(err, &netErr) || pgconn.SafeToRetry(err) || errors.Is(err, context.DeadlineExceeded) {
 		return &dps.Error{Kind: dps.KindUnavailable, Message: "the database is unavailable; retry later", Err: err}
 	}
 	var ce *pgconn.ConnectError
@@ -187,13 +190,24 @@ func translate(err error) error {
 func (db *DB) tx(ctx context.Context, fn func(pgx.Tx) error) error {
 	tx, err := db.pool.Begin(ctx)
 	if err != nil {
-		return db.health.Observe(translate(err))
+		return db.observe(ctx, translate(err))
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	if err := fn(tx); err != nil {
-		return db.health.Observe(translate(err))
+		return db.observe(ctx, translate(err))
 	}
-	return db.health.Observe(translate(tx.Commit(ctx)))
+	return db.observe(ctx, translate(tx.Commit(ctx)))
+}
+
+// observe passes a write's outcome to the readiness check, unless the
+// caller gave up (a device that hung up, a probe that timed out): pgx then
+// reports the interrupted connection as a network error, which says
+// nothing about the database, and must not make /readyz fail.
+func (db *DB) observe(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil {
+		return err
+	}
+	return db.health.Observe(err)
 }
 
 func newETag() string { return `"` + rand.Text() + `"` }

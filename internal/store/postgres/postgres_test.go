@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/pgtest"
 	"github.com/opendps/dps/internal/store/postgres"
@@ -82,4 +84,32 @@ func BenchmarkStore(b *testing.B) {
 		b.Cleanup(func() { db.DropSchema(context.Background()); db.Close() })
 		return db
 	})
+}
+
+// TestGivingUpKeepsReady: a caller that gives up mid-transaction (a device
+// that hangs up, a probe that times out) interrupts the connection, and
+// pgx reports that as retryable; readiness must not fail for it, or the
+// load balancer drains a healthy node whenever clients disconnect.
+func TestGivingUpKeepsReady(t *testing.T) {
+	db := open(t, fmt.Sprintf("giveup_%d", os.Getpid()))
+	defer db.DropSchema(context.Background())
+	ctx := context.Background()
+	if err := db.CheckWrite(ctx, "n1"); err != nil {
+		t.Fatalf("CheckWrite before: %v", err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	err := db.Tx(cctx, func(tx pgx.Tx) error {
+		cancel()
+		_, err := tx.Exec(cctx, "SELECT 1")
+		return err
+	})
+	if err == nil {
+		t.Fatal("a statement on a cancelled context succeeded")
+	}
+	if dps.KindOf(err) == dps.KindUnavailable {
+		t.Errorf("a cancelled request is reported as the database being unavailable: %v", err)
+	}
+	if err := db.CheckWrite(ctx, "n1"); err != nil {
+		t.Errorf("CheckWrite after a caller gave up: %v", err)
+	}
 }
