@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -18,11 +19,16 @@ import (
 	"github.com/opendps/dps/internal/wire"
 )
 
-// TestMQTTSurvivesDescriptorExhaustion: idle TCP connections to the MQTT
-// port (no credential needed) exhaust a dpsd's file descriptors; once the
-// flood ends, devices register over MQTT again. dpsd runs as a child
-// process under a low RLIMIT_NOFILE (soft and hard, so the Go runtime
-// cannot raise it), set by a shell wrapper.
+// TestMQTTSurvivesDescriptorExhaustion: dpsd runs as a child process under
+// a low RLIMIT_NOFILE (soft and hard, so the Go runtime cannot raise it),
+// set by a shell wrapper.
+//   - Its default MaxConnections is three quarters of that limit, so a flood
+//     of idle TCP connections to the MQTT port (no credential needed) is
+//     refused by the connection limit before the process runs out of file
+//     descriptors (with 100000, the flood exhausted them).
+//   - Descriptors exhausted all the same, by idle connections to the HTTPS
+//     port, make MQTT accepts fail; they are retried, and once the flood
+//     ends devices register over MQTT again.
 func TestMQTTSurvivesDescriptorExhaustion(t *testing.T) {
 	const limit = 128
 	bin := dpstest.BuildDPSD(t)
@@ -56,36 +62,56 @@ log: { level: info }
 		t.Fatal(err)
 	}
 	dev := &device.Client{Endpoint: "https://" + p.HTTPS, IDScope: scope, Transport: "mqtt", MQTTAddress: p.MQTT, TLSConfig: tc, PollInterval: 20 * time.Millisecond}
-	register := func() error {
+	register := func(when string) {
+		t.Helper()
 		ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		defer cancel()
 		res, err := dev.Register(ctx, "flood-dev", device.SymmetricKey(e.Attestation.SymmetricKey.PrimaryKey), nil)
 		if err == nil && res.Status != "assigned" {
 			err = fmt.Errorf("status %s", res.Status)
 		}
-		return err
-	}
-	if err := register(); err != nil {
-		t.Fatalf("register before the flood: %v", err)
-	}
-
-	var flood []net.Conn
-	for range 2 * limit {
-		c, err := net.Dial("tcp", p.MQTT)
 		if err != nil {
-			t.Fatalf("flood: %v", err)
+			t.Fatalf("register over MQTT %s: %v", when, err)
 		}
-		flood = append(flood, c)
 	}
-	time.Sleep(500 * time.Millisecond) // dpsd accepts until it runs out of descriptors
-	for _, c := range flood {
-		c.Close()
+	flood := func(addr string, n int) (closeAll func()) {
+		var conns []net.Conn
+		for range n {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatalf("flood: %v", err)
+			}
+			conns = append(conns, c)
+		}
+		return func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}
 	}
-	if err := register(); err != nil {
-		t.Fatalf("register over MQTT after the flood ended: %v", err)
+	register("before the floods")
+
+	end := flood(p.MQTT, 2*limit)
+	time.Sleep(500 * time.Millisecond) // dpsd accepts and refuses what is over its limit
+	end()
+	logs := p.Logs()
+	if !strings.Contains(logs, "mqtt connections refused: MaxConnections are open") || !strings.Contains(logs, fmt.Sprintf("max_connections=%d", limit*3/4)) {
+		t.Errorf("the MQTT flood was not refused by a connection limit of %d:\n%s", limit*3/4, logs)
 	}
-	if !strings.Contains(p.Logs(), "too many open files") {
-		t.Fatalf("the flood never exhausted dpsd's descriptors; the test proved nothing:\n%s", p.Logs())
+	if strings.Contains(logs, "too many open files") {
+		t.Fatalf("the MQTT flood exhausted dpsd's descriptors before its connection limit:\n%s", logs)
+	}
+	register("after the MQTT flood")
+
+	end = flood(p.HTTPS, 2*limit)
+	endMQTT := flood(p.MQTT, 4) // queued by the kernel; dpsd cannot accept them
+	time.Sleep(500 * time.Millisecond)
+	end()
+	endMQTT()
+	register("after the HTTPS flood")
+	accept := regexp.MustCompile(`mqtt accept failed; retrying.*too many open files`)
+	if !accept.MatchString(p.Logs()) {
+		t.Fatalf("the HTTPS flood never made an MQTT accept fail for lack of descriptors; the test proved nothing:\n%s", p.Logs())
 	}
 }
 

@@ -293,9 +293,11 @@ func TestMQTTSessionTakeover(t *testing.T) {
 	}
 }
 
-// A device with keep-alive 1 s (paho pings once a second) is allowed 1.5 s
-// of silence, so it stays connected through 10 s of waiting, then
-// registers, over MQTT and MQTT over WebSocket.
+// A device with keep-alive 1 s is allowed 1.5 s of silence, so paho stays
+// connected through 10 s of waiting (the bound), then registers,
+// over MQTT and MQTT over WebSocket. paho checks every k/4 and pings once k
+// has passed since it last sent: about every 1.25 s, inside the allowance;
+// an allowance of whole seconds (1 s) drops it at its first or second ping.
 func TestMQTTKeepAliveOneSecond(t *testing.T) {
 	s, _ := startServer(t, t.TempDir(), "")
 	for _, transport := range []string{"mqtt", "mqttws"} {

@@ -31,7 +31,9 @@ type BrokerOptions struct {
 	// over WebSocket together, from accept (before the TLS handshake) to
 	// close. Over the limit a TLS connection is closed at once and a
 	// WebSocket upgrade is answered 429 with Retry-After; both are counted
-	// in Stats.Refused (default 100000).
+	// in Stats.Refused. Default: 100000, or three quarters of the limit on
+	// open files (RLIMIT_NOFILE) if that is lower, so that the process
+	// runs out of MQTT slots before it runs out of descriptors.
 	MaxConnections int64
 	// RequestTimeout bounds the handling of one request (default 30s).
 	RequestTimeout time.Duration
@@ -51,7 +53,7 @@ type Broker struct {
 	conns conns
 	close sync.Once
 
-	lastRefusalLog atomic.Int64 // unix nanoseconds
+	refusals throttledLog // connections refused for MaxConnections
 }
 
 // Stats counts the broker's connections.
@@ -73,7 +75,8 @@ func Listen(addr string, o BrokerOptions) (*Broker, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.MaxConnections <= 0 {
-		o.MaxConnections = 100000
+		o.MaxConnections = defaultMaxConnections()
+		o.Logger.Debug("mqtt connection limit", "max_connections", o.MaxConnections)
 	}
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 30 * time.Second
@@ -148,13 +151,35 @@ func (b *Broker) Close() error {
 // refused logs connections refused for the connection limit, at most every
 // 10 seconds (a flood must not become a flood of log lines).
 func (b *Broker) refused(transport string) {
-	now := time.Now().UnixNano()
-	last := b.lastRefusalLog.Load()
-	if now-last < int64(10*time.Second) || !b.lastRefusalLog.CompareAndSwap(last, now) {
+	if _, ok := b.refusals.event(time.Now()); !ok {
 		return
 	}
 	b.o.Logger.Warn("mqtt connections refused: MaxConnections are open", "transport", transport,
 		"max_connections", b.o.MaxConnections, "refused_total", b.conns.refused.Load())
+}
+
+// logInterval is the shortest time between two log lines about the same
+// recurring event (see throttledLog).
+const logInterval = 10 * time.Second
+
+// throttledLog lets an event that may come from thousands of devices at once
+// (an outage, a flood) be logged once per logInterval: the first time at
+// once, then at most one line per interval, counting the events not logged
+// in between.
+type throttledLog struct {
+	last       atomic.Int64 // unix nanoseconds of the last line; 0: none yet
+	suppressed atomic.Int64 // events not logged since that line
+}
+
+// event records an event at now. ok says whether to log a line for it;
+// suppressed is then how many events since the previous line were not logged.
+func (t *throttledLog) event(now time.Time) (suppressed int64, ok bool) {
+	last := t.last.Load()
+	if last != 0 && now.UnixNano()-last < int64(logInterval) || !t.last.CompareAndSwap(last, now.UnixNano()) {
+		t.suppressed.Add(1)
+		return 0, false
+	}
+	return t.suppressed.Swap(0), true
 }
 
 // listener is mochi's Listener over a TCP listener opened by us (so its
@@ -203,7 +228,8 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 func (l *listener) serve(raw net.Conn, establish listeners.EstablishFn) {
 	defer l.b.conns.release()
 	raw.SetDeadline(time.Now().Add(l.b.o.ConnectTimeout)) // handshake and CONNECT
-	c := &tlsConn{Conn: tls.Server(raw, l.b.o.TLSConfig), connState: connState{idle: l.b.o.IdleTimeout}}
+	c := &tlsConn{Conn: tls.Server(raw, l.b.o.TLSConfig), connState: newConnState(l.b.o.IdleTimeout)}
+	defer c.finish()
 	if !l.b.conns.track(c) {
 		c.Close()
 		return
@@ -231,6 +257,8 @@ type hook struct {
 
 	mu       sync.Mutex
 	sessions map[string]*mqtt.Client // the authenticated connection of each client ID
+
+	unavailable throttledLog // connections refused because the service failed
 }
 
 func (h *hook) ID() string { return "dps" }
@@ -288,11 +316,15 @@ func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet, st *connState) p
 	defer cancel()
 	if err := h.o.Adapter.Registrar.Authenticate(ctx, scope, regID, cred); err != nil {
 		retry := retryable(err)
-		level := slog.LevelDebug
+		h.o.Logger.Debug("mqtt connect refused", logkey.RegistrationID, regID, "retryable", retry, logkey.Error, err)
+		// During an outage every device that retries is refused again:
+		// one error line per logInterval, not one per connection.
 		if retry {
-			level = slog.LevelError
+			if n, ok := h.unavailable.event(time.Now()); ok {
+				h.o.Logger.Error("mqtt connections refused: the service failed (devices are told to retry)", logkey.Error, err,
+					"refused_since_last_line", n+1)
+			}
 		}
-		h.o.Logger.Log(ctx, level, "mqtt connect refused", logkey.RegistrationID, regID, "retryable", retry, logkey.Error, err)
 		return refusal(v, retry)
 	}
 	st.identity.Store(&Identity{IDScope: scope, RegistrationID: regID, Credential: cred})
@@ -334,8 +366,9 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 // OnSessionEstablish runs once the connection is authenticated, before
 // mochi looks for an earlier session of its client ID. The earlier
 // connection is closed here — MQTT-3.1.4-3 takes a session over only "if
-// validation is successful" — and removed from mochi's clients, so mochi
-// never inherits it: DPS sessions never persist.
+// validation is successful" — and the new one waits until it has ended
+// (takeOver). The client ID is then absent from mochi's clients, so mochi
+// never inherits a session: DPS sessions never persist.
 func (h *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	h.mu.Lock()
 	old := h.sessions[cl.ID]
@@ -343,27 +376,57 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	h.mu.Unlock()
 	if old != nil && old != cl {
 		h.o.Logger.Debug("mqtt session taken over", "client_id", cl.ID, "old_remote", old.Net.Remote, "remote", cl.Net.Remote)
-		h.srv.DisconnectClient(old, packets.ErrSessionTakenOver)
+		h.takeOver(old)
 	}
 	h.srv.Clients.Delete(cl.ID)
 }
 
+// takeoverWait bounds how long a CONNECT taking a session over waits for
+// the earlier connection to end (see takeOver).
+const takeoverWait = 5 * time.Second
+
+// takeOver closes old, the earlier connection of a client ID, and waits
+// until mochi and the broker are done with it. mochi's teardown of a
+// connection removes its client ID from mochi's clients and its client ID's
+// subscriptions from the topic index: run after the new connection has been
+// added and has subscribed, it would remove the new connection's entries.
+// The request old may be handling is cancelled (its answer could not be
+// delivered any more), so that its teardown is not held up by it.
+//
+// If old still has not ended after takeoverWait (a request that ignores
+// its cancellation), the new connection goes on without it. Losing those
+// entries then costs nothing: nothing is delivered through subscriptions
+// (OnPublish, OnPublished), the hook's sessions — not mochi's clients —
+// decide takeovers and shutdown, and forget removes only its own client.
+func (h *hook) takeOver(old *mqtt.Client) {
+	st := stateOf(old)
+	h.disconnect(packets.ErrSessionTakenOver, old)
+	st.cancel() // once old is closed: the request's failure is not written to it
+	select {
+	case <-st.done:
+	case <-time.After(takeoverWait):
+		h.o.Logger.Debug("mqtt session taken over before the earlier connection ended", "client_id", old.ID, "old_remote", old.Net.Remote)
+	}
+}
+
 // forget drops what the broker holds about a connection mochi is done with,
 // whatever way it ended (mochi calls OnDisconnect only for connections that
-// got their CONNACK).
+// got their CONNACK). The connection leaves the sessions last, under the
+// lock: until then a new connection with its client ID takes it over, and so
+// waits for it to end before mochi adds the new one (see takeOver).
 func (h *hook) forget(st *connState) {
 	cl := st.client.Load()
 	if cl == nil {
 		return
 	}
 	h.mu.Lock()
-	if h.sessions[cl.ID] == cl {
-		delete(h.sessions, cl.ID)
-	}
-	h.mu.Unlock()
+	defer h.mu.Unlock()
 	if cur, ok := h.srv.Clients.Get(cl.ID); ok && cur == cl {
 		h.srv.UnsubscribeClient(cl)
 		h.srv.Clients.Delete(cl.ID)
+	}
+	if h.sessions[cl.ID] == cl {
+		delete(h.sessions, cl.ID)
 	}
 }
 
@@ -376,8 +439,36 @@ func (h *hook) disconnectAll() {
 		all = append(all, cl)
 	}
 	h.mu.Unlock()
-	for _, cl := range all {
-		h.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+	h.disconnect(packets.ErrServerShuttingDown, all...)
+}
+
+// disconnectWait bounds how long writing a DISCONNECT may take (see
+// disconnect).
+const disconnectWait = 2 * time.Second
+
+// disconnect writes DISCONNECT with code to each client (OnPacketEncode
+// closes a 3.1.1 client instead) and closes them, all at once. mochi writes
+// synchronously, under the client's lock, and a client that stopped reading
+// holds the write as long as the connection's write deadline allows — over
+// WebSocket there is none (gorilla replaces it with its own, unset, on every
+// message). A client still being written to after disconnectWait is closed,
+// which fails the pending write.
+func (h *hook) disconnect(code packets.Code, cls ...*mqtt.Client) {
+	var wg sync.WaitGroup
+	for _, cl := range cls {
+		wg.Go(func() { h.srv.DisconnectClient(cl, code) })
+	}
+	written := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(written)
+	}()
+	select {
+	case <-written:
+	case <-time.After(disconnectWait):
+		for _, cl := range cls {
+			cl.Stop(code)
+		}
 	}
 }
 
@@ -423,12 +514,13 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 // on the connection's own goroutine, so requests of one connection are
 // answered in order.
 func (h *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
-	id := stateOf(cl).identity.Load()
+	st := stateOf(cl)
+	id := st.identity.Load()
 	if id == nil {
 		h.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), h.o.RequestTimeout)
+	ctx, cancel := context.WithTimeout(st.ctx, h.o.RequestTimeout)
 	defer cancel()
 	topic, body, ok := h.o.Adapter.Handle(ctx, *id, pk.TopicName, pk.Payload)
 	// The keep-alive clock restarts, as when mochi reads a packet: the time

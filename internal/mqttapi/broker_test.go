@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -32,7 +33,9 @@ func broker(t *testing.T, o mqttapi.BrokerOptions) (*mqttapi.Broker, *tls.Config
 		t.Fatal(err)
 	}
 	o.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
-	o.Adapter = &mqttapi.Adapter{Registrar: &fakeRegistrar{}}
+	if o.Adapter == nil {
+		o.Adapter = &mqttapi.Adapter{Registrar: &fakeRegistrar{}}
+	}
 	b, err := mqttapi.Listen("127.0.0.1:0", o)
 	if err != nil {
 		t.Fatal(err)
@@ -195,5 +198,41 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached within 5s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// During an outage every retrying device is refused again: each refusal is
+// logged at debug, with its registration ID, but only the first one at
+// error (later ones are counted into one line every 10 s). Wrong
+// credentials are never an error.
+func TestOutageRefusalsLogOneError(t *testing.T) {
+	logs := &records{}
+	b, tc := broker(t, mqttapi.BrokerOptions{Logger: slog.New(logs)})
+	const n = 10
+	for name, dial := range transports(t, b, tc) {
+		for i := range n {
+			for _, password := range []string{"down", "bad"} {
+				c := dial(t, 4)
+				if ack := c.connect(connectPacket(fmt.Sprintf("out-%s-%d", name, i), password, 60)); ack.ReasonCode == 0 {
+					t.Fatalf("%s: CONNACK 0 for password %q", name, password)
+				}
+				c.Close()
+			}
+		}
+	}
+	var errs, debug int
+	for _, r := range logs.all() {
+		switch {
+		case r.Level >= slog.LevelError:
+			errs++
+		case r.Level == slog.LevelDebug && r.Message == "mqtt connect refused":
+			debug++
+		}
+	}
+	if errs != 1 {
+		t.Errorf("%d error lines for %d refusals during an outage, want 1", errs, 2*n)
+	}
+	if debug != 4*n {
+		t.Errorf("%d debug lines for %d refused connections, want one each", debug, 4*n)
 	}
 }

@@ -1,6 +1,7 @@
 package mqttapi
 
 import (
+	"context"
 	"crypto/tls"
 	"io"
 	"sync"
@@ -79,13 +80,33 @@ func (c *conns) closeAll() {
 }
 
 // connState is what the broker keeps about one network connection besides
-// its bytes: its deadlines, the client mochi made of it, and the identity it
-// authenticated as.
+// its bytes: its deadlines, the client mochi made of it, the identity it
+// authenticated as, and its lifetime.
 type connState struct {
 	idle      time.Duration
 	keepalive atomic.Uint32 // seconds, from CONNECT
 	client    atomic.Pointer[mqtt.Client]
 	identity  atomic.Pointer[Identity]
+
+	// ctx bounds the connection's requests; it is cancelled when the
+	// connection is taken over (its answers could no longer be delivered)
+	// and when it ends. done is closed once mochi and the broker are done
+	// with the connection.
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newConnState(idle time.Duration) connState {
+	ctx, cancel := context.WithCancel(context.Background())
+	return connState{idle: idle, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+}
+
+// finish marks the connection as ended, once mochi has returned from it and
+// the broker has forgotten it.
+func (s *connState) finish() {
+	s.cancel()
+	close(s.done)
 }
 
 func (s *connState) state() *connState { return s }

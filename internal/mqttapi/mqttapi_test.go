@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,6 +67,7 @@ func TestParseTopic(t *testing.T) {
 type fakeRegistrar struct {
 	mu  sync.Mutex
 	got registration.Request
+	big atomic.Int64 // polls of operation "big" answered
 }
 
 // Authenticate accepts every password but these: "bad" is a wrong
@@ -82,12 +84,17 @@ func (f *fakeRegistrar) Authenticate(_ context.Context, _, _ string, cred regist
 	return nil
 }
 
-func (f *fakeRegistrar) Register(_ context.Context, req registration.Request) (dps.Operation, error) {
+// Register takes 2 seconds (or until ctx ends) for the payload "slow".
+func (f *fakeRegistrar) Register(ctx context.Context, req registration.Request) (dps.Operation, error) {
 	f.mu.Lock()
 	f.got = req
 	f.mu.Unlock()
 	if string(req.Payload) == `"slow"` {
-		time.Sleep(2 * time.Second)
+		select {
+		case <-time.After(2 * time.Second):
+		case <-ctx.Done():
+			return dps.Operation{}, ctx.Err()
+		}
 	}
 	if req.Credential.SAS == "bad" {
 		return dps.Operation{}, &dps.Error{Kind: dps.KindUnauthorized, Code: 401002, Message: "no"}
@@ -95,12 +102,23 @@ func (f *fakeRegistrar) Register(_ context.Context, req registration.Request) (d
 	return dps.Operation{ID: "1.a.b", RegistrationID: req.RegistrationID, Status: dps.StatusAssigning}, nil
 }
 
+// bigPayload is the device payload of operation "big": its answers fill a
+// connection's buffers quickly.
+var bigPayload = json.RawMessage(`"` + strings.Repeat("x", 256*1024) + `"`)
+
+// Operation knows the operations "1.a.b" and "big" (assigned, with a 256 KB
+// payload).
 func (f *fakeRegistrar) Operation(_ context.Context, _, regID, opID string, _ registration.Credential) (dps.Operation, error) {
-	if opID != "1.a.b" {
+	if opID != "1.a.b" && opID != "big" {
 		return dps.Operation{}, &dps.Error{Kind: dps.KindNotFound, Code: 404201, Message: "operation not found"}
 	}
-	return dps.Operation{ID: opID, RegistrationID: regID, Status: dps.StatusAssigned, Result: &dps.Registration{
-		RegistrationID: regID, DeviceID: regID, AssignedHub: "h.example.net", Status: dps.StatusAssigned, Substatus: dps.SubstatusInitialAssignment}}, nil
+	op := dps.Operation{ID: opID, RegistrationID: regID, Status: dps.StatusAssigned, Result: &dps.Registration{
+		RegistrationID: regID, DeviceID: regID, AssignedHub: "h.example.net", Status: dps.StatusAssigned, Substatus: dps.SubstatusInitialAssignment}}
+	if opID == "big" {
+		f.big.Add(1)
+		op.Result.Payload = bigPayload
+	}
+	return op, nil
 }
 
 func TestHandle(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,17 +51,31 @@ func newRaw(t *testing.T, c net.Conn, v byte) *rawConn {
 // transports dials the broker's two transports: MQTT over TLS, and MQTT over
 // WebSocket (subprotocol "mqtt") on an HTTPS server.
 func transports(t *testing.T, b *mqttapi.Broker, tc *tls.Config) map[string]func(t *testing.T, v byte) *rawConn {
+	m := map[string]func(*testing.T, byte) *rawConn{}
+	for name, dial := range dialers(t, b, tc) {
+		m[name] = func(t *testing.T, v byte) *rawConn {
+			t.Helper()
+			return newRaw(t, dial(t), v)
+		}
+	}
+	return m
+}
+
+// dialers open the network connections of transports, with nothing reading
+// from them.
+func dialers(t *testing.T, b *mqttapi.Broker, tc *tls.Config) map[string]func(t *testing.T) net.Conn {
 	url, wtc := wsServer(t, b)
-	return map[string]func(*testing.T, byte) *rawConn{
-		"tls": func(t *testing.T, v byte) *rawConn {
+	return map[string]func(*testing.T) net.Conn{
+		"tls": func(t *testing.T) net.Conn {
 			t.Helper()
 			c, err := tls.Dial("tcp", b.Addr().String(), tc)
 			if err != nil {
 				t.Fatal(err)
 			}
-			return newRaw(t, c, v)
+			t.Cleanup(func() { c.Close() })
+			return c
 		},
-		"websocket": func(t *testing.T, v byte) *rawConn {
+		"websocket": func(t *testing.T) net.Conn {
 			t.Helper()
 			d := &websocket.Dialer{TLSClientConfig: wtc, Subprotocols: []string{"mqtt"}}
 			ws, resp, err := d.Dial(url, nil)
@@ -68,14 +83,24 @@ func transports(t *testing.T, b *mqttapi.Broker, tc *tls.Config) map[string]func
 				t.Fatal(err)
 			}
 			resp.Body.Close()
-			return newRaw(t, wsstream.New(ws), v)
+			c := wsstream.New(ws)
+			t.Cleanup(func() { c.Close() })
+			return c
 		},
 	}
 }
 
 func (c *rawConn) send(pk packets.Packet) {
 	c.t.Helper()
-	pk.ProtocolVersion = c.v
+	if _, err := c.Write(encode(c.t, pk, c.v)); err != nil {
+		c.t.Fatalf("send packet type %d: %v", pk.FixedHeader.Type, err)
+	}
+}
+
+// encode encodes a packet of protocol version v.
+func encode(t *testing.T, pk packets.Packet, v byte) []byte {
+	t.Helper()
+	pk.ProtocolVersion = v
 	var buf bytes.Buffer
 	var err error
 	switch pk.FixedHeader.Type {
@@ -93,11 +118,9 @@ func (c *rawConn) send(pk packets.Packet) {
 		err = fmt.Errorf("cannot send packet type %d", pk.FixedHeader.Type)
 	}
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
-	if _, err := c.Write(buf.Bytes()); err != nil {
-		c.t.Fatalf("send packet type %d: %v", pk.FixedHeader.Type, err)
-	}
+	return buf.Bytes()
 }
 
 var errTimeout = errors.New("no packet in time")
@@ -352,8 +375,9 @@ func TestNoDisconnectPacketFor311Clients(t *testing.T) {
 
 // A keep-alive of k seconds allows one and a half times k of silence
 // (MQTT-3.1.2-24), not k + k/2 in whole seconds: with k=1 a client pinging
-// every 1.3 s stays connected, and silence ends the connection after about
-// 1.5 s; with k=3, after about 4.5 s (4 s before the fix).
+// every 1.1 s stays connected (400 ms to spare; whole seconds allow 1 s),
+// and silence ends the connection after about 1.5 s (not before 1.15 s);
+// with k=3, after about 4.5 s (4 s in whole seconds).
 func TestKeepAliveIsOneAndAHalfTimes(t *testing.T) {
 	b, tc := broker(t, mqttapi.BrokerOptions{})
 	for name, dial := range transports(t, b, tc) {
@@ -364,13 +388,13 @@ func TestKeepAliveIsOneAndAHalfTimes(t *testing.T) {
 				t.Fatalf("CONNACK %#x", ack.ReasonCode)
 			}
 			for range 4 {
-				time.Sleep(1300 * time.Millisecond)
+				time.Sleep(1100 * time.Millisecond)
 				c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
 				if pk := c.next(); pk.FixedHeader.Type != packets.Pingresp {
 					t.Fatalf("got packet type %d, want PINGRESP", pk.FixedHeader.Type)
 				}
 			}
-			silent(t, c, 1350*time.Millisecond, 2500*time.Millisecond)
+			silent(t, c, 1150*time.Millisecond, 2500*time.Millisecond)
 		})
 		t.Run(name+"/k=1-slow-answer", func(t *testing.T) {
 			// The broker takes 2 s to answer: longer than the keep-alive
@@ -487,4 +511,126 @@ func TestNothingCrossesDevices(t *testing.T) {
 			victims[0].register("still-fine")
 		})
 	}
+}
+
+// A takeover admits the new connection only once the earlier one has ended:
+// mochi's teardown of the earlier connection removes its client ID from the
+// broker's clients and subscriptions, and must not remove the new
+// connection's. The earlier connection is in the middle of a slow request
+// (2 s) when it is taken over; the request is cancelled, so the new
+// connection does not wait for it.
+func TestTakeoverKeepsTheNewSession(t *testing.T) {
+	b, tc := broker(t, mqttapi.BrokerOptions{})
+	for name, dial := range transports(t, b, tc) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			id := "keep-" + name
+			first := dial(t, 4)
+			first.session(id, true)
+			first.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 2,
+				TopicName: "$dps/registrations/PUT/iotdps-register/?$rid=slow", Payload: []byte(`{"payload":"slow"}`)})
+			if pk := first.next(); pk.FixedHeader.Type != packets.Puback {
+				t.Fatalf("got packet type %d, want PUBACK", pk.FixedHeader.Type)
+			}
+			slowEnds := time.Now().Add(2 * time.Second)
+			second := dial(t, 4)
+			start := time.Now()
+			second.session(id, true)
+			if d := time.Since(start); d > 1500*time.Millisecond {
+				t.Errorf("the takeover took %s: it waited for the earlier connection's request", d.Round(time.Millisecond))
+			}
+			first.closed(5 * time.Second)
+			// Past the end the slow request would have had, the earlier
+			// connection's teardown has run whatever the order.
+			time.Sleep(time.Until(slowEnds) + 300*time.Millisecond)
+			remote, subscribed := b.MochiClient(id)
+			if remote != second.LocalAddr().String() || !subscribed {
+				t.Errorf("after the takeover the broker holds client %q (subscribed %v), want the new connection %s, subscribed",
+					remote, subscribed, second.LocalAddr())
+			}
+			second.register("after-takeover")
+		})
+	}
+}
+
+// A client that stopped reading holds neither a takeover of its session nor
+// the broker's shutdown longer than the broker tries to write it a
+// DISCONNECT (2 s), over either transport. The client asks for 256 KB
+// answers without reading them until the broker's writes block.
+func TestStalledClientHoldsNothing(t *testing.T) {
+	for _, transport := range []string{"tls", "websocket"} {
+		for _, when := range []string{"takeover", "shutdown"} {
+			t.Run(transport+"/"+when, func(t *testing.T) {
+				t.Parallel()
+				f := &fakeRegistrar{}
+				b, tc := broker(t, mqttapi.BrokerOptions{Adapter: &mqttapi.Adapter{Registrar: f}})
+				id := "stalled-" + transport + "-" + when
+				dial := dialers(t, b, tc)[transport]
+				stalled := dial(t)
+				if _, err := stalled.Write(encode(t, connectPacket(id, "sas", 60), 5)); err != nil {
+					t.Fatal(err)
+				}
+				if ack, err := readPacket(bufio.NewReader(stalled), 5); err != nil || ack.FixedHeader.Type != packets.Connack || ack.ReasonCode != 0 {
+					t.Fatalf("CONNACK %+v, %v", ack, err)
+				}
+				const requests = 200
+				var polls [][]byte
+				for i := range requests {
+					polls = append(polls, encode(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish},
+						TopicName: fmt.Sprintf("$dps/registrations/GET/iotdps-get-operationstatus/?$rid=%d&operationId=big", i)}, 5))
+				}
+				go func() { // blocks once the broker stops reading; ends when the test closes the connection
+					for _, p := range polls {
+						if _, err := stalled.Write(p); err != nil {
+							return
+						}
+					}
+				}()
+				answered := stalls(t, &f.big)
+				if answered >= requests {
+					t.Fatalf("all %d answers were written: the client's buffers never filled and the test proves nothing", answered)
+				}
+
+				start := time.Now()
+				switch when {
+				case "takeover":
+					second := newRaw(t, dial(t), 4)
+					second.session(id, true) // within 5 s
+					second.register("after-stall")
+				case "shutdown":
+					closed := make(chan struct{})
+					go func() {
+						b.Close()
+						close(closed)
+					}()
+					select {
+					case <-closed:
+					case <-time.After(5 * time.Second):
+						t.Fatal("the broker's shutdown waits for a client that does not read")
+					}
+				}
+				if d := time.Since(start); d > 4*time.Second {
+					t.Errorf("%s took %s with a stalled client", when, d.Round(time.Millisecond))
+				}
+			})
+		}
+	}
+}
+
+// stalls waits until n stops growing (the broker is stuck writing to a
+// client) and returns it.
+func stalls(t *testing.T, n *atomic.Int64) int64 {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	last, since := n.Load(), time.Now()
+	for time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		if cur := n.Load(); cur != last {
+			last, since = cur, time.Now()
+		} else if cur > 0 && time.Since(since) > 500*time.Millisecond {
+			return cur
+		}
+	}
+	t.Fatalf("the broker kept answering (%d answers)", last)
+	return 0
 }

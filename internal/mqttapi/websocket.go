@@ -43,7 +43,11 @@ func (b *Broker) WebSocket() http.Handler {
 		offered := websocket.Subprotocols(r)
 		proto, ok := subprotocol(offered)
 		if !ok {
-			errs.WriteError(w, r, dps.Errorf(dps.KindInvalid, "MQTT over WebSocket needs the WebSocket subprotocol mqtt; the request offered %s", strings.Join(offered, ", ")))
+			list := strings.Join(offered, ", ")
+			if list == "" {
+				list = "none"
+			}
+			errs.WriteError(w, r, dps.Errorf(dps.KindInvalid, "MQTT over WebSocket requires the WebSocket subprotocol mqtt; the request offered %s", list))
 			return
 		}
 		if !b.conns.acquire() {
@@ -54,17 +58,14 @@ func (b *Broker) WebSocket() http.Handler {
 			return
 		}
 		defer b.conns.release()
-		var h http.Header
-		if proto != "" {
-			h = http.Header{"Sec-Websocket-Protocol": {proto}}
-		}
-		c, err := up.Upgrade(w, r, h)
+		c, err := up.Upgrade(w, r, http.Header{"Sec-Websocket-Protocol": {proto}})
 		if err != nil {
 			return // the upgrader answered
 		}
 		defer c.Close()
 		c.NetConn().SetDeadline(time.Now().Add(b.o.ConnectTimeout)) // CONNECT; the HTTP server's deadlines no longer apply
-		conn := &wsConn{Conn: wsstream.New(c), connState: connState{idle: b.o.IdleTimeout}}
+		conn := &wsConn{Conn: wsstream.New(c), connState: newConnState(b.o.IdleTimeout)}
+		defer conn.finish()
 		if r.TLS != nil {
 			conn.tls = *r.TLS
 		}
@@ -81,21 +82,17 @@ func (b *Broker) WebSocket() http.Handler {
 
 // subprotocol picks MQTT among the subprotocols a client offered, spelled
 // as it was offered, whatever its case: the Node, Python and .NET SDKs ask
-// for "mqtt", the C SDK for "MQTT". ok is false when the client offered only
-// other protocols (an AMQP-over-WebSocket client offers "AMQPWSB10"): it
-// would not speak MQTT, so it is refused at the handshake with a clear
-// error instead of failing later on a malformed packet.
-//
-// A client that offers no subprotocol at all is served, without one. Every
-// SDK offers one, so this refuses no SDK either way; but the header is
-// optional in RFC 6455, a generic WebSocket stack or a proxy may leave it
-// out, and such a request says nothing about speaking another protocol.
-// Its first bytes must still be an MQTT CONNECT, as on the TLS listener.
+// for "mqtt", the C SDK for "MQTT". ok is false when the client offered
+// other protocols only (an AMQP-over-WebSocket client offers "AMQPWSB10")
+// or none at all: such a client is refused at the handshake with a clear
+// error instead of failing later on a malformed packet. Every SDK offers
+// the subprotocol, and an MQTT client must (MQTT-6.0.0-3): a request
+// without one is not from an MQTT client.
 func subprotocol(offered []string) (proto string, ok bool) {
 	for _, p := range offered {
 		if strings.EqualFold(p, "mqtt") {
 			return p, true
 		}
 	}
-	return "", len(offered) == 0
+	return "", false
 }
