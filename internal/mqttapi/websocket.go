@@ -64,7 +64,9 @@ func (b *Broker) WebSocket() http.Handler {
 		}
 		defer c.Close()
 		c.NetConn().SetDeadline(time.Now().Add(b.o.ConnectTimeout)) // CONNECT; the HTTP server's deadlines no longer apply
-		conn := &wsConn{Conn: wsstream.New(c), connState: newConnState(b.o.IdleTimeout)}
+		stream := wsstream.New(c)
+		stream.WriteTimeout = b.o.RequestTimeout // a device that stops reading does not hold a writer
+		conn := &wsConn{Conn: stream, connState: newConnState(b.o.IdleTimeout)}
 		defer conn.finish()
 		if r.TLS != nil {
 			conn.tls = *r.TLS

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -19,6 +20,13 @@ type Conn struct {
 	ws  *websocket.Conn
 	r   io.Reader // the message being read
 	wmu sync.Mutex
+
+	// WriteTimeout bounds the writing of one message (0: no bound). Set it
+	// before the first Write. The WebSocket library applies its own write
+	// deadline to every frame (none unless set), replacing any deadline set
+	// on the underlying connection, so without it a peer that stops reading
+	// blocks a writer until TCP gives up.
+	WriteTimeout time.Duration
 }
 
 // New wraps ws.
@@ -56,6 +64,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.WriteTimeout > 0 {
+		c.ws.SetWriteDeadline(time.Now().Add(c.WriteTimeout))
+	}
 	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
 	}

@@ -3,10 +3,12 @@ package wsstream_test
 import (
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -52,5 +54,42 @@ func TestStreamAcrossMessages(t *testing.T) {
 	}
 	if _, err := c.Read(make([]byte, 8)); !errors.Is(err, wsstream.ErrNotBinary) {
 		t.Errorf("text message: err = %v, want ErrNotBinary", err)
+	}
+}
+
+// A peer that stops reading makes Write fail after WriteTimeout instead of
+// blocking it until TCP gives up: the WebSocket library replaces deadlines
+// set on the network connection with its own for every frame.
+func TestWriteTimeout(t *testing.T) {
+	result := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		c := wsstream.New(ws)
+		c.WriteTimeout = 200 * time.Millisecond
+		defer c.Close()
+		big := make([]byte, 1<<20)
+		for {
+			if _, err := c.Write(big); err != nil {
+				result <- err
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close() // never read
+	select {
+	case err := <-result:
+		if ne, ok := errors.AsType[net.Error](err); !ok || !ne.Timeout() {
+			t.Errorf("Write failed with %v, want a deadline error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Write to a peer that does not read still blocks after 10 s")
 	}
 }
