@@ -90,8 +90,10 @@ func (h *hookServer) serve(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, `{"iotHubHostName":"hub-a.example.net","payload":[1,2]}`)
 	case "fail-deeppayload": // deeper than the embedded C SDK reads
 		io.WriteString(w, `{"iotHubHostName":"hub-a.example.net","payload":`+strings.Repeat(`{"a":`, 62)+`{}`+strings.Repeat(`}`, 62)+`}`)
-	case "fail-twin": // reported properties are the device's, not provisioning's
-		io.WriteString(w, `{"iotHubHostName":"hub-a.example.net","initialTwin":{"properties":{"reported":{"x":1}}}}`)
+	case "fail-twin": // desired properties the hub could not take
+		io.WriteString(w, `{"iotHubHostName":"hub-a.example.net","initialTwin":{"tags":{"t":1},"properties":{"desired":"on"}}}`)
+	case "twinstate": // a C# TwinState: its empty reported properties are dropped
+		io.WriteString(w, `{"iotHubHostName":"hub-a.example.net","initialTwin":{"tags":{"t":1},"properties":{"desired":{"d":1},"reported":{}}}}`)
 	case "fail-500":
 		w.WriteHeader(500)
 	case "fail-404":
@@ -246,7 +248,35 @@ var shapeErrors = map[string]string{
 	"fail-strpayload":  "a payload that is a string, not a JSON object",
 	"fail-listpayload": "a payload that is an array, not a JSON object",
 	"fail-deeppayload": "a payload nested 63 levels deep",
-	"fail-twin":        "properties.reported",
+	"fail-twin":        "properties.desired is a string",
+}
+
+// TestCustomAllocationTwinState: a webhook answering the initial twin as the
+// Azure SDK's TwinState serialises it (with "reported":{}) assigns the
+// device; the hub gets the tags and desired properties.
+func TestCustomAllocationTwinState(t *testing.T) {
+	s, hc, svc, _, url := startWithWebhook(t, "")
+	ctx := context.Background()
+	grp, err := svc.PutGroup(ctx, wire.EnrollmentGroup{EnrollmentGroupID: "twinstate-grp", Attestation: symmetric(), AllocationPolicy: "custom",
+		CustomAllocationDefinition: &wire.CustomAllocationDefinition{WebhookURL: url, APIVersion: "2021-10-01"}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := device.DeriveKey(grp.Attestation.SymmetricKey.PrimaryKey, "twinstate--1")
+	res, err := s.client(hc).Register(ctx, "twinstate--1", device.SymmetricKey(k), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs := res.RegistrationState; res.Status != "assigned" || rs == nil || rs.AssignedHub != "hub-a.example.net" {
+		t.Fatalf("result = %+v / %+v", res, rs)
+	}
+	hd, err := s.store.HubDevice(ctx, "hub-a.example.net", "twinstate--1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]any{"tags": map[string]any{"t": 1.0}, "properties": map[string]any{"desired": map[string]any{"d": 1.0}}}; !reflect.DeepEqual(asJSON(t, hd.Twin), any(want)) {
+		t.Errorf("recorded twin = %s", hd.Twin)
+	}
 }
 
 func TestCustomAllocationFailures(t *testing.T) {

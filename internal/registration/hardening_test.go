@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,7 +15,9 @@ import (
 	"time"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/allocation"
 	"github.com/opendps/dps/internal/dpstest"
+	"github.com/opendps/dps/internal/hub/builtin"
 	"github.com/opendps/dps/internal/registration"
 	"github.com/opendps/dps/internal/sas"
 	"github.com/opendps/dps/internal/store/sqlite"
@@ -297,5 +301,122 @@ func TestPollValidatesRegistrationID(t *testing.T) {
 		if dps.KindOf(err) != dps.KindInvalid {
 			t.Errorf("poll for %q: %v, want invalid", bad, err)
 		}
+	}
+}
+
+// TestConcurrentRegistersOfOneDevice: registers of one device arriving
+// together (custom allocation) create one operation and one webhook call;
+// every one of them is answered with that operation.
+func TestConcurrentRegistersOfOneDevice(t *testing.T) {
+	ctx := context.Background()
+	db := dpstest.NewSQLite(t)
+	g := newGate(t)
+	s := newService(t, db, nil, func(o *registration.Options) { o.Allocators[dps.AllocationCustom] = g })
+	grp := dpstest.MustPutGroup(t, db, customGroup("burst-grp", "https://hook.example/hang"))
+	c := groupCred(t, grp, "burst-dev")
+	const n = 32
+	ids := make(chan string, n)
+	begin := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			<-begin
+			op, err := s.Register(ctx, registration.Request{IDScope: scope, RegistrationID: "burst-dev", Credential: c, Payload: json.RawMessage(`{"model":"m"}`)})
+			if err != nil {
+				t.Errorf("Register: %v", err)
+				return
+			}
+			ids <- op.ID
+		})
+	}
+	close(begin)
+	wg.Wait()
+	close(ids)
+	answers := map[string]int{}
+	for id := range ids {
+		answers[id]++
+	}
+	if len(answers) != 1 {
+		t.Errorf("%d registers of one device were answered with %d operations: %v", n, len(answers), answers)
+	}
+	select {
+	case <-g.started: // the one webhook call
+	case <-time.After(5 * time.Second):
+		t.Fatal("no webhook call")
+	}
+	time.Sleep(100 * time.Millisecond)
+	if more := len(g.started); more != 0 {
+		t.Errorf("%d webhook calls, want 1", 1+more)
+	}
+	if pending, err := db.PendingOperations(ctx); err != nil || len(pending) != 1 {
+		t.Errorf("%d unfinished operations of one device (%v), want 1", len(pending), err)
+	}
+}
+
+// headerCounter counts a store's listings of unfinished operations: whole
+// (with the devices' payloads) and headers only.
+type headerCounter struct {
+	*sqlite.DB
+	whole, headers atomic.Int32
+}
+
+func (c *headerCounter) PendingOperations(ctx context.Context) ([]dps.Operation, error) {
+	c.whole.Add(1)
+	return c.DB.PendingOperations(ctx)
+}
+
+func (c *headerCounter) PendingOperationHeaders(ctx context.Context) ([]dps.Operation, error) {
+	c.headers.Add(1)
+	return c.DB.PendingOperationHeaders(ctx)
+}
+
+// TestSweepListsHeadersOnly: resuming after a restart and every sweep list
+// the unfinished operations without their documents (payloads up to 96 KB
+// each); an operation resumed so (a group device whose registration ID has
+// capitals, as sent) still completes with the key derived from its ID as
+// sent.
+func TestSweepListsHeadersOnly(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "dps.db")
+	db1, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := dpstest.MustPutGroup(t, db1, dpstest.SymmetricKeyGroup("mixed-grp"))
+	c := groupCred(t, g, "Sensor-Mixed")
+	broken := &hubFunc{inner: builtin.Connector{Store: db1}, provision: func(context.Context, dps.HubDevice) error { return errors.New("hub unreachable") }}
+	s1 := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db1, Hubs: broken,
+		Allocators: map[dps.AllocationPolicy]registration.Allocator{dps.AllocationHashed: allocation.Hashed{}}, SweepInterval: time.Hour})
+	if err := s1.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	op, err := s1.Register(ctx, registration.Request{IDScope: scope, RegistrationID: "Sensor-Mixed", Credential: c,
+		Payload: json.RawMessage(`{"blob":"` + strings.Repeat("p", 60_000) + `"}`)})
+	if err != nil || op.Status.Final() {
+		t.Fatalf("operation = %+v, %v; want it unfinished (the hub is unreachable)", op, err)
+	}
+	s1.Close()
+	db1.Close()
+
+	db2 := dpstest.OpenSQLite(t, path)
+	counted := &headerCounter{DB: db2}
+	s2 := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: counted, Hubs: &builtin.Connector{Store: db2},
+		Allocators: map[dps.AllocationPolicy]registration.Allocator{dps.AllocationHashed: allocation.Hashed{}}, SweepInterval: 20 * time.Millisecond})
+	if err := s2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s2.Close() })
+	done := waitFinal(t, s2, "Sensor-Mixed", op.ID, c)
+	if done.Status != dps.StatusAssigned || done.Result == nil {
+		t.Fatalf("resumed operation = %+v", done)
+	}
+	hd, err := db2.HubDevice(ctx, done.Result.AssignedHub, done.Result.DeviceID)
+	raw, _ := base64.StdEncoding.DecodeString(string(g.Attestation.SymmetricKey.PrimaryKey))
+	if want := base64.StdEncoding.EncodeToString(sas.DeriveKey(raw, "Sensor-Mixed")); err != nil || string(hd.PrimaryKey) != want {
+		t.Errorf("device key on the hub = %v, %v; want the one derived from the ID as sent", hd.PrimaryKey == dps.Key(want), err)
+	}
+	time.Sleep(150 * time.Millisecond) // a few sweeps
+	if w, h := counted.whole.Load(), counted.headers.Load(); w != 0 || h < 3 {
+		t.Errorf("unfinished operations listed %d times whole and %d times as headers, want only headers (start and every sweep)", w, h)
 	}
 }

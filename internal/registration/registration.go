@@ -105,3 +105,13 @@ type TPMRequest struct {
 type OperationTrimmer interface {
 	TrimOperations(ctx context.Context, registrationID string, keep int) (int64, error)
 }
+
+// PendingHeaderLister is an optional Store ability: the operations
+// PendingOperations returns, without their documents (the device's payload
+// may be 96 KB): only ID, RegistrationID (possibly folded, dps.FoldID),
+// EnrollmentGroupID, Status and Created are set. The sweeper lists
+// unfinished operations every few seconds, so a backlog costs little memory;
+// an operation is read whole only when it runs.
+type PendingHeaderLister interface {
+	PendingOperationHeaders(ctx context.Context) ([]dps.Operation, error)
+}

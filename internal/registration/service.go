@@ -1,6 +1,7 @@
 package registration
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -83,8 +84,9 @@ type Service struct {
 	mu sync.Mutex // guards devices
 	// devices maps a folded registration ID to its unfinished operation, so
 	// a device that registers again meanwhile is answered with that
-	// operation instead of starting another. The sweeper drops entries of
-	// operations that are no longer unfinished (completed by another node).
+	// operation instead of starting another, or to the reservation of a
+	// register creating one. The sweeper drops entries of operations that
+	// are no longer unfinished (completed by another node).
 	devices map[string]tracked
 
 	recent recentOps // final operations, for polls
@@ -96,10 +98,15 @@ type Service struct {
 	cancel context.CancelFunc
 }
 
-// tracked is a device's unfinished operation and when it was recorded.
+// tracked is a device's unfinished operation and when it was recorded, or
+// (id "") a reservation: a register of the device is deciding whether it
+// creates one.
 type tracked struct {
 	id    string
 	since time.Time
+	// resolved is closed when the reservation is replaced by the operation
+	// it created or dropped.
+	resolved chan struct{}
 }
 
 // laneBacklog is how many operations may wait in memory for one webhook URL;
@@ -170,7 +177,7 @@ func (nopObserver) InFlight(int)                        {}
 // Start resumes unfinished operations and starts the workers. It returns
 // once the unfinished operations are queued.
 func (s *Service) Start(ctx context.Context) error {
-	pending, err := s.o.Store.PendingOperations(ctx)
+	pending, err := s.pending(ctx)
 	if err != nil {
 		return fmt.Errorf("registration: load unfinished operations: %w", err)
 	}
@@ -180,13 +187,18 @@ func (s *Service) Start(ctx context.Context) error {
 	for _, op := range pending { // oldest first: the newest of a device wins
 		s.track(op, true)
 	}
-	s.wg.Go(func() {
-		for _, op := range pending {
-			s.resume(s.ctx, op)
-		}
-	})
+	s.wg.Go(func() { s.resumeAll(s.ctx, pending) })
 	s.wg.Go(func() { s.sweep(s.ctx) })
 	return nil
+}
+
+// pending lists the unfinished operations to resume: their headers only
+// when the store can (PendingHeaderLister), as that is all resuming needs.
+func (s *Service) pending(ctx context.Context) ([]dps.Operation, error) {
+	if l, ok := s.o.Store.(PendingHeaderLister); ok {
+		return l.PendingOperationHeaders(ctx)
+	}
+	return s.o.Store.PendingOperations(ctx)
 }
 
 // Close stops the workers and waits for them. Operations not finished stay
@@ -206,16 +218,39 @@ func (s *Service) enqueue(op dps.Operation, lane string) {
 
 // resume queues a persisted operation this node did not queue itself (after
 // a restart, a failed attempt, a full lane, or from another node): its lane
-// needs the enrollment it matched.
-func (s *Service) resume(ctx context.Context, op dps.Operation) {
+// needs the enrollment it matched. When that cannot be read now (a store
+// error) the operation is left for the next sweep: in the default lane, a
+// custom allocation's work would take the slots its webhook's lane bounds
+// (a hanging webhook could then hold them all). An enrollment that no
+// longer exists sends it to the default lane, where it fails with 404201.
+// It returns the store error that left the operation for the next sweep.
+func (s *Service) resume(ctx context.Context, op dps.Operation) error {
 	if s.lanes.has(op.ID) {
-		return
+		return nil
 	}
 	lane := ""
-	if m, err := s.rematch(ctx, op); err == nil {
+	switch m, err := s.rematch(ctx, op); {
+	case err == nil:
 		lane = s.laneOf(m.settings())
+	case dps.KindOf(err) != dps.KindNotFound:
+		return err
 	}
 	s.enqueue(op, lane)
+	return nil
+}
+
+// resumeAll resumes operations, with one log line for those left for the
+// next sweep (in an outage, every one of them).
+func (s *Service) resumeAll(ctx context.Context, ops []dps.Operation) {
+	left, first := 0, error(nil)
+	for _, op := range ops {
+		if err := s.resume(ctx, op); err != nil {
+			left, first = left+1, cmp.Or(first, err)
+		}
+	}
+	if left > 0 && ctx.Err() == nil {
+		s.log.WarnContext(ctx, "unfinished operations left for the next sweep: reading their enrollment failed", "count", left, logkey.Error, first)
+	}
 }
 
 // laneOf returns the lane of an enrollment's background operations: its
@@ -260,38 +295,79 @@ func (s *Service) run(ctx context.Context, it laneItem) {
 	s.process(ctx, op)
 }
 
-// inFlight returns the device's unfinished operation known to this node, if
-// it has one that matched the enrollment the device authenticated against
-// now.
-func (s *Service) inFlight(ctx context.Context, regID string, m *match) (dps.Operation, bool) {
-	s.mu.Lock()
-	t, ok := s.devices[dps.FoldID(regID)]
-	s.mu.Unlock()
-	if !ok {
-		return dps.Operation{}, false
-	}
-	id := t.id
-	op, err := s.o.Store.Operation(ctx, id)
-	if err != nil || op.Status.Final() {
-		if err == nil || dps.KindOf(err) == dps.KindNotFound {
-			s.forget(regID, id)
+// claim returns the device's unfinished operation known to this node, if it
+// has one that matched the enrollment the device authenticated against now.
+// Otherwise it reserves the device's slot and returns settle, which the
+// caller must call once: with the unfinished operation it created (now the
+// device's), or with nil (none: failed, or already final). A register of
+// the device meanwhile waits for settle (or for its ctx), so concurrent
+// registers of one device create one operation, not one each.
+func (s *Service) claim(ctx context.Context, regID string, m *match) (op dps.Operation, inFlight bool, settle func(*dps.Operation), err error) {
+	k := dps.FoldID(regID)
+	replace := "" // the operation ID whose entry may be taken over
+	for {
+		s.mu.Lock()
+		t, ok := s.devices[k]
+		if !ok || t.resolved == nil && t.id == replace {
+			r := tracked{since: time.Now(), resolved: make(chan struct{})}
+			s.devices[k] = r
+			s.mu.Unlock()
+			return dps.Operation{}, false, s.settler(k, r.resolved), nil
 		}
-		return dps.Operation{}, false
+		s.mu.Unlock()
+		if t.resolved != nil { // another register of the device is under way
+			select {
+			case <-t.resolved:
+				continue
+			case <-ctx.Done():
+				return dps.Operation{}, false, nil, ctx.Err()
+			}
+		}
+		op, err := s.o.Store.Operation(ctx, t.id)
+		switch {
+		case ctx.Err() != nil:
+			return dps.Operation{}, false, nil, ctx.Err()
+		case dps.KindOf(err) == dps.KindUnavailable:
+			return dps.Operation{}, false, nil, err // it could not be created either
+		case err != nil || op.Status.Final():
+			replace = t.id // gone, unreadable or done: a new registration
+			continue
+		case op.EnrollmentGroupID != m.groupID() || op.Attestation != m.attestation():
+			replace = t.id // the device now matches another enrollment: a new registration
+			continue
+		}
+		op.Payload = nil
+		return op, true, nil, nil
 	}
-	if op.EnrollmentGroupID != m.groupID() || op.Attestation != m.attestation() {
-		return dps.Operation{}, false // the device now matches another enrollment: a new registration
+}
+
+// settler returns the settle function of the reservation resolved of the
+// folded registration ID k (see claim).
+func (s *Service) settler(k string, resolved chan struct{}) func(*dps.Operation) {
+	var once sync.Once
+	return func(op *dps.Operation) {
+		once.Do(func() {
+			s.mu.Lock()
+			if s.devices[k].resolved == resolved {
+				if op != nil {
+					s.devices[k] = tracked{id: op.ID, since: time.Now()}
+				} else {
+					delete(s.devices, k)
+				}
+			}
+			s.mu.Unlock()
+			close(resolved)
+		})
 	}
-	op.Payload = nil
-	return op, true
 }
 
 // track records a device's unfinished operation; replace false keeps one
-// already recorded.
+// already recorded. A reservation is always kept: its register decides.
 func (s *Service) track(op dps.Operation, replace bool) {
 	k := dps.FoldID(op.RegistrationID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.devices[k]; ok && !replace {
+	if t, ok := s.devices[k]; ok && (!replace || t.resolved != nil) {
 		return
 	}
 	s.devices[k] = tracked{id: op.ID, since: time.Now()}
@@ -317,7 +393,7 @@ func (s *Service) untrackFinished(listed time.Time, pending []dps.Operation) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, t := range s.devices {
-		if t.since.Before(listed) && !unfinished[t.id] {
+		if t.resolved == nil && t.since.Before(listed) && !unfinished[t.id] {
 			delete(s.devices, k)
 		}
 	}
@@ -354,18 +430,20 @@ func (s *Service) sweep(ctx context.Context) {
 			}
 		}
 		listed := time.Now()
-		pending, err := s.o.Store.PendingOperations(ctx)
+		pending, err := s.pending(ctx)
 		if err != nil {
 			s.log.WarnContext(ctx, "sweep: list unfinished operations", logkey.Error, err)
 			continue
 		}
 		s.untrackFinished(listed, pending)
+		var due []dps.Operation
 		for _, op := range pending {
 			if s.o.Now().Sub(op.Created) > time.Second && !s.lanes.has(op.ID) {
 				s.track(op, false)
-				s.resume(ctx, op)
+				due = append(due, op)
 			}
 		}
+		s.resumeAll(ctx, due)
 		if p, ok := s.o.Store.(interface {
 			DeleteOperationsBefore(context.Context, time.Time) (int64, error)
 		}); ok && time.Since(lastPrune) > time.Minute {
@@ -412,10 +490,16 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 	// case; an error here would make SDKs retry the register, and a second
 	// operation would race the first for the device's record.) A TPM
 	// device's challenge is not consumed then: its polls may be signed with
-	// it (see authenticateTPMPoll).
-	if op, ok := s.inFlight(ctx, req.RegistrationID, &m); ok {
-		return op, nil
+	// it (see authenticateTPMPoll). Registers of one device that arrive
+	// together wait for the first to create its operation (claim).
+	prior, ok, settle, err := s.claim(ctx, req.RegistrationID, &m)
+	if err != nil {
+		return dps.Operation{}, err
 	}
+	if ok {
+		return prior, nil
+	}
+	defer settle(nil) // unless an unfinished operation was created below
 	if m.tpm != nil {
 		// Only the latest challenge starts one registration.
 		ok, err := s.o.Challenges.ConsumeChallenge(ctx, req.RegistrationID, m.tpm.Key)
@@ -461,7 +545,7 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 	if _, err := s.o.Store.CreateOperation(ctx, op); err != nil {
 		return dps.Operation{}, err
 	}
-	s.track(op, true)
+	settle(&op) // before it is queued: it may finish at once, and forget it
 	s.enqueue(op, s.laneOf(m.settings()))
 	op.Payload = nil
 	return op, nil

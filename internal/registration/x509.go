@@ -48,7 +48,7 @@ func (s *Service) authenticateX509(ctx context.Context, scope, regID string, cha
 		firstErr  error
 	)
 	for i := range groups {
-		g := &groups[i]
+		g := &groups[i] // read only: the store's shared group cache
 		for _, anchor := range s.anchors(ctx, g) {
 			verified, err := x509attest.Chain(chain, anchor, now)
 			if err != nil {
@@ -73,7 +73,8 @@ func (s *Service) authenticateX509(ctx context.Context, scope, regID string, cha
 	}
 	info := dps.InfoOf(bestChain[len(bestChain)-1])
 	proof.Signing = &info
-	return match{group: best, x509: proof}, nil
+	g := *best // a copy: the store's groups are shared (its group cache)
+	return match{group: &g, x509: proof}, nil
 }
 
 // anchors returns the certificates an X.509 group's devices chain up to:

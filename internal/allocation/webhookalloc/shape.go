@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 )
 
 // MaxPayloadDepth is how deeply the webhook's payload for the device may
@@ -26,38 +28,80 @@ func checkPayload(data json.RawMessage) error {
 	return nil
 }
 
-// checkTwin checks that a webhook's initialTwin has the shape of a device
-// twin as DPS sends it to a hub: {"tags":{…},"properties":{"desired":{…}}},
-// either member optional. data is valid JSON.
-func checkTwin(data json.RawMessage) error {
-	twin, err := members(data, "initialTwin")
+// cleanTwin checks that a webhook's initialTwin has the shape of a device
+// twin as DPS sends it to a hub, {"tags":{…},"properties":{"desired":{…}}}
+// (every part optional, null meaning absent), and returns it with only those
+// parts: provisioning sets tags and desired properties, nothing else. Only a
+// wrong JSON type of the twin, tags, properties or desired fails. Other
+// members are dropped and their names returned in dropped: webhooks built on
+// the Azure SDK's TwinState send properties.reported (usually empty), and
+// some send more of a twin (deviceId, etag, version…). data is valid JSON.
+func cleanTwin(data json.RawMessage) (twin json.RawMessage, dropped []string, err error) {
+	top, err := members(data, "initialTwin")
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	for name, v := range twin {
+	var tags, desired json.RawMessage
+	for _, name := range sortedKeys(top) {
+		v := top[name]
 		switch name {
 		case "tags":
-			if k := kind(v); k != "an object" && k != "null" {
-				return fmt.Errorf("an initialTwin whose tags is %s, not an object", k)
+			if tags, err = object(v, "tags"); err != nil {
+				return nil, nil, err
 			}
 		case "properties":
 			props, err := members(v, "initialTwin.properties")
 			if err != nil {
-				return err
+				return nil, nil, err
 			}
-			for pname, pv := range props {
+			for _, pname := range sortedKeys(props) {
 				if pname != "desired" {
-					return fmt.Errorf("an initialTwin with properties.%s (only properties.desired is set by provisioning)", pname)
+					dropped = append(dropped, "properties."+pname)
+					continue
 				}
-				if k := kind(pv); k != "an object" && k != "null" {
-					return fmt.Errorf("an initialTwin whose properties.desired is %s, not an object", k)
+				if desired, err = object(props[pname], "properties.desired"); err != nil {
+					return nil, nil, err
 				}
 			}
 		default:
-			return fmt.Errorf("an initialTwin with member %q (only tags and properties.desired are allowed)", name)
+			dropped = append(dropped, name)
 		}
 	}
-	return nil
+	// Rebuilt even when nothing was dropped, the values kept byte for byte:
+	// one member per name (the last, as decoded) and no nulls reach the hub.
+	var b bytes.Buffer
+	b.WriteByte('{')
+	if tags != nil {
+		b.WriteString(`"tags":`)
+		b.Write(tags)
+	}
+	if desired != nil {
+		if tags != nil {
+			b.WriteByte(',')
+		}
+		b.WriteString(`"properties":{"desired":`)
+		b.Write(desired)
+		b.WriteByte('}')
+	}
+	b.WriteByte('}')
+	return b.Bytes(), dropped, nil
+}
+
+// object returns a twin part that must be an object: nil when it is null.
+func object(v json.RawMessage, what string) (json.RawMessage, error) {
+	switch k := kind(v); k {
+	case "an object":
+		return bytes.TrimSpace(v), nil
+	case "null":
+		return nil, nil
+	default:
+		return nil, fmt.Errorf("an initialTwin whose %s is %s, not an object", what, k)
+	}
+}
+
+// sortedKeys returns m's keys in order (deterministic messages and output).
+func sortedKeys(m map[string]json.RawMessage) []string {
+	return slices.Sorted(maps.Keys(m))
 }
 
 // members decodes a JSON object (null counts as empty).

@@ -2,6 +2,8 @@ package webhookalloc
 
 import (
 	"encoding/json"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -43,12 +45,15 @@ func TestDepth(t *testing.T) {
 	}
 }
 
-// FuzzShape: for any valid JSON, depth agrees with the decoded value, and
-// checkPayload and checkTwin accept exactly what the device and the hub
-// can take.
+// FuzzShape: for any valid JSON, depth agrees with the decoded value,
+// checkPayload accepts exactly what the device can take, and cleanTwin
+// fails exactly the twins whose parts have the wrong type and otherwise
+// keeps tags and properties.desired, dropping (and naming) the rest.
 func FuzzShape(f *testing.F) {
 	for _, s := range []string{`{}`, `[]`, `"x"`, `{"a":[{"b":"}"}]}`, `{"tags":{},"properties":{"desired":{"x":[1]}}}`,
-		`{"tags":null,"properties":null}`, `{"properties":{"reported":{}}}`, `{"x":"\u005c"}`, nested(63)} {
+		`{"tags":null,"properties":null}`, `{"properties":{"reported":{}}}`, `{"x":"\u005c"}`, nested(63),
+		`{"deviceId":"d","etag":"e","tags":{"t":1},"properties":{"desired":{"d":1},"reported":null}}`, `{"tags":[1]}`,
+		`{"properties":{"desired":3}}`, `{"tags":{"a":1},"tags":null}`, `null`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -64,38 +69,72 @@ func FuzzShape(f *testing.F) {
 		if err := checkPayload(json.RawMessage(s)); (err == nil) != (isObject && want <= MaxPayloadDepth) {
 			t.Fatalf("checkPayload(%q) = %v", s, err)
 		}
-		if err := checkTwin(json.RawMessage(s)); (err == nil) != twinShaped(v) {
-			t.Fatalf("checkTwin(%q) = %v", s, err)
+		wantTwin, wantDropped, ok := cleanedTwin(v)
+		twin, dropped, err := cleanTwin(json.RawMessage(s))
+		if (err == nil) != ok {
+			t.Fatalf("cleanTwin(%q) = %v, want ok %v", s, err, ok)
+		}
+		if !ok {
+			return
+		}
+		var got any
+		if err := json.Unmarshal(twin, &got); err != nil {
+			t.Fatalf("cleanTwin(%q) = %q, not JSON: %v", s, twin, err)
+		}
+		if !reflect.DeepEqual(got, wantTwin) {
+			t.Fatalf("cleanTwin(%q) = %s, want %v", s, twin, wantTwin)
+		}
+		if slices.Sort(wantDropped); !slices.Equal(dropped, wantDropped) {
+			t.Fatalf("cleanTwin(%q) dropped %q, want %q", s, dropped, wantDropped)
 		}
 	})
 }
 
-// twinShaped is checkTwin's rule on a decoded value.
-func twinShaped(v any) bool {
-	obj := func(v any) bool { _, ok := v.(map[string]any); return ok || v == nil }
-	twin, ok := v.(map[string]any)
-	if !ok && v != nil {
-		return false
+// cleanedTwin is cleanTwin's rule on a decoded value: ok false when the
+// twin, tags, properties or desired is neither an object nor null.
+func cleanedTwin(v any) (twin map[string]any, dropped []string, ok bool) {
+	twin = map[string]any{}
+	if v == nil {
+		return twin, nil, true
 	}
-	for k, e := range twin {
+	top, isObj := v.(map[string]any)
+	if !isObj {
+		return nil, nil, false
+	}
+	for k, e := range top {
 		switch k {
 		case "tags":
-			if !obj(e) {
-				return false
+			switch e := e.(type) {
+			case nil:
+			case map[string]any:
+				twin["tags"] = e
+			default:
+				return nil, nil, false
 			}
 		case "properties":
-			props, ok := e.(map[string]any)
-			if !ok && e != nil {
-				return false
+			if e == nil {
+				continue
+			}
+			props, isObj := e.(map[string]any)
+			if !isObj {
+				return nil, nil, false
 			}
 			for pk, pe := range props {
-				if pk != "desired" || !obj(pe) {
-					return false
+				if pk != "desired" {
+					dropped = append(dropped, "properties."+pk)
+					continue
+				}
+				switch pe := pe.(type) {
+				case nil:
+				case map[string]any:
+					twin["properties"] = map[string]any{"desired": pe}
+				default:
+					return nil, nil, false
 				}
 			}
 		default:
-			return false
+			dropped = append(dropped, k)
 		}
 	}
-	return true
+	return twin, dropped, true
 }

@@ -213,7 +213,7 @@ func (a *Allocator) Allocate(ctx context.Context, req dps.AllocationRequest) (dp
 		case status < 200 || status > 299:
 			return dps.Assignment{}, failure(400207, "Custom allocation failed with status code: %d", status)
 		}
-		return decide(resp, req.Candidates, target)
+		return a.decide(ctx, resp, req, target)
 	}
 }
 
@@ -255,7 +255,8 @@ func (a *Allocator) call(ctx context.Context, target string, body, secret []byte
 }
 
 // decide validates a 2xx answer.
-func decide(data []byte, candidates []dps.LinkedHub, target string) (dps.Assignment, error) {
+func (a *Allocator) decide(ctx context.Context, data []byte, req dps.AllocationRequest, target string) (dps.Assignment, error) {
+	candidates := req.Candidates
 	var resp struct {
 		IoTHubHostName string          `json:"iotHubHostName"` // matched case-insensitively
 		InitialTwin    json.RawMessage `json:"initialTwin"`
@@ -281,12 +282,25 @@ func decide(data []byte, candidates []dps.LinkedHub, target string) (dps.Assignm
 	// The device reads the payload and the hub the twin: what they cannot
 	// take fails the registration here, with the reason, rather than being
 	// passed on (the embedded C SDK rejects a whole response it cannot
-	// parse, and the device would never learn it was assigned).
+	// parse, and the device would never learn it was assigned). Twin
+	// members provisioning does not set are dropped, not failed.
 	if len(resp.InitialTwin) > 0 && string(resp.InitialTwin) != "null" {
-		if err := checkTwin(resp.InitialTwin); err != nil {
+		twin, dropped, err := cleanTwin(resp.InitialTwin)
+		if err != nil {
 			return dps.Assignment{}, failure(400207, "Custom allocation failed: %s answered %v", redact(target), err)
 		}
-		out.InitialTwin = resp.InitialTwin
+		if len(dropped) > 0 {
+			// The names are the webhook's: a bounded log line.
+			names := dropped[:min(len(dropped), 10)]
+			for i, n := range names {
+				if len(n) > 64 {
+					names[i] = strings.ToValidUTF8(n[:64], "") + "…"
+				}
+			}
+			a.o.Logger.WarnContext(ctx, "custom allocation webhook's initialTwin: members other than tags and properties.desired ignored",
+				logkey.RegistrationID, req.RegistrationID, "webhook", redact(target), "members", names, "count", len(dropped))
+		}
+		out.InitialTwin = twin
 	}
 	if len(resp.Payload) > 0 && string(resp.Payload) != "null" {
 		if err := checkPayload(resp.Payload); err != nil {

@@ -1,10 +1,12 @@
 package webhookalloc_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -234,31 +236,42 @@ func BenchmarkOverhead(b *testing.B) {
 }
 
 // TestPayloadAndTwinShape: a webhook's payload must be a JSON object the
-// devices can parse, and its initialTwin a twin ({tags, properties:
-// {desired}}); anything else fails the registration with 400207 and says why.
+// devices can parse, and its initialTwin's parts (tags, properties,
+// properties.desired) objects; anything else fails the registration with
+// 400207 and says why. Twin members provisioning does not set (reported
+// properties, a whole twin's deviceId or etag) are dropped with a warning
+// naming them, and the rest reaches the hub.
 func TestPayloadAndTwinShape(t *testing.T) {
 	deep := func(n int) string { return strings.Repeat(`{"a":`, n-1) + `{}` + strings.Repeat(`}`, n-1) }
 	tests := []struct {
 		name, extra string
 		why         string // in the failure message; "" when it succeeds
+		twin        string // the twin passed on, when it succeeds
+		dropped     string // the members named in the warning
 	}{
-		{"ok/object", `"payload":{"a":[1,{"b":null}]}`, ""},
-		{"ok/null-payload", `"payload":null`, ""},
-		{"ok/62-levels", `"payload":` + deep(62), ""},
-		{"ok/twin", `"initialTwin":{"tags":{"t":1},"properties":{"desired":{"d":{"$metadata":{}}}}}`, ""},
-		{"ok/twin-parts-null", `"initialTwin":{"tags":null,"properties":{"desired":null}}`, ""},
-		{"ok/twin-empty", `"initialTwin":{}`, ""},
-		{"fail/string-payload", `"payload":"hello"`, "a payload that is a string, not a JSON object"},
-		{"fail/array-payload", `"payload":[{"a":1}]`, "a payload that is an array, not a JSON object"},
-		{"fail/number-payload", `"payload":42`, "a payload that is a number"},
-		{"fail/63-levels", `"payload":` + deep(63), "a payload nested 63 levels deep (devices read at most 62)"},
-		{"fail/twin-array", `"initialTwin":[1]`, "an initialTwin that is an array, not an object"},
-		{"fail/twin-string", `"initialTwin":"t"`, "an initialTwin that is a string"},
-		{"fail/twin-extra-member", `"initialTwin":{"tags":{},"deviceId":"x"}`, `member "deviceId"`},
-		{"fail/twin-reported", `"initialTwin":{"properties":{"reported":{}}}`, "properties.reported"},
-		{"fail/twin-tags-array", `"initialTwin":{"tags":[1]}`, "tags is an array"},
-		{"fail/twin-properties-string", `"initialTwin":{"properties":"p"}`, "initialTwin.properties that is a string"},
-		{"fail/twin-desired-number", `"initialTwin":{"properties":{"desired":3}}`, "properties.desired is a number"},
+		{"ok/object", `"payload":{"a":[1,{"b":null}]}`, "", "", ""},
+		{"ok/null-payload", `"payload":null`, "", "", ""},
+		{"ok/62-levels", `"payload":` + deep(62), "", "", ""},
+		{"ok/twin", `"initialTwin":{"tags":{"t":1},"properties":{"desired":{"d":{"$metadata":{}}}}}`, "",
+			`{"tags":{"t":1},"properties":{"desired":{"d":{"$metadata":{}}}}}`, ""},
+		{"ok/twin-parts-null", `"initialTwin":{"tags":null,"properties":{"desired":null}}`, "", `{}`, ""},
+		{"ok/twin-empty", `"initialTwin":{}`, "", `{}`, ""},
+		// Microsoft.Azure.Devices.Shared.TwinState with an empty TwinCollection as Reported.
+		{"ok/twin-reported-empty", `"initialTwin":{"tags":{"t":1},"properties":{"desired":{"d":1},"reported":{}}}`, "",
+			`{"tags":{"t":1},"properties":{"desired":{"d":1}}}`, "properties.reported"},
+		{"ok/twin-reported-null", `"initialTwin":{"properties":{"reported":null}}`, "", `{}`, "properties.reported"},
+		{"ok/twin-whole", `"initialTwin":{"deviceId":"secret-value-1","etag":"AAAA","version":2,"tags":{"t":2},"properties":{"desired":{"d":2},"reported":{"r":"secret-value-2"}}}`, "",
+			`{"tags":{"t":2},"properties":{"desired":{"d":2}}}`, "deviceId etag properties.reported version"},
+		{"fail/string-payload", `"payload":"hello"`, "a payload that is a string, not a JSON object", "", ""},
+		{"fail/array-payload", `"payload":[{"a":1}]`, "a payload that is an array, not a JSON object", "", ""},
+		{"fail/number-payload", `"payload":42`, "a payload that is a number", "", ""},
+		{"fail/63-levels", `"payload":` + deep(63), "a payload nested 63 levels deep (devices read at most 62)", "", ""},
+		{"fail/twin-array", `"initialTwin":[1]`, "an initialTwin that is an array, not an object", "", ""},
+		{"fail/twin-string", `"initialTwin":"t"`, "an initialTwin that is a string", "", ""},
+		{"fail/twin-tags-array", `"initialTwin":{"tags":[1]}`, "tags is an array", "", ""},
+		{"fail/twin-properties-string", `"initialTwin":{"properties":"p"}`, "initialTwin.properties that is a string", "", ""},
+		{"fail/twin-desired-number", `"initialTwin":{"properties":{"desired":3}}`, "properties.desired is a number", "", ""},
+		{"fail/twin-desired-array-beside-reported", `"initialTwin":{"properties":{"reported":{},"desired":[]}}`, "properties.desired is an array", "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -266,16 +279,32 @@ func TestPayloadAndTwinShape(t *testing.T) {
 				io.WriteString(w, `{"iotHubHostName":"hub-a.example.net",`+tt.extra+`}`)
 			}))
 			defer srv.Close()
-			got, err := newAllocator(webhookalloc.Options{}).Allocate(context.Background(), request(srv.URL+"/hook?code=k"))
-			if tt.why == "" {
-				if err != nil || got.Hub != "hub-a.example.net" {
-					t.Fatalf("Allocate = %+v, %v", got, err)
+			var logs bytes.Buffer
+			log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			got, err := newAllocator(webhookalloc.Options{Logger: log}).Allocate(context.Background(), request(srv.URL+"/hook?code=k"))
+			if tt.why != "" {
+				f, ok := errors.AsType[*dps.AllocationFailure](err)
+				if !ok || f.Code != 400207 || !strings.Contains(f.Message, tt.why) {
+					t.Fatalf("err = %v, want 400207 saying %q", err, tt.why)
 				}
 				return
 			}
-			f, ok := errors.AsType[*dps.AllocationFailure](err)
-			if !ok || f.Code != 400207 || !strings.Contains(f.Message, tt.why) {
-				t.Fatalf("err = %v, want 400207 saying %q", err, tt.why)
+			if err != nil || got.Hub != "hub-a.example.net" {
+				t.Fatalf("Allocate = %+v, %v", got, err)
+			}
+			if string(got.InitialTwin) != tt.twin {
+				t.Errorf("initial twin = %s, want %s", got.InitialTwin, tt.twin)
+			}
+			warnings := strings.Count(logs.String(), "level=WARN")
+			named := strings.Contains(logs.String(), "members=["+tt.dropped+"]") || strings.Contains(logs.String(), `members="[`+tt.dropped+`]"`)
+			switch {
+			case tt.dropped == "" && warnings != 0:
+				t.Errorf("warned though nothing was dropped:\n%s", &logs)
+			case tt.dropped != "" && (warnings != 1 || !named):
+				t.Errorf("want one warning naming %s, got:\n%s", tt.dropped, &logs)
+			}
+			if strings.Contains(logs.String(), "secret-value") || strings.Contains(logs.String(), "code=k") {
+				t.Errorf("the warning shows values or the function key:\n%s", &logs)
 			}
 		})
 	}

@@ -66,6 +66,7 @@ func Run(t *testing.T, f Factory) {
 		{"Group/SecondHandleSeesChanges", testGroupsAcrossHandles},
 		{"Health/CheckWrite", testCheckWrite},
 		{"Operation/TrimPerRegistrationID", testTrim},
+		{"Operation/PendingHeaders", testPendingHeaders},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
