@@ -78,3 +78,22 @@ func TestResumeWaitsOutTransientRematchFailures(t *testing.T) {
 		t.Errorf("operation of a deleted group: queued %v in lane %q, want the default lane", queued, key)
 	}
 }
+
+// TestUntrackKeepsOperationsInLanes: the sweep's listing may leave out an
+// operation this node is still working on (PostgreSQL omits operations
+// under a lease, this node's own included); the device's operation stays
+// tracked, so registering again meanwhile still answers it.
+func TestUntrackKeepsOperationsInLanes(t *testing.T) {
+	s := New(Options{IDScope: "0ne0000TEST", Store: dpstest.NewSQLite(t)})
+	s.lanes = newLanes(4, 4, 16, func(laneItem, func()) {}) // started, never finished
+	op := dps.Operation{ID: "op-leased", RegistrationID: "dev-1", Status: dps.StatusAssigning, Created: time.Now().UTC()}
+	s.track(op, true)
+	s.enqueue(op, "")
+	s.untrackFinished(time.Now().Add(time.Second), nil) // listed after tracking, without the operation
+	s.mu.Lock()
+	got := s.devices[dps.FoldID("dev-1")].id
+	s.mu.Unlock()
+	if got != op.ID {
+		t.Errorf("tracked operation of dev-1 = %q after a sweep that did not list it, want %q (still in its lane)", got, op.ID)
+	}
+}

@@ -393,7 +393,10 @@ func (s *Service) untrackFinished(listed time.Time, pending []dps.Operation) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, t := range s.devices {
-		if t.resolved == nil && t.since.Before(listed) && !unfinished[t.id] {
+		// An operation this node is still working on stays tracked even when
+		// the listing leaves it out (on PostgreSQL it omits operations under
+		// a lease, this node's included, and lists at most 10,000).
+		if t.resolved == nil && t.since.Before(listed) && !unfinished[t.id] && !s.lanes.has(t.id) {
 			delete(s.devices, k)
 		}
 	}
