@@ -23,7 +23,7 @@ func ParseAllocationPolicy(s string) (AllocationPolicy, error) {
 			return p, nil
 		}
 	}
-	return "", &Error{Kind: KindInvalid, Code: 400004, Message: "allocationPolicy must be one of hashed, geoLatency, static, custom"}
+	return "", &Error{Kind: KindInvalid, Code: CodeInvalid, Message: "allocationPolicy must be one of hashed, geoLatency, static, custom"}
 }
 
 // LinkedHub is an IoT hub this instance may assign devices to.

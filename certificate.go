@@ -15,7 +15,7 @@ import (
 // ParseCertificate parses a certificate as DPS accepts it in enrollments:
 // PEM text, base64 of DER, or base64 of PEM text.
 func ParseCertificate(s string) (*x509.Certificate, error) {
-	invalid := &Error{Kind: KindInvalid, Code: 400004, Message: "certificate must be PEM text or base64-encoded DER"}
+	invalid := &Error{Kind: KindInvalid, Code: CodeInvalid, Message: "certificate must be PEM text or base64-encoded DER"}
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return nil, invalid
@@ -40,7 +40,7 @@ func ParseCertificate(s string) (*x509.Certificate, error) {
 	}
 	c, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, &Error{Kind: KindInvalid, Code: 400004, Message: "certificate could not be parsed: " + err.Error()}
+		return nil, &Error{Kind: KindInvalid, Code: CodeInvalid, Message: "certificate could not be parsed: " + err.Error()}
 	}
 	return c, nil
 }
@@ -56,7 +56,7 @@ func ValidateTPMEndorsementKey(s string) error {
 // its modulus, so keys can be compared structurally rather than as text.
 func ParseTPMPublicRSA(s string) ([]byte, error) {
 	bad := func(why string) error {
-		return &Error{Kind: KindInvalid, Code: 400004, Message: "TPM key must be base64 of a TPM2B_PUBLIC RSA-2048 key: " + why}
+		return &Error{Kind: KindInvalid, Code: CodeInvalid, Message: "TPM key must be base64 of a TPM2B_PUBLIC RSA-2048 key: " + why}
 	}
 	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
 	if err != nil {

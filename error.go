@@ -10,30 +10,32 @@ import (
 type Kind uint8
 
 const (
-	KindInternal     Kind = iota // unexpected: logged, never shown
-	KindInvalid                  // malformed request or enrollment
-	KindUnauthorized             // credential rejected
-	KindNotFound                 // enrollment, group, registration or operation absent
-	KindConflict                 // already exists
-	KindPrecondition             // If-Match ETag mismatch
-	KindThrottled                // retry later
-	KindUnavailable              // a dependency (database, webhook) is down; retry later
-	KindTooLarge                 // request body over the size limit
-	KindForbidden                // authenticated but lacking the right
+	KindInternal         Kind = iota // unexpected: logged, never shown
+	KindInvalid                      // malformed request or enrollment
+	KindUnauthorized                 // credential rejected
+	KindNotFound                     // enrollment, group, registration or operation absent
+	KindConflict                     // already exists
+	KindPrecondition                 // If-Match ETag mismatch
+	KindThrottled                    // retry later
+	KindUnavailable                  // a dependency (database, webhook) is down; retry later
+	KindTooLarge                     // request body over the size limit
+	KindForbidden                    // authenticated but lacking the right
+	KindMethodNotAllowed             // the path exists, the method does not
 	numKinds
 )
 
 var kindNames = [...]string{
-	KindInternal:     "internal",
-	KindInvalid:      "invalid",
-	KindUnauthorized: "unauthorized",
-	KindNotFound:     "not_found",
-	KindConflict:     "conflict",
-	KindPrecondition: "precondition",
-	KindThrottled:    "throttled",
-	KindUnavailable:  "unavailable",
-	KindTooLarge:     "too_large",
-	KindForbidden:    "forbidden",
+	KindInternal:         "internal",
+	KindInvalid:          "invalid",
+	KindUnauthorized:     "unauthorized",
+	KindNotFound:         "not_found",
+	KindConflict:         "conflict",
+	KindPrecondition:     "precondition",
+	KindThrottled:        "throttled",
+	KindUnavailable:      "unavailable",
+	KindTooLarge:         "too_large",
+	KindForbidden:        "forbidden",
+	KindMethodNotAllowed: "method_not_allowed",
 }
 
 func (k Kind) String() string {
@@ -54,7 +56,8 @@ func Kinds() []Kind {
 
 // Error is the domain error. Message is safe to show to clients; Err is the
 // cause and is only logged. Code, when non-zero, is the six-digit DPS error
-// code a client sees (for example 401002); zero means the default for Kind.
+// code a client sees (a Code* constant of the catalog, codes.go); zero means
+// the default for Kind.
 type Error struct {
 	Kind    Kind
 	Code    int
@@ -93,3 +96,14 @@ func AsError(err error) *Error {
 	}
 	return &Error{Kind: KindInternal, Message: "internal error", Err: err}
 }
+
+// HubFailure is a hub connector's permanent refusal of a device (the hub
+// will not take it, whatever the retries): the registration ends failed
+// with Code (CodeHubRejected when zero) and Message, which the device sees.
+// Any other connector error is transient and retried.
+type HubFailure struct {
+	Code    int
+	Message string
+}
+
+func (f *HubFailure) Error() string { return f.Message }

@@ -12,7 +12,7 @@ const MaxRegistrationIDLen = 128
 // [FoldID].
 func ValidateRegistrationID(s string) error {
 	if s == "" || len(s) > MaxRegistrationIDLen {
-		return &Error{Kind: KindInvalid, Code: 400004, Message: "registration ID must be 1-128 characters"}
+		return &Error{Kind: KindInvalid, Code: CodeInvalid, Message: "registration ID must be 1-128 characters"}
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -20,10 +20,10 @@ func ValidateRegistrationID(s string) error {
 		case isAlnum(c):
 		case c == '-' || c == '.' || c == '_' || c == ':':
 			if i == 0 || (i == len(s)-1 && c != '-') {
-				return &Error{Kind: KindInvalid, Code: 400004, Message: "registration ID must start and end with a letter or digit"}
+				return &Error{Kind: KindInvalid, Code: CodeInvalid, Message: "registration ID must start and end with a letter or digit"}
 			}
 		default:
-			return &Error{Kind: KindInvalid, Code: 400004, Message: "registration ID may contain only letters, digits, '-', '.', '_' and ':'"}
+			return &Error{Kind: KindInvalid, Code: CodeInvalid, Message: "registration ID may contain only letters, digits, '-', '.', '_' and ':'"}
 		}
 	}
 	return nil
@@ -33,7 +33,7 @@ func ValidateRegistrationID(s string) error {
 // as a registration ID.
 func ValidateGroupID(s string) error {
 	if err := ValidateRegistrationID(s); err != nil {
-		return &Error{Kind: KindInvalid, Code: 400004, Message: strings.Replace(AsError(err).Message, "registration ID", "enrollment group ID", 1)}
+		return &Error{Kind: KindInvalid, Code: CodeInvalid, Message: strings.Replace(AsError(err).Message, "registration ID", "enrollment group ID", 1)}
 	}
 	return nil
 }

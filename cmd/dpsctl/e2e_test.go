@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/dpstest"
 )
 
@@ -88,7 +89,7 @@ func TestOperatorFlow(t *testing.T) {
 		t.Errorf("enrollment show:\n%s", out)
 	}
 	run(append([]string{"enrollment", "delete", "cli-dev"}, svc...)...)
-	if _, err := dpsctl(t, append([]string{"enrollment", "show", "cli-dev"}, svc...)...); err == nil || !strings.Contains(err.Error(), "404") {
+	if _, err := dpsctl(t, append([]string{"enrollment", "show", "cli-dev"}, svc...)...); dps.KindOf(err) != dps.KindNotFound {
 		t.Errorf("show after delete: %v", err)
 	}
 	// CA certificates: add, prove possession, list.
@@ -109,7 +110,7 @@ func TestOperatorFlow(t *testing.T) {
 	}
 
 	// Bad input is refused with the service's error.
-	if _, err := dpsctl(t, append([]string{"enrollment", "create", "bad id!"}, svc...)...); err == nil || !strings.Contains(err.Error(), "400") {
+	if _, err := dpsctl(t, append([]string{"enrollment", "create", "bad id!"}, svc...)...); dps.KindOf(err) != dps.KindInvalid {
 		t.Errorf("bad id: %v", err)
 	}
 }

@@ -72,7 +72,7 @@ func New(policies []Policy, hosts []string, now func() time.Time) (*Checker, err
 }
 
 func unauthorized(msg string) error {
-	return &dps.Error{Kind: dps.KindUnauthorized, Code: 401002, Message: msg}
+	return &dps.Error{Kind: dps.KindUnauthorized, Code: dps.CodeUnauthorized, Message: msg}
 }
 
 // Check verifies token for a request to path that needs right. It returns
@@ -103,7 +103,7 @@ func (c *Checker) Check(token, path string, right Right) error {
 						return nil
 					}
 				}
-				return &dps.Error{Kind: dps.KindForbidden, Code: 403001, Message: fmt.Sprintf("The access policy %q lacks the %s right this operation needs.", p.Name, right)}
+				return &dps.Error{Kind: dps.KindForbidden, Code: dps.CodeForbidden, Message: fmt.Sprintf("The access policy %q lacks the %s right this operation needs.", p.Name, right)}
 			}
 		}
 	}

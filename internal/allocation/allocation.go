@@ -63,12 +63,12 @@ func (Static) Allocate(_ context.Context, req dps.AllocationRequest) (dps.Assign
 	case 0:
 		return dps.Assignment{}, noHub()
 	default:
-		return dps.Assignment{}, &dps.AllocationFailure{Code: 400004, Message: "static allocation requires the enrollment to name exactly one IoT hub"}
+		return dps.Assignment{}, &dps.AllocationFailure{Code: dps.CodeInvalid, Message: "static allocation requires the enrollment to name exactly one IoT hub"}
 	}
 }
 
 func noHub() error {
-	return &dps.AllocationFailure{Code: 400004, Message: "no linked IoT hub is available for this enrollment"}
+	return &dps.AllocationFailure{Code: dps.CodeInvalid, Message: "no linked IoT hub is available for this enrollment"}
 }
 
 // Pick returns the candidate with the highest weighted rendezvous score for

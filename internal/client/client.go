@@ -5,6 +5,7 @@ package client
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/sas"
 	"github.com/opendps/dps/internal/wire"
 )
@@ -64,10 +66,20 @@ func FromConnectionString(cs string) (*Client, error) {
 	return c, nil
 }
 
-// Error is an error answer of the service API.
+// Error is an error answer of the service API. It wraps the domain error
+// the answer stands for (Unwrap), so callers compare kinds and codes with
+// dps.KindOf and errors.AsType[*dps.Error], not message text.
 type Error struct {
 	StatusCode int
 	Body       wire.ErrorBody
+}
+
+// Unwrap returns the answer as a *dps.Error: its Kind rebuilt from the
+// status and code through the error catalog, the code (the Kind's default
+// when the body has none) and the message.
+func (e *Error) Unwrap() error {
+	k := wire.KindOf(e.StatusCode, e.Body.ErrorCode)
+	return &dps.Error{Kind: k, Code: cmp.Or(e.Body.ErrorCode, wire.Code(k)), Message: e.Body.Message}
 }
 
 func (e *Error) Error() string {

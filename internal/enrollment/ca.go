@@ -60,7 +60,7 @@ func (s *Service) CA(ctx context.Context, name string) (dps.CACertificate, error
 		return dps.CACertificate{}, err
 	}
 	c, err := cs.CACertificate(ctx, name)
-	return c, notFoundCode(err, 404204)
+	return c, notFoundCode(err, dps.CodeCANotFound)
 }
 
 // CAs returns every CA certificate.
@@ -78,7 +78,7 @@ func (s *Service) DeleteCA(ctx context.Context, name, ifMatch string) error {
 	if err != nil {
 		return err
 	}
-	return notFoundCode(cs.DeleteCACertificate(ctx, name, ifMatch), 404204)
+	return notFoundCode(cs.DeleteCACertificate(ctx, name, ifMatch), dps.CodeCANotFound)
 }
 
 // GenerateVerificationCode issues a new verification code: the CN a
@@ -90,7 +90,7 @@ func (s *Service) GenerateVerificationCode(ctx context.Context, name string) (dp
 	}
 	c, err := cs.CACertificate(ctx, name)
 	if err != nil {
-		return c, notFoundCode(err, 404204)
+		return c, notFoundCode(err, dps.CodeCANotFound)
 	}
 	b := make([]byte, 16)
 	rand.Read(b)
@@ -108,7 +108,7 @@ func (s *Service) VerifyCA(ctx context.Context, name, certificate string, now ti
 	}
 	ca, err := cs.CACertificate(ctx, name)
 	if err != nil {
-		return ca, notFoundCode(err, 404204)
+		return ca, notFoundCode(err, dps.CodeCANotFound)
 	}
 	if ca.VerificationCode == "" {
 		return ca, invalid("no verification code was generated for CA certificate %q; generate one first", name)

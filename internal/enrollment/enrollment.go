@@ -52,7 +52,7 @@ func New(o Options) *Service { return &Service{o: o} }
 const MaxBulk = 10
 
 func invalid(format string, args ...any) error {
-	return &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: fmt.Sprintf(format, args...)}
+	return &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: fmt.Sprintf(format, args...)}
 }
 
 // GenerateKey returns a random 64-byte base64 key, the size Azure generates.
@@ -280,7 +280,7 @@ func put[T any](ctx context.Context, s *Service, ifMatch string, group bool, v T
 		}
 		return out, err
 	}
-	return v, &dps.Error{Kind: dps.KindConflict, Code: 409001, Message: "the enrollment changed concurrently; retry"}
+	return v, &dps.Error{Kind: dps.KindConflict, Code: dps.CodeConflict, Message: "the enrollment changed concurrently; retry"}
 }
 
 // PutGroup creates or updates an enrollment group, with PutEnrollment's ETag rules.
@@ -314,12 +314,12 @@ func notFoundCode(err error, code int) error {
 // whether to show them).
 func (s *Service) Enrollment(ctx context.Context, id string) (dps.Enrollment, error) {
 	e, err := s.o.Store.Enrollment(ctx, id)
-	return e, notFoundCode(err, 404201)
+	return e, notFoundCode(err, dps.CodeNotFound)
 }
 
 // DeleteEnrollment deletes an individual enrollment.
 func (s *Service) DeleteEnrollment(ctx context.Context, id, ifMatch string) error {
-	return notFoundCode(s.o.Store.DeleteEnrollment(ctx, id, ifMatch), 404201)
+	return notFoundCode(s.o.Store.DeleteEnrollment(ctx, id, ifMatch), dps.CodeNotFound)
 }
 
 // Enrollments returns a page of individual enrollments.
@@ -330,12 +330,12 @@ func (s *Service) Enrollments(ctx context.Context, continuation string, limit in
 // Group returns an enrollment group.
 func (s *Service) Group(ctx context.Context, id string) (dps.Group, error) {
 	g, err := s.o.Store.Group(ctx, id)
-	return g, notFoundCode(err, 404202)
+	return g, notFoundCode(err, dps.CodeGroupNotFound)
 }
 
 // DeleteGroup deletes an enrollment group.
 func (s *Service) DeleteGroup(ctx context.Context, id, ifMatch string) error {
-	return notFoundCode(s.o.Store.DeleteGroup(ctx, id, ifMatch), 404202)
+	return notFoundCode(s.o.Store.DeleteGroup(ctx, id, ifMatch), dps.CodeGroupNotFound)
 }
 
 // Groups returns a page of enrollment groups.
@@ -346,13 +346,13 @@ func (s *Service) Groups(ctx context.Context, continuation string, limit int) ([
 // Registration returns a registration record.
 func (s *Service) Registration(ctx context.Context, id string) (dps.Registration, error) {
 	r, err := s.o.Store.Registration(ctx, id)
-	return r, notFoundCode(err, 404203)
+	return r, notFoundCode(err, dps.CodeRegistrationStateNotFound)
 }
 
 // DeleteRegistration deletes a registration record; the device's next
 // registration is then an initial assignment.
 func (s *Service) DeleteRegistration(ctx context.Context, id, ifMatch string) error {
-	return notFoundCode(s.o.Store.DeleteRegistration(ctx, id, ifMatch), 404203)
+	return notFoundCode(s.o.Store.DeleteRegistration(ctx, id, ifMatch), dps.CodeRegistrationStateNotFound)
 }
 
 // Registrations returns a page of the registration records of a group.

@@ -83,7 +83,7 @@ func Segments(escapedPath string) (segs []string, ok bool) {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("x-ms-request-id", wire.NewTrackingID())
+	w.Header().Set(requestIDHeader, wire.NewTrackingID())
 	segs, ok := Segments(r.URL.EscapedPath())
 	if !ok {
 		h.writeError(w, r, dps.Errorf(dps.KindInvalid, "the request path is not valid percent-encoding"))
@@ -113,7 +113,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.o.Service.ServeHTTP(w, r)
 		return
 	}
-	h.writeError(w, r, &dps.Error{Kind: dps.KindNotFound, Code: 404001, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
+	h.writeError(w, r, &dps.Error{Kind: dps.KindNotFound, Code: dps.CodeNoSuchEndpoint, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 }
 
 func (h *Handler) method(w http.ResponseWriter, r *http.Request, want string) bool {
@@ -121,7 +121,7 @@ func (h *Handler) method(w http.ResponseWriter, r *http.Request, want string) bo
 		return true
 	}
 	w.Header().Set("Allow", want)
-	h.writeErrorStatus(w, r, http.StatusMethodNotAllowed, 405001, "method "+r.Method+" is not allowed here; use "+want)
+	h.writeError(w, r, dps.Errorf(dps.KindMethodNotAllowed, "method %s is not allowed here; use %s", r.Method, want))
 	return false
 }
 
@@ -148,7 +148,7 @@ func readBody(w http.ResponseWriter, r *http.Request) (wire.DeviceRegistration, 
 		return body, nil
 	}
 	if err := json.Unmarshal(data, &body); err != nil {
-		return body, &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "the request body is not a valid DeviceRegistration JSON object", Err: err}
+		return body, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "the request body is not a valid DeviceRegistration JSON object", Err: err}
 	}
 	if string(body.Payload) == "null" {
 		body.Payload = nil
@@ -163,7 +163,7 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request, scope, regID 
 		return
 	}
 	if body.RegistrationID != "" && !strings.EqualFold(body.RegistrationID, regID) {
-		h.writeError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "registrationId in the body does not match the registration ID in the path"})
+		h.writeError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "registrationId in the body does not match the registration ID in the path"})
 		return
 	}
 	req := registration.Request{
@@ -200,7 +200,7 @@ func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, scope, regID st
 		return
 	}
 	if body.CSR != "" {
-		h.writeError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "csr is not allowed in a registration status lookup"})
+		h.writeError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "csr is not allowed in a registration status lookup"})
 		return
 	}
 	reg, err := h.o.Registrar.Lookup(r.Context(), scope, regID, credential(r))
@@ -224,7 +224,7 @@ func (h *Handler) writeOperation(w http.ResponseWriter, r *http.Request, op dps.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := wire.Marshal(v)
 	if err != nil {
-		status, b = http.StatusInternalServerError, []byte(`{"errorCode":500001,"message":"Internal server error."}`)
+		status, b = http.StatusInternalServerError, []byte(`{"errorCode":`+strconv.Itoa(dps.CodeInternal)+`,"message":"Internal server error."}`)
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
@@ -232,6 +232,25 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Write(b)
 }
 
+// requestIDHeader carries a request's tracking ID, the same as an error
+// body's trackingId and the "request failed" log line's request_id.
+const requestIDHeader = "x-ms-request-id"
+
+// trackingID returns the request's tracking ID, set by ServeHTTP, or sets
+// one (a handler reached some other way).
+func trackingID(w http.ResponseWriter) string {
+	if id := w.Header().Get(requestIDHeader); id != "" {
+		return id
+	}
+	id := wire.NewTrackingID()
+	w.Header().Set(requestIDHeader, id)
+	return id
+}
+
+// writeError is the one way an HTTP error answer is written (device API,
+// service API, the routing fallbacks and MQTT over WebSocket): status and
+// code from the Kind table (wire.Error), the request's tracking ID, one log
+// line.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if ch, ok := errors.AsType[*dps.TPMChallenge](err); ok {
 		// The TPM challenge: exactly {authenticationKey, keyName, message}
@@ -240,23 +259,17 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 			Message: "Import the authenticationKey into the TPM and sign the next request with it."})
 		return
 	}
-	tracking := wire.NewTrackingID()
+	tracking := trackingID(w)
 	status, body := wire.Error(err, tracking, h.o.Now())
 	e := dps.AsError(err)
 	level := slog.LevelDebug
 	if e.Kind == dps.KindInternal || e.Kind == dps.KindUnavailable {
 		level = slog.LevelError
 	}
-	h.o.Logger.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path, "status", status, logkey.ErrorCode, body.ErrorCode, "tracking_id", tracking, logkey.Error, err)
+	h.o.Logger.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path, "status", status, logkey.ErrorCode, body.ErrorCode, logkey.RequestID, tracking, logkey.Error, err)
 	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
 		w.Header()["retry-after"] = []string{h.retryAfter}
 	}
 	w.Header().Set("x-ms-error-code", strconv.Itoa(body.ErrorCode))
-	writeJSON(w, status, body)
-}
-
-func (h *Handler) writeErrorStatus(w http.ResponseWriter, r *http.Request, status, code int, msg string) {
-	body := wire.ErrorBody{ErrorCode: code, TrackingID: wire.NewTrackingID(), Message: msg, TimestampUtc: wire.Time(h.o.Now())}
-	w.Header().Set("x-ms-error-code", strconv.Itoa(code))
 	writeJSON(w, status, body)
 }

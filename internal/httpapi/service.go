@@ -148,11 +148,11 @@ func (h *ServiceHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Allow", strings.Join(allowed, ", "))
-	h.err.writeErrorStatus(w, r, http.StatusMethodNotAllowed, 405001, "method "+r.Method+" is not allowed here; use "+strings.Join(allowed, " or "))
+	h.err.writeError(w, r, dps.Errorf(dps.KindMethodNotAllowed, "method %s is not allowed here; use %s", r.Method, strings.Join(allowed, " or ")))
 }
 
 func (h *ServiceHandler) notFound(w http.ResponseWriter, r *http.Request) {
-	h.err.writeError(w, r, &dps.Error{Kind: dps.KindNotFound, Code: 404001, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
+	h.err.writeError(w, r, &dps.Error{Kind: dps.KindNotFound, Code: dps.CodeNoSuchEndpoint, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 }
 
 func groups(r *http.Request) bool {
@@ -169,16 +169,16 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) er
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return &dps.Error{Kind: dps.KindTooLarge, Message: "request body exceeds the 96 KB limit"}
 		}
-		return &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "could not read the request body"}
+		return &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "could not read the request body"}
 	}
 	if len(strings.TrimSpace(string(data))) == 0 {
 		if allowEmpty {
 			return nil
 		}
-		return &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "a JSON request body is required"}
+		return &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "a JSON request body is required"}
 	}
 	if err := json.Unmarshal(data, v); err != nil {
-		return &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "the request body is not valid JSON for this operation: " + err.Error()}
+		return &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "the request body is not valid JSON for this operation: " + err.Error()}
 	}
 	return nil
 }
@@ -191,7 +191,7 @@ func (h *ServiceHandler) put(w http.ResponseWriter, r *http.Request, ids []strin
 			return
 		}
 		if body.EnrollmentGroupID != "" && !strings.EqualFold(body.EnrollmentGroupID, ids[0]) {
-			h.err.writeError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "enrollmentGroupId in the body does not match the path"})
+			h.err.writeError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "enrollmentGroupId in the body does not match the path"})
 			return
 		}
 		body.EnrollmentGroupID = ids[0]
@@ -212,7 +212,7 @@ func (h *ServiceHandler) put(w http.ResponseWriter, r *http.Request, ids []strin
 		return
 	}
 	if body.RegistrationID != "" && !strings.EqualFold(body.RegistrationID, ids[0]) {
-		h.err.writeError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "registrationId in the body does not match the path"})
+		h.err.writeError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "registrationId in the body does not match the path"})
 		return
 	}
 	body.RegistrationID = ids[0]
@@ -329,7 +329,7 @@ func (h *ServiceHandler) bulk(w http.ResponseWriter, r *http.Request, _ []string
 		n = len(body.EnrollmentGroups)
 	}
 	if n == 0 || n > enrollment.MaxBulk {
-		h.err.writeError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "a bulk operation takes 1 to " + strconv.Itoa(enrollment.MaxBulk) + " items, got " + strconv.Itoa(n)})
+		h.err.writeError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "a bulk operation takes 1 to " + strconv.Itoa(enrollment.MaxBulk) + " items, got " + strconv.Itoa(n)})
 		return
 	}
 	res := wire.BulkResult{Errors: []wire.BulkError{}}
@@ -409,7 +409,7 @@ func (h *ServiceHandler) checkQuery(w http.ResponseWriter, r *http.Request, allo
 		}
 	}
 	if !ok {
-		h.err.writeError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "unsupported query " + strconv.Quote(q.Query) + `: dps supports "*", "SELECT *" and "SELECT * FROM ` + collections[0] + `"`})
+		h.err.writeError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "unsupported query " + strconv.Quote(q.Query) + `: dps supports "*", "SELECT *" and "SELECT * FROM ` + collections[0] + `"`})
 		return false
 	}
 	return true
@@ -421,7 +421,7 @@ func (h *ServiceHandler) page(r *http.Request) (continuation string, limit int, 
 	if v := r.Header.Get("x-ms-max-item-count"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
-			return "", 0, &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "x-ms-max-item-count must be a positive integer"}
+			return "", 0, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "x-ms-max-item-count must be a positive integer"}
 		}
 		limit = min(n, h.o.MaxPageSize)
 	}

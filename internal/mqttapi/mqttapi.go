@@ -126,7 +126,7 @@ func (a *Adapter) Handle(ctx context.Context, id Identity, topic string, payload
 		if req.RID == "" {
 			return "", nil, false
 		}
-		return a.fail(req.RID, &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: err.Error()})
+		return a.fail(req.RID, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: err.Error()})
 	}
 	if len(payload) > MaxPayload {
 		return a.fail(req.RID, &dps.Error{Kind: dps.KindTooLarge, Message: "payload exceeds the 96 KB limit"})
@@ -141,14 +141,14 @@ func (a *Adapter) Handle(ctx context.Context, id Identity, topic string, payload
 	var reg wire.DeviceRegistration
 	if trimmed := strings.TrimSpace(string(payload)); trimmed != "" {
 		if err := json.Unmarshal(payload, &reg); err != nil {
-			return a.fail(req.RID, &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "the register payload is not a valid DeviceRegistration JSON object"})
+			return a.fail(req.RID, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "the register payload is not a valid DeviceRegistration JSON object"})
 		}
 	}
 	if reg.RegistrationID != "" && !strings.EqualFold(reg.RegistrationID, id.RegistrationID) {
-		return a.fail(req.RID, &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "registrationId in the payload does not match the connection's registration ID"})
+		return a.fail(req.RID, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "registrationId in the payload does not match the connection's registration ID"})
 	}
 	if reg.TPM != nil {
-		return a.fail(req.RID, &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "TPM attestation is not supported over MQTT; register over HTTPS"})
+		return a.fail(req.RID, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "TPM attestation is not supported over MQTT; register over HTTPS"})
 	}
 	if string(reg.Payload) == "null" {
 		reg.Payload = nil

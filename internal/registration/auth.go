@@ -46,7 +46,7 @@ func (m *match) groupID() string {
 	return ""
 }
 
-var errUnauthorized = &dps.Error{Kind: dps.KindUnauthorized, Code: 401002, Message: "Invalid certificate or SAS token: the device could not be authenticated."}
+var errUnauthorized = &dps.Error{Kind: dps.KindUnauthorized, Code: dps.CodeUnauthorized, Message: "Invalid certificate or SAS token: the device could not be authenticated."}
 
 func unauthorized(cause error) error {
 	e := *errUnauthorized

@@ -57,7 +57,7 @@ func (s *Service) complete(ctx context.Context, op dps.Operation, known *match, 
 				if err != nil {
 					return op, err
 				}
-				return s.fail(op, prev, now, 404201, "the enrollment this registration matched no longer exists"), nil
+				return s.fail(op, prev, now, dps.CodeNotFound, "the enrollment this registration matched no longer exists"), nil
 			}
 			return op, err
 		}
@@ -90,11 +90,11 @@ func (s *Service) complete(ctx context.Context, op dps.Operation, known *match, 
 		}
 		alloc, ok := s.o.Allocators[policy]
 		if !ok {
-			return s.fail(op, prev, now, 400004, fmt.Sprintf("allocation policy %q is not available on this instance", policy)), nil
+			return s.fail(op, prev, now, dps.CodeInvalid, fmt.Sprintf("allocation policy %q is not available on this instance", policy)), nil
 		}
 		cands, err := s.candidates(set)
 		if err != nil {
-			return s.fail(op, prev, now, 400004, err.Error()), nil
+			return s.fail(op, prev, now, dps.CodeInvalid, err.Error()), nil
 		}
 		req := dps.AllocationRequest{
 			RegistrationID: op.RegistrationID,
@@ -115,10 +115,10 @@ func (s *Service) complete(ctx context.Context, op dps.Operation, known *match, 
 			if ctx.Err() != nil {
 				return op, err
 			}
-			return s.fail(op, prev, now, 500001, "allocation failed: "+dps.AsError(err).Message), nil
+			return s.fail(op, prev, now, dps.CodeInternal, "allocation failed: "+dps.AsError(err).Message), nil
 		}
 		if !containsHub(cands, asg.Hub) {
-			return s.fail(op, prev, now, 400207, fmt.Sprintf("allocation chose %q, which is not a candidate hub", asg.Hub)), nil
+			return s.fail(op, prev, now, dps.CodeCustomAllocationFailed, fmt.Sprintf("allocation chose %q, which is not a candidate hub", asg.Hub)), nil
 		}
 		asg.Hub = canonicalHub(cands, asg.Hub)
 	}
@@ -173,7 +173,7 @@ func (s *Service) complete(ctx context.Context, op dps.Operation, known *match, 
 	if op.Attestation == dps.AttestationTPM {
 		k2, blob, err := s.hubKeyBlob(op, m.enrollment)
 		if err != nil {
-			return s.fail(op, prev, now, 400004, err.Error()), nil
+			return s.fail(op, prev, now, dps.CodeInvalid, err.Error()), nil
 		}
 		hd.PrimaryKey, hd.SecondaryKey, tpmBlob = k2, "", blob
 	}
@@ -192,11 +192,11 @@ func (s *Service) complete(ctx context.Context, op dps.Operation, known *match, 
 		}
 	} else {
 		if err := s.o.Hubs.Provision(ctx, hd); err != nil {
-			return op, fmt.Errorf("hub connector: provision on %s: %w", asg.Hub, err)
+			return s.hubFailed(ctx, op, prev, now, "create the device on "+asg.Hub, err)
 		}
 		if moved {
 			if err := s.o.Hubs.Deprovision(ctx, prev.AssignedHub, prev.DeviceID); err != nil {
-				return op, fmt.Errorf("hub connector: deprovision from %s: %w", prev.AssignedHub, err)
+				return s.hubFailed(ctx, op, prev, now, "remove the device from "+prev.AssignedHub, err)
 			}
 		}
 	}

@@ -41,7 +41,11 @@ type Allocator interface {
 }
 
 // HubConnector creates device identities on IoT hubs. Both calls are
-// idempotent: the engine may repeat them after a crash.
+// idempotent: the engine may repeat them after a crash. An error is
+// transient (retried with backoff, until Options.HubRetryFor or
+// HubRetryLimit, then the registration fails with dps.CodeHubUnavailable)
+// unless it is a *dps.HubFailure, which fails the registration at once with
+// its code.
 type HubConnector interface {
 	// Provision creates or updates the device identity d on d.Hub.
 	Provision(ctx context.Context, d dps.HubDevice) error

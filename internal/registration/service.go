@@ -67,6 +67,13 @@ type Options struct {
 	// NodeID names this node as the owner of the operations it processes
 	// (default: random).
 	NodeID string
+	// HubRetryFor is how long transient hub connector failures of one
+	// operation are retried, from its first such failure, before the
+	// registration fails with dps.CodeHubUnavailable (default 10 minutes).
+	HubRetryFor time.Duration
+	// HubRetryLimit, when positive, also ends the retries after this many
+	// failed attempts.
+	HubRetryLimit int
 }
 
 // Service is the registration engine. Create it with New, start its workers
@@ -88,6 +95,9 @@ type Service struct {
 	// register creating one. The sweeper drops entries of operations that
 	// are no longer unfinished (completed by another node).
 	devices map[string]tracked
+	// hubRetries holds the transient hub failures of unfinished operations,
+	// by operation ID (hubretry.go).
+	hubRetries map[string]hubRetry
 
 	recent recentOps // final operations, for polls
 
@@ -145,6 +155,9 @@ func New(o Options) *Service {
 	if o.SweepInterval <= 0 {
 		o.SweepInterval = 5 * time.Second
 	}
+	if o.HubRetryFor <= 0 {
+		o.HubRetryFor = 10 * time.Minute
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -157,7 +170,7 @@ func New(o Options) *Service {
 	if o.Observer == nil {
 		o.Observer = nopObserver{}
 	}
-	s := &Service{o: o, log: o.Logger, devices: map[string]tracked{}, recent: recentOps{maxBytes: o.RecentBytes}}
+	s := &Service{o: o, log: o.Logger, devices: map[string]tracked{}, hubRetries: map[string]hubRetry{}, recent: recentOps{maxBytes: o.RecentBytes}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.lanes = newLanes(o.Workers, min(o.WebhookConcurrency, o.Workers), laneBacklog, func(it laneItem, done func()) {
 		s.wg.Go(func() {
@@ -289,6 +302,8 @@ func (s *Service) run(ctx context.Context, it laneItem) {
 	case op.Status.Final():
 		s.forget(op.RegistrationID, op.ID) // completed meanwhile, perhaps by another node
 		return
+	case s.backingOff(op.ID):
+		return // queued (by a sweep) while its hub attempt failed: retryAfter queues it again
 	}
 	s.o.Observer.InFlight(1)
 	defer s.o.Observer.InFlight(-1)
@@ -400,6 +415,11 @@ func (s *Service) untrackFinished(listed time.Time, pending []dps.Operation) {
 			delete(s.devices, k)
 		}
 	}
+	for id, r := range s.hubRetries {
+		if r.since.Before(listed) && !unfinished[id] && !s.lanes.has(id) {
+			delete(s.hubRetries, id) // finished elsewhere (another node)
+		}
+	}
 }
 
 // trim deletes a device's finished operations beyond the newest
@@ -441,7 +461,7 @@ func (s *Service) sweep(ctx context.Context) {
 		s.untrackFinished(listed, pending)
 		var due []dps.Operation
 		for _, op := range pending {
-			if s.o.Now().Sub(op.Created) > time.Second && !s.lanes.has(op.ID) {
+			if s.o.Now().Sub(op.Created) > time.Second && !s.lanes.has(op.ID) && !s.backingOff(op.ID) {
 				s.track(op, false)
 				due = append(due, op)
 			}
@@ -540,16 +560,23 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 		s.log.InfoContext(ctx, "registration refused: enrollment disabled", logkey.RegistrationID, req.RegistrationID, logkey.EnrollmentGroup, m.groupID())
 		return op, nil
 	}
+	var inlineErr error
 	if s.inline(m) {
-		if done, ok := s.completeInline(ctx, op, &m); ok {
+		done, err := s.completeInline(ctx, op, &m)
+		if err == nil {
 			return done, nil
 		}
+		inlineErr = err
 	}
 	if _, err := s.o.Store.CreateOperation(ctx, op); err != nil {
 		return dps.Operation{}, err
 	}
 	settle(&op) // before it is queued: it may finish at once, and forget it
-	s.enqueue(op, s.laneOf(m.settings()))
+	if hr, ok := errors.AsType[*hubRetryError](inlineErr); ok {
+		s.retryAfter(op, hr.wait) // the hub failed: its backoff first
+	} else {
+		s.enqueue(op, s.laneOf(m.settings()))
+	}
 	op.Payload = nil
 	return op, nil
 }
@@ -567,17 +594,17 @@ func (s *Service) inline(m match) bool {
 // completeInline completes a registration before it is accepted: the
 // operation is written once, already final, with its registration record,
 // in one transaction, and the device's first poll finds the result. A crash
-// before that commit loses nothing that was acknowledged. ok is false when
-// the work must be retried asynchronously (a transient failure).
-func (s *Service) completeInline(ctx context.Context, op dps.Operation, m *match) (dps.Operation, bool) {
+// before that commit loses nothing that was acknowledged. An error (a
+// transient failure) means the work must be retried asynchronously.
+func (s *Service) completeInline(ctx context.Context, op dps.Operation, m *match) (dps.Operation, error) {
 	s.o.Observer.InFlight(1)
 	defer s.o.Observer.InFlight(-1)
 	stored, err := s.completeAndWrite(ctx, op, m, true)
 	if err != nil {
 		s.log.WarnContext(ctx, "registration continues asynchronously", logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
-		return op, false
+		return op, err
 	}
-	return stored, true
+	return stored, nil
 }
 
 // conflictAttempts is how often an operation is computed again at once when
@@ -636,7 +663,7 @@ func (s *Service) Operation(ctx context.Context, scope, regID, operationID strin
 	if err := dps.ValidateRegistrationID(regID); err != nil {
 		return dps.Operation{}, err // as register answers a bad ID
 	}
-	notFound := &dps.Error{Kind: dps.KindNotFound, Code: 404201, Message: "operation not found"}
+	notFound := &dps.Error{Kind: dps.KindNotFound, Code: dps.CodeNotFound, Message: "operation not found"}
 	op, ok := s.recent.get(operationID, s.o.Now().Add(-s.o.OperationRetention))
 	var err error
 	if !ok {
@@ -685,7 +712,7 @@ func (s *Service) Lookup(ctx context.Context, scope, regID string, cred Credenti
 	r, err := s.o.Store.Registration(ctx, regID)
 	if err != nil {
 		if dps.KindOf(err) == dps.KindNotFound {
-			return dps.Registration{}, &dps.Error{Kind: dps.KindNotFound, Code: 404201, Message: "registration not found", Err: err}
+			return dps.Registration{}, &dps.Error{Kind: dps.KindNotFound, Code: dps.CodeNotFound, Message: "registration not found", Err: err}
 		}
 		return dps.Registration{}, err
 	}
@@ -748,6 +775,9 @@ func (s *Service) work(ctx context.Context, op dps.Operation, release func()) {
 		}
 		s.log.WarnContext(ctx, "operation will be retried", logkey.OperationID, op.ID, logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
 		release()
+		if hr, ok := errors.AsType[*hubRetryError](err); ok {
+			s.retryAfter(op, hr.wait)
+		}
 	}
 	if _, err := s.completeAndWrite(ctx, op, nil, false); err != nil {
 		retry(err)
@@ -757,6 +787,7 @@ func (s *Service) work(ctx context.Context, op dps.Operation, release func()) {
 // finished records a completed operation in metrics and the log.
 func (s *Service) finished(ctx context.Context, stored dps.Operation) {
 	s.forget(stored.RegistrationID, stored.ID)
+	s.hubDone(stored.ID)
 	s.recent.put(stored)
 	latency := stored.Updated.Sub(stored.Created)
 	s.o.Observer.Completed(stored.Status, latency)

@@ -28,7 +28,7 @@ func (s *Service) challenge(ctx context.Context, req Request) error {
 	e, err := s.o.Store.Enrollment(ctx, req.RegistrationID)
 	if err != nil {
 		if dps.KindOf(err) == dps.KindNotFound {
-			return &dps.Error{Kind: dps.KindNotFound, Code: 404201, Message: "No enrollment for this registration ID.", Err: err}
+			return &dps.Error{Kind: dps.KindNotFound, Code: dps.CodeNotFound, Message: "No enrollment for this registration ID.", Err: err}
 		}
 		return err
 	}
@@ -45,7 +45,7 @@ func (s *Service) challenge(ctx context.Context, req Request) error {
 		srk = e.Attestation.TPM.StorageRootKey
 	}
 	if srk == "" {
-		return &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "tpm.storageRootKey is required"}
+		return &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "tpm.storageRootKey is required"}
 	}
 	k1 := make([]byte, 32)
 	rand.Read(k1)
@@ -79,22 +79,22 @@ func (s *Service) challenge(ctx context.Context, req Request) error {
 // and message, the C SDK (PROV_DEVICE_RESULT_TRANSPORT) and Node a failed
 // request.
 func errEKMismatch(cause error) error {
-	return &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "Endorsement key is invalid, or does not match the Enrollment.", Err: cause}
+	return &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "Endorsement key is invalid, or does not match the Enrollment.", Err: cause}
 }
 
 // blob builds a base64 activation blob wrapping key for the TPM of ek and srk.
 func (s *Service) blob(ek, srk string, key []byte, scope, regID string) (string, error) {
 	ekb, err := base64.StdEncoding.DecodeString(ek)
 	if err != nil {
-		return "", &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "tpm.endorsementKey is not base64"}
+		return "", &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "tpm.endorsementKey is not base64"}
 	}
 	srkb, err := base64.StdEncoding.DecodeString(srk)
 	if err != nil {
-		return "", &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "tpm.storageRootKey is not base64"}
+		return "", &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "tpm.storageRootKey is not base64"}
 	}
 	b, err := tpmattest.ActivationBlob(nil, ekb, srkb, key, []byte(scope+"/registrations/"+regID))
 	if err != nil {
-		return "", &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "the TPM keys cannot wrap a key: " + err.Error(), Err: err}
+		return "", &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "the TPM keys cannot wrap a key: " + err.Error(), Err: err}
 	}
 	return base64.StdEncoding.EncodeToString(b), nil
 }

@@ -255,7 +255,7 @@ func nullIsEmpty(b json.RawMessage) json.RawMessage {
 }
 
 func invalid(format string, args ...any) error {
-	return &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: fmt.Sprintf(format, args...)}
+	return &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: fmt.Sprintf(format, args...)}
 }
 
 // toSettings converts the members enrollments and groups share. Validation

@@ -183,44 +183,75 @@ type ErrorBody struct {
 // statusOf maps each Kind to the DPS status reported in the HTTP status
 // line and in the MQTT response topic.
 var statusOf = map[dps.Kind]int{
-	dps.KindInternal:     http.StatusInternalServerError,
-	dps.KindInvalid:      http.StatusBadRequest,
-	dps.KindUnauthorized: http.StatusUnauthorized,
-	dps.KindNotFound:     http.StatusNotFound,
-	dps.KindConflict:     http.StatusConflict,
-	dps.KindPrecondition: http.StatusPreconditionFailed,
-	dps.KindThrottled:    http.StatusTooManyRequests,
-	dps.KindUnavailable:  http.StatusServiceUnavailable,
-	dps.KindTooLarge:     http.StatusRequestEntityTooLarge,
-	dps.KindForbidden:    http.StatusForbidden,
+	dps.KindInternal:         http.StatusInternalServerError,
+	dps.KindInvalid:          http.StatusBadRequest,
+	dps.KindUnauthorized:     http.StatusUnauthorized,
+	dps.KindNotFound:         http.StatusNotFound,
+	dps.KindConflict:         http.StatusConflict,
+	dps.KindPrecondition:     http.StatusPreconditionFailed,
+	dps.KindThrottled:        http.StatusTooManyRequests,
+	dps.KindUnavailable:      http.StatusServiceUnavailable,
+	dps.KindTooLarge:         http.StatusRequestEntityTooLarge,
+	dps.KindForbidden:        http.StatusForbidden,
+	dps.KindMethodNotAllowed: http.StatusMethodNotAllowed,
 }
 
-// codeOf is the default six-digit DPS error code of each Kind (status×1000
-// plus a detail); a dps.Error with a Code overrides it.
+// codeOf is the default DPS error code of each Kind (dps.Code*); a
+// dps.Error with a Code overrides it.
 var codeOf = map[dps.Kind]int{
-	dps.KindInternal:     500001,
-	dps.KindInvalid:      400004,
-	dps.KindUnauthorized: 401002,
-	dps.KindNotFound:     404201,
-	dps.KindConflict:     409001,
-	dps.KindPrecondition: 412001,
-	dps.KindThrottled:    429001,
-	dps.KindUnavailable:  503001,
-	dps.KindTooLarge:     413001,
-	dps.KindForbidden:    403001,
+	dps.KindInternal:         dps.CodeInternal,
+	dps.KindInvalid:          dps.CodeInvalid,
+	dps.KindUnauthorized:     dps.CodeUnauthorized,
+	dps.KindNotFound:         dps.CodeNotFound,
+	dps.KindConflict:         dps.CodeConflict,
+	dps.KindPrecondition:     dps.CodePrecondition,
+	dps.KindThrottled:        dps.CodeThrottled,
+	dps.KindUnavailable:      dps.CodeUnavailable,
+	dps.KindTooLarge:         dps.CodeTooLarge,
+	dps.KindForbidden:        dps.CodeForbidden,
+	dps.KindMethodNotAllowed: dps.CodeMethodNotAllowed,
+}
+
+// Status returns the HTTP status (and MQTT response status) of a Kind.
+func Status(k dps.Kind) int {
+	if status, ok := statusOf[k]; ok {
+		return status
+	}
+	return http.StatusInternalServerError
+}
+
+// Code returns the default DPS error code of a Kind.
+func Code(k dps.Kind) int {
+	if code, ok := codeOf[k]; ok {
+		return code
+	}
+	return dps.CodeInternal
+}
+
+// KindOf rebuilds the Kind of an error answer from its status and DPS
+// code, for clients: a catalog code names its Kind; any other code (an
+// Azure service may send codes dps does not use) is classified by its
+// status, and a status no Kind has is KindInternal.
+func KindOf(status, code int) dps.Kind {
+	if k, ok := dps.KindOfCode(code); ok && Status(k) == status {
+		return k
+	}
+	for k, s := range statusOf {
+		if s == status {
+			return k
+		}
+	}
+	return dps.KindInternal
 }
 
 // Error converts err to its DPS status and body. Internal errors get a
 // generic message; their cause is for the log only.
 func Error(err error, trackingID string, now time.Time) (int, ErrorBody) {
 	e := dps.AsError(err)
-	status, ok := statusOf[e.Kind]
-	if !ok {
-		status = http.StatusInternalServerError
-	}
+	status := Status(e.Kind)
 	code := e.Code
 	if code == 0 {
-		code = codeOf[e.Kind]
+		code = Code(e.Kind)
 	}
 	msg := e.Message
 	if e.Kind == dps.KindInternal {

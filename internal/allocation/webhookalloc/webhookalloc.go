@@ -170,7 +170,7 @@ func publicAttestation(a dps.Attestation) *wire.AttestationMechanism {
 func (a *Allocator) Allocate(ctx context.Context, req dps.AllocationRequest) (dps.Assignment, error) {
 	set := req.Settings()
 	if set == nil || set.CustomAllocation == nil || set.CustomAllocation.WebhookURL == "" {
-		return dps.Assignment{}, failure(400207, "Custom allocation failed: the enrollment has no customAllocationDefinition.webhookUrl")
+		return dps.Assignment{}, failure(dps.CodeCustomAllocationFailed, "Custom allocation failed: the enrollment has no customAllocationDefinition.webhookUrl")
 	}
 	target := set.CustomAllocation.WebhookURL
 	body, err := Body(req)
@@ -178,7 +178,7 @@ func (a *Allocator) Allocate(ctx context.Context, req dps.AllocationRequest) (dp
 		return dps.Assignment{}, err
 	}
 	if len(body) > webhook.MaxBody {
-		return dps.Assignment{}, failure(400207, "Custom allocation failed: the allocation request would exceed 96 KB (device payload too large)")
+		return dps.Assignment{}, failure(dps.CodeCustomAllocationFailed, "Custom allocation failed: the allocation request would exceed 96 KB (device payload too large)")
 	}
 	deadline := a.o.Now().Add(a.o.RetryBudget)
 	bctx, cancel := context.WithDeadline(ctx, deadline)
@@ -194,24 +194,24 @@ func (a *Allocator) Allocate(ctx context.Context, req dps.AllocationRequest) (dp
 		case err != nil && ctx.Err() != nil:
 			return dps.Assignment{}, ctx.Err()
 		case err != nil:
-			return dps.Assignment{}, failure(400207, "Custom allocation failed: calling %s: %v", redact(target), err)
+			return dps.Assignment{}, failure(dps.CodeCustomAllocationFailed, "Custom allocation failed: calling %s: %v", redact(target), err)
 		case status == http.StatusUnauthorized:
-			return dps.Assignment{}, failure(400209, "Custom allocation failed: %s answered 401 Unauthorized", redact(target))
+			return dps.Assignment{}, failure(dps.CodeCustomAllocationUnauthorized, "Custom allocation failed: %s answered 401 Unauthorized", redact(target))
 		case status == http.StatusTooManyRequests || status >= 500:
 			if a.o.Now().Add(delay).After(deadline) {
-				return dps.Assignment{}, failure(400207, "Custom allocation failed with status code: %d (after %d attempts within the %s retry budget)", status, attempt, a.o.RetryBudget)
+				return dps.Assignment{}, failure(dps.CodeCustomAllocationFailed, "Custom allocation failed with status code: %d (after %d attempts within the %s retry budget)", status, attempt, a.o.RetryBudget)
 			}
 			a.o.Logger.WarnContext(ctx, "custom allocation webhook asked to retry", logkey.RegistrationID, req.RegistrationID, "status", status, "attempt", attempt)
 			if err := a.o.Sleep(bctx, delay); err != nil {
 				if ctx.Err() != nil {
 					return dps.Assignment{}, ctx.Err()
 				}
-				return dps.Assignment{}, failure(400207, "Custom allocation failed with status code: %d (retry budget exhausted)", status)
+				return dps.Assignment{}, failure(dps.CodeCustomAllocationFailed, "Custom allocation failed with status code: %d (retry budget exhausted)", status)
 			}
 			delay = min(delay*2, 8*time.Second)
 			continue
 		case status < 200 || status > 299:
-			return dps.Assignment{}, failure(400207, "Custom allocation failed with status code: %d", status)
+			return dps.Assignment{}, failure(dps.CodeCustomAllocationFailed, "Custom allocation failed with status code: %d", status)
 		}
 		return a.decide(ctx, resp, req, target)
 	}
@@ -263,11 +263,11 @@ func (a *Allocator) decide(ctx context.Context, data []byte, req dps.AllocationR
 		Payload        json.RawMessage `json:"payload"`
 	}
 	if err := json.Unmarshal(data, &resp); err != nil {
-		return dps.Assignment{}, failure(400207, "Custom allocation failed: %s answered with invalid JSON: %v", redact(target), err)
+		return dps.Assignment{}, failure(dps.CodeCustomAllocationFailed, "Custom allocation failed: %s answered with invalid JSON: %v", redact(target), err)
 	}
 	hub := strings.TrimSpace(resp.IoTHubHostName)
 	if hub == "" {
-		return dps.Assignment{}, failure(400208, "Custom allocation failed: %s did not name an IoT hub (iotHubHostName)", redact(target))
+		return dps.Assignment{}, failure(dps.CodeCustomAllocationNoHub, "Custom allocation failed: %s did not name an IoT hub (iotHubHostName)", redact(target))
 	}
 	found := ""
 	for _, c := range candidates {
@@ -276,7 +276,7 @@ func (a *Allocator) decide(ctx context.Context, data []byte, req dps.AllocationR
 		}
 	}
 	if found == "" {
-		return dps.Assignment{}, failure(400207, "Custom allocation failed: %s chose %q, which is not one of the linked hubs offered", redact(target), hub)
+		return dps.Assignment{}, failure(dps.CodeCustomAllocationFailed, "Custom allocation failed: %s chose %q, which is not one of the linked hubs offered", redact(target), hub)
 	}
 	out := dps.Assignment{Hub: found}
 	// The device reads the payload and the hub the twin: what they cannot
@@ -287,7 +287,7 @@ func (a *Allocator) decide(ctx context.Context, data []byte, req dps.AllocationR
 	if len(resp.InitialTwin) > 0 && string(resp.InitialTwin) != "null" {
 		twin, dropped, err := cleanTwin(resp.InitialTwin)
 		if err != nil {
-			return dps.Assignment{}, failure(400207, "Custom allocation failed: %s answered %v", redact(target), err)
+			return dps.Assignment{}, failure(dps.CodeCustomAllocationFailed, "Custom allocation failed: %s answered %v", redact(target), err)
 		}
 		if len(dropped) > 0 {
 			// The names are the webhook's: a bounded log line.
@@ -304,7 +304,7 @@ func (a *Allocator) decide(ctx context.Context, data []byte, req dps.AllocationR
 	}
 	if len(resp.Payload) > 0 && string(resp.Payload) != "null" {
 		if err := checkPayload(resp.Payload); err != nil {
-			return dps.Assignment{}, failure(400207, "Custom allocation failed: %s answered %v", redact(target), err)
+			return dps.Assignment{}, failure(dps.CodeCustomAllocationFailed, "Custom allocation failed: %s answered %v", redact(target), err)
 		}
 		out.Payload = resp.Payload
 	}

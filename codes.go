@@ -1,0 +1,87 @@
+package dps
+
+// The DPS error codes dps answers with: the six-digit errorCode of an error
+// body and of a failed registration state. Every code is its Kind's HTTP
+// status ×1000 plus a detail (internal/wire checks it against its
+// Kind→status table). The codes Azure is known to use (400004, 40020x,
+// 401002, 404201, 404202) keep their meaning; the others follow the same
+// scheme and are specific to dps. Write codes by these names only.
+const (
+	CodeInvalid = 400004 // KindInvalid default; Azure's "BadRequest"
+	// The custom allocation webhook failed, answered no hub, or answered
+	// 401 (Azure's CustomAllocationFailed, …IotHubNotSpecified,
+	// …UnauthorizedAccess; the C SDK tells 400208 and 400209 apart).
+	CodeCustomAllocationFailed       = 400207
+	CodeCustomAllocationNoHub        = 400208
+	CodeCustomAllocationUnauthorized = 400209
+	// CodeHubRejected: the hub connector refused the device for good (a
+	// *HubFailure without a code of its own). In the 4002xx assignment
+	// family, after Azure's custom allocation codes.
+	CodeHubRejected = 400210
+
+	CodeUnauthorized = 401002 // KindUnauthorized default: the device or token was not authenticated
+	CodeForbidden    = 403001 // KindForbidden default
+
+	CodeNoSuchEndpoint = 404001 // no route for the request path
+	// CodeNotFound is KindNotFound's default: no enrollment, registration or
+	// operation for this registration ID (device API; also the service
+	// API's missing individual enrollment).
+	CodeNotFound                  = 404201
+	CodeGroupNotFound             = 404202 // service API: enrollment group
+	CodeRegistrationStateNotFound = 404203 // service API: device registration state
+	CodeCANotFound                = 404204 // service API: CA certificate
+
+	CodeMethodNotAllowed = 405001 // KindMethodNotAllowed default
+	CodeConflict         = 409001 // KindConflict default
+	CodePrecondition     = 412001 // KindPrecondition default: If-Match mismatch
+	CodeTooLarge         = 413001 // KindTooLarge default: body over 96 KB
+	CodeThrottled        = 429001 // KindThrottled default
+	CodeInternal         = 500001 // KindInternal default
+	CodeUnavailable      = 503001 // KindUnavailable default: a dependency is down, retry
+	// CodeHubUnavailable: the hub connector kept failing transiently until
+	// the retry limit; the registration failed without a device identity.
+	CodeHubUnavailable = 503201
+)
+
+// CodeEntry is one code of the catalog and the Kind it belongs to.
+type CodeEntry struct {
+	Code int
+	Kind Kind
+}
+
+var catalog = [...]CodeEntry{
+	{CodeInvalid, KindInvalid},
+	{CodeCustomAllocationFailed, KindInvalid},
+	{CodeCustomAllocationNoHub, KindInvalid},
+	{CodeCustomAllocationUnauthorized, KindInvalid},
+	{CodeHubRejected, KindInvalid},
+	{CodeUnauthorized, KindUnauthorized},
+	{CodeForbidden, KindForbidden},
+	{CodeNoSuchEndpoint, KindNotFound},
+	{CodeNotFound, KindNotFound},
+	{CodeGroupNotFound, KindNotFound},
+	{CodeRegistrationStateNotFound, KindNotFound},
+	{CodeCANotFound, KindNotFound},
+	{CodeMethodNotAllowed, KindMethodNotAllowed},
+	{CodeConflict, KindConflict},
+	{CodePrecondition, KindPrecondition},
+	{CodeTooLarge, KindTooLarge},
+	{CodeThrottled, KindThrottled},
+	{CodeInternal, KindInternal},
+	{CodeUnavailable, KindUnavailable},
+	{CodeHubUnavailable, KindUnavailable},
+}
+
+// Codes returns the catalog: every named code with its Kind.
+func Codes() []CodeEntry { return catalog[:] }
+
+// KindOfCode returns the Kind of a catalog code; ok is false for a code
+// dps does not define (an Azure service may answer others).
+func KindOfCode(code int) (k Kind, ok bool) {
+	for _, c := range catalog {
+		if c.Code == code {
+			return c.Kind, true
+		}
+	}
+	return KindInternal, false
+}

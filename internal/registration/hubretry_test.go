@@ -1,0 +1,179 @@
+package registration_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/dpstest"
+	"github.com/opendps/dps/internal/registration"
+)
+
+// scriptedHub is a hub connector whose Provision answers from a script:
+// fail(n) is the error of the n-th call (0-based); nil succeeds.
+type scriptedHub struct {
+	fail  func(n int) error
+	mu    sync.Mutex
+	calls []time.Time
+}
+
+func (h *scriptedHub) Provision(ctx context.Context, d dps.HubDevice) error {
+	h.mu.Lock()
+	n := len(h.calls)
+	h.calls = append(h.calls, time.Now())
+	h.mu.Unlock()
+	return h.fail(n)
+}
+
+func (h *scriptedHub) Deprovision(context.Context, string, string) error { return nil }
+
+func (h *scriptedHub) attempts() []time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]time.Time(nil), h.calls...)
+}
+
+// hubCase registers one symmetric-key device against a service whose hub
+// connector is hub, and returns the service, the operation Register
+// answered and the device's credential.
+func hubCase(t *testing.T, hub *scriptedHub, mods ...func(*registration.Options)) (*registration.Service, dps.Operation, registration.Credential) {
+	t.Helper()
+	db := dpstest.OpenSQLite(t, filepath.Join(t.TempDir(), "dps.db"))
+	e := dpstest.MustPutEnrollment(t, db, dpstest.SymmetricKeyEnrollment("dev-hub"))
+	c := cred(t, "dev-hub", string(e.Attestation.SymmetricKey.PrimaryKey))
+	s := newService(t, db, hub, append([]func(*registration.Options){func(o *registration.Options) { o.SweepInterval = 5 * time.Second }}, mods...)...)
+	op, err := s.Register(context.Background(), registration.Request{IDScope: scope, RegistrationID: "dev-hub", Credential: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, op, c
+}
+
+// pollUntilFinal polls once a (fake) second until the operation is final.
+func pollUntilFinal(t *testing.T, s *registration.Service, op dps.Operation, c registration.Credential, limit time.Duration) dps.Operation {
+	t.Helper()
+	for start := time.Now(); time.Since(start) < limit; time.Sleep(time.Second) {
+		got, err := s.Operation(context.Background(), scope, "dev-hub", op.ID, c)
+		if err != nil {
+			t.Fatalf("Operation: %v", err)
+		}
+		if got.Status.Final() {
+			return got
+		}
+	}
+	t.Fatalf("operation still %s after %s", op.Status, limit)
+	return dps.Operation{}
+}
+
+// TestHubAlwaysTransientFails: a connector that always fails transiently
+// is retried with backoff for HubRetryFor (10 minutes by default), then
+// the registration ends failed with CodeHubUnavailable and a message that
+// says why; it does not stay assigning.
+func TestHubAlwaysTransientFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hub := &scriptedHub{fail: func(int) error { return errors.New("dial tcp: connection refused") }}
+		start := time.Now()
+		s, op, c := hubCase(t, hub)
+		if op.Status != dps.StatusAssigning {
+			t.Fatalf("Register answered %s, want assigning", op.Status)
+		}
+		time.Sleep(9 * time.Minute)
+		if got, _ := s.Operation(context.Background(), scope, "dev-hub", op.ID, c); got.Status != dps.StatusAssigning {
+			t.Fatalf("after 9 minutes: %s, want still assigning", got.Status)
+		}
+		final := pollUntilFinal(t, s, op, c, 5*time.Minute)
+		took := time.Since(start)
+		r := final.Result
+		if final.Status != dps.StatusFailed || r == nil || r.ErrorCode != dps.CodeHubUnavailable ||
+			!strings.Contains(r.ErrorMessage, "could not create the device on hub-") || !strings.Contains(r.ErrorMessage, "attempts") {
+			t.Fatalf("final %s %+v, want failed with %d and a clear message", final.Status, r, dps.CodeHubUnavailable)
+		}
+		if strings.Contains(r.ErrorMessage, "connection refused") {
+			t.Errorf("message %q shows the connector's internal error", r.ErrorMessage)
+		}
+		calls := hub.attempts()
+		if took < 10*time.Minute || took > 12*time.Minute {
+			t.Errorf("failed after %s, want just past 10 minutes", took)
+		}
+		// Backoff: 1 s doubling to at most a minute — about 15 attempts in 10
+		// minutes, not one per sweep (120) nor a busy loop.
+		if len(calls) < 10 || len(calls) > 25 {
+			t.Errorf("%d attempts in %s, want about 15", len(calls), took)
+		}
+		for i := 1; i < len(calls); i++ {
+			if gap := calls[i].Sub(calls[i-1]); gap < time.Second {
+				t.Errorf("attempt %d came %s after the one before, want at least 1s", i, gap)
+			}
+		}
+	})
+}
+
+// TestHubRetryLimit: HubRetryLimit ends the retries after that many
+// attempts, however little time passed.
+func TestHubRetryLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hub := &scriptedHub{fail: func(int) error { return errors.New("hub down") }}
+		s, op, c := hubCase(t, hub, func(o *registration.Options) { o.HubRetryLimit = 3 })
+		final := pollUntilFinal(t, s, op, c, time.Minute)
+		if final.Status != dps.StatusFailed || final.Result.ErrorCode != dps.CodeHubUnavailable || len(hub.attempts()) != 3 {
+			t.Fatalf("final %s %+v after %d attempts, want failed with %d after 3", final.Status, final.Result, len(hub.attempts()), dps.CodeHubUnavailable)
+		}
+	})
+}
+
+// TestHubPermanentFailureEndsAtOnce: a *dps.HubFailure fails the
+// registration at the first attempt with its code and message
+// (CodeHubRejected when it has none).
+func TestHubPermanentFailureEndsAtOnce(t *testing.T) {
+	for _, tt := range []struct {
+		failure  *dps.HubFailure
+		wantCode int
+	}{
+		{&dps.HubFailure{Code: dps.CodeInvalid, Message: "device ID dev-hub is reserved on this hub"}, dps.CodeInvalid},
+		{&dps.HubFailure{Message: "the hub refuses symmetric-key devices"}, dps.CodeHubRejected},
+	} {
+		hub := &scriptedHub{fail: func(int) error { return tt.failure }}
+		s, op, c := hubCase(t, hub)
+		final := waitFinal(t, s, "dev-hub", op.ID, c)
+		if final.Status != dps.StatusFailed || final.Result.ErrorCode != tt.wantCode || final.Result.ErrorMessage != tt.failure.Message {
+			t.Errorf("%+v: final %s %+v, want failed with %d %q", tt.failure, final.Status, final.Result, tt.wantCode, tt.failure.Message)
+		}
+		if n := len(hub.attempts()); n != 1 {
+			t.Errorf("%+v: %d attempts, want 1", tt.failure, n)
+		}
+	}
+}
+
+// TestHubTransientThenOK: transient failures are retried with growing
+// waits (1 s, 2 s, 4 s), and the registration is assigned once the hub
+// answers.
+func TestHubTransientThenOK(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hub := &scriptedHub{fail: func(n int) error {
+			if n < 3 {
+				return errors.New("hub busy")
+			}
+			return nil
+		}}
+		s, op, c := hubCase(t, hub)
+		final := pollUntilFinal(t, s, op, c, time.Minute)
+		if final.Status != dps.StatusAssigned || final.Result.AssignedHub == "" {
+			t.Fatalf("final %s %+v, want assigned", final.Status, final.Result)
+		}
+		calls := hub.attempts()
+		if len(calls) != 4 {
+			t.Fatalf("%d attempts, want 4", len(calls))
+		}
+		for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
+			if gap := calls[i+1].Sub(calls[i]); gap < want || gap > want+500*time.Millisecond {
+				t.Errorf("wait before attempt %d = %s, want about %s", i+2, gap, want)
+			}
+		}
+	})
+}
