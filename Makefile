@@ -60,6 +60,7 @@ fuzz:
 	$(GO) test -run=^$$ -fuzz=FuzzParts -fuzztime=$(FUZZTIME) ./internal/tpmattest
 	$(GO) test -run=^$$ -fuzz=FuzzParsePublic -fuzztime=$(FUZZTIME) ./internal/tpmattest
 	$(GO) test -run=^$$ -fuzz=FuzzShape -fuzztime=$(FUZZTIME) ./internal/allocation/webhookalloc
+	$(GO) test -run=^$$ -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./internal/store/docs
 
 ## bench: the Go benchmarks of the hot paths.
 bench:

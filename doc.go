@@ -24,7 +24,9 @@
 //     store for several nodes; internal/store/storetest: their one
 //     conformance suite; internal/store/groupcache: decoded enrollment
 //     groups kept in memory, never stale; internal/store/health: the
-//     readiness write check.
+//     readiness write check; internal/store/docs: the stored documents
+//     (tagged, versioned, converted to and from the domain) and the rules
+//     both stores share (ETags, continuation tokens, prune batches).
 //   - internal/hub/builtin: the built-in hub connector.
 //   - cmd/dpsd, cmd/dpsctl: the server and the CLI, the only wiring.
 //   - device: a Go client for devices; webhook: types for webhook authors.

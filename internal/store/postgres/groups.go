@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/store/docs"
 	"github.com/opendps/dps/internal/store/groupcache"
 )
 
@@ -23,7 +24,7 @@ func (db *DB) GroupsVersion(ctx context.Context) (int64, error) {
 // one) changed one since (see groupcache).
 func (db *DB) groupSet(ctx context.Context) (*groupcache.Set, error) {
 	return db.groups.Get(ctx, db.GroupsVersion, func(ctx context.Context) ([]dps.Group, error) {
-		return listDocs[dps.Group](ctx, db.pool, "groups", `SELECT doc FROM groups ORDER BY id`)
+		return listDocs(ctx, db.pool, docs.DecodeGroup, "groups", `SELECT doc FROM groups ORDER BY id`)
 	})
 }
 

@@ -7,10 +7,7 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
 	"embed"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -26,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/store/docs"
 	"github.com/opendps/dps/internal/store/groupcache"
 	"github.com/opendps/dps/internal/store/health"
 )
@@ -41,6 +39,9 @@ type Options struct {
 	MaxConns int32
 	// StatementTimeout bounds each statement (default 5s).
 	StatementTimeout time.Duration
+	// PruneBatch bounds how many operations one DeleteOperationsBefore
+	// deletes (default docs.DefaultPruneBatch).
+	PruneBatch int
 }
 
 // DB is the PostgreSQL store. It is safe for concurrent use.
@@ -49,6 +50,8 @@ type DB struct {
 	schema string
 	groups groupcache.Cache
 	health health.Writes
+
+	pruneBatch int // operations per DeleteOperationsBefore
 }
 
 // Open connects, creates the schema if asked, and applies migrations.
@@ -63,6 +66,9 @@ func Open(ctx context.Context, dsn string, o Options) (*DB, error) {
 	if o.StatementTimeout <= 0 {
 		o.StatementTimeout = 5 * time.Second
 	}
+	if o.PruneBatch <= 0 {
+		o.PruneBatch = docs.DefaultPruneBatch
+	}
 	cfg.MaxConns = o.MaxConns
 	cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(o.StatementTimeout.Milliseconds(), 10)
 	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
@@ -73,7 +79,7 @@ func Open(ctx context.Context, dsn string, o Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	db := &DB{pool: pool, schema: o.Schema}
+	db := &DB{pool: pool, schema: o.Schema, pruneBatch: o.PruneBatch}
 	if err := db.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err
@@ -118,11 +124,16 @@ func (db *DB) migrate(ctx context.Context) error {
 			return err
 		}
 		sort.Strings(names)
+		seen := map[int]string{}
 		for _, name := range names {
 			v, err := strconv.Atoi(strings.SplitN(filepath.Base(name), "_", 2)[0])
 			if err != nil {
 				return fmt.Errorf("postgres: migration %s: bad version", name)
 			}
+			if other, dup := seen[v]; dup {
+				return fmt.Errorf("postgres: migrations %s and %s have the same version", other, name)
+			}
+			seen[v] = name
 			var n int
 			if err := tx.QueryRow(ctx, `SELECT count(*) FROM schema_migrations WHERE version = $1`, v).Scan(&n); err != nil {
 				return err
@@ -136,6 +147,13 @@ func (db *DB) migrate(ctx context.Context) error {
 			}
 			if _, err := tx.Exec(ctx, string(body)); err != nil {
 				return fmt.Errorf("postgres: migration %s: %w", name, err)
+			}
+			// The Go part of a migration runs after its .sql file, in the
+			// same transaction and under the same lock.
+			if step := goStep(v); step != nil {
+				if err := step(ctx, tx); err != nil {
+					return fmt.Errorf("postgres: migration %s: %w", name, err)
+				}
 			}
 			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, v); err != nil {
 				return err
@@ -210,42 +228,29 @@ func (db *DB) observe(ctx context.Context, err error) error {
 	return db.health.Observe(err)
 }
 
-func newETag() string { return `"` + rand.Text() + `"` }
-
-func trimETag(s string) string {
-	s = strings.TrimSpace(s)
-	s = strings.TrimPrefix(s, "W/")
-	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
-		s = s[1 : len(s)-1]
-	}
-	return s
-}
-
-func notFound(what, id string) error {
-	return &dps.Error{Kind: dps.KindNotFound, Message: fmt.Sprintf("%s %q not found", what, id)}
-}
-
 type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-func getDoc[T any](ctx context.Context, q querier, query, what, id string, args ...any) (T, error) {
+// getDoc reads one document and decodes it with decode (one of docs.Decode…).
+func getDoc[T any](ctx context.Context, q querier, decode func([]byte) (T, error), query, what, id string, args ...any) (T, error) {
 	var v T
 	var doc []byte
 	if err := q.QueryRow(ctx, query, args...).Scan(&doc); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
-			return v, notFound(what, id)
+			return v, docs.NotFound(what, id)
 		}
 		return v, translate(err)
 	}
-	if err := json.Unmarshal(doc, &v); err != nil {
+	v, err := decode(doc)
+	if err != nil {
 		return v, fmt.Errorf("postgres: decode %s: %w", what, err)
 	}
 	return v, nil
 }
 
-func listDocs[T any](ctx context.Context, q querier, what, query string, args ...any) ([]T, error) {
+func listDocs[T any](ctx context.Context, q querier, decode func([]byte) (T, error), what, query string, args ...any) ([]T, error) {
 	rows, err := q.Query(ctx, query, args...)
 	if err != nil {
 		return nil, translate(err)
@@ -257,8 +262,8 @@ func listDocs[T any](ctx context.Context, q querier, what, query string, args ..
 		if err := rows.Scan(&doc); err != nil {
 			return nil, translate(err)
 		}
-		var v T
-		if err := json.Unmarshal(doc, &v); err != nil {
+		v, err := decode(doc)
+		if err != nil {
 			return nil, fmt.Errorf("postgres: decode %s: %w", what, err)
 		}
 		out = append(out, v)
@@ -275,39 +280,28 @@ func lockRow(ctx context.Context, tx pgx.Tx, table, id string) (etag string, doc
 	return etag, doc, err == nil, err
 }
 
-// checkPut enforces the ETag rules: "" creates, "*" creates or replaces,
-// anything else must equal the stored ETag.
-func checkPut(exists bool, etag, what, id, ifMatch string) error {
-	switch {
-	case !exists && ifMatch != "" && ifMatch != "*":
-		return &dps.Error{Kind: dps.KindPrecondition, Message: fmt.Sprintf("%s %q does not exist; If-Match cannot match", what, id)}
-	case exists && ifMatch == "":
-		return &dps.Error{Kind: dps.KindConflict, Message: fmt.Sprintf("%s %q already exists; send If-Match with its etag (or *) to update it", what, id)}
-	case exists && ifMatch != "*" && trimETag(ifMatch) != trimETag(etag):
-		return &dps.Error{Kind: dps.KindPrecondition, Message: fmt.Sprintf("%s %q has a different etag", what, id)}
-	}
-	return nil
-}
-
-// putDoc writes a document under the ETag rules. set receives the new
-// ETag, the creation time to keep (zero when new) and now, and returns the
-// document to store plus extra column values.
-func putDoc(ctx context.Context, db *DB, table, what, name, ifMatch string, created func(old []byte) time.Time, write func(tx pgx.Tx, id, etag string, created, now time.Time) error) error {
+// putDoc writes a document under the ETag rules (docs.CheckPut). created
+// returns the creation time of the stored document, to keep it; write
+// receives the new ETag, the creation time (now for a new record) and now,
+// and writes the row.
+func putDoc(ctx context.Context, db *DB, table, what, name, ifMatch string, created func(old []byte) (time.Time, error), write func(tx pgx.Tx, id, etag string, created, now time.Time) error) error {
 	id := dps.FoldID(name)
 	return db.tx(ctx, func(tx pgx.Tx) error {
 		etag, doc, exists, err := lockRow(ctx, tx, table, id)
 		if err != nil {
 			return err
 		}
-		if err := checkPut(exists, etag, what, name, ifMatch); err != nil {
+		if err := docs.CheckPut(exists, etag, what, name, ifMatch); err != nil {
 			return err
 		}
 		now := time.Now().UTC()
 		c := now
 		if exists {
-			c = created(doc)
+			if c, err = created(doc); err != nil {
+				return err
+			}
 		}
-		return write(tx, id, newETag(), c, now)
+		return write(tx, id, docs.NewETag(), c, now)
 	})
 }
 
@@ -318,37 +312,22 @@ func deleteRow(ctx context.Context, db *DB, table, what, id, ifMatch string) err
 			return err
 		}
 		if !exists {
-			return notFound(what, id)
+			return docs.NotFound(what, id)
 		}
-		if ifMatch != "" && ifMatch != "*" && trimETag(ifMatch) != trimETag(etag) {
-			return &dps.Error{Kind: dps.KindPrecondition, Message: fmt.Sprintf("%s %q has a different etag", what, id)}
+		if err := docs.CheckDelete(etag, what, id, ifMatch); err != nil {
+			return err
 		}
 		_, err = tx.Exec(ctx, `DELETE FROM `+table+` WHERE id = $1`, id)
 		return err
 	})
 }
 
-func encodeCursor(lastID string) string { return base64.RawURLEncoding.EncodeToString([]byte(lastID)) }
-
-func decodeCursor(c string) (string, error) {
-	if c == "" {
-		return "", nil
-	}
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil {
-		return "", &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "invalid continuation token"}
-	}
-	return string(b), nil
-}
-
-func page[T any](ctx context.Context, db *DB, table, groupID, continuation string, limit int, key func(T) string) ([]T, string, error) {
-	after, err := decodeCursor(continuation)
+func page[T any](ctx context.Context, db *DB, decode func([]byte) (T, error), table, groupID, continuation string, limit int, key func(T) string) ([]T, string, error) {
+	after, err := docs.DecodeCursor(continuation)
 	if err != nil {
 		return nil, "", err
 	}
-	if limit <= 0 {
-		limit = 1000
-	}
+	limit = docs.PageSize(limit)
 	q := `SELECT doc FROM ` + table + ` WHERE id > $1`
 	args := []any{after}
 	if table == "registrations" && groupID != "" {
@@ -356,22 +335,18 @@ func page[T any](ctx context.Context, db *DB, table, groupID, continuation strin
 		args = append(args, dps.FoldID(groupID))
 	}
 	q += fmt.Sprintf(` ORDER BY id LIMIT %d`, limit+1)
-	items, err := listDocs[T](ctx, db.pool, table, q, args...)
+	items, err := listDocs(ctx, db.pool, decode, table, q, args...)
 	if err != nil {
 		return nil, "", err
 	}
-	next := ""
-	if len(items) > limit {
-		items = items[:limit]
-		next = encodeCursor(key(items[limit-1]))
-	}
+	items, next := docs.Page(items, limit, key)
 	return items, next, nil
 }
 
-func createdOf[T any](get func(T) time.Time) func([]byte) time.Time {
-	return func(doc []byte) time.Time {
-		var v T
-		json.Unmarshal(doc, &v)
-		return get(v)
+// createdOf returns the creation time of a stored document, for putDoc.
+func createdOf[T any](decode func([]byte) (T, error), get func(T) time.Time) func([]byte) (time.Time, error) {
+	return func(doc []byte) (time.Time, error) {
+		v, err := decode(doc)
+		return get(v), err
 	}
 }

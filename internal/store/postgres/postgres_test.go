@@ -56,6 +56,18 @@ func TestConformance(t *testing.T) {
 			schema, _ := names.Load(s)
 			return open(t, schema.(string))
 		},
+		Doc: func(t *testing.T, s storetest.Store, table string, key ...string) []byte {
+			doc, err := s.(*postgres.DB).RawDoc(context.Background(), table, key...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return doc
+		},
+		SetDoc: func(t *testing.T, s storetest.Store, table string, doc []byte, key ...string) {
+			if err := s.(*postgres.DB).SetRawDoc(context.Background(), table, doc, key...); err != nil {
+				t.Fatal(err)
+			}
+		},
 	})
 }
 
@@ -73,6 +85,17 @@ func TestUnreachableIsUnavailable(t *testing.T) {
 	if _, err := db.Enrollment(ctx, "x"); dps.KindOf(err) == dps.KindNotFound {
 		t.Errorf("a canceled request reported not found")
 	}
+}
+
+// TestPruneBatch: Options.PruneBatch bounds each DeleteOperationsBefore.
+func TestPruneBatch(t *testing.T) {
+	db, err := postgres.Open(context.Background(), dsn, postgres.Options{Schema: fmt.Sprintf("prune_%d", os.Getpid()), MaxConns: 4, PruneBatch: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	defer db.DropSchema(context.Background())
+	storetest.CheckPruneBatch(t, db)
 }
 
 func BenchmarkStore(b *testing.B) {

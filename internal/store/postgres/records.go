@@ -1,10 +1,7 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"time"
 
@@ -12,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/store/docs"
 )
 
 // Meta returns the instance-wide value stored under key, storing value first
@@ -29,16 +27,16 @@ func (db *DB) Meta(ctx context.Context, key, value string) (string, error) {
 
 // Enrollment returns the individual enrollment for registrationID (any case).
 func (db *DB) Enrollment(ctx context.Context, registrationID string) (dps.Enrollment, error) {
-	return getDoc[dps.Enrollment](ctx, db.pool, `SELECT doc FROM enrollments WHERE id = $1`, "enrollment", registrationID, dps.FoldID(registrationID))
+	return getDoc(ctx, db.pool, docs.DecodeEnrollment, `SELECT doc FROM enrollments WHERE id = $1`, "enrollment", registrationID, dps.FoldID(registrationID))
 }
 
 // PutEnrollment creates or replaces an individual enrollment under the ETag rules.
 func (db *DB) PutEnrollment(ctx context.Context, e dps.Enrollment, ifMatch string) (dps.Enrollment, error) {
 	err := putDoc(ctx, db, "enrollments", "enrollment", e.RegistrationID, ifMatch,
-		createdOf(func(o dps.Enrollment) time.Time { return o.Created }),
+		createdOf(docs.DecodeEnrollment, func(o dps.Enrollment) time.Time { return o.Created }),
 		func(tx pgx.Tx, id, etag string, created, now time.Time) error {
 			e.ETag, e.Created, e.Updated = etag, created, now
-			doc, err := marshal(e)
+			doc, err := docs.EncodeEnrollment(e)
 			if err != nil {
 				return err
 			}
@@ -56,21 +54,21 @@ func (db *DB) DeleteEnrollment(ctx context.Context, registrationID, ifMatch stri
 
 // Enrollments returns a page of individual enrollments.
 func (db *DB) Enrollments(ctx context.Context, continuation string, limit int) ([]dps.Enrollment, string, error) {
-	return page[dps.Enrollment](ctx, db, "enrollments", "", continuation, limit, func(e dps.Enrollment) string { return dps.FoldID(e.RegistrationID) })
+	return page(ctx, db, docs.DecodeEnrollment, "enrollments", "", continuation, limit, func(e dps.Enrollment) string { return dps.FoldID(e.RegistrationID) })
 }
 
 // Group returns an enrollment group.
 func (db *DB) Group(ctx context.Context, id string) (dps.Group, error) {
-	return getDoc[dps.Group](ctx, db.pool, `SELECT doc FROM groups WHERE id = $1`, "enrollment group", id, dps.FoldID(id))
+	return getDoc(ctx, db.pool, docs.DecodeGroup, `SELECT doc FROM groups WHERE id = $1`, "enrollment group", id, dps.FoldID(id))
 }
 
 // PutGroup creates or replaces an enrollment group under the ETag rules.
 func (db *DB) PutGroup(ctx context.Context, g dps.Group, ifMatch string) (dps.Group, error) {
 	err := putDoc(ctx, db, "groups", "enrollment group", g.ID, ifMatch,
-		createdOf(func(o dps.Group) time.Time { return o.Created }),
+		createdOf(docs.DecodeGroup, func(o dps.Group) time.Time { return o.Created }),
 		func(tx pgx.Tx, id, etag string, created, now time.Time) error {
 			g.ETag, g.Created, g.Updated = etag, created, now
-			doc, err := marshal(g)
+			doc, err := docs.EncodeGroup(g)
 			if err != nil {
 				return err
 			}
@@ -89,12 +87,12 @@ func (db *DB) DeleteGroup(ctx context.Context, id, ifMatch string) error {
 
 // GroupsPage returns a page of enrollment groups.
 func (db *DB) GroupsPage(ctx context.Context, continuation string, limit int) ([]dps.Group, string, error) {
-	return page[dps.Group](ctx, db, "groups", "", continuation, limit, func(g dps.Group) string { return dps.FoldID(g.ID) })
+	return page(ctx, db, docs.DecodeGroup, "groups", "", continuation, limit, func(g dps.Group) string { return dps.FoldID(g.ID) })
 }
 
 // Registration returns a registration record.
 func (db *DB) Registration(ctx context.Context, registrationID string) (dps.Registration, error) {
-	return getDoc[dps.Registration](ctx, db.pool, `SELECT doc FROM registrations WHERE id = $1`, "registration", registrationID, dps.FoldID(registrationID))
+	return getDoc(ctx, db.pool, docs.DecodeRegistration, `SELECT doc FROM registrations WHERE id = $1`, "registration", registrationID, dps.FoldID(registrationID))
 }
 
 // DeleteRegistration deletes a registration record.
@@ -105,9 +103,9 @@ func (db *DB) DeleteRegistration(ctx context.Context, registrationID, ifMatch st
 // Registrations returns a page of a group's registration records.
 func (db *DB) Registrations(ctx context.Context, groupID, continuation string, limit int) ([]dps.Registration, string, error) {
 	if groupID == "" {
-		return nil, "", &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "enrollment group ID is required"}
+		return nil, "", &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "enrollment group ID is required"}
 	}
-	return page[dps.Registration](ctx, db, "registrations", groupID, continuation, limit, func(r dps.Registration) string { return dps.FoldID(r.RegistrationID) })
+	return page(ctx, db, docs.DecodeRegistration, "registrations", groupID, continuation, limit, func(r dps.Registration) string { return dps.FoldID(r.RegistrationID) })
 }
 
 // CreateOperation persists a new operation and returns it as stored; a
@@ -121,7 +119,7 @@ func (db *DB) CreateOperation(ctx context.Context, op dps.Operation) (dps.Operat
 // CreateOperationWithDevice creates an operation, its registration record
 // and the hub device records it produced in one transaction.
 func (db *DB) CreateOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error) {
-	ddoc, err := marshal(put)
+	ddoc, err := docs.EncodeHubDevice(put)
 	if err != nil {
 		return op, err
 	}
@@ -152,7 +150,7 @@ func insertOperation(ctx context.Context, tx pgx.Tx, op *dps.Operation) error {
 	if err := putRegistration(ctx, tx, op); err != nil {
 		return err
 	}
-	doc, err := marshal(op)
+	doc, err := docs.EncodeOperation(*op)
 	if err != nil {
 		return err
 	}
@@ -177,8 +175,8 @@ func putRegistration(ctx context.Context, tx pgx.Tx, op *dps.Operation) error {
 	}
 	r := *op.Result
 	prev := r.ETag
-	r.ETag = base64.StdEncoding.EncodeToString([]byte(newETag()))
-	rdoc, err := marshal(r)
+	r.ETag = docs.NewRegistrationETag()
+	rdoc, err := docs.EncodeRegistration(r)
 	if err != nil {
 		return err
 	}
@@ -203,7 +201,7 @@ func putRegistration(ctx context.Context, tx pgx.Tx, op *dps.Operation) error {
 
 // Operation returns an operation.
 func (db *DB) Operation(ctx context.Context, id string) (dps.Operation, error) {
-	return getDoc[dps.Operation](ctx, db.pool, `SELECT doc FROM operations WHERE id = $1`, "operation", id, id)
+	return getDoc(ctx, db.pool, docs.DecodeOperation, `SELECT doc FROM operations WHERE id = $1`, "operation", id, id)
 }
 
 // CompleteOperation records an operation's final state and its registration
@@ -219,7 +217,7 @@ func (db *DB) CompleteOperation(ctx context.Context, op dps.Operation) (dps.Oper
 // moved), in the same transaction: if the registration record changed
 // meanwhile (KindConflict), no device record is written either.
 func (db *DB) CompleteOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error) {
-	ddoc, err := marshal(put)
+	ddoc, err := docs.EncodeHubDevice(put)
 	if err != nil {
 		return op, err
 	}
@@ -236,12 +234,17 @@ func completeOperation(ctx context.Context, tx pgx.Tx, op *dps.Operation, device
 	var doc []byte
 	if err := tx.QueryRow(ctx, `SELECT status, doc FROM operations WHERE id = $1 FOR UPDATE`, op.ID).Scan(&status, &doc); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
-			return notFound("operation", op.ID)
+			return docs.NotFound("operation", op.ID)
 		}
 		return err
 	}
 	if dps.Status(status).Final() {
-		return json.Unmarshal(doc, op)
+		stored, err := docs.DecodeOperation(doc)
+		if err != nil {
+			return err
+		}
+		*op = stored
+		return nil
 	}
 	if err := putRegistration(ctx, tx, op); err != nil {
 		return err
@@ -251,7 +254,7 @@ func completeOperation(ctx context.Context, tx pgx.Tx, op *dps.Operation, device
 			return err
 		}
 	}
-	doc, err := marshal(op)
+	doc, err := docs.EncodeOperation(*op)
 	if err != nil {
 		return err
 	}
@@ -262,7 +265,7 @@ func completeOperation(ctx context.Context, tx pgx.Tx, op *dps.Operation, device
 // PendingOperations returns the operations still assigning that no node
 // holds an unexpired lease on, oldest first: the ones a node may take.
 func (db *DB) PendingOperations(ctx context.Context) ([]dps.Operation, error) {
-	return listDocs[dps.Operation](ctx, db.pool, "operations", `SELECT doc FROM operations WHERE status = 'assigning' AND lease_until < $1 ORDER BY created LIMIT 10000`, time.Now().UnixNano())
+	return listDocs(ctx, db.pool, docs.DecodeOperation, "operations", `SELECT doc FROM operations WHERE status = 'assigning' AND lease_until < $1 ORDER BY created LIMIT 10000`, time.Now().UnixNano())
 }
 
 // ClaimOperation makes owner the owner of an unfinished operation until
@@ -277,10 +280,11 @@ func (db *DB) ClaimOperation(ctx context.Context, id, owner string, until time.T
 	return tag.RowsAffected() == 1, nil
 }
 
-// DeleteOperationsBefore deletes up to 5,000 final operations created
-// before t; the sweeper calls it again while there is more.
+// DeleteOperationsBefore deletes up to Options.PruneBatch (by default
+// docs.DefaultPruneBatch) final operations created before t; the sweeper
+// calls it again while there is more.
 func (db *DB) DeleteOperationsBefore(ctx context.Context, t time.Time) (int64, error) {
-	tag, err := db.pool.Exec(ctx, `DELETE FROM operations WHERE id IN (SELECT id FROM operations WHERE created < $1 AND status <> 'assigning' LIMIT 5000)`, t.UnixNano())
+	tag, err := db.pool.Exec(ctx, `DELETE FROM operations WHERE id IN (SELECT id FROM operations WHERE created < $1 AND status <> 'assigning' LIMIT $2)`, t.UnixNano(), db.pruneBatch)
 	if err != nil {
 		return 0, translate(err)
 	}
@@ -289,7 +293,7 @@ func (db *DB) DeleteOperationsBefore(ctx context.Context, t time.Time) (int64, e
 
 // PutHubDevice records a device identity for the built-in hub connector.
 func (db *DB) PutHubDevice(ctx context.Context, d dps.HubDevice) error {
-	doc, err := marshal(d)
+	doc, err := docs.EncodeHubDevice(d)
 	if err != nil {
 		return err
 	}
@@ -300,7 +304,7 @@ func (db *DB) PutHubDevice(ctx context.Context, d dps.HubDevice) error {
 
 // HubDevice returns a recorded device identity.
 func (db *DB) HubDevice(ctx context.Context, hub, deviceID string) (dps.HubDevice, error) {
-	return getDoc[dps.HubDevice](ctx, db.pool, `SELECT doc FROM hub_devices WHERE hub = $1 AND device_id = $2`, "hub device", hub+"/"+deviceID, dps.FoldID(hub), dps.FoldID(deviceID))
+	return getDoc(ctx, db.pool, docs.DecodeHubDevice, `SELECT doc FROM hub_devices WHERE hub = $1 AND device_id = $2`, "hub device", hub+"/"+deviceID, dps.FoldID(hub), dps.FoldID(deviceID))
 }
 
 // DeleteHubDevice removes a device identity; absent is not an error.
@@ -311,21 +315,21 @@ func (db *DB) DeleteHubDevice(ctx context.Context, hub, deviceID string) error {
 
 // CACertificate returns a CA certificate held by the instance.
 func (db *DB) CACertificate(ctx context.Context, name string) (dps.CACertificate, error) {
-	return getDoc[dps.CACertificate](ctx, db.pool, `SELECT doc FROM ca_certificates WHERE id = $1`, "CA certificate", name, dps.FoldID(name))
+	return getDoc(ctx, db.pool, docs.DecodeCACertificate, `SELECT doc FROM ca_certificates WHERE id = $1`, "CA certificate", name, dps.FoldID(name))
 }
 
 // CACertificates returns every CA certificate.
 func (db *DB) CACertificates(ctx context.Context) ([]dps.CACertificate, error) {
-	return listDocs[dps.CACertificate](ctx, db.pool, "CA certificates", `SELECT doc FROM ca_certificates ORDER BY id`)
+	return listDocs(ctx, db.pool, docs.DecodeCACertificate, "CA certificates", `SELECT doc FROM ca_certificates ORDER BY id`)
 }
 
 // PutCACertificate creates or replaces a CA certificate under the ETag rules.
 func (db *DB) PutCACertificate(ctx context.Context, c dps.CACertificate, ifMatch string) (dps.CACertificate, error) {
 	err := putDoc(ctx, db, "ca_certificates", "CA certificate", c.Name, ifMatch,
-		createdOf(func(o dps.CACertificate) time.Time { return o.Created }),
+		createdOf(docs.DecodeCACertificate, func(o dps.CACertificate) time.Time { return o.Created }),
 		func(tx pgx.Tx, id, etag string, created, now time.Time) error {
 			c.ETag, c.Created, c.Updated = etag, created, now
-			doc, err := marshal(c)
+			doc, err := docs.EncodeCACertificate(c)
 			if err != nil {
 				return err
 			}
@@ -343,7 +347,7 @@ func (db *DB) DeleteCACertificate(ctx context.Context, name, ifMatch string) err
 
 // PutChallenge stores the latest TPM challenge of a registration ID.
 func (db *DB) PutChallenge(ctx context.Context, c dps.Challenge) error {
-	doc, err := marshal(c)
+	doc, err := docs.EncodeChallenge(c)
 	if err != nil {
 		return err
 	}
@@ -353,26 +357,15 @@ func (db *DB) PutChallenge(ctx context.Context, c dps.Challenge) error {
 
 // Challenge returns the latest TPM challenge of a registration ID.
 func (db *DB) Challenge(ctx context.Context, registrationID string) (dps.Challenge, error) {
-	return getDoc[dps.Challenge](ctx, db.pool, `SELECT doc FROM tpm_challenges WHERE id = $1`, "TPM challenge", registrationID, dps.FoldID(registrationID))
+	return getDoc(ctx, db.pool, docs.DecodeChallenge, `SELECT doc FROM tpm_challenges WHERE id = $1`, "TPM challenge", registrationID, dps.FoldID(registrationID))
 }
 
-// ConsumeChallenge deletes the challenge if its key is still key.
+// ConsumeChallenge deletes the challenge if its key is still key (the
+// document's "key" member, docs.Challenge).
 func (db *DB) ConsumeChallenge(ctx context.Context, registrationID string, key dps.Key) (bool, error) {
-	tag, err := db.pool.Exec(ctx, `DELETE FROM tpm_challenges WHERE id = $1 AND doc->>'Key' = $2`, dps.FoldID(registrationID), string(key))
+	tag, err := db.pool.Exec(ctx, `DELETE FROM tpm_challenges WHERE id = $1 AND doc->>'key' = $2`, dps.FoldID(registrationID), string(key))
 	if err != nil {
 		return false, translate(err)
 	}
 	return tag.RowsAffected() == 1, nil
-}
-
-// marshal is json.Marshal without HTML escaping, so payloads keep their
-// characters (& < >) as sent.
-func marshal(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/store/docs"
 	"github.com/opendps/dps/internal/store/groupcache"
 )
 
@@ -27,7 +28,7 @@ func (db *DB) GroupsVersion(ctx context.Context) (int64, error) {
 // groupSet returns the decoded groups, current as of this call (see groupcache).
 func (db *DB) groupSet(ctx context.Context) (*groupcache.Set, error) {
 	return db.groups.Get(ctx, db.GroupsVersion, func(ctx context.Context) ([]dps.Group, error) {
-		return listDocs[dps.Group](ctx, db, "groups", `SELECT doc FROM groups ORDER BY id`)
+		return listDocs(ctx, db, docs.DecodeGroup, "groups", `SELECT doc FROM groups ORDER BY id`)
 	})
 }
 
@@ -40,7 +41,7 @@ func (db *DB) Group(ctx context.Context, id string) (dps.Group, error) {
 	if g, ok := s.Group(id); ok {
 		return g, nil
 	}
-	return dps.Group{}, notFound("enrollment group", id)
+	return dps.Group{}, docs.NotFound("enrollment group", id)
 }
 
 // Groups returns every enrollment group using the given attestation type

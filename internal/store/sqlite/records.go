@@ -1,43 +1,18 @@
 package sqlite
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/store/docs"
 )
 
-// newETag returns a quoted opaque ETag, in the shape Azure uses.
-func newETag() string { return `"` + rand.Text() + `"` }
-
-// sameETag compares an If-Match value with a stored ETag, ignoring a W/
-// prefix and one level of surrounding quotes on either side.
-func sameETag(ifMatch, stored string) bool {
-	return trimETag(ifMatch) == trimETag(stored)
-}
-
-func trimETag(s string) string {
-	s = strings.TrimSpace(s)
-	s = strings.TrimPrefix(s, "W/")
-	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
-		s = s[1 : len(s)-1]
-	}
-	return s
-}
-
-func notFound(what, id string) error {
-	return &dps.Error{Kind: dps.KindNotFound, Message: fmt.Sprintf("%s %q not found", what, id)}
-}
-
-func getDoc[T any](ctx context.Context, db *DB, query, what, id string, args ...any) (T, error) {
+// getDoc reads one document and decodes it with decode (one of docs.Decode…).
+func getDoc[T any](ctx context.Context, db *DB, decode func([]byte) (T, error), query, what, id string, args ...any) (T, error) {
 	var v T
 	var doc []byte
 	st, err := db.stmt(ctx, query)
@@ -46,17 +21,18 @@ func getDoc[T any](ctx context.Context, db *DB, query, what, id string, args ...
 	}
 	if err := st.QueryRowContext(ctx, args...).Scan(&doc); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
-			return v, notFound(what, id)
+			return v, docs.NotFound(what, id)
 		}
 		return v, translate(fmt.Errorf("sqlite: read %s: %w", what, err))
 	}
-	if err := json.Unmarshal(doc, &v); err != nil {
+	v, err = decode(doc)
+	if err != nil {
 		return v, fmt.Errorf("sqlite: decode %s: %w", what, err)
 	}
 	return v, nil
 }
 
-func listDocs[T any](ctx context.Context, db *DB, what, query string, args ...any) ([]T, error) {
+func listDocs[T any](ctx context.Context, db *DB, decode func([]byte) (T, error), what, query string, args ...any) ([]T, error) {
 	st, err := db.stmt(ctx, query)
 	if err != nil {
 		return nil, err
@@ -72,8 +48,8 @@ func listDocs[T any](ctx context.Context, db *DB, what, query string, args ...an
 		if err := rows.Scan(&doc); err != nil {
 			return nil, translate(fmt.Errorf("sqlite: list %s: %w", what, err))
 		}
-		var v T
-		if err := json.Unmarshal(doc, &v); err != nil {
+		v, err := decode(doc)
+		if err != nil {
 			return nil, fmt.Errorf("sqlite: decode %s: %w", what, err)
 		}
 		out = append(out, v)
@@ -81,27 +57,15 @@ func listDocs[T any](ctx context.Context, db *DB, what, query string, args ...an
 	return out, translate(rows.Err())
 }
 
-// checkPut enforces the ETag rules of a conditional write: ifMatch "" means
-// create only, "*" means create or replace, anything else must equal the
-// stored ETag.
-func checkPut(tx *sql.Tx, table, what, name, ifMatch string) (exists bool, err error) {
-	id := dps.FoldID(name)
+// checkPut enforces the ETag rules of a conditional write (docs.CheckPut)
+// and returns the stored document, nil when there is none.
+func checkPut(tx *sql.Tx, table, what, name, ifMatch string) (old []byte, err error) {
 	var etag string
-	err = tx.QueryRow(`SELECT etag FROM `+table+` WHERE id = ?`, id).Scan(&etag)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		if ifMatch != "" && ifMatch != "*" {
-			return false, &dps.Error{Kind: dps.KindPrecondition, Message: fmt.Sprintf("%s %q does not exist; If-Match cannot match", what, name)}
-		}
-		return false, nil
-	case err != nil:
-		return false, err
-	case ifMatch == "":
-		return true, &dps.Error{Kind: dps.KindConflict, Message: fmt.Sprintf("%s %q already exists; send If-Match with its etag (or *) to update it", what, name)}
-	case ifMatch != "*" && !sameETag(ifMatch, etag):
-		return true, &dps.Error{Kind: dps.KindPrecondition, Message: fmt.Sprintf("%s %q has a different etag", what, name)}
+	err = tx.QueryRow(`SELECT etag, doc FROM `+table+` WHERE id = ?`, dps.FoldID(name)).Scan(&etag, &old)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, err
 	}
-	return true, nil
+	return old, docs.CheckPut(err == nil, etag, what, name, ifMatch)
 }
 
 func deleteRow(ctx context.Context, db *DB, table, what, id, ifMatch string) error {
@@ -109,33 +73,17 @@ func deleteRow(ctx context.Context, db *DB, table, what, id, ifMatch string) err
 		var etag string
 		err := tx.QueryRow(`SELECT etag FROM `+table+` WHERE id = ?`, id).Scan(&etag)
 		if errors.Is(err, sql.ErrNoRows) {
-			return notFound(what, id)
+			return docs.NotFound(what, id)
 		}
 		if err != nil {
 			return err
 		}
-		if ifMatch != "" && ifMatch != "*" && !sameETag(ifMatch, etag) {
-			return &dps.Error{Kind: dps.KindPrecondition, Message: fmt.Sprintf("%s %q has a different etag", what, id)}
+		if err := docs.CheckDelete(etag, what, id, ifMatch); err != nil {
+			return err
 		}
 		_, err = tx.Exec(`DELETE FROM `+table+` WHERE id = ?`, id)
 		return err
 	})
-}
-
-// page encodes and decodes opaque continuation tokens.
-func encodeCursor(lastID string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(lastID))
-}
-
-func decodeCursor(c string) (string, error) {
-	if c == "" {
-		return "", nil
-	}
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil {
-		return "", &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "invalid continuation token"}
-	}
-	return string(b), nil
 }
 
 // Meta returns the instance-wide value stored under key, storing value first
@@ -157,7 +105,7 @@ func (db *DB) Meta(ctx context.Context, key, value string) (string, error) {
 
 // Enrollment returns the individual enrollment for registrationID (any case).
 func (db *DB) Enrollment(ctx context.Context, registrationID string) (dps.Enrollment, error) {
-	return getDoc[dps.Enrollment](ctx, db, `SELECT doc FROM enrollments WHERE id = ?`, "enrollment", registrationID, dps.FoldID(registrationID))
+	return getDoc(ctx, db, docs.DecodeEnrollment, `SELECT doc FROM enrollments WHERE id = ?`, "enrollment", registrationID, dps.FoldID(registrationID))
 }
 
 // PutEnrollment creates or replaces an individual enrollment under the ETag
@@ -165,26 +113,20 @@ func (db *DB) Enrollment(ctx context.Context, registrationID string) (dps.Enroll
 func (db *DB) PutEnrollment(ctx context.Context, e dps.Enrollment, ifMatch string) (dps.Enrollment, error) {
 	id := dps.FoldID(e.RegistrationID)
 	err := db.exec(ctx, func(tx *sql.Tx) error {
-		exists, err := checkPut(tx, "enrollments", "enrollment", e.RegistrationID, ifMatch)
+		stored, err := checkPut(tx, "enrollments", "enrollment", e.RegistrationID, ifMatch)
 		if err != nil {
 			return err
 		}
 		now := time.Now().UTC()
-		e.Updated, e.ETag = now, newETag()
-		if exists {
-			var doc []byte
-			if err := tx.QueryRow(`SELECT doc FROM enrollments WHERE id = ?`, id).Scan(&doc); err != nil {
-				return err
-			}
-			var old dps.Enrollment
-			if err := json.Unmarshal(doc, &old); err != nil {
+		e.Updated, e.ETag, e.Created = now, docs.NewETag(), now
+		if stored != nil {
+			old, err := docs.DecodeEnrollment(stored)
+			if err != nil {
 				return err
 			}
 			e.Created = old.Created
-		} else {
-			e.Created = now
 		}
-		doc, err := marshal(e)
+		doc, err := docs.EncodeEnrollment(e)
 		if err != nil {
 			return err
 		}
@@ -204,17 +146,15 @@ func (db *DB) DeleteEnrollment(ctx context.Context, registrationID, ifMatch stri
 // Enrollments returns up to limit enrollments after the continuation token,
 // ordered by ID, and the token of the next page ("" on the last page).
 func (db *DB) Enrollments(ctx context.Context, continuation string, limit int) ([]dps.Enrollment, string, error) {
-	return page[dps.Enrollment](ctx, db, "enrollments", "", continuation, limit, func(e dps.Enrollment) string { return dps.FoldID(e.RegistrationID) })
+	return page(ctx, db, docs.DecodeEnrollment, "enrollments", "", continuation, limit, func(e dps.Enrollment) string { return dps.FoldID(e.RegistrationID) })
 }
 
-func page[T any](ctx context.Context, db *DB, table, groupID, continuation string, limit int, key func(T) string) ([]T, string, error) {
-	after, err := decodeCursor(continuation)
+func page[T any](ctx context.Context, db *DB, decode func([]byte) (T, error), table, groupID, continuation string, limit int, key func(T) string) ([]T, string, error) {
+	after, err := docs.DecodeCursor(continuation)
 	if err != nil {
 		return nil, "", err
 	}
-	if limit <= 0 {
-		limit = 1000
-	}
+	limit = docs.PageSize(limit)
 	q := `SELECT doc FROM ` + table + ` WHERE id > ?`
 	args := []any{after}
 	if table == "registrations" && groupID != "" {
@@ -223,15 +163,11 @@ func page[T any](ctx context.Context, db *DB, table, groupID, continuation strin
 	}
 	q += ` ORDER BY id LIMIT ?`
 	args = append(args, limit+1)
-	items, err := listDocs[T](ctx, db, table, q, args...)
+	items, err := listDocs(ctx, db, decode, table, q, args...)
 	if err != nil {
 		return nil, "", err
 	}
-	next := ""
-	if len(items) > limit {
-		items = items[:limit]
-		next = encodeCursor(key(items[limit-1]))
-	}
+	items, next := docs.Page(items, limit, key)
 	return items, next, nil
 }
 
@@ -239,26 +175,20 @@ func page[T any](ctx context.Context, db *DB, table, groupID, continuation strin
 func (db *DB) PutGroup(ctx context.Context, g dps.Group, ifMatch string) (dps.Group, error) {
 	id := dps.FoldID(g.ID)
 	err := db.exec(ctx, func(tx *sql.Tx) error {
-		exists, err := checkPut(tx, "groups", "enrollment group", g.ID, ifMatch)
+		stored, err := checkPut(tx, "groups", "enrollment group", g.ID, ifMatch)
 		if err != nil {
 			return err
 		}
 		now := time.Now().UTC()
-		g.Updated, g.ETag = now, newETag()
-		if exists {
-			var doc []byte
-			if err := tx.QueryRow(`SELECT doc FROM groups WHERE id = ?`, id).Scan(&doc); err != nil {
-				return err
-			}
-			var old dps.Group
-			if err := json.Unmarshal(doc, &old); err != nil {
+		g.Updated, g.ETag, g.Created = now, docs.NewETag(), now
+		if stored != nil {
+			old, err := docs.DecodeGroup(stored)
+			if err != nil {
 				return err
 			}
 			g.Created = old.Created
-		} else {
-			g.Created = now
 		}
-		doc, err := marshal(g)
+		doc, err := docs.EncodeGroup(g)
 		if err != nil {
 			return err
 		}
@@ -277,12 +207,12 @@ func (db *DB) DeleteGroup(ctx context.Context, id, ifMatch string) error {
 
 // GroupsPage returns a page of enrollment groups.
 func (db *DB) GroupsPage(ctx context.Context, continuation string, limit int) ([]dps.Group, string, error) {
-	return page[dps.Group](ctx, db, "groups", "", continuation, limit, func(g dps.Group) string { return dps.FoldID(g.ID) })
+	return page(ctx, db, docs.DecodeGroup, "groups", "", continuation, limit, func(g dps.Group) string { return dps.FoldID(g.ID) })
 }
 
 // Registration returns the registration record of registrationID (any case).
 func (db *DB) Registration(ctx context.Context, registrationID string) (dps.Registration, error) {
-	return getDoc[dps.Registration](ctx, db, `SELECT doc FROM registrations WHERE id = ?`, "registration", registrationID, dps.FoldID(registrationID))
+	return getDoc(ctx, db, docs.DecodeRegistration, `SELECT doc FROM registrations WHERE id = ?`, "registration", registrationID, dps.FoldID(registrationID))
 }
 
 // DeleteRegistration deletes a registration record.
@@ -293,9 +223,9 @@ func (db *DB) DeleteRegistration(ctx context.Context, registrationID, ifMatch st
 // Registrations returns a page of the registration records of an enrollment group.
 func (db *DB) Registrations(ctx context.Context, groupID, continuation string, limit int) ([]dps.Registration, string, error) {
 	if groupID == "" {
-		return nil, "", &dps.Error{Kind: dps.KindInvalid, Code: 400004, Message: "enrollment group ID is required"}
+		return nil, "", &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "enrollment group ID is required"}
 	}
-	return page[dps.Registration](ctx, db, "registrations", groupID, continuation, limit, func(r dps.Registration) string { return dps.FoldID(r.RegistrationID) })
+	return page(ctx, db, docs.DecodeRegistration, "registrations", groupID, continuation, limit, func(r dps.Registration) string { return dps.FoldID(r.RegistrationID) })
 }
 
 // CreateOperation persists a new operation and returns it as stored. An
@@ -311,7 +241,7 @@ func (db *DB) insertOperation(tx *sql.Tx, op *dps.Operation) error {
 	if err := db.putRegistration(tx, op); err != nil {
 		return err
 	}
-	doc, err := marshal(op)
+	doc, err := docs.EncodeOperation(*op)
 	if err != nil {
 		return err
 	}
@@ -329,7 +259,7 @@ func (db *DB) insertOperation(tx *sql.Tx, op *dps.Operation) error {
 // and the hub device records it produced (put, and remove when the device
 // moved between hubs) in one transaction.
 func (db *DB) CreateOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error) {
-	ddoc, err := marshal(put)
+	ddoc, err := docs.EncodeHubDevice(put)
 	if err != nil {
 		return op, err
 	}
@@ -366,8 +296,8 @@ func (db *DB) putRegistration(tx *sql.Tx, op *dps.Operation) error {
 	}
 	r := *op.Result
 	prev := r.ETag
-	r.ETag = base64.StdEncoding.EncodeToString([]byte(newETag()))
-	rdoc, err := marshal(r)
+	r.ETag = docs.NewRegistrationETag()
+	rdoc, err := docs.EncodeRegistration(r)
 	if err != nil {
 		return err
 	}
@@ -392,7 +322,7 @@ var errRegistrationChanged = &dps.Error{Kind: dps.KindConflict, Message: "the de
 
 // Operation returns an operation by ID.
 func (db *DB) Operation(ctx context.Context, id string) (dps.Operation, error) {
-	return getDoc[dps.Operation](ctx, db, `SELECT doc FROM operations WHERE id = ?`, "operation", id, id)
+	return getDoc(ctx, db, docs.DecodeOperation, `SELECT doc FROM operations WHERE id = ?`, "operation", id, id)
 }
 
 // CompleteOperation records an operation's final state and, when the
@@ -410,7 +340,7 @@ func (db *DB) CompleteOperation(ctx context.Context, op dps.Operation) (dps.Oper
 // moved), in the same transaction: if the registration record changed
 // meanwhile (KindConflict), no device record is written either.
 func (db *DB) CompleteOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error) {
-	ddoc, err := marshal(put)
+	ddoc, err := docs.EncodeHubDevice(put)
 	if err != nil {
 		return op, err
 	}
@@ -427,12 +357,17 @@ func (db *DB) completeOperation(tx *sql.Tx, op *dps.Operation, devices func() er
 	var doc []byte
 	if err := db.txQueryRow(tx, qOperationStatus, op.ID).Scan(&status, &doc); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
-			return notFound("operation", op.ID)
+			return docs.NotFound("operation", op.ID)
 		}
 		return err
 	}
 	if dps.Status(status).Final() {
-		return json.Unmarshal(doc, op)
+		stored, err := docs.DecodeOperation(doc)
+		if err != nil {
+			return err
+		}
+		*op = stored
+		return nil
 	}
 	if err := db.putRegistration(tx, op); err != nil {
 		return err
@@ -442,7 +377,7 @@ func (db *DB) completeOperation(tx *sql.Tx, op *dps.Operation, devices func() er
 			return err
 		}
 	}
-	doc, err := marshal(op)
+	doc, err := docs.EncodeOperation(*op)
 	if err != nil {
 		return err
 	}
@@ -452,18 +387,18 @@ func (db *DB) completeOperation(tx *sql.Tx, op *dps.Operation, devices func() er
 
 // PendingOperations returns the operations still assigning, oldest first.
 func (db *DB) PendingOperations(ctx context.Context) ([]dps.Operation, error) {
-	return listDocs[dps.Operation](ctx, db, "operations", `SELECT doc FROM operations WHERE status = 'assigning' ORDER BY created`)
+	return listDocs(ctx, db, docs.DecodeOperation, "operations", `SELECT doc FROM operations WHERE status = 'assigning' ORDER BY created`)
 }
 
-// DeleteOperationsBefore deletes up to 5,000 final operations created
-// before t and reports how many it deleted; the sweeper calls it again
-// while there is more.
+// DeleteOperationsBefore deletes up to Options.PruneBatch (by default
+// docs.DefaultPruneBatch) final operations created before t and reports how
+// many it deleted; the sweeper calls it again while there is more.
 func (db *DB) DeleteOperationsBefore(ctx context.Context, t time.Time) (int64, error) {
 	var n int64
 	err := db.exec(ctx, func(tx *sql.Tx) error {
 		// In bounded batches: one huge delete would hold the writer (and every
 		// registration waiting on it) for its whole duration.
-		res, err := tx.Exec(`DELETE FROM operations WHERE id IN (SELECT id FROM operations WHERE created < ? AND status <> 'assigning' LIMIT 5000)`, t.UnixNano())
+		res, err := tx.Exec(`DELETE FROM operations WHERE id IN (SELECT id FROM operations WHERE created < ? AND status <> 'assigning' LIMIT ?)`, t.UnixNano(), db.pruneBatch)
 		if err != nil {
 			return err
 		}
@@ -475,7 +410,7 @@ func (db *DB) DeleteOperationsBefore(ctx context.Context, t time.Time) (int64, e
 
 // PutHubDevice records a device identity for the built-in hub connector.
 func (db *DB) PutHubDevice(ctx context.Context, d dps.HubDevice) error {
-	doc, err := marshal(d)
+	doc, err := docs.EncodeHubDevice(d)
 	if err != nil {
 		return err
 	}
@@ -488,7 +423,7 @@ func (db *DB) PutHubDevice(ctx context.Context, d dps.HubDevice) error {
 
 // HubDevice returns a device identity recorded by the built-in hub connector.
 func (db *DB) HubDevice(ctx context.Context, hub, deviceID string) (dps.HubDevice, error) {
-	return getDoc[dps.HubDevice](ctx, db, `SELECT doc FROM hub_devices WHERE hub = ? AND device_id = ?`, "hub device", hub+"/"+deviceID, dps.FoldID(hub), dps.FoldID(deviceID))
+	return getDoc(ctx, db, docs.DecodeHubDevice, `SELECT doc FROM hub_devices WHERE hub = ? AND device_id = ?`, "hub device", hub+"/"+deviceID, dps.FoldID(hub), dps.FoldID(deviceID))
 }
 
 // DeleteHubDevice removes a device identity; deleting an absent one is not an error.
@@ -501,12 +436,12 @@ func (db *DB) DeleteHubDevice(ctx context.Context, hub, deviceID string) error {
 
 // CACertificate returns a CA certificate held by the instance (name in any case).
 func (db *DB) CACertificate(ctx context.Context, name string) (dps.CACertificate, error) {
-	return getDoc[dps.CACertificate](ctx, db, `SELECT doc FROM ca_certificates WHERE id = ?`, "CA certificate", name, dps.FoldID(name))
+	return getDoc(ctx, db, docs.DecodeCACertificate, `SELECT doc FROM ca_certificates WHERE id = ?`, "CA certificate", name, dps.FoldID(name))
 }
 
 // CACertificates returns every CA certificate, ordered by name.
 func (db *DB) CACertificates(ctx context.Context) ([]dps.CACertificate, error) {
-	return listDocs[dps.CACertificate](ctx, db, "CA certificates", `SELECT doc FROM ca_certificates ORDER BY id`)
+	return listDocs(ctx, db, docs.DecodeCACertificate, "CA certificates", `SELECT doc FROM ca_certificates ORDER BY id`)
 }
 
 // PutCACertificate creates or replaces a CA certificate under the ETag
@@ -514,26 +449,20 @@ func (db *DB) CACertificates(ctx context.Context) ([]dps.CACertificate, error) {
 func (db *DB) PutCACertificate(ctx context.Context, c dps.CACertificate, ifMatch string) (dps.CACertificate, error) {
 	id := dps.FoldID(c.Name)
 	err := db.exec(ctx, func(tx *sql.Tx) error {
-		exists, err := checkPut(tx, "ca_certificates", "CA certificate", c.Name, ifMatch)
+		stored, err := checkPut(tx, "ca_certificates", "CA certificate", c.Name, ifMatch)
 		if err != nil {
 			return err
 		}
 		now := time.Now().UTC()
-		c.Updated, c.ETag = now, newETag()
-		if exists {
-			var doc []byte
-			if err := tx.QueryRow(`SELECT doc FROM ca_certificates WHERE id = ?`, id).Scan(&doc); err != nil {
-				return err
-			}
-			var old dps.CACertificate
-			if err := json.Unmarshal(doc, &old); err != nil {
+		c.Updated, c.ETag, c.Created = now, docs.NewETag(), now
+		if stored != nil {
+			old, err := docs.DecodeCACertificate(stored)
+			if err != nil {
 				return err
 			}
 			c.Created = old.Created
-		} else {
-			c.Created = now
 		}
-		doc, err := marshal(c)
+		doc, err := docs.EncodeCACertificate(c)
 		if err != nil {
 			return err
 		}
@@ -552,7 +481,7 @@ func (db *DB) DeleteCACertificate(ctx context.Context, name, ifMatch string) err
 // PutChallenge stores the latest TPM challenge of a registration ID,
 // replacing (invalidating) any earlier one.
 func (db *DB) PutChallenge(ctx context.Context, c dps.Challenge) error {
-	doc, err := marshal(c)
+	doc, err := docs.EncodeChallenge(c)
 	if err != nil {
 		return err
 	}
@@ -564,7 +493,7 @@ func (db *DB) PutChallenge(ctx context.Context, c dps.Challenge) error {
 
 // Challenge returns the latest TPM challenge of a registration ID.
 func (db *DB) Challenge(ctx context.Context, registrationID string) (dps.Challenge, error) {
-	return getDoc[dps.Challenge](ctx, db, `SELECT doc FROM tpm_challenges WHERE id = ?`, "TPM challenge", registrationID, dps.FoldID(registrationID))
+	return getDoc(ctx, db, docs.DecodeChallenge, `SELECT doc FROM tpm_challenges WHERE id = ?`, "TPM challenge", registrationID, dps.FoldID(registrationID))
 }
 
 // ConsumeChallenge deletes the challenge of a registration ID if its key is
@@ -580,8 +509,8 @@ func (db *DB) ConsumeChallenge(ctx context.Context, registrationID string, key d
 		if err != nil {
 			return err
 		}
-		var c dps.Challenge
-		if err := json.Unmarshal(doc, &c); err != nil {
+		c, err := docs.DecodeChallenge(doc)
+		if err != nil {
 			return err
 		}
 		if c.Key != key {
@@ -615,15 +544,3 @@ func (db *DB) ClaimOperation(ctx context.Context, id, owner string, until time.T
 // SingleNode reports that a SQLite store serves one dpsd process: the
 // registration engine then needs no operation leases.
 func (db *DB) SingleNode() bool { return true }
-
-// marshal is json.Marshal without HTML escaping, so payloads keep their
-// characters (& < >) as sent.
-func marshal(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
-}

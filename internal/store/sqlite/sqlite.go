@@ -24,6 +24,7 @@ import (
 	"sync"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/store/docs"
 	"github.com/opendps/dps/internal/store/groupcache"
 	"github.com/opendps/dps/internal/store/health"
 	_ "modernc.org/sqlite" // the database/sql driver "sqlite"
@@ -50,6 +51,8 @@ type DB struct {
 	groups   groupcache.Cache
 	health   health.Writes
 	lockFile *os.File // the exclusive lock (nil for a Shared handle)
+
+	pruneBatch int // operations per DeleteOperationsBefore
 }
 
 // ErrInUse is returned by Open when another process holds the database.
@@ -62,6 +65,9 @@ type Options struct {
 	// sees. dpsd never sets it; the registration engine assumes one process
 	// per SQLite database (SingleNode).
 	Shared bool
+	// PruneBatch bounds how many operations one DeleteOperationsBefore
+	// deletes (default docs.DefaultPruneBatch).
+	PruneBatch int
 }
 
 // stmt returns a prepared statement for a read query, preparing it once.
@@ -130,7 +136,10 @@ func OpenWith(ctx context.Context, path string, o Options) (_ *DB, err error) {
 	}
 	read.SetMaxOpenConns(8)
 	read.SetMaxIdleConns(8)
-	db := &DB{read: read, write: write, reqs: make(chan *writeReq, 1024), done: make(chan struct{}), closed: make(chan struct{}), lockFile: lf}
+	db := &DB{read: read, write: write, reqs: make(chan *writeReq, 1024), done: make(chan struct{}), closed: make(chan struct{}), lockFile: lf, pruneBatch: o.PruneBatch}
+	if db.pruneBatch <= 0 {
+		db.pruneBatch = docs.DefaultPruneBatch
+	}
 	if err := db.migrate(ctx); err != nil {
 		read.Close()
 		write.Close()
@@ -218,6 +227,9 @@ func (db *DB) Close() error {
 // Ping checks the database answers.
 func (db *DB) Ping(ctx context.Context) error { return translate(db.read.PingContext(ctx)) }
 
+// migrate applies the migrations this database has not had, in version
+// order, each in its own transaction: the embedded .sql file, then the Go
+// step of the same version if there is one (see goStep).
 func (db *DB) migrate(ctx context.Context) error {
 	if _, err := db.write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)`); err != nil {
 		return fmt.Errorf("sqlite: migrations table: %w", err)
@@ -227,40 +239,69 @@ func (db *DB) migrate(ctx context.Context) error {
 		return err
 	}
 	sort.Strings(names)
+	seen := map[int]string{}
 	for _, name := range names {
 		base := filepath.Base(name)
 		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
 		if err != nil {
 			return fmt.Errorf("sqlite: migration %s: bad version", base)
 		}
-		var n int
-		if err := db.write.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, v).Scan(&n); err != nil {
-			return fmt.Errorf("sqlite: migration %s: %w", base, err)
+		if other, dup := seen[v]; dup {
+			return fmt.Errorf("sqlite: migrations %s and %s have the same version", other, base)
 		}
-		if n > 0 {
+		seen[v] = base
+		if done, err := applied(ctx, db.write, v); err != nil {
+			return fmt.Errorf("sqlite: migration %s: %w", base, err)
+		} else if done {
 			continue
 		}
 		body, err := migrations.ReadFile(name)
 		if err != nil {
 			return err
 		}
-		tx, err := db.write.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("sqlite: migration %s: %w", base, err)
-		}
-		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("sqlite: migration %s: %w", base, err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version) VALUES (?)`, v); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("sqlite: migration %s: %w", base, err)
-		}
-		if err := tx.Commit(); err != nil {
+		if err := db.migrateOne(ctx, v, string(body)); err != nil {
 			return fmt.Errorf("sqlite: migration %s: %w", base, err)
 		}
 	}
 	return nil
+}
+
+// rowQuerier is a *sql.DB or a *sql.Tx.
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// applied reports whether migration version is recorded.
+func applied(ctx context.Context, q rowQuerier, version int) (bool, error) {
+	var n int
+	err := q.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n)
+	return n > 0, err
+}
+
+// migrateOne applies one migration. BEGIN IMMEDIATE takes the write lock
+// before it looks again: of several handles opening the database at once,
+// one applies it and the others find it recorded.
+func (db *DB) migrateOne(ctx context.Context, version int, body string) error {
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if done, err := applied(ctx, tx, version); err != nil || done {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, body); err != nil {
+		return err
+	}
+	if step := goStep(version); step != nil {
+		if err := step(ctx, tx); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version) VALUES (?)`, version); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // exec queues fn to run inside a shared write transaction and waits until

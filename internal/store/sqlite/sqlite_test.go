@@ -40,7 +40,29 @@ func TestConformance(t *testing.T) {
 			t.Cleanup(func() { db.Close() })
 			return db
 		},
+		Doc: func(t *testing.T, s storetest.Store, table string, key ...string) []byte {
+			doc, err := s.(*sqlite.DB).RawDoc(context.Background(), table, key...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return doc
+		},
+		SetDoc: func(t *testing.T, s storetest.Store, table string, doc []byte, key ...string) {
+			if err := s.(*sqlite.DB).SetRawDoc(context.Background(), table, doc, key...); err != nil {
+				t.Fatal(err)
+			}
+		},
 	})
+}
+
+// TestPruneBatch: Options.PruneBatch bounds each DeleteOperationsBefore.
+func TestPruneBatch(t *testing.T) {
+	db, err := sqlite.OpenWith(context.Background(), filepath.Join(t.TempDir(), "dps.db"), sqlite.Options{PruneBatch: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	storetest.CheckPruneBatch(t, db)
 }
 
 func BenchmarkStore(b *testing.B) {

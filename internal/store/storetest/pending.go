@@ -27,7 +27,7 @@ func testPendingHeaders(t *testing.T, f Factory) {
 		{ID: "ph-group", RegistrationID: "Dev-Group", EnrollmentGroupID: "Line-7"},
 		{ID: "ph-individual", RegistrationID: "dev-ind"},
 		{ID: "ph-final", RegistrationID: "dev-final", EnrollmentGroupID: "line-7", Status: dps.StatusFailed,
-			Result: &dps.Registration{RegistrationID: "dev-final", Status: dps.StatusFailed, ErrorCode: 400207}},
+			Result: &dps.Registration{RegistrationID: "dev-final", Status: dps.StatusFailed, ErrorCode: dps.CodeCustomAllocationFailed}},
 		{ID: "ph-leased", RegistrationID: "dev-leased", EnrollmentGroupID: "line-8"},
 	} {
 		o.Attestation, o.Payload = dps.AttestationSymmetricKey, big

@@ -35,10 +35,15 @@ type Store interface {
 }
 
 // Factory makes stores. New returns an empty store no other call shares;
-// Reopen returns a second handle on the same data (another node).
+// Reopen returns a second handle on the same data (another node). Doc
+// returns the document of a row as stored and SetDoc replaces it,
+// bypassing the store's encoding: the table and the values of its key
+// columns (docs.Tables), folded as stored.
 type Factory struct {
 	New    func(t *testing.T) Store
 	Reopen func(t *testing.T, s Store) Store
+	Doc    func(t *testing.T, s Store, table string, key ...string) []byte
+	SetDoc func(t *testing.T, s Store, table string, doc []byte, key ...string)
 }
 
 // Run exercises a store.
@@ -66,6 +71,7 @@ func Run(t *testing.T, f Factory) {
 		{"Group/SecondHandleSeesChanges", testGroupsAcrossHandles},
 		{"Health/CheckWrite", testCheckWrite},
 		{"Operation/TrimPerRegistrationID", testTrim},
+		{"Documents/GoldenFormat", testGoldenDocuments},
 		{"Operation/PendingHeaders", testPendingHeaders},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -342,7 +348,7 @@ func testLeases(t *testing.T, f Factory) {
 	}
 	o := op("lease-1", "d")
 	o.Status = dps.StatusFailed
-	o.Result = &dps.Registration{RegistrationID: "d", Status: dps.StatusFailed, ErrorCode: 400207}
+	o.Result = &dps.Registration{RegistrationID: "d", Status: dps.StatusFailed, ErrorCode: dps.CodeCustomAllocationFailed}
 	if _, err := other.CompleteOperation(ctx(), o); err != nil {
 		t.Fatal(err)
 	}
@@ -621,5 +627,37 @@ func testConcurrentFailures(t *testing.T, f Factory) {
 		kind(t, id+": registration of a failed write", regErr, dps.KindNotFound)
 		_, err := s.HubDevice(ctx(), fmt.Sprintf("bad-%d.example.net", i), id)
 		kind(t, id+": device of a failed write", err, dps.KindNotFound)
+	}
+}
+
+// CheckPruneBatch checks a store opened with a prune batch of 3 deletes
+// finished operations 3 at a time (the sweeper calls again after a full
+// batch) and never an unfinished one.
+func CheckPruneBatch(t *testing.T, s Store) {
+	t.Helper()
+	old := time.Now().Add(-48 * time.Hour)
+	for i := range 8 {
+		o := op(fmt.Sprintf("batch-%d", i), fmt.Sprintf("dev-batch-%d", i))
+		o.Created = old.Add(time.Duration(i) * time.Second)
+		if i > 0 {
+			o.Status = dps.StatusFailed // one unfinished, seven finished
+		}
+		if _, err := s.CreateOperation(ctx(), o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []int64
+	for range 4 {
+		n, err := s.DeleteOperationsBefore(ctx(), time.Now().Add(-24*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, n)
+	}
+	if fmt.Sprint(got) != "[3 3 1 0]" {
+		t.Errorf("pruned %v in successive calls, want [3 3 1 0]", got)
+	}
+	if _, err := s.Operation(ctx(), "batch-0"); err != nil {
+		t.Errorf("unfinished operation pruned: %v", err)
 	}
 }

@@ -1,0 +1,107 @@
+package docs
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"strings"
+
+	"github.com/opendps/dps"
+)
+
+// DefaultPruneBatch is how many finished operations one
+// DeleteOperationsBefore call deletes at most, unless a store is
+// configured otherwise: one huge delete would hold the database (and every
+// registration waiting on it) for its whole duration.
+const DefaultPruneBatch = 5000
+
+// DefaultPageSize is the page size of a listing that asks for none.
+const DefaultPageSize = 1000
+
+// NewETag returns a quoted opaque ETag, in the shape Azure uses.
+func NewETag() string { return `"` + rand.Text() + `"` }
+
+// NewRegistrationETag returns the ETag of a new registration record: base64
+// of a quoted one, as Azure's registration states carry.
+func NewRegistrationETag() string { return base64.StdEncoding.EncodeToString([]byte(NewETag())) }
+
+// SameETag compares an If-Match value with a stored ETag, ignoring a W/
+// prefix and one level of surrounding quotes on either side.
+func SameETag(ifMatch, stored string) bool { return trimETag(ifMatch) == trimETag(stored) }
+
+func trimETag(s string) string {
+	s = strings.TrimSpace(s)
+	s = strings.TrimPrefix(s, "W/")
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		s = s[1 : len(s)-1]
+	}
+	return s
+}
+
+// CheckPut enforces the ETag rules of a conditional write of the record
+// what named name, given whether it exists and its stored ETag: ifMatch ""
+// means create only, "*" create or replace, anything else must equal the
+// stored ETag.
+func CheckPut(exists bool, stored, what, name, ifMatch string) error {
+	switch {
+	case !exists && ifMatch != "" && ifMatch != "*":
+		return &dps.Error{Kind: dps.KindPrecondition, Message: fmt.Sprintf("%s %q does not exist; If-Match cannot match", what, name)}
+	case exists && ifMatch == "":
+		return &dps.Error{Kind: dps.KindConflict, Message: fmt.Sprintf("%s %q already exists; send If-Match with its etag (or *) to update it", what, name)}
+	case exists && ifMatch != "*" && !SameETag(ifMatch, stored):
+		return &dps.Error{Kind: dps.KindPrecondition, Message: fmt.Sprintf("%s %q has a different etag", what, name)}
+	}
+	return nil
+}
+
+// CheckDelete enforces the ETag rule of a delete of an existing record:
+// ifMatch "" or "*" is unconditional.
+func CheckDelete(stored, what, id, ifMatch string) error {
+	if ifMatch != "" && ifMatch != "*" && !SameETag(ifMatch, stored) {
+		return &dps.Error{Kind: dps.KindPrecondition, Message: fmt.Sprintf("%s %q has a different etag", what, id)}
+	}
+	return nil
+}
+
+// NotFound is the error of an absent record.
+func NotFound(what, id string) error {
+	return &dps.Error{Kind: dps.KindNotFound, Message: fmt.Sprintf("%s %q not found", what, id)}
+}
+
+// EncodeCursor returns the opaque continuation token of a page ending at
+// the record with storage key lastID.
+func EncodeCursor(lastID string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(lastID))
+}
+
+// DecodeCursor returns the storage key a continuation token continues
+// after ("" for the first page).
+func DecodeCursor(c string) (string, error) {
+	if c == "" {
+		return "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return "", &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "invalid continuation token"}
+	}
+	return string(b), nil
+}
+
+// PageSize is the number of records a page of limit holds.
+func PageSize(limit int) int {
+	if limit <= 0 {
+		return DefaultPageSize
+	}
+	return limit
+}
+
+// Page cuts the records a store read for a page (up to size+1, ordered by
+// storage key) to size and returns the continuation token of the next
+// page, "" when this is the last one.
+func Page[T any](items []T, size int, key func(T) string) ([]T, string) {
+	if len(items) <= size {
+		return items, ""
+	}
+	items = items[:size]
+	return items, EncodeCursor(key(items[size-1]))
+}

@@ -1,0 +1,162 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/opendps/dps/internal/store/postgres"
+	"github.com/opendps/dps/internal/store/storetest"
+)
+
+// legacyStamps are what the store generated when testdata/legacy.sql was
+// written (testdata/README.md).
+var legacyStamps = storetest.Stamps{
+	"enrollment/sym-device-01":   {ETag: `"KDTDCC7TT2ENALMSDHL7XVYAYJ"`, Created: at("2026-12-03T13:19:49.840536101Z"), Updated: at("2026-12-03T13:19:49.840536101Z")},
+	"enrollment/x509-device-01":  {ETag: `"VORXS7HSMQBR4L7U4ISLXS26PS"`, Created: at("2026-12-03T13:19:49.841509728Z"), Updated: at("2026-12-03T13:19:49.841509728Z")},
+	"enrollment/tpm-device-01":   {ETag: `"VPBLOKVDNIO3XP7BXP5MT7OGP6"`, Created: at("2026-12-03T13:19:49.842134019Z"), Updated: at("2026-12-03T13:19:49.842730527Z")},
+	"group/factory-line-1":       {ETag: `"7DLVWMONAQ52AVQAARP62ZO5EF"`, Created: at("2026-12-03T13:19:49.843544244Z"), Updated: at("2026-12-03T13:19:49.843544244Z")},
+	"group/x509-signed":          {ETag: `"AMZWAWYGMYY7N5OENN2CH3DJ7S"`, Created: at("2026-12-03T13:19:49.844823183Z"), Updated: at("2026-12-03T13:19:49.844823183Z")},
+	"group/x509-ca":              {ETag: `"VZWNCQMZ6BI3KPJVQV4GM47X7E"`, Created: at("2026-12-03T13:19:49.84548763Z"), Updated: at("2026-12-03T13:19:49.84548763Z")},
+	"ca/root-ca":                 {ETag: `"2IEMKR6YYQBAPRM5YZ5LMJBJP6"`, Created: at("2026-12-03T13:19:49.846303931Z"), Updated: at("2026-12-03T13:19:49.846303931Z")},
+	"ca/root-ca-2":               {ETag: `"URAM5TW52BCSIRCWLNFZWKEOM4"`, Created: at("2026-12-03T13:19:49.847094934Z"), Updated: at("2026-12-03T13:19:49.847094934Z")},
+	"registration/group-dev-01":  {ETag: "IkVQT1E1M0VCVkdJUEhXQlpSNTJOQVIyM05TIg=="},
+	"registration/failed-dev":    {ETag: "IjJCUFVSRTY0QjQ3RElONFYyUlE3Q1VES01NIg=="},
+	"registration/tpm-device-01": {ETag: "IlFUSUZOR1ZaWU9WWlk1RzY2RFpDU0lWM0Q3Ig=="},
+	"registration/ca-dev-01":     {ETag: "Ik5NV09XTzdJWE5FV1hZQVhGV01NVkZHSUFFIg=="},
+}
+
+func at(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
+// restoreLegacy creates a database holding testdata/legacy.sql, a pg_dump
+// of a database written by the previous release, and returns its DSN.
+func restoreLegacy(t *testing.T) string {
+	t.Helper()
+	ctx := context.Background()
+	dump, err := os.ReadFile(filepath.Join("testdata", "legacy.sql"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// psql meta-commands (\restrict, \unrestrict) are psql's, not SQL.
+	var script strings.Builder
+	for line := range strings.Lines(string(dump)) {
+		if !strings.HasPrefix(line, `\`) {
+			script.WriteString(line)
+		}
+	}
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	name := fmt.Sprintf("legacy_%d_%d", os.Getpid(), schemas.Add(1))
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), dsn)
+		if err == nil {
+			c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			c.Close(context.Background())
+		}
+	})
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("the test DSN is not a URL: %v", err)
+	}
+	u.Path = "/" + name
+	conn, err := pgx.Connect(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, script.String()); err != nil {
+		t.Fatalf("restore testdata/legacy.sql: %v", err)
+	}
+	return u.String()
+}
+
+// TestLegacyDatabase: a database written by the previous release
+// (testdata/legacy.sql, every record type with every field) opens, is
+// migrated to the current document format once, and serves every record
+// as that release stored it; writes over its records work.
+func TestLegacyDatabase(t *testing.T) {
+	ctx := context.Background()
+	legacy := restoreLegacy(t)
+	db, err := postgres.Open(ctx, legacy, postgres.Options{MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	storetest.CheckLegacyFixture(t, db, legacyStamps)
+	if n, err := db.OldDocs(ctx); err != nil || n != 0 {
+		t.Errorf("%d documents left in the previous format, %v", n, err)
+	}
+	if v, err := db.Migrations(ctx); err != nil || !slices.Equal(v, []int{1, 2, 3, 4, 5}) {
+		t.Errorf("migrations recorded: %v, %v", v, err)
+	}
+	// The sweeper's listing reads the group from the migrated documents.
+	heads, err := db.PendingOperationHeaders(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups := map[string]string{}
+	for _, h := range heads {
+		groups[h.ID] = h.EnrollmentGroupID
+	}
+	if want := map[string]string{"4.0a1b2c3d4e5f6071.66666666-2222-3333-4444-555555555555": "Factory-Line-1", "4.0a1b2c3d4e5f6071.77777777-2222-3333-4444-555555555555": ""}; !reflect.DeepEqual(groups, want) {
+		t.Errorf("pending headers' groups = %v, want %v", groups, want)
+	}
+	before, err := db.RawDoc(ctx, "enrollments", "sym-device-01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	// Opened again (another node): nothing is migrated twice, everything still reads.
+	again, err := postgres.Open(ctx, legacy, postgres.Options{MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if after, err := again.RawDoc(ctx, "enrollments", "sym-device-01"); err != nil || string(after) != string(before) {
+		t.Errorf("document after reopening = %s, %v; want it unchanged: %s", after, err, before)
+	}
+	storetest.CheckLegacyFixture(t, again, legacyStamps)
+	storetest.CheckLegacyFixtureWrites(t, again, legacyStamps)
+}
+
+// TestLegacyDocumentsInBatches: the rewrite reads a table a batch at a
+// time (by key; hub devices by two columns); with batches smaller than
+// the tables no document is skipped.
+func TestLegacyDocumentsInBatches(t *testing.T) {
+	ctx := context.Background()
+	legacy := restoreLegacy(t)
+	if left, err := postgres.UpgradeDocuments(ctx, legacy, 2); err != nil || left != 0 {
+		t.Fatalf("%d documents left in the previous format after the rewrite, %v", left, err)
+	}
+	db, err := postgres.Open(ctx, legacy, postgres.Options{MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if n, err := db.OldDocs(ctx); err != nil || n != 0 {
+		t.Errorf("%d documents left in the previous format, %v", n, err)
+	}
+	storetest.CheckLegacyFixture(t, db, legacyStamps)
+}
