@@ -260,7 +260,8 @@ func CheckLegacyFixture(t *testing.T, s Store, stamps Stamps) {
 
 // CheckLegacyFixtureWrites checks writes over the records of the legacy
 // fixture: the stored ETags still match, a challenge's key is still found,
-// the status columns still hold. It changes the store.
+// the status columns still hold, a group write is seen through the decoded
+// groups. It changes the store.
 func CheckLegacyFixtureWrites(t *testing.T, s Store, stamps Stamps) {
 	t.Helper()
 	sym, ok := stamps["enrollment/sym-device-01"]
@@ -286,5 +287,31 @@ func CheckLegacyFixtureWrites(t *testing.T, s Store, stamps Stamps) {
 	}
 	if left, err := s.PendingOperations(ctx()); err != nil || len(left) != 2 {
 		t.Errorf("after pruning: %d unfinished operations, %v; want 2", len(left), err)
+	}
+
+	// A group write moves the groups version (the migration that added it
+	// ran on a database that already held groups), so the groups the store
+	// keeps decoded, loaded here first, are read again.
+	xc, ok := stamps["group/x509-ca"]
+	if !ok {
+		t.Fatal("no stamp group/x509-ca")
+	}
+	g, err := s.Group(ctx(), "x509-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v0, err := s.GroupsVersion(ctx())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.IoTHubHostName = "hub-b.example.net"
+	if _, err := s.PutGroup(ctx(), g, xc.ETag); err != nil {
+		t.Fatalf("group update with the stored etag: %v", err)
+	}
+	if v1, err := s.GroupsVersion(ctx()); err != nil || v1 == v0 {
+		t.Errorf("groups version after a group write = %d, %v; want it moved from %d", v1, err, v0)
+	}
+	if got, err := s.Group(ctx(), "X509-CA"); err != nil || got.IoTHubHostName != "hub-b.example.net" {
+		t.Errorf("group after the write: hub %q, %v; want hub-b.example.net", got.IoTHubHostName, err)
 	}
 }

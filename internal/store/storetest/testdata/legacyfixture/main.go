@@ -1,11 +1,12 @@
-// Command legacyfixture wrote the fixtures of the document-format
-// migration tests (internal/store/sqlite/testdata/legacy.db and
-// internal/store/postgres/testdata/legacy.sql): one database per store,
+// Command legacyfixture wrote the fixtures of the migration tests
+// (internal/store/sqlite/testdata/legacy*.db and
+// internal/store/postgres/testdata/legacy*.sql): one database per store,
 // populated through the stores' own API with every record type and every
-// field set, by the release before the format changed. It is kept as the
-// record of how they were made (README.md). It builds against later
-// releases too, but would then write their format: run it at commit
-// 0c4f88f, from a copy of that commit (cmd/legacyfixture there):
+// field set, by a release before the document format changed (commits
+// c723902 and 0c4f88f). It is kept as the record of how they were made
+// (README.md). It builds against later releases too, but would then write
+// their format: run it at one of those commits, from a copy of it
+// (cmd/legacyfixture there):
 //
 //	go run ./cmd/legacyfixture -sqlite /tmp/legacy.db -pgdump /tmp/legacy.sql
 package main
