@@ -46,7 +46,15 @@ func (e *hubRetryError) Unwrap() error { return e.err }
 // *hubRetryError.
 func (s *Service) hubFailed(ctx context.Context, op dps.Operation, prev *dps.Registration, now time.Time, what string, err error) (dps.Operation, error) {
 	if f, ok := errors.AsType[*dps.HubFailure](err); ok {
-		return s.fail(op, prev, now, cmp.Or(f.Code, dps.CodeHubRejected), f.Message), nil
+		// A connector's code must be a 4xxxxx refusal (a permanent failure
+		// is not the service being unavailable); anything else is reported
+		// as CodeHubRejected, and the device always gets a message.
+		code := f.Code
+		if code < 400000 || code > 499999 {
+			code = dps.CodeHubRejected
+		}
+		msg := cmp.Or(f.Message, "The IoT hub refused to "+what+".")
+		return s.fail(op, prev, now, code, msg), nil
 	}
 	if ctx.Err() != nil {
 		return op, err // shutting down: not the hub's failure
@@ -57,8 +65,8 @@ func (s *Service) hubFailed(ctx context.Context, op dps.Operation, prev *dps.Reg
 		// internals; a domain error's message is safe to show.
 		msg := fmt.Sprintf("The IoT hub connector could not %s: %d attempts over %s failed. Register again later.",
 			what, r.attempts, now.Sub(r.first).Round(time.Second))
-		if e, ok := errors.AsType[*dps.Error](err); ok {
-			msg += " Last error: " + e.Message
+		if e, ok := errors.AsType[*dps.Error](err); ok && e.Kind != dps.KindInternal {
+			msg += " Last error: " + e.Message // internal errors are never shown to devices
 		}
 		s.log.WarnContext(ctx, "registration failed: hub connector retries exhausted", logkey.OperationID, op.ID, logkey.RegistrationID, op.RegistrationID, "attempts", r.attempts, logkey.Error, err)
 		return s.fail(op, prev, now, dps.CodeHubUnavailable, msg), nil
@@ -101,6 +109,11 @@ func (s *Service) hubDone(id string) {
 func (s *Service) retryAfter(op dps.Operation, wait time.Duration) {
 	op = dps.Operation{ID: op.ID, RegistrationID: op.RegistrationID, EnrollmentGroupID: op.EnrollmentGroupID,
 		Attestation: op.Attestation, Status: op.Status, Created: op.Created} // resume needs no more: not the payload
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil {
+		return // closed: the operation resumes at the next start
+	}
 	s.wg.Go(func() {
 		t := time.NewTimer(wait)
 		defer t.Stop()

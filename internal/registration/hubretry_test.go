@@ -13,6 +13,7 @@ import (
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/dpstest"
 	"github.com/opendps/dps/internal/registration"
+	"github.com/opendps/dps/internal/store/sqlite"
 )
 
 // scriptedHub is a hub connector whose Provision answers from a script:
@@ -174,6 +175,45 @@ func TestHubTransientThenOK(t *testing.T) {
 			if gap := calls[i+1].Sub(calls[i]); gap < want || gap > want+500*time.Millisecond {
 				t.Errorf("wait before attempt %d = %s, want about %s", i+2, gap, want)
 			}
+		}
+	})
+}
+
+// hiddenPending is a store whose listings of unfinished operations leave
+// everything out, as PostgreSQL's do for operations under a lease (this
+// node's own included) and beyond the first 10,000.
+type hiddenPending struct{ *sqlite.DB }
+
+func (hiddenPending) PendingOperations(context.Context) ([]dps.Operation, error) { return nil, nil }
+func (hiddenPending) PendingOperationHeaders(context.Context) ([]dps.Operation, error) {
+	return nil, nil
+}
+
+// TestHubRetriesCountWhenNotListed: an operation backing off after a hub
+// failure keeps its count when the sweep's listing does not show it, so the
+// retry limit is reached; forgetting it at every sweep restarted the count
+// and left the device assigning forever.
+func TestHubRetriesCountWhenNotListed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hub := &scriptedHub{fail: func(int) error { return errors.New("dial tcp: connection refused") }}
+		db := dpstest.OpenSQLite(t, filepath.Join(t.TempDir(), "dps.db"))
+		e := dpstest.MustPutEnrollment(t, db, dpstest.SymmetricKeyEnrollment("dev-hub"))
+		c := cred(t, "dev-hub", string(e.Attestation.SymmetricKey.PrimaryKey))
+		s := newService(t, db, hub, func(o *registration.Options) {
+			o.Store = hiddenPending{db}
+			o.SweepInterval = 2 * time.Second
+			o.HubRetryLimit = 6 // attempts at 0, 1, 3, 7, 15, 31 s: several sweeps in between
+		})
+		op, err := s.Register(context.Background(), registration.Request{IDScope: scope, RegistrationID: "dev-hub", Credential: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		final := pollUntilFinal(t, s, op, c, 2*time.Minute)
+		if final.Status != dps.StatusFailed || final.Result == nil || final.Result.ErrorCode != dps.CodeHubUnavailable {
+			t.Fatalf("final %s %+v, want failed with %d", final.Status, final.Result, dps.CodeHubUnavailable)
+		}
+		if n := len(hub.attempts()); n != 6 {
+			t.Errorf("%d attempts, want the limit of 6", n)
 		}
 	})
 }

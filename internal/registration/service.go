@@ -88,7 +88,7 @@ type Service struct {
 	log   *slog.Logger
 	lanes *lanes
 
-	mu sync.Mutex // guards devices
+	mu sync.Mutex // guards devices and hubRetries; held while retryAfter adds to wg
 	// devices maps a folded registration ID to its unfinished operation, so
 	// a device that registers again meanwhile is answered with that
 	// operation instead of starting another, or to the reservation of a
@@ -218,7 +218,9 @@ func (s *Service) pending(ctx context.Context) ([]dps.Operation, error) {
 // persisted and resume at the next Start.
 func (s *Service) Close() error {
 	s.lanes.close()
+	s.mu.Lock() // retryAfter adds to wg only before this
 	s.cancel()
+	s.mu.Unlock()
 	s.wg.Wait()
 	return nil
 }
@@ -416,8 +418,13 @@ func (s *Service) untrackFinished(listed time.Time, pending []dps.Operation) {
 		}
 	}
 	for id, r := range s.hubRetries {
-		if r.since.Before(listed) && !unfinished[id] && !s.lanes.has(id) {
-			delete(s.hubRetries, id) // finished elsewhere (another node)
+		// An operation backing off is in no lane and, on PostgreSQL, under
+		// this node's lease (the listing omits leased operations and lists
+		// at most 10,000): its retry state goes only once its next attempt
+		// is a lease overdue (it finished, or another node took it over),
+		// or its count would restart and the retry limit never be reached.
+		if r.since.Before(listed) && !unfinished[id] && !s.lanes.has(id) && time.Now().After(r.due.Add(s.o.Lease)) {
+			delete(s.hubRetries, id)
 		}
 	}
 }
@@ -733,7 +740,7 @@ func newOperationID() string {
 // the operation unfinished for the sweeper to retry.
 func (s *Service) process(ctx context.Context, op dps.Operation) {
 	if sn, ok := s.o.Store.(interface{ SingleNode() bool }); ok && sn.SingleNode() {
-		s.work(ctx, op, func() {}) // one node: nobody to share the work with
+		s.work(ctx, op, func(time.Time) {}) // one node: nobody to share the work with
 		return
 	}
 	// Own the operation for the time of the work; another node takes it
@@ -759,25 +766,31 @@ func (s *Service) process(ctx context.Context, op dps.Operation) {
 			}
 		}
 	}()
-	s.work(ctx, op, func() {
+	s.work(ctx, op, func(until time.Time) {
 		stopRenew()
-		// Give the lease up so any node (this one included) retries at once.
-		s.o.Store.ClaimOperation(ctx, op.ID, s.o.NodeID, time.Time{})
+		// Give the lease up so any node (this one included) retries at once
+		// (until zero), or keep it through a hub backoff, which this node
+		// waits out: other nodes would retry at once.
+		s.o.Store.ClaimOperation(ctx, op.ID, s.o.NodeID, until)
 	})
 }
 
 // work completes an operation; on a transient failure it logs, calls
-// release, and leaves the operation for a retry.
-func (s *Service) work(ctx context.Context, op dps.Operation, release func()) {
+// release with the time until which this node keeps the operation (zero:
+// any node may retry at once; a hub backoff: this node retries then), and
+// leaves the operation for a retry.
+func (s *Service) work(ctx context.Context, op dps.Operation, release func(until time.Time)) {
 	retry := func(err error) {
 		if ctx.Err() != nil {
 			return // shutting down: the work resumes at the next start
 		}
 		s.log.WarnContext(ctx, "operation will be retried", logkey.OperationID, op.ID, logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
-		release()
 		if hr, ok := errors.AsType[*hubRetryError](err); ok {
+			release(s.o.Now().Add(hr.wait))
 			s.retryAfter(op, hr.wait)
+			return
 		}
+		release(time.Time{})
 	}
 	if _, err := s.completeAndWrite(ctx, op, nil, false); err != nil {
 		retry(err)
