@@ -216,3 +216,28 @@ func TestLegacyDocumentsInBatches(t *testing.T) {
 		})
 	}
 }
+
+// TestLegacyMigrationOutlastsStatementTimeout: the migrations rewrite whole
+// tables (a stored generated column, every document), which on a real
+// database takes far longer than the pool's statement timeout; they run
+// without it, or dpsd could never start on a large database.
+func TestLegacyMigrationOutlastsStatementTimeout(t *testing.T) {
+	ctx := context.Background()
+	legacy := restoreLegacy(t, legacyFixtures[0])
+	conn, err := pgx.Connect(ctx, legacy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = conn.Exec(ctx, `INSERT INTO operations (id, registration_id, status, created, doc)
+		SELECT o.id || '-' || g, o.registration_id, o.status, o.created, o.doc
+		FROM (SELECT * FROM operations LIMIT 1) o, generate_series(1, 10000) g`)
+	conn.Close(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := postgres.Open(ctx, legacy, postgres.Options{MaxConns: 4, StatementTimeout: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("opening a database of 10,000 operations with a 20 ms statement timeout: %v", err)
+	}
+	db.Close()
+}

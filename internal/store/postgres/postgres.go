@@ -107,6 +107,12 @@ func (db *DB) DropSchema(ctx context.Context) error {
 
 func (db *DB) migrate(ctx context.Context) error {
 	return db.tx(ctx, func(tx pgx.Tx) error {
+		// Migrations rewrite whole tables and other nodes wait here for the
+		// one migrating: neither is bounded by the pool's statement timeout
+		// (a large database would never open). The caller's context still is.
+		if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = 0`); err != nil {
+			return err
+		}
 		// One node migrates at a time.
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(7363847201)`); err != nil {
 			return err
