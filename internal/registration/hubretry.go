@@ -50,7 +50,7 @@ func (s *Service) hubFailed(ctx context.Context, op dps.Operation, prev *dps.Reg
 		// is not the service being unavailable); anything else is reported
 		// as CodeHubRejected, and the device always gets a message.
 		code := f.Code
-		if code < 400000 || code > 499999 {
+		if status := code / 1000; status < 400 || status > 499 {
 			code = dps.CodeHubRejected
 		}
 		msg := cmp.Or(f.Message, "The IoT hub refused to "+what+".")
