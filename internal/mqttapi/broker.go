@@ -309,7 +309,7 @@ func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet, st *connState) p
 		return refusal(v, false)
 	}
 	cred := registration.Credential{SAS: string(pk.Connect.Password)}
-	if tc, ok := cl.Net.Conn.(interface{ ConnectionState() tls.ConnectionState }); ok {
+	if tc, ok := cl.Net.Conn.(conn); ok {
 		cred.Certificates = tc.ConnectionState().PeerCertificates
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.o.RequestTimeout)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,10 +128,24 @@ func (s *connState) deadline(t time.Time) time.Time {
 	return t
 }
 
+// conn is what every connection the broker serves offers: both the TLS
+// listener's connections (tlsConn) and the WebSocket ones (wsConn) carry
+// the broker's state and the TLS state of the device's handshake.
+type conn interface {
+	net.Conn
+	state() *connState
+	ConnectionState() tls.ConnectionState
+}
+
+var (
+	_ conn = (*tlsConn)(nil)
+	_ conn = (*wsConn)(nil)
+)
+
 // stateOf returns the state of a client's connection (every connection the
 // broker serves comes from its listener or its WebSocket handler).
 func stateOf(cl *mqtt.Client) *connState {
-	if c, ok := cl.Net.Conn.(interface{ state() *connState }); ok {
+	if c, ok := cl.Net.Conn.(conn); ok {
 		return c.state()
 	}
 	return nil
