@@ -52,21 +52,23 @@ type store interface {
 }
 
 // openStore opens the store named by the storage setting: sqlite:PATH or a
-// postgres:// URL. On failure the store is a nil interface, never a nil
-// *DB inside one (which a deferred Close would call).
-func openStore(ctx context.Context, storage string) (store, error) {
+// postgres:// URL. singleNode reports that this process is the only one on
+// the store (SQLite locks its database to one process); PostgreSQL may be
+// shared by several nodes. On failure the store is a nil interface, never
+// a nil *DB inside one (which a deferred Close would call).
+func openStore(ctx context.Context, storage string) (st store, singleNode bool, err error) {
 	if path, ok := strings.CutPrefix(storage, "sqlite:"); ok {
 		db, err := sqlite.Open(ctx, path)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		return db, nil
+		return db, true, nil
 	}
 	db, err := postgres.Open(ctx, storage, postgres.Options{})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return db, nil
+	return db, false, nil
 }
 
 // storageError is the one line dpsd exits with when the store does not
@@ -123,7 +125,8 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("dataDir: %w", err)
 	}
-	if s.store, err = openStore(ctx, cfg.Storage); err != nil {
+	var singleNode bool
+	if s.store, singleNode, err = openStore(ctx, cfg.Storage); err != nil {
 		return nil, storageError(cfg.Storage, err)
 	}
 
@@ -200,6 +203,10 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 		Lease:              cfg.OperationLease,
 		WebhookConcurrency: cfg.Webhook.MaxConcurrency,
 		SweepInterval:      min(5*time.Second, cfg.OperationLease/2),
+		SingleNode:         singleNode,
+		// The built-in connector records devices in s.store, so the
+		// engine writes them in each operation's transaction.
+		RecordDevicesWithOperations: true,
 	})
 	if err := s.reg.Start(ctx); err != nil {
 		return nil, err

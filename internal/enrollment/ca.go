@@ -11,7 +11,8 @@ import (
 	"github.com/opendps/dps"
 )
 
-// CAStore is the persistence of CA certificates held by the instance.
+// CAStore is the persistence of CA certificates held by the instance, part
+// of Store, under Store's error contract.
 type CAStore interface {
 	CACertificate(ctx context.Context, name string) (dps.CACertificate, error)
 	CACertificates(ctx context.Context) ([]dps.CACertificate, error)
@@ -19,21 +20,9 @@ type CAStore interface {
 	DeleteCACertificate(ctx context.Context, name, ifMatch string) error
 }
 
-func (s *Service) cas() (CAStore, error) {
-	cs, ok := s.o.Store.(CAStore)
-	if !ok {
-		return nil, dps.Errorf(dps.KindInternal, "this store does not hold CA certificates")
-	}
-	return cs, nil
-}
-
 // PutCA adds or replaces a CA certificate (PEM or base64 DER). A new or
 // changed certificate is unverified until its proof of possession.
 func (s *Service) PutCA(ctx context.Context, name, certificate, ifMatch string) (dps.CACertificate, error) {
-	cs, err := s.cas()
-	if err != nil {
-		return dps.CACertificate{}, err
-	}
 	if err := dps.ValidateGroupID(name); err != nil {
 		return dps.CACertificate{}, invalid("CA certificate name: must be 1-128 letters, digits, '-', '.', '_' or ':'")
 	}
@@ -45,68 +34,48 @@ func (s *Service) PutCA(ctx context.Context, name, certificate, ifMatch string) 
 		return dps.CACertificate{}, invalid("certificate %q is not a CA certificate (basic constraints CA:TRUE required)", c.Subject.CommonName)
 	}
 	out := dps.CACertificate{Name: name, Certificate: certificate}
-	if old, err := cs.CACertificate(ctx, name); err == nil {
+	if old, err := s.o.Store.CACertificate(ctx, name); err == nil {
 		if oc, err := dps.ParseCertificate(old.Certificate); err == nil && bytes.Equal(oc.Raw, c.Raw) {
 			out.Verified, out.VerificationCode = old.Verified, old.VerificationCode
 		}
 	}
-	return cs.PutCACertificate(ctx, out, ifMatch)
+	return s.o.Store.PutCACertificate(ctx, out, ifMatch)
 }
 
 // CA returns a CA certificate.
 func (s *Service) CA(ctx context.Context, name string) (dps.CACertificate, error) {
-	cs, err := s.cas()
-	if err != nil {
-		return dps.CACertificate{}, err
-	}
-	c, err := cs.CACertificate(ctx, name)
+	c, err := s.o.Store.CACertificate(ctx, name)
 	return c, notFoundCode(err, dps.CodeCANotFound)
 }
 
 // CAs returns every CA certificate.
 func (s *Service) CAs(ctx context.Context) ([]dps.CACertificate, error) {
-	cs, err := s.cas()
-	if err != nil {
-		return nil, err
-	}
-	return cs.CACertificates(ctx)
+	return s.o.Store.CACertificates(ctx)
 }
 
 // DeleteCA deletes a CA certificate; groups referencing it stop accepting devices.
 func (s *Service) DeleteCA(ctx context.Context, name, ifMatch string) error {
-	cs, err := s.cas()
-	if err != nil {
-		return err
-	}
-	return notFoundCode(cs.DeleteCACertificate(ctx, name, ifMatch), dps.CodeCANotFound)
+	return notFoundCode(s.o.Store.DeleteCACertificate(ctx, name, ifMatch), dps.CodeCANotFound)
 }
 
 // GenerateVerificationCode issues a new verification code: the CN a
 // certificate signed by the CA must carry to prove possession of its key.
 func (s *Service) GenerateVerificationCode(ctx context.Context, name string) (dps.CACertificate, error) {
-	cs, err := s.cas()
-	if err != nil {
-		return dps.CACertificate{}, err
-	}
-	c, err := cs.CACertificate(ctx, name)
+	c, err := s.o.Store.CACertificate(ctx, name)
 	if err != nil {
 		return c, notFoundCode(err, dps.CodeCANotFound)
 	}
 	b := make([]byte, 16)
 	rand.Read(b)
 	c.VerificationCode = strings.ToUpper(hex.EncodeToString(b))
-	return cs.PutCACertificate(ctx, c, c.ETag)
+	return s.o.Store.PutCACertificate(ctx, c, c.ETag)
 }
 
 // VerifyCA checks a proof-of-possession certificate: signed by the CA,
 // valid now, with CN equal to the current verification code. The CA then
 // becomes verified.
 func (s *Service) VerifyCA(ctx context.Context, name, certificate string, now time.Time) (dps.CACertificate, error) {
-	cs, err := s.cas()
-	if err != nil {
-		return dps.CACertificate{}, err
-	}
-	ca, err := cs.CACertificate(ctx, name)
+	ca, err := s.o.Store.CACertificate(ctx, name)
 	if err != nil {
 		return ca, notFoundCode(err, dps.CodeCANotFound)
 	}
@@ -131,5 +100,5 @@ func (s *Service) VerifyCA(ctx context.Context, name, certificate string, now ti
 		return ca, invalid("the verification certificate is not within its validity period")
 	}
 	ca.Verified, ca.VerificationCode = true, ""
-	return cs.PutCACertificate(ctx, ca, ca.ETag)
+	return s.o.Store.PutCACertificate(ctx, ca, ca.ETag)
 }

@@ -17,7 +17,17 @@ import (
 	"github.com/opendps/dps"
 )
 
-// Store is the persistence the management use case needs.
+// Store is the persistence the management use case needs. Both stores
+// provide all of it.
+//
+// Error contract: reading or deleting a missing item is a *dps.Error of
+// dps.KindNotFound. Puts take an If-Match value: "" creates
+// (dps.KindConflict if the item exists), "*" creates or replaces, anything
+// else must equal the stored ETag (dps.KindPrecondition otherwise, also
+// when the item is missing); a delete with an If-Match other than "" or
+// "*" that differs from the stored ETag is dps.KindPrecondition. IDs match
+// in any case (dps.FoldID). A Group may share memory with the store's
+// cache of decoded groups: do not modify it in place.
 type Store interface {
 	Enrollment(ctx context.Context, registrationID string) (dps.Enrollment, error)
 	PutEnrollment(ctx context.Context, e dps.Enrollment, ifMatch string) (dps.Enrollment, error)
@@ -30,6 +40,7 @@ type Store interface {
 	Registration(ctx context.Context, registrationID string) (dps.Registration, error)
 	DeleteRegistration(ctx context.Context, registrationID, ifMatch string) error
 	Registrations(ctx context.Context, groupID, continuation string, limit int) ([]dps.Registration, string, error)
+	CAStore
 }
 
 // Options configure a Service.
@@ -130,15 +141,11 @@ func (s *Service) validateSettings(ctx context.Context, set *dps.Settings, old *
 			if !group {
 				return invalid("attestation.x509.caReferences is for enrollment groups")
 			}
-			cs, err := s.cas()
-			if err != nil {
-				return err
-			}
 			for _, name := range []string{r.Primary, r.Secondary} {
 				if name == "" {
 					continue
 				}
-				if _, err := cs.CACertificate(ctx, name); err != nil {
+				if _, err := s.o.Store.CACertificate(ctx, name); err != nil {
 					if dps.KindOf(err) == dps.KindNotFound {
 						return invalid("attestation.x509.caReferences: no CA certificate named %q (add it with dpsctl ca add)", name)
 					}

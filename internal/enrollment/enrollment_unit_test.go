@@ -16,7 +16,7 @@ import (
 	"github.com/opendps/dps/internal/enrollment"
 )
 
-// memStore is an in-memory enrollment.Store and enrollment.CAStore with the
+// memStore is an in-memory enrollment.Store (CA certificates included) with the
 // stores' If-Match rules: "" creates, "*" creates or replaces, anything
 // else must equal the stored ETag. beforePut, when set, runs before each
 // conditional write (to simulate a concurrent writer).
@@ -771,19 +771,5 @@ func TestCAProofOfPossession(t *testing.T) {
 	}
 	if changed, err := s.PutCA(ctx, "root", other.PEM(), "*"); err != nil || changed.Verified {
 		t.Fatalf("upload of another CA under the name = %+v, %v; want unverified", changed, err)
-	}
-}
-
-// TestCAsNeedACAStore: a store without CA certificates is an internal
-// error for CA operations and for groups that reference CAs.
-func TestCAsNeedACAStore(t *testing.T) {
-	ctx := context.Background()
-	s := newService(struct{ enrollment.Store }{newMemStore()}, false)
-	if _, err := s.CAs(ctx); dps.KindOf(err) != dps.KindInternal {
-		t.Errorf("CAs = %v, want internal", err)
-	}
-	_, err := s.PutGroup(ctx, dps.Group{ID: "grp-1", Settings: x509Settings(dps.X509Attestation{CAReferences: &dps.X509CAReferences{Primary: "x"}})}, "")
-	if dps.KindOf(err) != dps.KindInternal {
-		t.Errorf("PutGroup with a CA reference = %v, want internal", err)
 	}
 }

@@ -20,28 +20,16 @@ type hubEffects struct {
 	remove *dps.HubDevice // hub and device ID only
 }
 
-// DeviceRecorder is an optional Store ability: create or complete an
-// operation together with the hub device records it produced (put, and
-// remove when the device moved), in one transaction.
-type DeviceRecorder interface {
-	CreateOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error)
-	CompleteOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error)
-}
-
-// recorder returns the store and an empty hubEffects for complete when
-// device records are written with operations: the hub connector records
-// devices in the registration store itself (the built-in connector) and the
-// store can write both at once. Otherwise fx is nil and complete calls the
+// effects returns an empty hubEffects for complete when device records
+// are written with operations (Options.RecordDevicesWithOperations: the
+// built-in connector records devices in this same store, and the store
+// writes both in one transaction); otherwise nil, and complete calls the
 // hub connector.
-func (s *Service) recorder() (rec DeviceRecorder, fx *hubEffects) {
-	hc, ok := s.o.Hubs.(interface{ RecordsIn() any })
-	if !ok || hc.RecordsIn() != any(s.o.Store) {
-		return nil, nil
+func (s *Service) effects() *hubEffects {
+	if s.o.RecordDevicesWithOperations {
+		return &hubEffects{}
 	}
-	if rec, ok = s.o.Store.(DeviceRecorder); !ok {
-		return nil, nil
-	}
-	return rec, &hubEffects{}
+	return nil
 }
 
 // complete computes an operation's final state. It returns an error only for

@@ -24,13 +24,6 @@ import (
 // version says the groups are unchanged, and a scan allocates nothing per
 // group.
 
-// groupsVersioner is an optional Store ability: a number that changes
-// whenever any enrollment group changes, through any node sharing the
-// store. Without it the groups are prepared again on every scan.
-type groupsVersioner interface {
-	GroupsVersion(ctx context.Context) (int64, error)
-}
-
 // symGroupCache holds the prepared symmetric-key groups. The zero value is
 // ready to use.
 type symGroupCache struct {
@@ -64,16 +57,8 @@ func prepareSymGroups(version int64, groups []dps.Group) *symGroups {
 
 // symmetricGroups returns the prepared groups, current as of this call.
 func (s *Service) symmetricGroups(ctx context.Context) (*symGroups, error) {
-	vs, ok := s.o.Store.(groupsVersioner)
-	if !ok {
-		groups, err := s.o.Store.Groups(ctx, dps.AttestationSymmetricKey)
-		if err != nil {
-			return nil, err
-		}
-		return prepareSymGroups(0, groups), nil
-	}
 	c := &s.symGroups
-	v, err := vs.GroupsVersion(ctx)
+	v, err := s.o.Store.GroupsVersion(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -101,7 +101,7 @@ func benchRefusal(b *testing.B, db scanStore) {
 	for i := range 1000 {
 		dpstest.MustPutGroup(b, db, dpstest.SymmetricKeyGroup(fmt.Sprintf("group-%04d", i)))
 	}
-	s := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db, Hubs: &builtin.Connector{Store: db},
+	s := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db, Hubs: &builtin.Connector{Store: db}, RecordDevicesWithOperations: true,
 		Allocators: map[dps.AllocationPolicy]registration.Allocator{dps.AllocationHashed: allocation.Hashed{}}, SweepInterval: time.Hour})
 	if err := s.Start(context.Background()); err != nil {
 		b.Fatal(err)

@@ -385,7 +385,7 @@ func TestSweepListsHeadersOnly(t *testing.T) {
 	g := dpstest.MustPutGroup(t, db1, dpstest.SymmetricKeyGroup("mixed-grp"))
 	c := groupCred(t, g, "Sensor-Mixed")
 	broken := &hubFunc{inner: builtin.Connector{Store: db1}, provision: func(context.Context, dps.HubDevice) error { return errors.New("hub unreachable") }}
-	s1 := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db1, Hubs: broken,
+	s1 := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db1, Hubs: broken, SingleNode: true,
 		Allocators: map[dps.AllocationPolicy]registration.Allocator{dps.AllocationHashed: allocation.Hashed{}}, SweepInterval: time.Hour})
 	if err := s1.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -400,7 +400,7 @@ func TestSweepListsHeadersOnly(t *testing.T) {
 
 	db2 := dpstest.OpenSQLite(t, path)
 	counted := &headerCounter{DB: db2}
-	s2 := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: counted, Hubs: &builtin.Connector{Store: db2},
+	s2 := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: counted, Hubs: &builtin.Connector{Store: db2}, SingleNode: true,
 		Allocators: map[dps.AllocationPolicy]registration.Allocator{dps.AllocationHashed: allocation.Hashed{}}, SweepInterval: 20 * time.Millisecond})
 	if err := s2.Start(ctx); err != nil {
 		t.Fatal(err)

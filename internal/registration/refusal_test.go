@@ -27,6 +27,7 @@ func TestRefusalCostDoesNotGrowWithGroups(t *testing.T) {
 		dpstest.MustPutGroup(t, db, dpstest.SymmetricKeyGroup(fmt.Sprintf("group-%04d", i)))
 	}
 	s := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db, Hubs: &builtin.Connector{Store: db},
+		SingleNode: true, RecordDevicesWithOperations: true,
 		Allocators: map[dps.AllocationPolicy]registration.Allocator{dps.AllocationHashed: allocation.Hashed{}}, SweepInterval: time.Hour})
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)

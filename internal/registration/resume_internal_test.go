@@ -84,7 +84,7 @@ func TestResumeWaitsOutTransientRematchFailures(t *testing.T) {
 // under a lease, this node's own included); the device's operation stays
 // tracked, so registering again meanwhile still answers it.
 func TestUntrackKeepsOperationsInLanes(t *testing.T) {
-	s := New(Options{IDScope: "0ne0000TEST", Store: dpstest.NewSQLite(t)})
+	s := New(Options{IDScope: "0ne0000TEST", Store: dpstest.NewSQLite(t), SingleNode: true})
 	s.lanes = newLanes(4, 4, 16, func(laneItem, func()) {}) // started, never finished
 	op := dps.Operation{ID: "op-leased", RegistrationID: "dev-1", Status: dps.StatusAssigning, Created: time.Now().UTC()}
 	s.track(op, true)

@@ -74,6 +74,19 @@ type Options struct {
 	// HubRetryLimit, when positive, also ends the retries after this many
 	// failed attempts.
 	HubRetryLimit int
+	// SingleNode says this process is the only one using Store (SQLite
+	// allows one process per database), so operations are processed
+	// without leases: Store.ClaimOperation is never called. Leave it false
+	// when several nodes share the store (PostgreSQL).
+	SingleNode bool
+	// RecordDevicesWithOperations says Hubs records device identities in
+	// Store itself (the built-in connector on the same store). The engine
+	// then writes a registration's device records in the transaction of
+	// its operation (Store.CreateOperationWithDevice,
+	// CompleteOperationWithDevice) instead of calling Hubs.Provision and
+	// Deprovision, so a record and its device never disagree. Leave it
+	// false for a connector to real IoT hubs, or one recording elsewhere.
+	RecordDevicesWithOperations bool
 }
 
 // Service is the registration engine. Create it with New, start its workers
@@ -205,13 +218,10 @@ func (s *Service) Start(ctx context.Context) error {
 	return nil
 }
 
-// pending lists the unfinished operations to resume: their headers only
-// when the store can (PendingHeaderLister), as that is all resuming needs.
+// pending lists the unfinished operations to resume: their headers only,
+// as that is all resuming needs.
 func (s *Service) pending(ctx context.Context) ([]dps.Operation, error) {
-	if l, ok := s.o.Store.(PendingHeaderLister); ok {
-		return l.PendingOperationHeaders(ctx)
-	}
-	return s.o.Store.PendingOperations(ctx)
+	return s.o.Store.PendingOperationHeaders(ctx)
 }
 
 // Close stops the workers and waits for them. Operations not finished stay
@@ -430,13 +440,9 @@ func (s *Service) untrackFinished(listed time.Time, pending []dps.Operation) {
 }
 
 // trim deletes a device's finished operations beyond the newest
-// KeepOperations, when the store can.
+// KeepOperations.
 func (s *Service) trim(ctx context.Context, regID string) {
-	t, ok := s.o.Store.(OperationTrimmer)
-	if !ok {
-		return
-	}
-	if _, err := t.TrimOperations(ctx, regID, s.o.KeepOperations); err != nil && ctx.Err() == nil {
+	if _, err := s.o.Store.TrimOperations(ctx, regID, s.o.KeepOperations); err != nil && ctx.Err() == nil {
 		s.log.WarnContext(ctx, "trim finished operations", logkey.RegistrationID, regID, logkey.Error, err)
 	}
 }
@@ -474,11 +480,9 @@ func (s *Service) sweep(ctx context.Context) {
 			}
 		}
 		s.resumeAll(ctx, due)
-		if p, ok := s.o.Store.(interface {
-			DeleteOperationsBefore(context.Context, time.Time) (int64, error)
-		}); ok && time.Since(lastPrune) > time.Minute {
+		if time.Since(lastPrune) > time.Minute {
 			lastPrune = time.Now()
-			if n, err := p.DeleteOperationsBefore(ctx, s.o.Now().Add(-s.o.OperationRetention)); err != nil {
+			if n, err := s.o.Store.DeleteOperationsBefore(ctx, s.o.Now().Add(-s.o.OperationRetention)); err != nil {
 				s.log.WarnContext(ctx, "sweep: prune operations", logkey.Error, err)
 			} else if n > 0 {
 				s.log.DebugContext(ctx, "pruned finished operations", "count", n)
@@ -626,7 +630,7 @@ const conflictAttempts = 8
 func (s *Service) completeAndWrite(ctx context.Context, op dps.Operation, m *match, create bool) (dps.Operation, error) {
 	var err error
 	for range conflictAttempts {
-		rec, fx := s.recorder()
+		fx := s.effects()
 		var final dps.Operation
 		if final, err = s.complete(ctx, op, m, fx); err != nil {
 			return op, err
@@ -637,11 +641,11 @@ func (s *Service) completeAndWrite(ctx context.Context, op dps.Operation, m *mat
 		var stored dps.Operation
 		switch {
 		case fx != nil && fx.put != nil && create:
-			stored, err = rec.CreateOperationWithDevice(ctx, final, *fx.put, fx.remove)
+			stored, err = s.o.Store.CreateOperationWithDevice(ctx, final, *fx.put, fx.remove)
 		case fx != nil && fx.put != nil:
 			// The device records are written with the result, or not at all
 			// (another operation of the device changed its record meanwhile).
-			stored, err = rec.CompleteOperationWithDevice(ctx, final, *fx.put, fx.remove)
+			stored, err = s.o.Store.CompleteOperationWithDevice(ctx, final, *fx.put, fx.remove)
 		case create:
 			stored, err = s.o.Store.CreateOperation(ctx, final)
 		default:
@@ -739,7 +743,7 @@ func newOperationID() string {
 // process completes one operation. Transient failures (store errors) leave
 // the operation unfinished for the sweeper to retry.
 func (s *Service) process(ctx context.Context, op dps.Operation) {
-	if sn, ok := s.o.Store.(interface{ SingleNode() bool }); ok && sn.SingleNode() {
+	if s.o.SingleNode {
 		s.work(ctx, op, func(time.Time) {}) // one node: nobody to share the work with
 		return
 	}

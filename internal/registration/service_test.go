@@ -29,9 +29,9 @@ var hubs = []dps.LinkedHub{
 	{HostName: "hub-c.example.net", AllocationWeight: 1, ApplyAllocationPolicy: false},
 }
 
-// hubFunc wraps the built-in connector with a Provision that can fail. It
-// does not embed the connector: that would promote RecordsIn, and the
-// engine would then write device records itself, never calling Provision.
+// hubFunc wraps the built-in connector with a Provision that can fail.
+// Services using it leave RecordDevicesWithOperations unset, so the engine
+// calls Provision rather than writing device records itself.
 type hubFunc struct {
 	provision func(context.Context, dps.HubDevice) error
 	inner     builtin.Connector
@@ -58,6 +58,9 @@ func (f allocatorFunc) Allocate(ctx context.Context, r dps.AllocationRequest) (d
 
 func newService(t *testing.T, db *sqlite.DB, hub registration.HubConnector, mods ...func(*registration.Options)) *registration.Service {
 	t.Helper()
+	// The built-in connector on db, as dpsd wires it: device records go
+	// with the operations. Another connector is called.
+	recordDevices := hub == nil
 	if hub == nil {
 		hub = &builtin.Connector{Store: db}
 	}
@@ -68,9 +71,11 @@ func newService(t *testing.T, db *sqlite.DB, hub registration.HubConnector, mods
 			dps.AllocationHashed: allocation.Hashed{},
 			dps.AllocationStatic: allocation.Static{},
 		},
-		Hubs:          hub,
-		Store:         db,
-		SweepInterval: 50 * time.Millisecond,
+		Hubs:                        hub,
+		Store:                       db,
+		SweepInterval:               50 * time.Millisecond,
+		SingleNode:                  true, // SQLite
+		RecordDevicesWithOperations: recordDevices,
 	}
 	for _, m := range mods {
 		m(&o)
@@ -377,7 +382,7 @@ func TestRestartResumesOperations(t *testing.T) {
 	broken := &hubFunc{inner: builtin.Connector{Store: db1}, provision: func(context.Context, dps.HubDevice) error {
 		return errors.New("hub unreachable")
 	}}
-	s1 := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db1, Hubs: broken,
+	s1 := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db1, Hubs: broken, SingleNode: true,
 		Allocators: map[dps.AllocationPolicy]registration.Allocator{dps.AllocationHashed: allocation.Hashed{}}, SweepInterval: time.Hour})
 	if err := s1.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -442,6 +447,7 @@ func TestOperationLookups(t *testing.T) {
 func BenchmarkRegister(b *testing.B) {
 	db := dpstest.NewSQLite(b)
 	s := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db, Hubs: &builtin.Connector{Store: db},
+		SingleNode: true, RecordDevicesWithOperations: true,
 		Allocators: map[dps.AllocationPolicy]registration.Allocator{dps.AllocationHashed: allocation.Hashed{}}})
 	if err := s.Start(context.Background()); err != nil {
 		b.Fatal(err)

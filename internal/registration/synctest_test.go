@@ -36,7 +36,8 @@ type memStore struct {
 		owner string
 		until time.Time
 	}
-	claims []claimCall
+	claims        []claimCall
+	groupsVersion int64
 	// failCompletes is how many CompleteOperation calls fail (unavailable).
 	failCompletes int
 }
@@ -142,6 +143,28 @@ func (m *memStore) PendingOperations(context.Context) ([]dps.Operation, error) {
 		}
 	}
 	return out, nil
+}
+
+// PendingOperationHeaders returns the unfinished operations whole: the
+// engine reads only the header fields.
+func (m *memStore) PendingOperationHeaders(ctx context.Context) ([]dps.Operation, error) {
+	return m.PendingOperations(ctx)
+}
+
+// GroupsVersion is a new version at every call: tests change groups
+// directly, so the engine prepares them again on every scan.
+func (m *memStore) GroupsVersion(context.Context) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.groupsVersion++
+	return m.groupsVersion, nil
+}
+
+// TrimOperations and DeleteOperationsBefore keep every operation: these
+// tests look at operations, not at what the store keeps of them.
+func (m *memStore) TrimOperations(context.Context, string, int) (int64, error) { return 0, nil }
+func (m *memStore) DeleteOperationsBefore(context.Context, time.Time) (int64, error) {
+	return 0, nil
 }
 
 // ClaimOperation has the stores' lease rule: another owner's unexpired

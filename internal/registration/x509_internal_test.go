@@ -20,7 +20,7 @@ func TestX509MatchOwnsItsGroup(t *testing.T) {
 		Attestation:        dps.Attestation{Type: dps.AttestationX509, X509: &dps.X509Attestation{SigningCertificates: &dps.X509Certificates{Primary: root.PEM()}}},
 		ProvisioningStatus: dps.ProvisioningEnabled,
 	}})
-	s := New(Options{IDScope: "0ne0000TEST", Store: db})
+	s := New(Options{IDScope: "0ne0000TEST", Store: db, SingleNode: true})
 	leaf := root.Leaf(t, "x509-dev")
 	m, err := s.authenticateX509(ctx, "0ne0000TEST", "x509-dev", []*x509.Certificate{leaf.Cert})
 	if err != nil || m.group == nil {

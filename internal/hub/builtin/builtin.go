@@ -18,7 +18,11 @@ type Store interface {
 	DeleteHubDevice(ctx context.Context, hub, deviceID string) error
 }
 
-// Connector records device identities in a Store.
+// Connector records device identities in a Store. It also reads twins
+// (registration.TwinReader). When Store is the registration store, dpsd
+// sets registration.Options.RecordDevicesWithOperations, and the engine
+// writes the same records in each operation's transaction instead of
+// calling Provision and Deprovision.
 type Connector struct {
 	Store Store
 }
@@ -41,8 +45,3 @@ func (c *Connector) Twin(ctx context.Context, hub, deviceID string) (json.RawMes
 	}
 	return d.Twin, nil
 }
-
-// RecordsIn returns the store the connector records devices in, so the
-// registration engine can write a device record in the same transaction as
-// the operation that produced it.
-func (c *Connector) RecordsIn() any { return c.Store }

@@ -540,7 +540,3 @@ func (db *DB) ClaimOperation(ctx context.Context, id, owner string, until time.T
 	})
 	return ok, err
 }
-
-// SingleNode reports that a SQLite store serves one dpsd process: the
-// registration engine then needs no operation leases.
-func (db *DB) SingleNode() bool { return true }

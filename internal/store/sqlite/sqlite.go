@@ -62,8 +62,9 @@ var ErrInUse = errors.New("database locked")
 type Options struct {
 	// Shared opens the database without taking its exclusive lock, next to
 	// a handle of this process that holds it: tests of what a second handle
-	// sees. dpsd never sets it; the registration engine assumes one process
-	// per SQLite database (SingleNode).
+	// sees. dpsd never sets it; dpsd runs the registration engine without
+	// operation leases on SQLite (registration.Options.SingleNode), as one
+	// process holds the database.
 	Shared bool
 	// PruneBatch bounds how many operations one DeleteOperationsBefore
 	// deletes (default docs.DefaultPruneBatch).

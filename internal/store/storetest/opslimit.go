@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/opendps/dps"
-	"github.com/opendps/dps/internal/registration"
 )
 
 // testTrim: TrimOperations keeps a registration ID's newest finished
@@ -14,10 +13,6 @@ import (
 // ones, and never another device's.
 func testTrim(t *testing.T, f Factory) {
 	s := f.New(t)
-	tr, ok := s.(registration.OperationTrimmer)
-	if !ok {
-		t.Fatalf("%T does not implement TrimOperations", s)
-	}
 	base := time.Now().UTC().Add(-time.Hour)
 	for i := range 6 {
 		o := op(fmt.Sprintf("trim-%d", i), "Dev-Trim")
@@ -36,7 +31,7 @@ func testTrim(t *testing.T, f Factory) {
 	if _, err := s.CreateOperation(ctx(), other); err != nil {
 		t.Fatal(err)
 	}
-	n, err := tr.TrimOperations(ctx(), "dev-TRIM", 2)
+	n, err := s.TrimOperations(ctx(), "dev-TRIM", 2)
 	if err != nil || n != 3 {
 		t.Fatalf("trimmed %d, %v; want 3", n, err)
 	}
@@ -49,7 +44,7 @@ func testTrim(t *testing.T, f Factory) {
 	if _, err := s.Operation(ctx(), "trim-other"); err != nil {
 		t.Errorf("another device's operation was trimmed: %v", err)
 	}
-	if n, err := tr.TrimOperations(ctx(), "dev-trim", 2); err != nil || n != 0 {
+	if n, err := s.TrimOperations(ctx(), "dev-trim", 2); err != nil || n != 0 {
 		t.Errorf("second trim deleted %d, %v; want 0", n, err)
 	}
 }

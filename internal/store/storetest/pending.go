@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/opendps/dps"
-	"github.com/opendps/dps/internal/registration"
 )
 
 // testPendingHeaders: PendingOperationHeaders lists what PendingOperations
@@ -17,10 +16,6 @@ import (
 // operation leaves the list.
 func testPendingHeaders(t *testing.T, f Factory) {
 	s := f.New(t)
-	l, ok := s.(registration.PendingHeaderLister)
-	if !ok {
-		t.Fatalf("%T does not implement PendingOperationHeaders", s)
-	}
 	base := time.Now().UTC().Add(-time.Minute).Truncate(time.Microsecond)
 	big := json.RawMessage(`{"blob":"` + strings.Repeat("p", 90_000) + `"}`)
 	for i, o := range []dps.Operation{
@@ -57,7 +52,7 @@ func testPendingHeaders(t *testing.T, f Factory) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	heads, err := l.PendingOperationHeaders(ctx())
+	heads, err := s.PendingOperationHeaders(ctx())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +83,7 @@ func testPendingHeaders(t *testing.T, f Factory) {
 	if _, err := s.CompleteOperation(ctx(), done); err != nil {
 		t.Fatal(err)
 	}
-	if heads, err := l.PendingOperationHeaders(ctx()); err != nil || slices.Contains(ids(heads), "ph-group") {
+	if heads, err := s.PendingOperationHeaders(ctx()); err != nil || slices.Contains(ids(heads), "ph-group") {
 		t.Errorf("after completion: headers %v, %v", ids(heads), err)
 	}
 }

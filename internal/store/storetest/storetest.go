@@ -25,7 +25,6 @@ type Store interface {
 	enrollment.Store
 	enrollment.CAStore
 	builtin.Store
-	registration.DeviceRecorder
 	Meta(ctx context.Context, key, value string) (string, error)
 	DeleteOperationsBefore(ctx context.Context, t time.Time) (int64, error)
 	// GroupsVersion changes whenever any group changes, through any handle.
