@@ -11,15 +11,25 @@
 //
 // # Where everything else lives
 //
+// Every package of the module, as layout_test.go checks (it also holds the
+// import rules between them):
+//
 //   - internal/registration: the device registration use case (attest,
 //     resolve the enrollment, allocate, hand the device to a hub connector,
-//     persist the result).
+//     persist the result), with its operation lanes, sweeper and poll cache.
+//   - internal/enrollment: the management use case (validation, keys,
+//     ETags, bulk, CA proof of possession).
 //   - internal/sas: SAS token parsing, signing and verification.
-//   - internal/allocation: the built-in allocation policies.
+//   - internal/access: service API access policies and their SAS tokens.
+//   - internal/x509attest: X.509 chain checks and CRLs;
+//     internal/tpmattest: TPM activation blobs.
+//   - internal/allocation: the built-in allocation policies;
+//     internal/allocation/webhookalloc: custom allocation webhooks.
 //   - internal/wire: the JSON shapes of the DPS APIs and the one table that
-//     maps a Kind to a DPS status and error code.
-//   - internal/httpapi: the HTTPS adapter.
-//   - internal/mqttapi: the MQTT adapter (embedded broker, also over WebSocket).
+//     maps a Kind to a DPS status (codes.go here names every error code).
+//   - internal/httpapi: the HTTPS adapter (device and service APIs).
+//   - internal/mqttapi: the MQTT adapter (embedded broker, also over
+//     WebSocket); internal/wsstream: MQTT's byte stream over WebSocket.
 //   - internal/store/sqlite: the embedded store; internal/store/postgres: the
 //     store for several nodes; internal/store/storetest: their one
 //     conformance suite; internal/store/groupcache: decoded enrollment
@@ -28,6 +38,14 @@
 //     (tagged, versioned, converted to and from the domain) and the rules
 //     both stores share (ETags, continuation tokens, prune batches).
 //   - internal/hub/builtin: the built-in hub connector.
+//   - internal/client: the Go client of the service API (dpsctl).
+//   - internal/prom: Prometheus metrics; internal/logkey: log attribute
+//     names; internal/pki: generated CA and server certificates.
+//   - internal/bench: the load generator of dpsctl bench; internal/ceiling:
+//     the benchmark ceiling (dpsd --ceiling).
+//   - internal/dpstest, internal/pgtest: test helpers (certificates, TPM
+//     devices, dpsd processes; throwaway PostgreSQL clusters).
 //   - cmd/dpsd, cmd/dpsctl: the server and the CLI, the only wiring.
-//   - device: a Go client for devices; webhook: types for webhook authors.
+//   - device: a Go client for devices; webhook: types for webhook authors;
+//     examples/webhook: an example webhook.
 package dps
