@@ -34,6 +34,10 @@ func (s *Service) effects() *hubEffects {
 
 // complete computes an operation's final state. It returns an error only for
 // transient failures that should be retried.
+//
+// It allocates a hub, decides what becomes of the device's previous
+// assignment (decideReprovision), applies the hub effects and builds the
+// result; a permanent failure at any step ends the operation failed.
 func (s *Service) complete(ctx context.Context, op dps.Operation, known *match, fx *hubEffects) (dps.Operation, error) {
 	now := s.o.Now().UTC()
 	m := known
@@ -61,92 +65,100 @@ func (s *Service) complete(ctx context.Context, op dps.Operation, known *match, 
 	if err != nil {
 		return op, err
 	}
-	reassigning := prev != nil && prev.AssignedHub != ""
-
 	deviceID := op.RegistrationID
 	if m.enrollment != nil && m.enrollment.DeviceID != "" {
 		deviceID = m.enrollment.DeviceID
 	}
 
-	var asg dps.Assignment
+	asg, f, err := s.allocate(ctx, op, m, set, prev)
+	if err != nil {
+		return op, err
+	}
+	if f != nil {
+		return s.fail(op, prev, now, f.code, f.msg), nil
+	}
+	d := decideReprovision(prev, set.Reprovision(), asg.Hub, deviceID, len(asg.InitialTwin) > 0)
+	hd, tpmBlob, f := s.hubDevice(ctx, op, m, set, prev, asg, deviceID, d, now)
+	if f != nil {
+		return s.fail(op, prev, now, f.code, f.msg), nil
+	}
+	if what, err := s.applyHubEffects(ctx, hd, prev, d, fx); err != nil {
+		return s.hubFailed(ctx, op, prev, now, what, err)
+	}
+	return assignedOp(op, prev, asg, deviceID, d, tpmBlob, now), nil
+}
+
+// failure is a permanent failure: the operation ends failed with this DPS
+// error code and message.
+type failure struct {
+	code int
+	msg  string
+}
+
+// allocate chooses the device's hub. A device that has a hub and whose
+// enrollment never re-provisions stays on it; otherwise the allocation
+// policy chooses among the candidate hubs. The error is a transient failure.
+func (s *Service) allocate(ctx context.Context, op dps.Operation, m *match, set *dps.Settings, prev *dps.Registration) (dps.Assignment, *failure, error) {
+	reassigning := prev != nil && prev.AssignedHub != ""
 	if reassigning && !set.Reprovision().UpdateHubAssignment {
-		asg.Hub = prev.AssignedHub // never re-provision: the device stays
-	} else {
-		policy := set.AllocationPolicy
-		if policy == "" {
-			policy = s.o.DefaultPolicy
-		}
-		alloc, ok := s.o.Allocators[policy]
-		if !ok {
-			return s.fail(op, prev, now, dps.CodeInvalid, fmt.Sprintf("allocation policy %q is not available on this instance", policy)), nil
-		}
-		cands, err := s.candidates(set)
-		if err != nil {
-			return s.fail(op, prev, now, dps.CodeInvalid, err.Error()), nil
-		}
-		req := dps.AllocationRequest{
-			RegistrationID: op.RegistrationID,
-			Candidates:     cands,
-			Enrollment:     m.enrollment,
-			Group:          m.group,
-			Attestation:    op.Attestation,
-			Payload:        op.Payload,
-		}
-		if reassigning {
-			req.CurrentHub, req.CurrentDeviceID = prev.AssignedHub, prev.DeviceID
-		}
-		asg, err = alloc.Allocate(ctx, req)
-		if err != nil {
-			if f, ok := errors.AsType[*dps.AllocationFailure](err); ok {
-				return s.fail(op, prev, now, f.Code, f.Message), nil
-			}
-			if ctx.Err() != nil {
-				return op, err
-			}
-			return s.fail(op, prev, now, dps.CodeInternal, "allocation failed: "+dps.AsError(err).Message), nil
-		}
-		if !containsHub(cands, asg.Hub) {
-			return s.fail(op, prev, now, dps.CodeCustomAllocationFailed, fmt.Sprintf("allocation chose %q, which is not a candidate hub", asg.Hub)), nil
-		}
-		asg.Hub = canonicalHub(cands, asg.Hub)
+		return dps.Assignment{Hub: prev.AssignedHub}, nil, nil // never re-provision: the device stays
 	}
+	policy := set.AllocationPolicy
+	if policy == "" {
+		policy = s.o.DefaultPolicy
+	}
+	alloc, ok := s.o.Allocators[policy]
+	if !ok {
+		return dps.Assignment{}, &failure{dps.CodeInvalid, fmt.Sprintf("allocation policy %q is not available on this instance", policy)}, nil
+	}
+	cands, err := s.candidates(set)
+	if err != nil {
+		return dps.Assignment{}, &failure{dps.CodeInvalid, err.Error()}, nil
+	}
+	req := dps.AllocationRequest{
+		RegistrationID: op.RegistrationID,
+		Candidates:     cands,
+		Enrollment:     m.enrollment,
+		Group:          m.group,
+		Attestation:    op.Attestation,
+		Payload:        op.Payload,
+	}
+	if reassigning {
+		req.CurrentHub, req.CurrentDeviceID = prev.AssignedHub, prev.DeviceID
+	}
+	asg, err := alloc.Allocate(ctx, req)
+	if err != nil {
+		if f, ok := errors.AsType[*dps.AllocationFailure](err); ok {
+			return dps.Assignment{}, &failure{f.Code, f.Message}, nil
+		}
+		if ctx.Err() != nil {
+			return dps.Assignment{}, nil, err
+		}
+		return dps.Assignment{}, &failure{dps.CodeInternal, "allocation failed: " + dps.AsError(err).Message}, nil
+	}
+	if !containsHub(cands, asg.Hub) {
+		return dps.Assignment{}, &failure{dps.CodeCustomAllocationFailed, fmt.Sprintf("allocation chose %q, which is not a candidate hub", asg.Hub)}, nil
+	}
+	asg.Hub = canonicalHub(cands, asg.Hub)
+	return asg, nil, nil
+}
 
-	moved := reassigning && (!strings.EqualFold(prev.AssignedHub, asg.Hub) || !strings.EqualFold(prev.DeviceID, deviceID))
-	substatus := dps.SubstatusInitialAssignment
-	initialHub := asg.Hub
-	created := now
-	if prev != nil {
-		created = prev.Created
-		if prev.InitialHub != "" {
-			initialHub = prev.InitialHub
-		}
-	}
-	twin := set.InitialTwin
-	switch {
-	case len(asg.InitialTwin) > 0:
-		twin = asg.InitialTwin // the webhook's twin overrides migration settings
-	case reassigning && !moved:
+// twin returns the new identity's twin from the source d names.
+func (s *Service) twin(ctx context.Context, d reprovisionDecision, set *dps.Settings, asg dps.Assignment, prev *dps.Registration) json.RawMessage {
+	switch d.Twin {
+	case twinFromWebhook:
+		return asg.InitialTwin
+	case twinKeepCurrent, twinMigrate:
 		if t, ok := s.readTwin(ctx, prev.AssignedHub, prev.DeviceID); ok {
-			twin = t
-		}
-	case moved && set.Reprovision().MigrateDeviceData:
-		if t, ok := s.readTwin(ctx, prev.AssignedHub, prev.DeviceID); ok {
-			twin = t
+			return t
 		}
 	}
-	switch {
-	case reassigning && !moved:
-		if prev.Substatus != "" {
-			substatus = prev.Substatus
-		}
-	case moved && strings.EqualFold(asg.Hub, initialHub) && !strings.EqualFold(prev.AssignedHub, initialHub):
-		substatus = dps.SubstatusReprovisionedToInitialAssignment
-	case moved && set.Reprovision().MigrateDeviceData:
-		substatus = dps.SubstatusDeviceDataMigrated
-	case moved:
-		substatus = dps.SubstatusDeviceDataReset
-	}
+	return set.InitialTwin
+}
 
+// hubDevice is the device identity the registration creates on its hub,
+// and for TPM devices the hub key blob the result carries.
+func (s *Service) hubDevice(ctx context.Context, op dps.Operation, m *match, set *dps.Settings, prev *dps.Registration, asg dps.Assignment, deviceID string, d reprovisionDecision, now time.Time) (dps.HubDevice, string, *failure) {
 	hd := dps.HubDevice{
 		Hub:          asg.Hub,
 		DeviceID:     deviceID,
@@ -154,14 +166,14 @@ func (s *Service) complete(ctx context.Context, op dps.Operation, known *match, 
 		PrimaryKey:   m.deviceKeys[0],
 		SecondaryKey: m.deviceKeys[1],
 		IoTEdge:      set.IoTEdge,
-		Twin:         twin,
+		Twin:         s.twin(ctx, d, set, asg, prev),
 		Updated:      now,
 	}
 	var tpmBlob string
 	if op.Attestation == dps.AttestationTPM {
 		k2, blob, err := s.hubKeyBlob(op, m.enrollment)
 		if err != nil {
-			return s.fail(op, prev, now, dps.CodeInvalid, err.Error()), nil
+			return dps.HubDevice{}, "", &failure{dps.CodeInvalid, err.Error()}
 		}
 		hd.PrimaryKey, hd.SecondaryKey, tpmBlob = k2, "", blob
 	}
@@ -172,30 +184,47 @@ func (s *Service) complete(ctx context.Context, op dps.Operation, known *match, 
 			hd.X509Thumbprint = op.X509.Certificate.SHA256Thumbprint
 		}
 	}
+	return hd, tpmBlob, nil
+}
+
+// applyHubEffects creates hd and removes the identity the device left:
+// recorded in fx when the store writes them with the operation, otherwise
+// through the hub connector. On a connector error it also returns what
+// failed, for hubFailed.
+func (s *Service) applyHubEffects(ctx context.Context, hd dps.HubDevice, prev *dps.Registration, d reprovisionDecision, fx *hubEffects) (string, error) {
 	if fx != nil {
 		// The store writes the device records with the operation.
 		fx.put = &hd
-		if moved {
+		if d.DeprovisionOld {
 			fx.remove = &dps.HubDevice{Hub: prev.AssignedHub, DeviceID: prev.DeviceID}
 		}
-	} else {
-		if err := s.o.Hubs.Provision(ctx, hd); err != nil {
-			return s.hubFailed(ctx, op, prev, now, "create the device on "+asg.Hub, err)
+		return "", nil
+	}
+	if err := s.o.Hubs.Provision(ctx, hd); err != nil {
+		return "create the device on " + hd.Hub, err
+	}
+	if d.DeprovisionOld {
+		if err := s.o.Hubs.Deprovision(ctx, prev.AssignedHub, prev.DeviceID); err != nil {
+			return "remove the device from " + prev.AssignedHub, err
 		}
-		if moved {
-			if err := s.o.Hubs.Deprovision(ctx, prev.AssignedHub, prev.DeviceID); err != nil {
-				return s.hubFailed(ctx, op, prev, now, "remove the device from "+prev.AssignedHub, err)
-			}
-		}
+	}
+	return "", nil
+}
+
+// assignedOp is op, assigned as d decided.
+func assignedOp(op dps.Operation, prev *dps.Registration, asg dps.Assignment, deviceID string, d reprovisionDecision, tpmBlob string, now time.Time) dps.Operation {
+	created := now
+	if prev != nil {
+		created = prev.Created
 	}
 	op.Status = dps.StatusAssigned
 	op.Result = &dps.Registration{
 		RegistrationID:    op.RegistrationID,
 		DeviceID:          deviceID,
 		AssignedHub:       asg.Hub,
-		InitialHub:        initialHub,
+		InitialHub:        d.InitialHub,
 		Status:            dps.StatusAssigned,
-		Substatus:         substatus,
+		Substatus:         d.Substatus,
 		Payload:           asg.Payload,
 		EnrollmentGroupID: op.EnrollmentGroupID,
 		Attestation:       op.Attestation,
@@ -212,7 +241,7 @@ func (s *Service) complete(ctx context.Context, op dps.Operation, known *match, 
 		// computed again.
 		op.Result.ETag = prev.ETag
 	}
-	return op, nil
+	return op
 }
 
 func (s *Service) readTwin(ctx context.Context, hub, deviceID string) (json.RawMessage, bool) {
