@@ -113,7 +113,8 @@ func newLogger(cfg LogConfig, w io.Writer) *slog.Logger {
 }
 
 // start opens the store, recovers unfinished operations, and only then
-// opens the listeners.
+// opens the listeners. Each adapter opens in its own function and leaves
+// in s what Close needs, so a failure at any step closes what opened.
 func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err error) {
 	log := newLogger(cfg.Log, logw)
 	s := &server{cfg: cfg, log: log, done: make(chan struct{})}
@@ -129,38 +130,81 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 	if s.store, singleNode, err = openStore(ctx, cfg.Storage); err != nil {
 		return nil, storageError(cfg.Storage, err)
 	}
-
-	// Instance-wide generated state lives in the store, so it survives
-	// restarts and every node of one instance agrees on it.
-	s.idScope = cfg.IDScope
-	if s.idScope == "" {
-		s.idScope, err = s.store.Meta(ctx, "idScope", "0ne"+strings.ToUpper(rand.Text()[:8]))
-		if err != nil {
-			return nil, err
-		}
+	if err := s.loadInstanceState(ctx); err != nil {
+		return nil, err
 	}
-	if len(cfg.AccessPolicies) == 0 {
-		k1, err := s.store.Meta(ctx, "owner.primaryKey", newKey())
-		if err != nil {
-			return nil, err
-		}
-		k2, err := s.store.Meta(ctx, "owner.secondaryKey", newKey())
-		if err != nil {
-			return nil, err
-		}
-		s.owner = PolicyConfig{Name: "provisioningserviceowner", PrimaryKey: k1, SecondaryKey: k2,
-			Rights: []string{"ServiceConfig", "EnrollmentRead", "EnrollmentWrite", "RegistrationStatusRead", "RegistrationStatusWrite"}}
-		s.cfg.AccessPolicies = []PolicyConfig{s.owner}
-	} else {
-		s.owner = cfg.AccessPolicies[0]
-	}
-
 	tlsCfg, err := s.tlsConfig()
 	if err != nil {
 		return nil, err
 	}
-
 	metrics := prom.New()
+	if s.reg, err = startEngine(ctx, cfg, s.store, s.idScope, singleNode, metrics, log); err != nil {
+		return nil, err
+	}
+	device, err := s.deviceAPI()
+	if err != nil {
+		return nil, err
+	}
+
+	// Listeners open only now, when the instance can serve.
+	if err := s.listen(tlsCfg); err != nil {
+		return nil, err
+	}
+	s.https = serveHTTPS(s.httpsLn, s.httpsHandler(device), tlsCfg, log)
+	if s.mqtt != nil {
+		if err := s.mqtt.Serve(); err != nil {
+			return nil, fmt.Errorf("listen.mqtt: %w", err)
+		}
+	}
+	if s.adminLn != nil {
+		s.admin = serveAdmin(s.adminLn, s.adminHandler(metrics), log)
+	}
+	if len(cfg.LinkedHubs) == 1 && cfg.LinkedHubs[0].HostName == exampleHub {
+		log.Warn("no linkedHubs configured: devices are assigned to the example hub " + exampleHub)
+	}
+	s.ready.Store(true)
+	attrs := []any{"id_scope", s.idScope, "https", s.httpsLn.Addr().String()}
+	if s.mqtt != nil {
+		attrs = append(attrs, "mqtt", s.mqtt.Addr().String())
+	}
+	log.Info("dpsd ready", attrs...)
+	return s, nil
+}
+
+// loadInstanceState sets the ID scope and the owner access policy: from
+// the configuration, or else generated once and kept in the store, so they
+// survive restarts and every node of one instance agrees on them.
+func (s *server) loadInstanceState(ctx context.Context) error {
+	s.idScope = s.cfg.IDScope
+	if s.idScope == "" {
+		var err error
+		s.idScope, err = s.store.Meta(ctx, "idScope", "0ne"+strings.ToUpper(rand.Text()[:8]))
+		if err != nil {
+			return err
+		}
+	}
+	if len(s.cfg.AccessPolicies) > 0 {
+		s.owner = s.cfg.AccessPolicies[0]
+		return nil
+	}
+	k1, err := s.store.Meta(ctx, "owner.primaryKey", newKey())
+	if err != nil {
+		return err
+	}
+	k2, err := s.store.Meta(ctx, "owner.secondaryKey", newKey())
+	if err != nil {
+		return err
+	}
+	s.owner = PolicyConfig{Name: "provisioningserviceowner", PrimaryKey: k1, SecondaryKey: k2,
+		Rights: []string{"ServiceConfig", "EnrollmentRead", "EnrollmentWrite", "RegistrationStatusRead", "RegistrationStatusWrite"}}
+	s.cfg.AccessPolicies = []PolicyConfig{s.owner}
+	return nil
+}
+
+// startEngine builds the registration engine on st and starts it (which
+// recovers unfinished operations). When it returns an engine, the caller
+// closes it; when it fails, nothing is left open.
+func startEngine(ctx context.Context, cfg Config, st store, idScope string, singleNode bool, metrics *prom.Metrics, log *slog.Logger) (*registration.Service, error) {
 	webhookClient, err := webhookHTTPClient(cfg.Webhook)
 	if err != nil {
 		return nil, err
@@ -188,30 +232,36 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 			return nil, fmt.Errorf("x509.crlFiles: %w", err)
 		}
 	}
-	s.reg = registration.New(registration.Options{
-		IDScope:            s.idScope,
+	reg := registration.New(registration.Options{
+		IDScope:            idScope,
 		LinkedHubs:         cfg.linkedHubs(),
 		DefaultPolicy:      policy,
 		Allocators:         allocators,
-		Hubs:               &builtin.Connector{Store: s.store},
-		Store:              s.store,
+		Hubs:               &builtin.Connector{Store: st},
+		Store:              st,
 		Logger:             log,
 		Observer:           metrics,
 		CRLs:               crls,
-		Challenges:         s.store,
+		Challenges:         st,
 		NodeID:             cfg.NodeID,
 		Lease:              cfg.OperationLease,
 		WebhookConcurrency: cfg.Webhook.MaxConcurrency,
 		SweepInterval:      min(5*time.Second, cfg.OperationLease/2),
 		SingleNode:         singleNode,
-		// The built-in connector records devices in s.store, so the
-		// engine writes them in each operation's transaction.
+		// The built-in connector records devices in st, so the engine
+		// writes them in each operation's transaction.
 		RecordDevicesWithOperations: true,
 	})
-	if err := s.reg.Start(ctx); err != nil {
+	if err := reg.Start(ctx); err != nil {
+		reg.Close()
 		return nil, err
 	}
+	return reg, nil
+}
 
+// deviceAPI is the HTTPS API: the device API, with the service API behind
+// the configured access policies.
+func (s *server) deviceAPI() (*httpapi.Handler, error) {
 	var policies []access.Policy
 	for _, p := range s.cfg.AccessPolicies {
 		ap := access.Policy{Name: p.Name, PrimaryKey: p.PrimaryKey, SecondaryKey: p.SecondaryKey}
@@ -225,51 +275,65 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 		return nil, err
 	}
 	service := httpapi.NewService(httpapi.ServiceOptions{
-		Manager:    enrollment.New(enrollment.Options{Store: s.store, LinkedHubs: cfg.linkedHubs(), AllowHTTPWebhooks: cfg.Webhook.AllowHTTP}),
+		Manager:    enrollment.New(enrollment.Options{Store: s.store, LinkedHubs: s.cfg.linkedHubs(), AllowHTTPWebhooks: s.cfg.Webhook.AllowHTTP}),
 		Authorizer: checker,
-		Logger:     log,
+		Logger:     s.log,
 	})
-	device := httpapi.New(httpapi.Options{
+	return httpapi.New(httpapi.Options{
 		Registrar:  s.reg,
 		Service:    service,
-		Logger:     log,
-		RetryAfter: time.Duration(cfg.RetryAfterSeconds) * time.Second,
-	})
+		Logger:     s.log,
+		RetryAfter: time.Duration(s.cfg.RetryAfterSeconds) * time.Second,
+	}), nil
+}
 
-	// Listeners open only now, when the instance can serve.
-	s.httpsLn, err = net.Listen("tcp", cfg.Listen.HTTPS)
+// listen opens the HTTPS, MQTT and admin listeners, in that order, and
+// leaves each in s for Close.
+func (s *server) listen(tlsCfg *tls.Config) error {
+	var err error
+	s.httpsLn, err = net.Listen("tcp", s.cfg.Listen.HTTPS)
 	if err != nil {
-		return nil, fmt.Errorf("listen.https %s: %w", cfg.Listen.HTTPS, err)
+		return fmt.Errorf("listen.https %s: %w", s.cfg.Listen.HTTPS, err)
 	}
-	if cfg.Listen.MQTT != "" {
-		s.mqtt, err = mqttapi.Listen(cfg.Listen.MQTT, mqttapi.BrokerOptions{
-			Adapter:   &mqttapi.Adapter{Registrar: s.reg, RetryAfter: time.Duration(cfg.RetryAfterSeconds) * time.Second},
+	if s.cfg.Listen.MQTT != "" {
+		s.mqtt, err = mqttapi.Listen(s.cfg.Listen.MQTT, mqttapi.BrokerOptions{
+			Adapter:   &mqttapi.Adapter{Registrar: s.reg, RetryAfter: time.Duration(s.cfg.RetryAfterSeconds) * time.Second},
 			TLSConfig: tlsCfg,
-			Logger:    log,
+			Logger:    s.log,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("listen.mqtt %s: %w", cfg.Listen.MQTT, err)
+			return fmt.Errorf("listen.mqtt %s: %w", s.cfg.Listen.MQTT, err)
 		}
 	}
-	if cfg.Listen.Admin != "" {
-		s.adminLn, err = net.Listen("tcp", cfg.Listen.Admin)
+	if s.cfg.Listen.Admin != "" {
+		s.adminLn, err = net.Listen("tcp", s.cfg.Listen.Admin)
 		if err != nil {
-			return nil, fmt.Errorf("listen.admin %s: %w", cfg.Listen.Admin, err)
+			return fmt.Errorf("listen.admin %s: %w", s.cfg.Listen.Admin, err)
 		}
 	}
-	var handler http.Handler = device
-	if s.mqtt != nil {
-		// MQTT over WebSocket shares the HTTPS port, as on Azure.
-		ws := s.mqtt.WebSocket()
-		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == mqttapi.WebSocketPath {
-				ws.ServeHTTP(w, r)
-				return
-			}
-			device.ServeHTTP(w, r)
-		})
+	return nil
+}
+
+// httpsHandler is what the HTTPS port serves: the device and service API
+// and, with the MQTT broker, MQTT over WebSocket, which shares the HTTPS
+// port as on Azure.
+func (s *server) httpsHandler(device http.Handler) http.Handler {
+	if s.mqtt == nil {
+		return device
 	}
-	s.https = &http.Server{
+	ws := s.mqtt.WebSocket()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == mqttapi.WebSocketPath {
+			ws.ServeHTTP(w, r)
+			return
+		}
+		device.ServeHTTP(w, r)
+	})
+}
+
+// serveHTTPS serves handler over TLS on ln; Close shuts the server down.
+func serveHTTPS(ln net.Listener, handler http.Handler, tlsCfg *tls.Config, log *slog.Logger) *http.Server {
+	srv := &http.Server{
 		Handler:           handler,
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -280,61 +344,55 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	go func() {
-		if err := s.https.ServeTLS(s.httpsLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("https listener stopped", "err", err)
 		}
 	}()
-	if s.mqtt != nil {
-		if err := s.mqtt.Serve(); err != nil {
-			return nil, fmt.Errorf("listen.mqtt: %w", err)
+	return srv
+}
+
+// adminHandler serves health, readiness, metrics and profiling.
+func (s *server) adminHandler(metrics *prom.Metrics) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if !s.ready.Load() {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
 		}
-	}
-	if s.adminLn != nil {
-		mux := http.NewServeMux()
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
-		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-			defer cancel()
-			if !s.ready.Load() {
-				http.Error(w, "starting", http.StatusServiceUnavailable)
-				return
-			}
-			// Answering reads is not enough: a full disk, a read-only file
-			// or a standby refuses every registration.
-			if err := s.store.Ping(ctx); err != nil {
-				log.Warn("not ready: storage does not answer", "err", err)
-				http.Error(w, "storage unavailable", http.StatusServiceUnavailable)
-				return
-			}
-			if err := s.store.CheckWrite(ctx, cfg.NodeID); err != nil {
-				log.Warn("not ready: storage does not take writes", "err", err)
-				http.Error(w, "storage does not take writes", http.StatusServiceUnavailable)
-				return
-			}
-			io.WriteString(w, "ready\n")
-		})
-		mux.Handle("GET /metrics", metrics.Handler())
-		// Profiling for operators; the admin listener is loopback by default.
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		s.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := s.admin.Serve(s.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("admin listener stopped", "err", err)
-			}
-		}()
-	}
-	if len(cfg.LinkedHubs) == 1 && cfg.LinkedHubs[0].HostName == exampleHub {
-		log.Warn("no linkedHubs configured: devices are assigned to the example hub " + exampleHub)
-	}
-	s.ready.Store(true)
-	attrs := []any{"id_scope", s.idScope, "https", s.httpsLn.Addr().String()}
-	if s.mqtt != nil {
-		attrs = append(attrs, "mqtt", s.mqtt.Addr().String())
-	}
-	log.Info("dpsd ready", attrs...)
-	return s, nil
+		// Answering reads is not enough: a full disk, a read-only file
+		// or a standby refuses every registration.
+		if err := s.store.Ping(ctx); err != nil {
+			s.log.Warn("not ready: storage does not answer", "err", err)
+			http.Error(w, "storage unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		if err := s.store.CheckWrite(ctx, s.cfg.NodeID); err != nil {
+			s.log.Warn("not ready: storage does not take writes", "err", err)
+			http.Error(w, "storage does not take writes", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	mux.Handle("GET /metrics", metrics.Handler())
+	// Profiling for operators; the admin listener is loopback by default.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// serveAdmin serves handler on ln; Close shuts the server down.
+func serveAdmin(ln net.Listener, handler http.Handler, log *slog.Logger) *http.Server {
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("admin listener stopped", "err", err)
+		}
+	}()
+	return srv
 }
 
 // defaultHosts are the names the generated server certificate covers.
