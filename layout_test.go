@@ -35,7 +35,7 @@ var rules = map[string][]string{
 	"internal/store/sqlite":            {module, "modernc.org/sqlite", module + "/internal/store/docs", module + "/internal/store/groupcache", module + "/internal/store/health"},
 	"internal/store/postgres":          {module, "github.com/jackc/pgx/v5", module + "/internal/store/docs", module + "/internal/store/groupcache", module + "/internal/store/health"},
 	"internal/store/storetest":         {module, module + "/internal/store/docs", module + "/internal/registration", module + "/internal/enrollment", module + "/internal/hub/builtin"},
-	"internal/store/docs":              {module},
+	"internal/store/docs":              {module, module + "/internal/wire"}, // wire.Marshal: one JSON encoding
 	"internal/store/groupcache":        {module},
 	"internal/store/health":            {module},
 	"internal/httpapi":                 {module, module + "/internal/wire", module + "/internal/sas", module + "/internal/registration", module + "/internal/enrollment", module + "/internal/access", module + "/internal/logkey"},

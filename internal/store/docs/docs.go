@@ -30,22 +30,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+
+	"github.com/opendps/dps/internal/wire"
 )
 
 // Version is the document format this release writes.
 const Version = 1
 
-// marshal is json.Marshal without HTML escaping, so payloads keep their
-// characters (& < >) as sent.
-func marshal(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
-}
+// marshal is the project's one JSON encoding (no HTML escaping, so
+// payloads keep & < > as sent).
+var marshal = wire.Marshal
 
 // decode reads a stored document in any format this release knows: the
 // current one into cur (whose version field is version), or the previous

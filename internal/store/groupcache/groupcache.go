@@ -35,8 +35,14 @@ func (s *Set) Version() int64 { return s.version }
 // All returns every group, ordered by ID.
 func (s *Set) All() []dps.Group { return s.all }
 
-// OfType returns the groups using attestation type t, ordered by ID.
-func (s *Set) OfType(t dps.AttestationType) []dps.Group { return s.byType[t] }
+// OfType returns the groups using attestation type t ("" for all),
+// ordered by ID: what a store's Groups answers.
+func (s *Set) OfType(t dps.AttestationType) []dps.Group {
+	if t == "" {
+		return s.all
+	}
+	return s.byType[t]
+}
 
 // Group returns the group with ID id (any case).
 func (s *Set) Group(id string) (dps.Group, bool) {

@@ -52,8 +52,5 @@ func (db *DB) Groups(ctx context.Context, t dps.AttestationType) ([]dps.Group, e
 	if err != nil {
 		return nil, err
 	}
-	if t == "" {
-		return s.All(), nil
-	}
 	return s.OfType(t), nil
 }
