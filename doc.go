@@ -16,7 +16,9 @@
 //
 //   - internal/registration: the device registration use case (attest,
 //     resolve the enrollment, allocate, hand the device to a hub connector,
-//     persist the result), with its operation lanes, sweeper and poll cache.
+//     persist the result); internal/registration/engine: the operation
+//     engine it runs on (lanes and workers, per-device tracking, leases,
+//     sweeps and prunes, retry backoff, the poll cache).
 //   - internal/enrollment: the management use case (validation, keys,
 //     ETags, bulk, CA proof of possession).
 //   - internal/sas: SAS token parsing, signing and verification.

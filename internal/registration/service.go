@@ -1,7 +1,6 @@
 package registration
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,11 +9,11 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/logkey"
+	"github.com/opendps/dps/internal/registration/engine"
 	"github.com/opendps/dps/internal/x509attest"
 )
 
@@ -89,84 +88,32 @@ type Options struct {
 	RecordDevicesWithOperations bool
 }
 
-// Service is the registration engine. Create it with New, start its workers
-// with Start, and stop them with Close.
+// Service is the registration use case. Create it with New, start its
+// background work (the operation engine, package engine) with Start, and
+// stop it with Close.
 //
 // No lock is held across an allocation or a hub call: registration records
 // are written compare-and-set on their ETag, so two operations of one
 // device (on one node or several) never both win; the loser is computed
 // again.
 type Service struct {
-	o     Options
-	log   *slog.Logger
-	lanes *lanes
-
-	mu sync.Mutex // guards devices and hubRetries; held while retryAfter adds to wg
-	// devices maps a folded registration ID to its unfinished operation, so
-	// a device that registers again meanwhile is answered with that
-	// operation instead of starting another, or to the reservation of a
-	// register creating one. The sweeper drops entries of operations that
-	// are no longer unfinished (completed by another node).
-	devices map[string]tracked
-	// hubRetries holds the transient hub failures of unfinished operations,
-	// by operation ID (hubretry.go).
-	hubRetries map[string]hubRetry
-
-	recent recentOps // final operations, for polls
+	o   Options
+	log *slog.Logger
+	eng *engine.Engine // lanes, workers, leases, sweeps, retries, recent operations
 
 	symGroups symGroupCache // prepared symmetric-key groups (groupkeys.go)
-
-	ctx    context.Context // the workers' context, cancelled by Close
-	wg     sync.WaitGroup
-	cancel context.CancelFunc
 }
-
-// tracked is a device's unfinished operation and when it was recorded, or
-// (id "") a reservation: a register of the device is deciding whether it
-// creates one.
-type tracked struct {
-	id    string
-	since time.Time
-	// resolved is closed when the reservation is replaced by the operation
-	// it created or dropped.
-	resolved chan struct{}
-}
-
-// laneBacklog is how many operations may wait in memory for one webhook URL;
-// beyond it they wait in the store only, for the sweeper.
-const laneBacklog = 16384
 
 // New returns a Service; call Start before accepting requests.
 func New(o Options) *Service {
-	if o.Workers <= 0 {
-		o.Workers = 1024
-	}
-	if o.WebhookConcurrency <= 0 {
-		o.WebhookConcurrency = 128
-	}
-	if o.RecentBytes <= 0 {
-		o.RecentBytes = 32 << 20
-	}
 	if o.KeepOperations <= 0 {
 		o.KeepOperations = 8
 	}
 	if o.ClockSkew <= 0 {
 		o.ClockSkew = 5 * time.Minute
 	}
-	if o.OperationRetention <= 0 {
-		o.OperationRetention = 24 * time.Hour
-	}
-	if o.Lease <= 0 {
-		o.Lease = 30 * time.Second
-	}
-	if o.NodeID == "" {
-		o.NodeID = "node-" + strings.ToLower(rand.Text()[:10])
-	}
 	if o.ChallengeTTL <= 0 {
 		o.ChallengeTTL = 5 * time.Minute
-	}
-	if o.SweepInterval <= 0 {
-		o.SweepInterval = 5 * time.Second
 	}
 	if o.HubRetryFor <= 0 {
 		o.HubRetryFor = 10 * time.Minute
@@ -183,13 +130,22 @@ func New(o Options) *Service {
 	if o.Observer == nil {
 		o.Observer = nopObserver{}
 	}
-	s := &Service{o: o, log: o.Logger, devices: map[string]tracked{}, hubRetries: map[string]hubRetry{}, recent: recentOps{maxBytes: o.RecentBytes}}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.lanes = newLanes(o.Workers, min(o.WebhookConcurrency, o.Workers), laneBacklog, func(it laneItem, done func()) {
-		s.wg.Go(func() {
-			defer done()
-			s.run(s.ctx, it)
-		})
+	s := &Service{o: o, log: o.Logger}
+	// The engine applies the defaults of the options only it uses.
+	s.eng = engine.New(engine.Options{
+		Store:              o.Store,
+		Work:               work{s},
+		Logger:             o.Logger,
+		Observer:           o.Observer,
+		Workers:            o.Workers,
+		PerLane:            o.WebhookConcurrency,
+		RecentBytes:        o.RecentBytes,
+		OperationRetention: o.OperationRetention,
+		SweepInterval:      o.SweepInterval,
+		Lease:              o.Lease,
+		NodeID:             o.NodeID,
+		SingleNode:         o.SingleNode,
+		Now:                o.Now,
 	})
 	return s
 }
@@ -203,79 +159,44 @@ func (nopObserver) InFlight(int)                        {}
 // Start resumes unfinished operations and starts the workers. It returns
 // once the unfinished operations are queued.
 func (s *Service) Start(ctx context.Context) error {
-	pending, err := s.pending(ctx)
-	if err != nil {
+	if err := s.eng.Start(ctx); err != nil {
 		return fmt.Errorf("registration: load unfinished operations: %w", err)
 	}
-	if len(pending) > 0 {
-		s.log.InfoContext(ctx, "resuming unfinished operations", "count", len(pending))
-	}
-	for _, op := range pending { // oldest first: the newest of a device wins
-		s.track(op, true)
-	}
-	s.wg.Go(func() { s.resumeAll(s.ctx, pending) })
-	s.wg.Go(func() { s.sweep(s.ctx) })
 	return nil
-}
-
-// pending lists the unfinished operations to resume: their headers only,
-// as that is all resuming needs.
-func (s *Service) pending(ctx context.Context) ([]dps.Operation, error) {
-	return s.o.Store.PendingOperationHeaders(ctx)
 }
 
 // Close stops the workers and waits for them. Operations not finished stay
 // persisted and resume at the next Start.
 func (s *Service) Close() error {
-	s.lanes.close()
-	s.mu.Lock() // retryAfter adds to wg only before this
-	s.cancel()
-	s.mu.Unlock()
-	s.wg.Wait()
+	s.eng.Close()
 	return nil
 }
 
-// enqueue queues an operation in its lane. When the lane is full the
-// operation stays in the store, and the sweeper queues it again later.
-func (s *Service) enqueue(op dps.Operation, lane string) {
-	s.lanes.submit(lane, laneItem{id: op.ID, regID: op.RegistrationID})
-}
+// work is the registration use case as the engine runs it.
+type work struct{ s *Service }
 
-// resume queues a persisted operation this node did not queue itself (after
-// a restart, a failed attempt, a full lane, or from another node): its lane
-// needs the enrollment it matched. When that cannot be read now (a store
-// error) the operation is left for the next sweep: in the default lane, a
-// custom allocation's work would take the slots its webhook's lane bounds
-// (a hanging webhook could then hold them all). An enrollment that no
-// longer exists sends it to the default lane, where it fails with 404201.
-// It returns the store error that left the operation for the next sweep.
-func (s *Service) resume(ctx context.Context, op dps.Operation) error {
-	if s.lanes.has(op.ID) {
-		return nil
-	}
-	lane := ""
-	switch m, err := s.rematch(ctx, op); {
+// Lane returns the lane of a persisted operation this node did not queue
+// itself (after a restart, a failed attempt, a full lane, or from another
+// node): it needs the enrollment the operation matched. When that cannot
+// be read now (a store error) the operation is left for the next sweep: in
+// the default lane, a custom allocation's work would take the slots its
+// webhook's lane bounds (a hanging webhook could then hold them all). An
+// enrollment that no longer exists sends it to the default lane, where it
+// fails with 404201.
+func (w work) Lane(ctx context.Context, op dps.Operation) (string, error) {
+	switch m, err := w.s.rematch(ctx, op); {
 	case err == nil:
-		lane = s.laneOf(m.settings())
+		return w.s.laneOf(m.settings()), nil
 	case dps.KindOf(err) != dps.KindNotFound:
-		return err
+		return "", err
 	}
-	s.enqueue(op, lane)
-	return nil
+	return "", nil
 }
 
-// resumeAll resumes operations, with one log line for those left for the
-// next sweep (in an outage, every one of them).
-func (s *Service) resumeAll(ctx context.Context, ops []dps.Operation) {
-	left, first := 0, error(nil)
-	for _, op := range ops {
-		if err := s.resume(ctx, op); err != nil {
-			left, first = left+1, cmp.Or(first, err)
-		}
-	}
-	if left > 0 && ctx.Err() == nil {
-		s.log.WarnContext(ctx, "unfinished operations left for the next sweep: reading their enrollment failed", "count", left, logkey.Error, first)
-	}
+// Complete completes an unfinished operation read from the store.
+func (w work) Complete(ctx context.Context, op dps.Operation) error {
+	_, err := w.s.completeAndWrite(ctx, op, nil, false)
+	return err
 }
 
 // laneOf returns the lane of an enrollment's background operations: its
@@ -299,198 +220,11 @@ func (s *Service) laneOf(set *dps.Settings) string {
 	return "webhook " + u.String()
 }
 
-// run completes one queued operation, read fresh from the store.
-func (s *Service) run(ctx context.Context, it laneItem) {
-	op, err := s.o.Store.Operation(ctx, it.id)
-	switch {
-	case dps.KindOf(err) == dps.KindNotFound:
-		s.forget(it.regID, it.id)
-		return
-	case err != nil:
-		if ctx.Err() == nil {
-			s.log.WarnContext(ctx, "operation will be retried: read failed", logkey.OperationID, it.id, logkey.Error, err)
-		}
-		return
-	case op.Status.Final():
-		s.forget(op.RegistrationID, op.ID) // completed meanwhile, perhaps by another node
-		return
-	case s.backingOff(op.ID):
-		return // queued (by a sweep) while its hub attempt failed: retryAfter queues it again
-	}
-	s.o.Observer.InFlight(1)
-	defer s.o.Observer.InFlight(-1)
-	s.process(ctx, op)
-}
-
-// claim returns the device's unfinished operation known to this node, if it
-// has one that matched the enrollment the device authenticated against now.
-// Otherwise it reserves the device's slot and returns settle, which the
-// caller must call once: with the unfinished operation it created (now the
-// device's), or with nil (none: failed, or already final). A register of
-// the device meanwhile waits for settle (or for its ctx), so concurrent
-// registers of one device create one operation, not one each.
-func (s *Service) claim(ctx context.Context, regID string, m *match) (op dps.Operation, inFlight bool, settle func(*dps.Operation), err error) {
-	k := dps.FoldID(regID)
-	replace := "" // the operation ID whose entry may be taken over
-	for {
-		s.mu.Lock()
-		t, ok := s.devices[k]
-		if !ok || t.resolved == nil && t.id == replace {
-			r := tracked{since: time.Now(), resolved: make(chan struct{})}
-			s.devices[k] = r
-			s.mu.Unlock()
-			return dps.Operation{}, false, s.settler(k, r.resolved), nil
-		}
-		s.mu.Unlock()
-		if t.resolved != nil { // another register of the device is under way
-			select {
-			case <-t.resolved:
-				continue
-			case <-ctx.Done():
-				return dps.Operation{}, false, nil, ctx.Err()
-			}
-		}
-		op, err := s.o.Store.Operation(ctx, t.id)
-		switch {
-		case ctx.Err() != nil:
-			return dps.Operation{}, false, nil, ctx.Err()
-		case dps.KindOf(err) == dps.KindUnavailable:
-			return dps.Operation{}, false, nil, err // it could not be created either
-		case err != nil || op.Status.Final():
-			replace = t.id // gone, unreadable or done: a new registration
-			continue
-		case op.EnrollmentGroupID != m.groupID() || op.Attestation != m.attestation():
-			replace = t.id // the device now matches another enrollment: a new registration
-			continue
-		}
-		op.Payload = nil
-		return op, true, nil, nil
-	}
-}
-
-// settler returns the settle function of the reservation resolved of the
-// folded registration ID k (see claim).
-func (s *Service) settler(k string, resolved chan struct{}) func(*dps.Operation) {
-	var once sync.Once
-	return func(op *dps.Operation) {
-		once.Do(func() {
-			s.mu.Lock()
-			if s.devices[k].resolved == resolved {
-				if op != nil {
-					s.devices[k] = tracked{id: op.ID, since: time.Now()}
-				} else {
-					delete(s.devices, k)
-				}
-			}
-			s.mu.Unlock()
-			close(resolved)
-		})
-	}
-}
-
-// track records a device's unfinished operation; replace false keeps one
-// already recorded. A reservation is always kept: its register decides.
-func (s *Service) track(op dps.Operation, replace bool) {
-	k := dps.FoldID(op.RegistrationID)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if t, ok := s.devices[k]; ok && (!replace || t.resolved != nil) {
-		return
-	}
-	s.devices[k] = tracked{id: op.ID, since: time.Now()}
-}
-
-// forget drops a device's unfinished operation opID, once it is final.
-func (s *Service) forget(regID, opID string) {
-	k := dps.FoldID(regID)
-	s.mu.Lock()
-	if s.devices[k].id == opID {
-		delete(s.devices, k)
-	}
-	s.mu.Unlock()
-}
-
-// untrackFinished drops the recorded operations that were recorded before
-// listed and are not among the unfinished operations listed then.
-func (s *Service) untrackFinished(listed time.Time, pending []dps.Operation) {
-	unfinished := make(map[string]bool, len(pending))
-	for _, op := range pending {
-		unfinished[op.ID] = true
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for k, t := range s.devices {
-		// An operation this node is still working on stays tracked even when
-		// the listing leaves it out (on PostgreSQL it omits operations under
-		// a lease, this node's included, and lists at most 10,000).
-		if t.resolved == nil && t.since.Before(listed) && !unfinished[t.id] && !s.lanes.has(t.id) {
-			delete(s.devices, k)
-		}
-	}
-	for id, r := range s.hubRetries {
-		// An operation backing off is in no lane and, on PostgreSQL, under
-		// this node's lease (the listing omits leased operations and lists
-		// at most 10,000): its retry state goes only once its next attempt
-		// is a lease overdue (it finished, or another node took it over),
-		// or its count would restart and the retry limit never be reached.
-		if r.since.Before(listed) && !unfinished[id] && !s.lanes.has(id) && time.Now().After(r.due.Add(s.o.Lease)) {
-			delete(s.hubRetries, id)
-		}
-	}
-}
-
 // trim deletes a device's finished operations beyond the newest
 // KeepOperations.
 func (s *Service) trim(ctx context.Context, regID string) {
 	if _, err := s.o.Store.TrimOperations(ctx, regID, s.o.KeepOperations); err != nil && ctx.Err() == nil {
 		s.log.WarnContext(ctx, "trim finished operations", logkey.RegistrationID, regID, logkey.Error, err)
-	}
-}
-
-// sweep re-queues persisted operations that are not in flight (after a
-// failed completion or a full queue) and prunes old finished operations.
-func (s *Service) sweep(ctx context.Context) {
-	t := time.NewTicker(s.o.SweepInterval)
-	defer t.Stop()
-	lastPrune, lastCRL := time.Time{}, time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if s.o.CRLs != nil && time.Since(lastCRL) > 30*time.Second {
-			lastCRL = time.Now()
-			if err := s.o.CRLs.Reload(); err != nil {
-				s.log.WarnContext(ctx, "reload CRLs", logkey.Error, err)
-			}
-		}
-		listed := time.Now()
-		pending, err := s.pending(ctx)
-		if err != nil {
-			s.log.WarnContext(ctx, "sweep: list unfinished operations", logkey.Error, err)
-			continue
-		}
-		s.untrackFinished(listed, pending)
-		var due []dps.Operation
-		for _, op := range pending {
-			if s.o.Now().Sub(op.Created) > time.Second && !s.lanes.has(op.ID) && !s.backingOff(op.ID) {
-				s.track(op, false)
-				due = append(due, op)
-			}
-		}
-		s.resumeAll(ctx, due)
-		if time.Since(lastPrune) > time.Minute {
-			lastPrune = time.Now()
-			if n, err := s.o.Store.DeleteOperationsBefore(ctx, s.o.Now().Add(-s.o.OperationRetention)); err != nil {
-				s.log.WarnContext(ctx, "sweep: prune operations", logkey.Error, err)
-			} else if n > 0 {
-				s.log.DebugContext(ctx, "pruned finished operations", "count", n)
-				if n >= 5000 {
-					lastPrune = time.Time{} // a full batch: more wait, prune again at the next tick
-				}
-			}
-		}
 	}
 }
 
@@ -525,8 +259,13 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 	// operation would race the first for the device's record.) A TPM
 	// device's challenge is not consumed then: its polls may be signed with
 	// it (see authenticateTPMPoll). Registers of one device that arrive
-	// together wait for the first to create its operation (claim).
-	prior, ok, settle, err := s.claim(ctx, req.RegistrationID, &m)
+	// together wait for the first to create its operation (engine.Engine.Claim).
+	// The operation in flight answers only if it matched the enrollment the
+	// device authenticated against now; otherwise this is a new registration.
+	reusable := func(op dps.Operation) bool {
+		return op.EnrollmentGroupID == m.groupID() && op.Attestation == m.attestation()
+	}
+	prior, ok, settle, err := s.eng.Claim(ctx, req.RegistrationID, reusable)
 	if err != nil {
 		return dps.Operation{}, err
 	}
@@ -583,10 +322,10 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 		return dps.Operation{}, err
 	}
 	settle(&op) // before it is queued: it may finish at once, and forget it
-	if hr, ok := errors.AsType[*hubRetryError](inlineErr); ok {
-		s.retryAfter(op, hr.wait) // the hub failed: its backoff first
+	if ra, ok := errors.AsType[*engine.RetryAfter](inlineErr); ok {
+		s.eng.Requeue(op, ra.Wait) // the hub failed: its backoff first
 	} else {
-		s.enqueue(op, s.laneOf(m.settings()))
+		s.eng.Enqueue(op, s.laneOf(m.settings()))
 	}
 	op.Payload = nil
 	return op, nil
@@ -675,7 +414,7 @@ func (s *Service) Operation(ctx context.Context, scope, regID, operationID strin
 		return dps.Operation{}, err // as register answers a bad ID
 	}
 	notFound := &dps.Error{Kind: dps.KindNotFound, Code: dps.CodeNotFound, Message: "operation not found"}
-	op, ok := s.recent.get(operationID, s.o.Now().Add(-s.o.OperationRetention))
+	op, ok := s.eng.Recent(operationID)
 	var err error
 	if !ok {
 		op, err = s.o.Store.Operation(ctx, operationID)
@@ -683,7 +422,7 @@ func (s *Service) Operation(ctx context.Context, scope, regID, operationID strin
 			return dps.Operation{}, err
 		}
 		if err == nil && op.Status.Final() {
-			s.recent.put(op)
+			s.eng.Remember(op)
 		}
 	}
 	if err != nil || !strings.EqualFold(op.RegistrationID, regID) {
@@ -740,72 +479,9 @@ func newOperationID() string {
 	return "1." + hex.EncodeToString(b[:8]) + "." + h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
-// process completes one operation. Transient failures (store errors) leave
-// the operation unfinished for the sweeper to retry.
-func (s *Service) process(ctx context.Context, op dps.Operation) {
-	if s.o.SingleNode {
-		s.work(ctx, op, func(time.Time) {}) // one node: nobody to share the work with
-		return
-	}
-	// Own the operation for the time of the work; another node takes it
-	// over only if this one stops renewing.
-	owned, err := s.o.Store.ClaimOperation(ctx, op.ID, s.o.NodeID, s.o.Now().Add(s.o.Lease))
-	if err != nil || !owned {
-		if err != nil && ctx.Err() == nil {
-			s.log.WarnContext(ctx, "operation will be retried: claim failed", logkey.OperationID, op.ID, logkey.Error, err)
-		}
-		return
-	}
-	renewCtx, stopRenew := context.WithCancel(ctx)
-	defer stopRenew()
-	go func() {
-		t := time.NewTicker(s.o.Lease / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-renewCtx.Done():
-				return
-			case <-t.C:
-				s.o.Store.ClaimOperation(renewCtx, op.ID, s.o.NodeID, s.o.Now().Add(s.o.Lease))
-			}
-		}
-	}()
-	s.work(ctx, op, func(until time.Time) {
-		stopRenew()
-		// Give the lease up so any node (this one included) retries at once
-		// (until zero), or keep it through a hub backoff, which this node
-		// waits out: other nodes would retry at once.
-		s.o.Store.ClaimOperation(ctx, op.ID, s.o.NodeID, until)
-	})
-}
-
-// work completes an operation; on a transient failure it logs, calls
-// release with the time until which this node keeps the operation (zero:
-// any node may retry at once; a hub backoff: this node retries then), and
-// leaves the operation for a retry.
-func (s *Service) work(ctx context.Context, op dps.Operation, release func(until time.Time)) {
-	retry := func(err error) {
-		if ctx.Err() != nil {
-			return // shutting down: the work resumes at the next start
-		}
-		s.log.WarnContext(ctx, "operation will be retried", logkey.OperationID, op.ID, logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
-		if hr, ok := errors.AsType[*hubRetryError](err); ok {
-			release(s.o.Now().Add(hr.wait))
-			s.retryAfter(op, hr.wait)
-			return
-		}
-		release(time.Time{})
-	}
-	if _, err := s.completeAndWrite(ctx, op, nil, false); err != nil {
-		retry(err)
-	}
-}
-
 // finished records a completed operation in metrics and the log.
 func (s *Service) finished(ctx context.Context, stored dps.Operation) {
-	s.forget(stored.RegistrationID, stored.ID)
-	s.hubDone(stored.ID)
-	s.recent.put(stored)
+	s.eng.Finished(stored)
 	latency := stored.Updated.Sub(stored.Created)
 	s.o.Observer.Completed(stored.Status, latency)
 	attrs := []any{logkey.OperationID, stored.ID, logkey.RegistrationID, stored.RegistrationID, logkey.Status, stored.Status, logkey.Duration, latency}
