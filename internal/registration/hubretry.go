@@ -108,7 +108,7 @@ func (s *Service) hubDone(id string) {
 // closes first; the sweeper leaves it alone meanwhile (backingOff).
 func (s *Service) retryAfter(op dps.Operation, wait time.Duration) {
 	op = dps.Operation{ID: op.ID, RegistrationID: op.RegistrationID, EnrollmentGroupID: op.EnrollmentGroupID,
-		Attestation: op.Attestation, Status: op.Status, Created: op.Created} // resume needs no more: not the payload
+		Proof: dps.Proof{Type: op.Proof.Type}, Status: op.Status, Created: op.Created} // resume needs no more: not the payload
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ctx.Err() != nil {

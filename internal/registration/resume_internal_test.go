@@ -51,7 +51,7 @@ func TestResumeWaitsOutTransientRematchFailures(t *testing.T) {
 		return ln.key, true
 	}
 	now := time.Now().UTC()
-	op := dps.Operation{ID: "op-flaky", RegistrationID: "dev-1", EnrollmentGroupID: "hook-grp", Attestation: dps.AttestationSymmetricKey, Status: dps.StatusAssigning, Created: now, Updated: now}
+	op := dps.Operation{ID: "op-flaky", RegistrationID: "dev-1", EnrollmentGroupID: "hook-grp", Proof: dps.Proof{Type: dps.AttestationSymmetricKey}, Status: dps.StatusAssigning, Created: now, Updated: now}
 
 	store.fail.Store(true)
 	if err := s.resume(ctx, op); dps.KindOf(err) != dps.KindUnavailable {
