@@ -23,8 +23,11 @@
 //     ETags, bulk, CA proof of possession).
 //   - internal/sas: SAS token parsing, signing and verification.
 //   - internal/access: service API access policies and their SAS tokens.
-//   - internal/x509attest: X.509 chain checks and CRLs;
-//     internal/tpmattest: TPM activation blobs.
+//   - The attestation mechanisms, each a registration.Attestor that
+//     cmd/dpsd lists in one map by attestation type
+//     (docs/adding-an-attestation.md): internal/symkey (symmetric keys,
+//     individual and group-derived), internal/x509attest (X.509 chains,
+//     CRLs), internal/tpmattest (TPM challenges and activation blobs).
 //   - internal/allocation: the built-in allocation policies;
 //     internal/allocation/webhookalloc: custom allocation webhooks.
 //   - internal/wire: the JSON shapes of the DPS APIs and the one table that

@@ -107,3 +107,11 @@ type HubFailure struct {
 }
 
 func (f *HubFailure) Error() string { return f.Message }
+
+// Unauthenticated is the refusal of a device that could not be
+// authenticated (401002). An unknown device, a wrong key, a wrong scope and
+// an expired token look the same to the device; cause says which, for the
+// log.
+func Unauthenticated(cause error) *Error {
+	return &Error{Kind: KindUnauthorized, Code: CodeUnauthorized, Message: "Invalid certificate or SAS token: the device could not be authenticated.", Err: cause}
+}

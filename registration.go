@@ -44,14 +44,13 @@ type Registration struct {
 	ErrorMessage      string
 	Payload           json.RawMessage // the webhook's payload for the device
 	EnrollmentGroupID string          // set when the device matched a group
-	Attestation       AttestationType
-	X509              *X509Proof // X.509 devices: the certificates that authenticated
-	// TPMAuthenticationKey is, for TPM devices, the activation blob (base64)
-	// wrapping the device's hub key for its TPM.
-	TPMAuthenticationKey string
-	Created              time.Time
-	Updated              time.Time
-	ETag                 string
+	// Proof is what the device's attestation showed, as far as its record
+	// keeps it: the type, and for an assigned device the X.509 certificates
+	// that authenticated or the TPM activation blob of its hub key.
+	Proof   Proof
+	Created time.Time
+	Updated time.Time
+	ETag    string
 }
 
 // Operation is one asynchronous registration request.
@@ -59,14 +58,12 @@ type Operation struct {
 	ID                string
 	RegistrationID    string
 	EnrollmentGroupID string // empty: an individual enrollment
-	Attestation       AttestationType
-	X509              *X509Proof // X.509 devices
-	// TPM devices: the challenge key K1 that authenticated the request (and
-	// authenticates its polls) and the storage root key to wrap the hub key for.
-	TPMKey            Key
-	TPMStorageRootKey string
-	Status            Status // assigning until the worker finishes
-	Payload           json.RawMessage
+	// Proof is what the device's attestation showed when it registered:
+	// its type, and what its mechanism needs to authenticate the
+	// operation's polls and to complete it.
+	Proof   Proof
+	Status  Status // assigning until the worker finishes
+	Payload json.RawMessage
 	// Result is the registration state the operation produced; set once
 	// Status is final.
 	Result  *Registration
@@ -76,16 +73,10 @@ type Operation struct {
 
 // HubDevice is a device identity as a hub connector creates it on a hub.
 type HubDevice struct {
-	Hub          string
-	DeviceID     string
-	AuthKind     AttestationType
-	PrimaryKey   Key // symmetric-key devices: the device's key(s)
-	SecondaryKey Key
-	// X.509 devices: the leaf's SHA-256 thumbprint (individual enrollments,
-	// thumbprint authentication on a hub), or CASigned for group devices.
-	X509Thumbprint string
-	X509CASigned   bool
-	IoTEdge        bool
-	Twin           json.RawMessage // {"tags":{…},"properties":{"desired":{…}}}
-	Updated        time.Time
+	Hub      string
+	DeviceID string
+	Auth     HubAuth // how the device authenticates to the hub
+	IoTEdge  bool
+	Twin     json.RawMessage // {"tags":{…},"properties":{"desired":{…}}}
+	Updated  time.Time
 }

@@ -313,7 +313,7 @@ func TestRestartCompletesAcceptedOperations(t *testing.T) {
 	// An operation accepted just before a crash: persisted, not completed.
 	db := dpstest.OpenSQLite(t, filepath.Join(dir, "dps.db"))
 	now := time.Now().UTC()
-	op := dps.Operation{ID: "1.0123456789abcdef.restart", RegistrationID: "restart-dev", Attestation: dps.AttestationSymmetricKey, Status: dps.StatusAssigning, Created: now, Updated: now}
+	op := dps.Operation{ID: "1.0123456789abcdef.restart", RegistrationID: "restart-dev", Proof: dps.Proof{Type: dps.AttestationSymmetricKey}, Status: dps.StatusAssigning, Created: now, Updated: now}
 	if _, err := db.CreateOperation(context.Background(), op); err != nil {
 		t.Fatal(err)
 	}

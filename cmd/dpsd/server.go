@@ -32,6 +32,8 @@ import (
 	"github.com/opendps/dps/internal/registration"
 	"github.com/opendps/dps/internal/store/postgres"
 	"github.com/opendps/dps/internal/store/sqlite"
+	"github.com/opendps/dps/internal/symkey"
+	"github.com/opendps/dps/internal/tpmattest"
 	"github.com/opendps/dps/internal/x509attest"
 )
 
@@ -39,7 +41,7 @@ import (
 // provide it.
 type store interface {
 	registration.Store
-	registration.ChallengeStore
+	tpmattest.Store // the TPM challenges
 	enrollment.Store
 	enrollment.CAStore
 	builtin.Store
@@ -232,6 +234,13 @@ func startEngine(ctx context.Context, cfg Config, st store, idScope string, sing
 			return nil, fmt.Errorf("x509.crlFiles: %w", err)
 		}
 	}
+	// The attestation mechanisms, one per type: adding one is a package and
+	// an entry here (docs/adding-an-attestation.md).
+	attestors := map[dps.AttestationType]registration.Attestor{
+		dps.AttestationSymmetricKey: symkey.New(symkey.Options{Store: st}),
+		dps.AttestationX509:         x509attest.New(x509attest.Options{Store: st, CRLs: crls, Logger: log}),
+		dps.AttestationTPM:          tpmattest.New(tpmattest.Options{Store: st, IDScope: idScope}),
+	}
 	reg := registration.New(registration.Options{
 		IDScope:            idScope,
 		LinkedHubs:         cfg.linkedHubs(),
@@ -241,8 +250,7 @@ func startEngine(ctx context.Context, cfg Config, st store, idScope string, sing
 		Store:              st,
 		Logger:             log,
 		Observer:           metrics,
-		CRLs:               crls,
-		Challenges:         st,
+		Attestors:          attestors,
 		NodeID:             cfg.NodeID,
 		Lease:              cfg.OperationLease,
 		WebhookConcurrency: cfg.Webhook.MaxConcurrency,

@@ -88,7 +88,7 @@ func TestTPMDeviceEndToEnd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		k2, _ := base64.StdEncoding.DecodeString(string(hd.PrimaryKey))
+		k2, _ := base64.StdEncoding.DecodeString(string(hd.Auth.PrimaryKey))
 		m := hmac.New(sha256.New, k2)
 		m.Write(data)
 		if !hmac.Equal(got, m.Sum(nil)) {

@@ -243,7 +243,7 @@ func TestX509Attestation(t *testing.T) {
 		t.Errorf("registrationState.x509 = %+v", x)
 	}
 	hd, err := s.store.HubDevice(ctx, res.RegistrationState.AssignedHub, "x509-info")
-	if err != nil || hd.AuthKind != "x509" || !hd.X509CASigned {
+	if err != nil || hd.Auth.Type != "certificateAuthority" {
 		t.Errorf("hub device = %+v, %v", hd, err)
 	}
 }

@@ -21,7 +21,7 @@ type Registrar struct {
 }
 
 // Authenticate accepts everyone.
-func (r *Registrar) Authenticate(context.Context, string, string, registration.Credential) error {
+func (r *Registrar) Authenticate(context.Context, string, string, dps.Credential) error {
 	return nil
 }
 
@@ -33,15 +33,15 @@ func (r *Registrar) Register(_ context.Context, req registration.Request) (dps.O
 }
 
 // Operation reports the operation assigned.
-func (r *Registrar) Operation(_ context.Context, _, regID, opID string, _ registration.Credential) (dps.Operation, error) {
+func (r *Registrar) Operation(_ context.Context, _, regID, opID string, _ dps.Credential) (dps.Operation, error) {
 	now := time.Now().UTC()
 	return dps.Operation{ID: opID, RegistrationID: regID, Status: dps.StatusAssigned, Result: &dps.Registration{
 		RegistrationID: regID, DeviceID: regID, AssignedHub: "ceiling.example.net", Status: dps.StatusAssigned,
-		Substatus: dps.SubstatusInitialAssignment, Attestation: dps.AttestationSymmetricKey, Created: now, Updated: now, ETag: "Y2VpbGluZw=="}}, nil
+		Substatus: dps.SubstatusInitialAssignment, Proof: dps.Proof{Type: dps.AttestationSymmetricKey}, Created: now, Updated: now, ETag: "Y2VpbGluZw=="}}, nil
 }
 
 // Lookup reports an assigned registration.
-func (r *Registrar) Lookup(_ context.Context, _, regID string, _ registration.Credential) (dps.Registration, error) {
+func (r *Registrar) Lookup(_ context.Context, _, regID string, _ dps.Credential) (dps.Registration, error) {
 	now := time.Now().UTC()
 	return dps.Registration{RegistrationID: regID, DeviceID: regID, AssignedHub: "ceiling.example.net", Status: dps.StatusAssigned, Created: now, Updated: now}, nil
 }

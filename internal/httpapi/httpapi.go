@@ -28,8 +28,8 @@ const MaxBody = 96 * 1024
 // Registrar is the registration service as the device API uses it.
 type Registrar interface {
 	Register(ctx context.Context, req registration.Request) (dps.Operation, error)
-	Operation(ctx context.Context, scope, regID, operationID string, cred registration.Credential) (dps.Operation, error)
-	Lookup(ctx context.Context, scope, regID string, cred registration.Credential) (dps.Registration, error)
+	Operation(ctx context.Context, scope, regID, operationID string, cred dps.Credential) (dps.Operation, error)
+	Lookup(ctx context.Context, scope, regID string, cred dps.Credential) (dps.Registration, error)
 }
 
 // Options configure a Handler.
@@ -125,8 +125,8 @@ func (h *Handler) method(w http.ResponseWriter, r *http.Request, want string) bo
 	return false
 }
 
-func credential(r *http.Request) registration.Credential {
-	c := registration.Credential{SAS: r.Header.Get("Authorization")}
+func credential(r *http.Request) dps.Credential {
+	c := dps.Credential{SAS: r.Header.Get("Authorization")}
 	if r.TLS != nil {
 		c.Certificates = r.TLS.PeerCertificates
 	}
@@ -174,7 +174,7 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request, scope, regID 
 		Force:          strings.EqualFold(r.URL.Query().Get("forceRegistration"), "true"),
 	}
 	if body.TPM != nil {
-		req.TPM = &registration.TPMRequest{EndorsementKey: body.TPM.EndorsementKey, StorageRootKey: body.TPM.StorageRootKey}
+		req.Credential.TPM = &dps.TPMAttestation{EndorsementKey: body.TPM.EndorsementKey, StorageRootKey: body.TPM.StorageRootKey}
 	}
 	op, err := h.o.Registrar.Register(r.Context(), req)
 	if err != nil {

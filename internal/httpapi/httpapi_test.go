@@ -18,17 +18,17 @@ import (
 // registrar is a function-field fake of httpapi.Registrar.
 type registrar struct {
 	register  func(context.Context, registration.Request) (dps.Operation, error)
-	operation func(ctx context.Context, scope, regID, opID string, c registration.Credential) (dps.Operation, error)
-	lookup    func(ctx context.Context, scope, regID string, c registration.Credential) (dps.Registration, error)
+	operation func(ctx context.Context, scope, regID, opID string, c dps.Credential) (dps.Operation, error)
+	lookup    func(ctx context.Context, scope, regID string, c dps.Credential) (dps.Registration, error)
 }
 
 func (r registrar) Register(ctx context.Context, req registration.Request) (dps.Operation, error) {
 	return r.register(ctx, req)
 }
-func (r registrar) Operation(ctx context.Context, scope, regID, opID string, c registration.Credential) (dps.Operation, error) {
+func (r registrar) Operation(ctx context.Context, scope, regID, opID string, c dps.Credential) (dps.Operation, error) {
 	return r.operation(ctx, scope, regID, opID, c)
 }
-func (r registrar) Lookup(ctx context.Context, scope, regID string, c registration.Credential) (dps.Registration, error) {
+func (r registrar) Lookup(ctx context.Context, scope, regID string, c dps.Credential) (dps.Registration, error) {
 	return r.lookup(ctx, scope, regID, c)
 }
 
@@ -40,14 +40,14 @@ func fake() registrar {
 			}
 			return dps.Operation{ID: "1.a.b", RegistrationID: req.RegistrationID, Status: dps.StatusAssigning, Payload: req.Payload}, nil
 		},
-		operation: func(_ context.Context, _, regID, opID string, _ registration.Credential) (dps.Operation, error) {
+		operation: func(_ context.Context, _, regID, opID string, _ dps.Credential) (dps.Operation, error) {
 			now := time.Date(2026, 1, 2, 3, 4, 5, 123456700, time.UTC)
 			return dps.Operation{ID: opID, RegistrationID: regID, Status: dps.StatusAssigned, Result: &dps.Registration{
 				RegistrationID: regID, DeviceID: regID, AssignedHub: "h.example.net", Status: dps.StatusAssigned,
 				Substatus: dps.SubstatusInitialAssignment, Created: now, Updated: now, ETag: "ZXRhZw==", Payload: json.RawMessage(`{"k":[1]}`),
 			}}, nil
 		},
-		lookup: func(_ context.Context, _, regID string, _ registration.Credential) (dps.Registration, error) {
+		lookup: func(_ context.Context, _, regID string, _ dps.Credential) (dps.Registration, error) {
 			return dps.Registration{}, &dps.Error{Kind: dps.KindNotFound, Code: 404201, Message: "registration not found"}
 		},
 	}

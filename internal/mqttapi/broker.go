@@ -19,7 +19,6 @@ import (
 
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/logkey"
-	"github.com/opendps/dps/internal/registration"
 )
 
 // BrokerOptions configure a Broker.
@@ -308,7 +307,7 @@ func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet, st *connState) p
 		h.o.Logger.Debug("mqtt connect refused: bad username or client ID", "client_id", cl.ID)
 		return refusal(v, false)
 	}
-	cred := registration.Credential{SAS: string(pk.Connect.Password)}
+	cred := dps.Credential{SAS: string(pk.Connect.Password)}
 	if tc, ok := cl.Net.Conn.(conn); ok {
 		cred.Certificates = tc.ConnectionState().PeerCertificates
 	}

@@ -32,16 +32,16 @@ const MaxPayload = 96 * 1024
 
 // Registrar is the registration service as the MQTT transport uses it.
 type Registrar interface {
-	Authenticate(ctx context.Context, scope, regID string, cred registration.Credential) error
+	Authenticate(ctx context.Context, scope, regID string, cred dps.Credential) error
 	Register(ctx context.Context, req registration.Request) (dps.Operation, error)
-	Operation(ctx context.Context, scope, regID, operationID string, cred registration.Credential) (dps.Operation, error)
+	Operation(ctx context.Context, scope, regID, operationID string, cred dps.Credential) (dps.Operation, error)
 }
 
 // Identity is who a connection authenticated as at CONNECT.
 type Identity struct {
 	IDScope        string
 	RegistrationID string
-	Credential     registration.Credential
+	Credential     dps.Credential
 }
 
 var errUsername = errors.New("mqttapi: username must be {idScope}/registrations/{registrationId}/api-version=…")

@@ -72,7 +72,7 @@ type fakeRegistrar struct {
 
 // Authenticate accepts every password but these: "bad" is a wrong
 // credential, "down" an outage of the store, "slow" a timeout.
-func (f *fakeRegistrar) Authenticate(_ context.Context, _, _ string, cred registration.Credential) error {
+func (f *fakeRegistrar) Authenticate(_ context.Context, _, _ string, cred dps.Credential) error {
 	switch cred.SAS {
 	case "bad":
 		return &dps.Error{Kind: dps.KindUnauthorized, Code: 401002, Message: "no"}
@@ -108,7 +108,7 @@ var bigPayload = json.RawMessage(`"` + strings.Repeat("x", 256*1024) + `"`)
 
 // Operation knows the operations "1.a.b" and "big" (assigned, with a 256 KB
 // payload).
-func (f *fakeRegistrar) Operation(_ context.Context, _, regID, opID string, _ registration.Credential) (dps.Operation, error) {
+func (f *fakeRegistrar) Operation(_ context.Context, _, regID, opID string, _ dps.Credential) (dps.Operation, error) {
 	if opID != "1.a.b" && opID != "big" {
 		return dps.Operation{}, &dps.Error{Kind: dps.KindNotFound, Code: 404201, Message: "operation not found"}
 	}
@@ -122,7 +122,7 @@ func (f *fakeRegistrar) Operation(_ context.Context, _, regID, opID string, _ re
 }
 
 func TestHandle(t *testing.T) {
-	id := mqttapi.Identity{IDScope: "0ne00000001", RegistrationID: "dev-1", Credential: registration.Credential{SAS: "good"}}
+	id := mqttapi.Identity{IDScope: "0ne00000001", RegistrationID: "dev-1", Credential: dps.Credential{SAS: "good"}}
 	reg := "$dps/registrations/PUT/iotdps-register/?$rid="
 	poll := "$dps/registrations/GET/iotdps-get-operationstatus/?$rid="
 	tests := []struct {

@@ -3,198 +3,108 @@ package registration
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/opendps/dps"
-	"github.com/opendps/dps/internal/sas"
 )
 
-// match is the enrollment a device authenticated against.
-type match struct {
-	enrollment *dps.Enrollment
-	group      *dps.Group
-	// deviceKeys are the device's symmetric keys (individual keys, or keys
-	// derived from the group's keys), base64.
-	deviceKeys [2]dps.Key
-	// x509 is set for X.509 devices.
-	x509 *dps.X509Proof
-	// tpm is the challenge a TPM device answered.
-	tpm *dps.Challenge
-}
+// Authentication has one dispatch point, authenticate: the device's
+// individual enrollment, if it has one, names the attestation mechanism
+// that checks its credential; otherwise every mechanism that accepts the
+// credential's kind tries its enrollment groups. Polls are checked by the
+// mechanism of the operation's proof, and a first TPM-style request (keys,
+// no proof) by the Challenger that accepts it.
 
-func (m *match) attestation() dps.AttestationType {
-	switch {
-	case m.x509 != nil:
-		return dps.AttestationX509
-	case m.tpm != nil:
-		return dps.AttestationTPM
-	}
-	return dps.AttestationSymmetricKey
-}
+func unauthorized(cause error) error { return dps.Unauthenticated(cause) }
 
-func (m *match) settings() *dps.Settings {
-	if m.enrollment != nil {
-		return &m.enrollment.Settings
+// attestorTypes returns the attestation types with an attestor, in order:
+// the order in which group mechanisms are tried.
+func attestorTypes(m map[dps.AttestationType]Attestor) []dps.AttestationType {
+	types := make([]dps.AttestationType, 0, len(m))
+	for t := range m {
+		types = append(types, t)
 	}
-	return &m.group.Settings
-}
-
-func (m *match) groupID() string {
-	if m.group != nil {
-		return m.group.ID
-	}
-	return ""
-}
-
-var errUnauthorized = &dps.Error{Kind: dps.KindUnauthorized, Code: dps.CodeUnauthorized, Message: "Invalid certificate or SAS token: the device could not be authenticated."}
-
-func unauthorized(cause error) error {
-	e := *errUnauthorized
-	e.Err = cause
-	return &e
-}
-
-// token parses the device's SAS token and checks everything but the
-// signature: scope, resource, expiry (with clock skew) and key name.
-func (s *Service) token(scope, regID string, cred Credential) (sas.Token, error) {
-	if !strings.EqualFold(scope, s.o.IDScope) {
-		return sas.Token{}, unauthorized(errors.New("unknown ID scope"))
-	}
-	if cred.SAS == "" {
-		return sas.Token{}, unauthorized(errors.New("no credential presented"))
-	}
-	tok, err := sas.Parse(cred.SAS)
-	if err != nil {
-		return sas.Token{}, unauthorized(err)
-	}
-	if !strings.EqualFold(tok.Resource, scope+"/registrations/"+regID) {
-		return sas.Token{}, unauthorized(sas.ErrResource)
-	}
-	if err := tok.CheckExpiry(s.o.Now(), s.o.ClockSkew); err != nil {
-		return sas.Token{}, unauthorized(err)
-	}
-	if tok.KeyName != "" && !strings.EqualFold(tok.KeyName, "registration") {
-		return sas.Token{}, unauthorized(errors.New("unexpected skn"))
-	}
-	return tok, nil
+	slices.Sort(types)
+	return types
 }
 
 // authenticate verifies the device's credential and finds its enrollment.
 // An unknown device, a wrong key, a wrong scope and an expired token are all
 // reported the same way (401002).
-func (s *Service) authenticate(ctx context.Context, scope, regID string, cred Credential) (match, error) {
-	if cred.SAS == "" && len(cred.Certificates) > 0 {
-		return s.authenticateX509(ctx, scope, regID, cred.Certificates)
+func (s *Service) authenticate(ctx context.Context, scope, regID string, cred dps.Credential) (dps.Attested, error) {
+	if !strings.EqualFold(scope, s.o.IDScope) {
+		return dps.Attested{}, unauthorized(errors.New("unknown ID scope"))
 	}
-	tok, err := s.token(scope, regID, cred)
-	if err != nil {
-		return match{}, err
-	}
-
 	// 1. An individual enrollment for this registration ID takes precedence.
 	e, err := s.o.Store.Enrollment(ctx, regID)
 	switch {
 	case err == nil:
-		if e.Attestation.Type == dps.AttestationTPM {
-			return s.answerChallenge(ctx, &e, tok)
+		a, ok := s.o.Attestors[e.Attestation.Type]
+		if !ok {
+			return dps.Attested{}, unauthorized(fmt.Errorf("%s attestation is not enabled", e.Attestation.Type))
 		}
-		if e.Attestation.Type != dps.AttestationSymmetricKey || e.Attestation.SymmetricKey == nil {
-			return match{}, unauthorized(errors.New("enrollment does not use symmetric keys"))
+		if !a.Accepts(cred) {
+			return dps.Attested{}, unauthorized(fmt.Errorf("the enrollment uses %s attestation, not the credential presented", e.Attestation.Type))
 		}
-		sk := e.Attestation.SymmetricKey
-		for _, k := range []dps.Key{sk.PrimaryKey, sk.SecondaryKey} {
-			if k == "" {
-				continue
-			}
-			raw, err := sas.DecodeKey(string(k))
-			if err == nil && tok.Valid(raw) {
-				return match{enrollment: &e, deviceKeys: [2]dps.Key{sk.PrimaryKey, sk.SecondaryKey}}, nil
-			}
-		}
-		return match{}, unauthorized(sas.ErrSignature)
+		return a.Attest(ctx, scope, regID, cred, &e)
 	case dps.KindOf(err) != dps.KindNotFound:
-		return match{}, err
+		return dps.Attested{}, err
 	}
+	// 2. Otherwise the enrollment groups of the mechanisms that accept the
+	// credential.
+	var firstErr error
+	for _, t := range s.types {
+		a := s.o.Attestors[t]
+		if !a.Accepts(cred) {
+			continue
+		}
+		at, err := a.Attest(ctx, scope, regID, cred, nil)
+		if err == nil {
+			return at, nil
+		}
+		if dps.KindOf(err) != dps.KindUnauthorized {
+			return dps.Attested{}, err // the store: not the device's fault
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	if firstErr == nil {
+		firstErr = unauthorized(errors.New("no credential presented"))
+	}
+	return dps.Attested{}, firstErr
+}
 
-	// 2. Otherwise a symmetric-key group whose derived key signed the token
-	// (groupkeys.go: the groups come prepared, so refusing an unknown device
-	// costs only the hashing).
-	groups, err := s.symmetricGroups(ctx)
-	if err != nil {
-		return match{}, err
+// challenger returns the mechanism that answers a request presenting no
+// proof but what a Challenger accepts (TPM keys), if any.
+func (s *Service) challenger(cred dps.Credential) Challenger {
+	if cred.SAS != "" || len(cred.Certificates) > 0 {
+		return nil
 	}
-	if m, ok := groups.match(tok, regID); ok {
-		return m, nil
+	for _, t := range s.types {
+		if c, ok := s.o.Attestors[t].(Challenger); ok && s.o.Attestors[t].Accepts(cred) {
+			return c
+		}
 	}
-	return match{}, unauthorized(errors.New("no enrollment matches"))
+	return nil
 }
 
 // Authenticate checks a device's credential without starting a
-// registration: the MQTT transport does this at CONNECT. TPM devices are
-// refused: TPM attestation is not part of the MQTT protocol.
-func (s *Service) Authenticate(ctx context.Context, scope, regID string, cred Credential) error {
+// registration: the MQTT transport does this at CONNECT. Devices of a
+// mechanism that needs a challenge round trip (TPM) are refused: the MQTT
+// protocol has none.
+func (s *Service) Authenticate(ctx context.Context, scope, regID string, cred dps.Credential) error {
 	if err := dps.ValidateRegistrationID(regID); err != nil {
 		return err
 	}
-	m, err := s.authenticate(ctx, scope, regID, cred)
-	if err == nil && m.tpm != nil {
-		return unauthorized(errors.New("TPM attestation is not supported over MQTT; register over HTTPS"))
-	}
-	return err
-}
-
-// authenticateFor verifies a credential against one known enrollment: the
-// group groupID, or the individual enrollment of regID when groupID is "".
-func (s *Service) authenticateFor(ctx context.Context, scope, regID, groupID string, cred Credential) error {
-	tok, err := s.token(scope, regID, cred)
+	at, err := s.authenticate(ctx, scope, regID, cred)
 	if err != nil {
 		return err
 	}
-	var keys []dps.Key
-	derive := false
-	if groupID == "" {
-		e, err := s.o.Store.Enrollment(ctx, regID)
-		if err != nil {
-			if dps.KindOf(err) == dps.KindNotFound {
-				return unauthorized(err)
-			}
-			return err
-		}
-		if sk := e.Attestation.SymmetricKey; sk != nil {
-			keys = []dps.Key{sk.PrimaryKey, sk.SecondaryKey}
-		}
-	} else {
-		g, err := s.o.Store.Group(ctx, groupID)
-		if err != nil {
-			if dps.KindOf(err) == dps.KindNotFound {
-				return unauthorized(err)
-			}
-			return err
-		}
-		if sk := g.Attestation.SymmetricKey; sk != nil {
-			keys, derive = []dps.Key{sk.PrimaryKey, sk.SecondaryKey}, true
-		}
+	if _, ok := s.o.Attestors[at.Proof.Type].(Challenger); ok {
+		return unauthorized(fmt.Errorf("%s attestation is not supported over MQTT; register over HTTPS", at.Proof.Type))
 	}
-	ids := []string{regID}
-	if l := strings.ToLower(regID); derive && l != regID {
-		ids = append(ids, l)
-	}
-	for _, k := range keys {
-		raw, err := sas.DecodeKey(string(k))
-		if k == "" || err != nil {
-			continue
-		}
-		if !derive {
-			if tok.Valid(raw) {
-				return nil
-			}
-			continue
-		}
-		for _, id := range ids {
-			if tok.Valid(sas.DeriveKey(raw, id)) {
-				return nil
-			}
-		}
-	}
-	return unauthorized(sas.ErrSignature)
+	return nil
 }

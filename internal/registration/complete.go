@@ -2,7 +2,6 @@ package registration
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/opendps/dps"
-	"github.com/opendps/dps/internal/sas"
 )
 
 // hubEffects are the device records a registration produced, when the
@@ -38,7 +36,7 @@ func (s *Service) effects() *hubEffects {
 // It allocates a hub, decides what becomes of the device's previous
 // assignment (decideReprovision), applies the hub effects and builds the
 // result; a permanent failure at any step ends the operation failed.
-func (s *Service) complete(ctx context.Context, op dps.Operation, known *match, fx *hubEffects) (dps.Operation, error) {
+func (s *Service) complete(ctx context.Context, op dps.Operation, known *dps.Attested, fx *hubEffects) (dps.Operation, error) {
 	now := s.o.Now().UTC()
 	m := known
 	if m == nil {
@@ -55,10 +53,10 @@ func (s *Service) complete(ctx context.Context, op dps.Operation, known *match, 
 		}
 		m = &rm
 	}
-	set := m.settings()
+	set := m.Settings()
 	if !set.Enabled() {
 		op.Status = dps.StatusDisabled
-		op.Result = &dps.Registration{RegistrationID: op.RegistrationID, Status: dps.StatusDisabled, EnrollmentGroupID: op.EnrollmentGroupID, Attestation: op.Attestation, Updated: now}
+		op.Result = &dps.Registration{RegistrationID: op.RegistrationID, Status: dps.StatusDisabled, EnrollmentGroupID: op.EnrollmentGroupID, Proof: dps.Proof{Type: op.Proof.Type}, Updated: now}
 		return op, nil
 	}
 	prev, err := s.previous(ctx, op.RegistrationID)
@@ -66,8 +64,8 @@ func (s *Service) complete(ctx context.Context, op dps.Operation, known *match, 
 		return op, err
 	}
 	deviceID := op.RegistrationID
-	if m.enrollment != nil && m.enrollment.DeviceID != "" {
-		deviceID = m.enrollment.DeviceID
+	if m.Enrollment != nil && m.Enrollment.DeviceID != "" {
+		deviceID = m.Enrollment.DeviceID
 	}
 
 	asg, f, err := s.allocate(ctx, op, m, set, prev)
@@ -78,14 +76,14 @@ func (s *Service) complete(ctx context.Context, op dps.Operation, known *match, 
 		return s.fail(op, prev, now, f.code, f.msg), nil
 	}
 	d := decideReprovision(prev, set.Reprovision(), asg.Hub, deviceID, len(asg.InitialTwin) > 0)
-	hd, tpmBlob, f := s.hubDevice(ctx, op, m, set, prev, asg, deviceID, d, now)
+	hd, proof, f := s.hubDevice(ctx, op, m, set, prev, asg, deviceID, d, now)
 	if f != nil {
 		return s.fail(op, prev, now, f.code, f.msg), nil
 	}
 	if what, err := s.applyHubEffects(ctx, hd, prev, d, fx); err != nil {
 		return s.hubFailed(ctx, op, prev, now, what, err)
 	}
-	return assignedOp(op, prev, asg, deviceID, d, tpmBlob, now), nil
+	return assignedOp(op, prev, asg, deviceID, d, proof, now), nil
 }
 
 // failure is a permanent failure: the operation ends failed with this DPS
@@ -98,7 +96,7 @@ type failure struct {
 // allocate chooses the device's hub. A device that has a hub and whose
 // enrollment never re-provisions stays on it; otherwise the allocation
 // policy chooses among the candidate hubs. The error is a transient failure.
-func (s *Service) allocate(ctx context.Context, op dps.Operation, m *match, set *dps.Settings, prev *dps.Registration) (dps.Assignment, *failure, error) {
+func (s *Service) allocate(ctx context.Context, op dps.Operation, m *dps.Attested, set *dps.Settings, prev *dps.Registration) (dps.Assignment, *failure, error) {
 	reassigning := prev != nil && prev.AssignedHub != ""
 	if reassigning && !set.Reprovision().UpdateHubAssignment {
 		return dps.Assignment{Hub: prev.AssignedHub}, nil, nil // never re-provision: the device stays
@@ -118,9 +116,9 @@ func (s *Service) allocate(ctx context.Context, op dps.Operation, m *match, set 
 	req := dps.AllocationRequest{
 		RegistrationID: op.RegistrationID,
 		Candidates:     cands,
-		Enrollment:     m.enrollment,
-		Group:          m.group,
-		Attestation:    op.Attestation,
+		Enrollment:     m.Enrollment,
+		Group:          m.Group,
+		Attestation:    op.Proof.Type,
 		Payload:        op.Payload,
 	}
 	if reassigning {
@@ -157,34 +155,25 @@ func (s *Service) twin(ctx context.Context, d reprovisionDecision, set *dps.Sett
 }
 
 // hubDevice is the device identity the registration creates on its hub,
-// and for TPM devices the hub key blob the result carries.
-func (s *Service) hubDevice(ctx context.Context, op dps.Operation, m *match, set *dps.Settings, prev *dps.Registration, asg dps.Assignment, deviceID string, d reprovisionDecision, now time.Time) (dps.HubDevice, string, *failure) {
-	hd := dps.HubDevice{
-		Hub:          asg.Hub,
-		DeviceID:     deviceID,
-		AuthKind:     op.Attestation,
-		PrimaryKey:   m.deviceKeys[0],
-		SecondaryKey: m.deviceKeys[1],
-		IoTEdge:      set.IoTEdge,
-		Twin:         s.twin(ctx, d, set, asg, prev),
-		Updated:      now,
+// its authentication worked out by the mechanism that attested the device,
+// and the proof the registration record keeps.
+func (s *Service) hubDevice(ctx context.Context, op dps.Operation, m *dps.Attested, set *dps.Settings, prev *dps.Registration, asg dps.Assignment, deviceID string, d reprovisionDecision, now time.Time) (dps.HubDevice, dps.Proof, *failure) {
+	a, ok := s.o.Attestors[op.Proof.Type]
+	if !ok {
+		return dps.HubDevice{}, dps.Proof{}, &failure{dps.CodeInvalid, fmt.Sprintf("%s attestation is not enabled", op.Proof.Type)}
 	}
-	var tpmBlob string
-	if op.Attestation == dps.AttestationTPM {
-		k2, blob, err := s.hubKeyBlob(op, m.enrollment)
-		if err != nil {
-			return dps.HubDevice{}, "", &failure{dps.CodeInvalid, err.Error()}
-		}
-		hd.PrimaryKey, hd.SecondaryKey, tpmBlob = k2, "", blob
+	auth, proof, err := a.Hub(ctx, op, *m)
+	if err != nil {
+		return dps.HubDevice{}, dps.Proof{}, &failure{dps.CodeInvalid, err.Error()}
 	}
-	if op.X509 != nil {
-		if m.group != nil {
-			hd.X509CASigned = true
-		} else {
-			hd.X509Thumbprint = op.X509.Certificate.SHA256Thumbprint
-		}
-	}
-	return hd, tpmBlob, nil
+	return dps.HubDevice{
+		Hub:      asg.Hub,
+		DeviceID: deviceID,
+		Auth:     auth,
+		IoTEdge:  set.IoTEdge,
+		Twin:     s.twin(ctx, d, set, asg, prev),
+		Updated:  now,
+	}, proof, nil
 }
 
 // applyHubEffects creates hd and removes the identity the device left:
@@ -212,7 +201,7 @@ func (s *Service) applyHubEffects(ctx context.Context, hd dps.HubDevice, prev *d
 }
 
 // assignedOp is op, assigned as d decided.
-func assignedOp(op dps.Operation, prev *dps.Registration, asg dps.Assignment, deviceID string, d reprovisionDecision, tpmBlob string, now time.Time) dps.Operation {
+func assignedOp(op dps.Operation, prev *dps.Registration, asg dps.Assignment, deviceID string, d reprovisionDecision, proof dps.Proof, now time.Time) dps.Operation {
 	created := now
 	if prev != nil {
 		created = prev.Created
@@ -227,12 +216,9 @@ func assignedOp(op dps.Operation, prev *dps.Registration, asg dps.Assignment, de
 		Substatus:         d.Substatus,
 		Payload:           asg.Payload,
 		EnrollmentGroupID: op.EnrollmentGroupID,
-		Attestation:       op.Attestation,
-		X509:              op.X509,
+		Proof:             proof,
 		Created:           created,
 		Updated:           now,
-
-		TPMAuthenticationKey: tpmBlob,
 	}
 	if prev != nil {
 		// The record this result replaces: the store writes the result only
@@ -266,7 +252,7 @@ func (s *Service) fail(op dps.Operation, prev *dps.Registration, now time.Time, 
 		ErrorCode:         code,
 		ErrorMessage:      msg,
 		EnrollmentGroupID: op.EnrollmentGroupID,
-		Attestation:       op.Attestation,
+		Proof:             dps.Proof{Type: op.Proof.Type},
 		Created:           now,
 		Updated:           now,
 	}
@@ -279,32 +265,22 @@ func (s *Service) fail(op dps.Operation, prev *dps.Registration, now time.Time, 
 	return op
 }
 
-// rematch reloads the enrollment an operation matched at register time.
-func (s *Service) rematch(ctx context.Context, op dps.Operation) (match, error) {
+// rematch reloads the enrollment an operation matched at register time:
+// what the device attested as, for an operation completed in the
+// background.
+func (s *Service) rematch(ctx context.Context, op dps.Operation) (dps.Attested, error) {
 	if op.EnrollmentGroupID != "" {
 		g, err := s.o.Store.Group(ctx, op.EnrollmentGroupID)
 		if err != nil {
-			return match{}, err
+			return dps.Attested{}, err
 		}
-		m := match{group: &g}
-		if sk := g.Attestation.SymmetricKey; sk != nil {
-			for j, k := range []dps.Key{sk.PrimaryKey, sk.SecondaryKey} {
-				if raw, err := sas.DecodeKey(string(k)); err == nil && k != "" {
-					m.deviceKeys[j] = dps.Key(base64.StdEncoding.EncodeToString(sas.DeriveKey(raw, op.RegistrationID)))
-				}
-			}
-		}
-		return m, nil
+		return dps.Attested{Group: &g, Proof: op.Proof}, nil
 	}
 	e, err := s.o.Store.Enrollment(ctx, op.RegistrationID)
 	if err != nil {
-		return match{}, err
+		return dps.Attested{}, err
 	}
-	m := match{enrollment: &e}
-	if sk := e.Attestation.SymmetricKey; sk != nil {
-		m.deviceKeys = [2]dps.Key{sk.PrimaryKey, sk.SecondaryKey}
-	}
-	return m, nil
+	return dps.Attested{Enrollment: &e, Proof: op.Proof}, nil
 }
 
 // candidates returns the hubs a device of this enrollment may be assigned

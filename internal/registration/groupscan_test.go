@@ -17,6 +17,7 @@ import (
 	"github.com/opendps/dps/internal/sas"
 	"github.com/opendps/dps/internal/store/postgres"
 	"github.com/opendps/dps/internal/store/sqlite"
+	"github.com/opendps/dps/internal/tpmattest"
 )
 
 // TestGroupChangesReachEveryNode: two engines (two nodes) on two handles of
@@ -74,6 +75,7 @@ func TestGroupChangesReachEveryNode(t *testing.T) {
 type scanStore interface {
 	registration.Store
 	builtin.Store
+	tpmattest.Store
 	dpstest.Store
 }
 
@@ -101,14 +103,14 @@ func benchRefusal(b *testing.B, db scanStore) {
 	for i := range 1000 {
 		dpstest.MustPutGroup(b, db, dpstest.SymmetricKeyGroup(fmt.Sprintf("group-%04d", i)))
 	}
-	s := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db, Hubs: &builtin.Connector{Store: db}, RecordDevicesWithOperations: true,
+	s := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db, Attestors: attestors(db, mechanisms{}), Hubs: &builtin.Connector{Store: db}, RecordDevicesWithOperations: true,
 		Allocators: map[dps.AllocationPolicy]registration.Allocator{dps.AllocationHashed: allocation.Hashed{}}, SweepInterval: time.Hour})
 	if err := s.Start(context.Background()); err != nil {
 		b.Fatal(err)
 	}
 	defer s.Close()
 	bogus, _ := base64.StdEncoding.DecodeString(dpstest.Key(32))
-	c := registration.Credential{SAS: sas.New(scope+"/registrations/intruder-0001", bogus, "registration", time.Now().Add(time.Hour))}
+	c := dps.Credential{SAS: sas.New(scope+"/registrations/intruder-0001", bogus, "registration", time.Now().Add(time.Hour))}
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {

@@ -71,12 +71,12 @@ func customGroup(id, url string) dps.Group {
 	return g
 }
 
-func groupCred(t *testing.T, g dps.Group, id string) registration.Credential {
+func groupCred(t *testing.T, g dps.Group, id string) dps.Credential {
 	raw, _ := base64.StdEncoding.DecodeString(string(g.Attestation.SymmetricKey.PrimaryKey))
-	return registration.Credential{SAS: sas.New(scope+"/registrations/"+id, sas.DeriveKey(raw, id), "registration", time.Now().Add(time.Hour))}
+	return dps.Credential{SAS: sas.New(scope+"/registrations/"+id, sas.DeriveKey(raw, id), "registration", time.Now().Add(time.Hour))}
 }
 
-func start(t *testing.T, s *registration.Service, id string, c registration.Credential) dps.Operation {
+func start(t *testing.T, s *registration.Service, id string, c dps.Credential) dps.Operation {
 	t.Helper()
 	op, err := s.Register(context.Background(), registration.Request{IDScope: scope, RegistrationID: id, Credential: c, Payload: json.RawMessage(`{"model":"m"}`)})
 	if err != nil {
@@ -385,7 +385,7 @@ func TestSweepListsHeadersOnly(t *testing.T) {
 	g := dpstest.MustPutGroup(t, db1, dpstest.SymmetricKeyGroup("mixed-grp"))
 	c := groupCred(t, g, "Sensor-Mixed")
 	broken := &hubFunc{inner: builtin.Connector{Store: db1}, provision: func(context.Context, dps.HubDevice) error { return errors.New("hub unreachable") }}
-	s1 := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db1, Hubs: broken, SingleNode: true,
+	s1 := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db1, Attestors: attestors(db1, mechanisms{}), Hubs: broken, SingleNode: true,
 		Allocators: map[dps.AllocationPolicy]registration.Allocator{dps.AllocationHashed: allocation.Hashed{}}, SweepInterval: time.Hour})
 	if err := s1.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -400,7 +400,7 @@ func TestSweepListsHeadersOnly(t *testing.T) {
 
 	db2 := dpstest.OpenSQLite(t, path)
 	counted := &headerCounter{DB: db2}
-	s2 := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: counted, Hubs: &builtin.Connector{Store: db2}, SingleNode: true,
+	s2 := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: counted, Attestors: attestors(db2, mechanisms{}), Hubs: &builtin.Connector{Store: db2}, SingleNode: true,
 		Allocators: map[dps.AllocationPolicy]registration.Allocator{dps.AllocationHashed: allocation.Hashed{}}, SweepInterval: 20 * time.Millisecond})
 	if err := s2.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -412,8 +412,8 @@ func TestSweepListsHeadersOnly(t *testing.T) {
 	}
 	hd, err := db2.HubDevice(ctx, done.Result.AssignedHub, done.Result.DeviceID)
 	raw, _ := base64.StdEncoding.DecodeString(string(g.Attestation.SymmetricKey.PrimaryKey))
-	if want := base64.StdEncoding.EncodeToString(sas.DeriveKey(raw, "Sensor-Mixed")); err != nil || string(hd.PrimaryKey) != want {
-		t.Errorf("device key on the hub = %v, %v; want the one derived from the ID as sent", hd.PrimaryKey == dps.Key(want), err)
+	if want := base64.StdEncoding.EncodeToString(sas.DeriveKey(raw, "Sensor-Mixed")); err != nil || string(hd.Auth.PrimaryKey) != want {
+		t.Errorf("device key on the hub = %v, %v; want the one derived from the ID as sent", hd.Auth.PrimaryKey == dps.Key(want), err)
 	}
 	time.Sleep(150 * time.Millisecond) // a few sweeps
 	if w, h := counted.whole.Load(), counted.headers.Load(); w != 0 || h < 3 {

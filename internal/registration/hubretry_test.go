@@ -43,7 +43,7 @@ func (h *scriptedHub) attempts() []time.Time {
 // hubCase registers one symmetric-key device against a service whose hub
 // connector is hub, and returns the service, the operation Register
 // answered and the device's credential.
-func hubCase(t *testing.T, hub *scriptedHub, mods ...func(*registration.Options)) (*registration.Service, dps.Operation, registration.Credential) {
+func hubCase(t *testing.T, hub *scriptedHub, mods ...func(*registration.Options)) (*registration.Service, dps.Operation, dps.Credential) {
 	t.Helper()
 	db := dpstest.OpenSQLite(t, filepath.Join(t.TempDir(), "dps.db"))
 	e := dpstest.MustPutEnrollment(t, db, dpstest.SymmetricKeyEnrollment("dev-hub"))
@@ -57,7 +57,7 @@ func hubCase(t *testing.T, hub *scriptedHub, mods ...func(*registration.Options)
 }
 
 // pollUntilFinal polls once a (fake) second until the operation is final.
-func pollUntilFinal(t *testing.T, s *registration.Service, op dps.Operation, c registration.Credential, limit time.Duration) dps.Operation {
+func pollUntilFinal(t *testing.T, s *registration.Service, op dps.Operation, c dps.Credential, limit time.Duration) dps.Operation {
 	t.Helper()
 	for start := time.Now(); time.Since(start) < limit; time.Sleep(time.Second) {
 		got, err := s.Operation(context.Background(), scope, "dev-hub", op.ID, c)

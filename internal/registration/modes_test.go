@@ -67,7 +67,7 @@ func TestModesAreOptions(t *testing.T) {
 			alloc := allocatorFunc(func(_ context.Context, r dps.AllocationRequest) (dps.Assignment, error) {
 				return dps.Assignment{Hub: r.Candidates[0].HostName}, nil
 			})
-			s := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: st, Hubs: hub,
+			s := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: st, Attestors: attestors(st, mechanisms{}), Hubs: hub,
 				Allocators:    map[dps.AllocationPolicy]registration.Allocator{dps.AllocationCustom: alloc},
 				SweepInterval: time.Hour, SingleNode: tc.singleNode, RecordDevicesWithOperations: tc.recordDevices})
 			if err := s.Start(ctx); err != nil {

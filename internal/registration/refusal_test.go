@@ -26,7 +26,7 @@ func TestRefusalCostDoesNotGrowWithGroups(t *testing.T) {
 	for i := range groups {
 		dpstest.MustPutGroup(t, db, dpstest.SymmetricKeyGroup(fmt.Sprintf("group-%04d", i)))
 	}
-	s := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db, Hubs: &builtin.Connector{Store: db},
+	s := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db, Attestors: attestors(db, mechanisms{}), Hubs: &builtin.Connector{Store: db},
 		SingleNode: true, RecordDevicesWithOperations: true,
 		Allocators: map[dps.AllocationPolicy]registration.Allocator{dps.AllocationHashed: allocation.Hashed{}}, SweepInterval: time.Hour})
 	if err := s.Start(context.Background()); err != nil {
@@ -34,7 +34,7 @@ func TestRefusalCostDoesNotGrowWithGroups(t *testing.T) {
 	}
 	t.Cleanup(func() { s.Close() })
 	bogus, _ := base64.StdEncoding.DecodeString(dpstest.Key(32))
-	c := registration.Credential{SAS: sas.New(scope+"/registrations/intruder-0001", bogus, "registration", time.Now().Add(time.Hour))}
+	c := dps.Credential{SAS: sas.New(scope+"/registrations/intruder-0001", bogus, "registration", time.Now().Add(time.Hour))}
 	refuse := func() {
 		if err := s.Authenticate(context.Background(), scope, "intruder-0001", c); dps.KindOf(err) != dps.KindUnauthorized {
 			t.Fatalf("Authenticate = %v, want unauthorized", err)

@@ -3,13 +3,13 @@
 // and complete it in the background (allocate a hub, hand the device to the
 // hub connector, write the registration record).
 //
-// It declares the interfaces it consumes (Store, Allocator, HubConnector)
-// and imports only the domain and leaf packages.
+// It declares the interfaces it consumes (Store, Attestor, Allocator,
+// HubConnector) and imports only the domain and leaf packages: the
+// attestation mechanisms are plugged in by cmd/dpsd (Options.Attestors).
 package registration
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"time"
 
@@ -148,36 +148,60 @@ type Observer interface {
 	InFlight(delta int)
 }
 
-// ChallengeStore keeps the latest TPM challenge per registration ID.
-type ChallengeStore interface {
-	PutChallenge(ctx context.Context, c dps.Challenge) error
-	Challenge(ctx context.Context, registrationID string) (dps.Challenge, error)
-	ConsumeChallenge(ctx context.Context, registrationID string, key dps.Key) (bool, error)
+// Attestor is one attestation mechanism (symmetric key, X.509, TPM): how a
+// device of its type proves who it is, and which identity it gets on its
+// hub. Options.Attestors holds one per dps.AttestationType; a device whose
+// enrollment's type has none is refused (401). Attestors are used by many
+// goroutines at once.
+//
+// Errors: a credential that proves nothing is a *dps.Error of
+// dps.KindUnauthorized (dps.Unauthenticated); any other error is the
+// store's, and the request fails with it.
+type Attestor interface {
+	// Accepts reports whether cred is this mechanism's kind of credential
+	// (a SAS token, a client certificate chain, TPM keys): only then may
+	// it check an enrollment of its type, or look for a group.
+	Accepts(cred dps.Credential) bool
+	// Attest checks cred of the device regID in ID scope scope (already
+	// checked to be the instance's) against e, its individual enrollment,
+	// of this mechanism's type; when e is nil (the device has none) it
+	// looks for an enrollment group of this type that cred authenticates
+	// against. It returns what matched and the proof the operation keeps.
+	Attest(ctx context.Context, scope, regID string, cred dps.Credential, e *dps.Enrollment) (dps.Attested, error)
+	// Poll checks the credential of a poll of op, an operation whose proof
+	// is of this mechanism's type.
+	Poll(ctx context.Context, scope, regID string, cred dps.Credential, op dps.Operation) error
+	// Hub returns, once a registration is assigned, the device's
+	// authentication on its hub and the proof its registration record
+	// keeps. at is what the device attested as: from its register request,
+	// or (an operation completed in the background) its operation's
+	// enrollment read again, with op.Proof and no Hub. An error fails the
+	// registration.
+	Hub(ctx context.Context, op dps.Operation, at dps.Attested) (dps.HubAuth, dps.Proof, error)
 }
 
-// Credential is what a device presented, still unverified.
-type Credential struct {
-	// SAS is the Authorization header or MQTT password ("" if none).
-	SAS string
-	// Certificates is the TLS client chain, leaf first (nil if none).
-	Certificates []*x509.Certificate
+// Challenger is the optional ability of a mechanism whose devices first
+// ask for a challenge (TPM): a register request that presents no token or
+// certificate, only what Accepts accepts, is answered by Challenge, and an
+// answered challenge starts one registration only.
+type Challenger interface {
+	// Challenge answers such a request: with a *dps.TPMChallenge error to
+	// send the device, or its refusal.
+	Challenge(ctx context.Context, scope, regID string, cred dps.Credential) error
+	// Consume spends the challenge at answered, as it starts a new
+	// registration; false when it was superseded meanwhile.
+	Consume(ctx context.Context, regID string, at dps.Attested) (bool, error)
 }
 
 // Request is one register call.
 type Request struct {
 	IDScope        string
 	RegistrationID string
-	Credential     Credential
+	// Credential is what the device presented (for TPM devices, the tpm
+	// member of the body is its TPM member).
+	Credential dps.Credential
 	// Payload is the device's "payload" member, as sent (nil if absent).
 	Payload json.RawMessage
 	// Force asks for a new allocation (forceRegistration).
 	Force bool
-	// TPM is the tpm member of the body (TPM devices), nil otherwise.
-	TPM *TPMRequest
-}
-
-// TPMRequest is what a TPM device sends about its TPM (base64 TPM2B_PUBLIC).
-type TPMRequest struct {
-	EndorsementKey string
-	StorageRootKey string
 }

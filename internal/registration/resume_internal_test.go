@@ -41,7 +41,7 @@ func TestResumeWaitsOutTransientRematchFailures(t *testing.T) {
 	store := &flakyGroups{Store: db}
 	w := work{New(Options{IDScope: "0ne0000TEST", Store: store})}
 	now := time.Now().UTC()
-	op := dps.Operation{ID: "op-flaky", RegistrationID: "dev-1", EnrollmentGroupID: "hook-grp", Attestation: dps.AttestationSymmetricKey, Status: dps.StatusAssigning, Created: now, Updated: now}
+	op := dps.Operation{ID: "op-flaky", RegistrationID: "dev-1", EnrollmentGroupID: "hook-grp", Proof: dps.Proof{Type: dps.AttestationSymmetricKey}, Status: dps.StatusAssigning, Created: now, Updated: now}
 
 	store.fail.Store(true)
 	if key, err := w.Lane(ctx, op); dps.KindOf(err) != dps.KindUnavailable {

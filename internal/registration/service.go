@@ -14,7 +14,6 @@ import (
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/logkey"
 	"github.com/opendps/dps/internal/registration/engine"
-	"github.com/opendps/dps/internal/x509attest"
 )
 
 // Options configure a Service.
@@ -43,9 +42,6 @@ type Options struct {
 	// stay in the store (default 8); older ones are deleted when the device
 	// registers again, so one device cannot fill the disk.
 	KeepOperations int
-	// ClockSkew is how long past its expiry a SAS token is still accepted
-	// (default 5 minutes).
-	ClockSkew time.Duration
 	// OperationRetention is how long finished operations stay queryable
 	// (default 24 hours).
 	OperationRetention time.Duration
@@ -54,12 +50,9 @@ type Options struct {
 	SweepInterval time.Duration
 	// Now returns the current time (default time.Now).
 	Now func() time.Time
-	// CRLs, when set, are checked for every X.509 group device's chain.
-	CRLs *x509attest.CRLs
-	// Challenges keeps TPM challenges; nil disables TPM attestation.
-	Challenges ChallengeStore
-	// ChallengeTTL is how long an unused TPM challenge stays valid (default 5 minutes).
-	ChallengeTTL time.Duration
+	// Attestors are the attestation mechanisms, by type; a type without
+	// one is not enabled (its devices are refused).
+	Attestors map[dps.AttestationType]Attestor
 	// Lease is how long a node owns an operation it processes before
 	// another node may take it over (default 30s; renewed while working).
 	Lease time.Duration
@@ -101,19 +94,13 @@ type Service struct {
 	log *slog.Logger
 	eng *engine.Engine // lanes, workers, leases, sweeps, retries, recent operations
 
-	symGroups symGroupCache // prepared symmetric-key groups (groupkeys.go)
+	types []dps.AttestationType // of Attestors, in order (auth.go)
 }
 
 // New returns a Service; call Start before accepting requests.
 func New(o Options) *Service {
 	if o.KeepOperations <= 0 {
 		o.KeepOperations = 8
-	}
-	if o.ClockSkew <= 0 {
-		o.ClockSkew = 5 * time.Minute
-	}
-	if o.ChallengeTTL <= 0 {
-		o.ChallengeTTL = 5 * time.Minute
 	}
 	if o.HubRetryFor <= 0 {
 		o.HubRetryFor = 10 * time.Minute
@@ -130,7 +117,7 @@ func New(o Options) *Service {
 	if o.Observer == nil {
 		o.Observer = nopObserver{}
 	}
-	s := &Service{o: o, log: o.Logger}
+	s := &Service{o: o, log: o.Logger, types: attestorTypes(o.Attestors)}
 	// The engine applies the defaults of the options only it uses.
 	s.eng = engine.New(engine.Options{
 		Store:              o.Store,
@@ -186,7 +173,7 @@ type work struct{ s *Service }
 func (w work) Lane(ctx context.Context, op dps.Operation) (string, error) {
 	switch m, err := w.s.rematch(ctx, op); {
 	case err == nil:
-		return w.s.laneOf(m.settings()), nil
+		return w.s.laneOf(m.Settings()), nil
 	case dps.KindOf(err) != dps.KindNotFound:
 		return "", err
 	}
@@ -244,8 +231,11 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 	if err := dps.ValidateRegistrationID(req.RegistrationID); err != nil {
 		return dps.Operation{}, err
 	}
-	if req.Credential.SAS == "" && len(req.Credential.Certificates) == 0 && req.TPM != nil {
-		return dps.Operation{}, s.challenge(ctx, req)
+	if c := s.challenger(req.Credential); c != nil {
+		if !strings.EqualFold(req.IDScope, s.o.IDScope) {
+			return dps.Operation{}, unauthorized(errors.New("unknown ID scope"))
+		}
+		return dps.Operation{}, c.Challenge(ctx, req.IDScope, req.RegistrationID, req.Credential)
 	}
 	m, err := s.authenticate(ctx, req.IDScope, req.RegistrationID, req.Credential)
 	if err != nil {
@@ -258,12 +248,12 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 	// case; an error here would make SDKs retry the register, and a second
 	// operation would race the first for the device's record.) A TPM
 	// device's challenge is not consumed then: its polls may be signed with
-	// it (see authenticateTPMPoll). Registers of one device that arrive
+	// it (see tpmattest's Poll). Registers of one device that arrive
 	// together wait for the first to create its operation (engine.Engine.Claim).
 	// The operation in flight answers only if it matched the enrollment the
 	// device authenticated against now; otherwise this is a new registration.
 	reusable := func(op dps.Operation) bool {
-		return op.EnrollmentGroupID == m.groupID() && op.Attestation == m.attestation()
+		return op.EnrollmentGroupID == m.GroupID() && op.Proof.Type == m.Proof.Type
 	}
 	prior, ok, settle, err := s.eng.Claim(ctx, req.RegistrationID, reusable)
 	if err != nil {
@@ -273,9 +263,9 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 		return prior, nil
 	}
 	defer settle(nil) // unless an unfinished operation was created below
-	if m.tpm != nil {
+	if c, ok := s.o.Attestors[m.Proof.Type].(Challenger); ok {
 		// Only the latest challenge starts one registration.
-		ok, err := s.o.Challenges.ConsumeChallenge(ctx, req.RegistrationID, m.tpm.Key)
+		ok, err := c.Consume(ctx, req.RegistrationID, m)
 		if err != nil {
 			return dps.Operation{}, err
 		}
@@ -287,27 +277,23 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 	op := dps.Operation{
 		ID:                newOperationID(),
 		RegistrationID:    req.RegistrationID,
-		EnrollmentGroupID: m.groupID(),
-		Attestation:       m.attestation(),
-		X509:              m.x509,
+		EnrollmentGroupID: m.GroupID(),
+		Proof:             m.Proof,
 		Status:            dps.StatusAssigning,
 		Payload:           req.Payload,
 		Created:           now,
 		Updated:           now,
 	}
-	if m.tpm != nil {
-		op.TPMKey, op.TPMStorageRootKey = m.tpm.Key, m.tpm.StorageRootKey
-	}
-	if !m.settings().Enabled() {
+	if !m.Settings().Enabled() {
 		op.Status = dps.StatusDisabled
-		op.Result = &dps.Registration{RegistrationID: req.RegistrationID, Status: dps.StatusDisabled, EnrollmentGroupID: m.groupID(), Attestation: op.Attestation, Updated: now}
+		op.Result = &dps.Registration{RegistrationID: req.RegistrationID, Status: dps.StatusDisabled, EnrollmentGroupID: m.GroupID(), Proof: dps.Proof{Type: op.Proof.Type}, Updated: now}
 		op.Payload = nil // a final operation does not keep the device's payload
 		if _, err := s.o.Store.CreateOperation(ctx, op); err != nil {
 			return dps.Operation{}, err
 		}
 		s.trim(ctx, req.RegistrationID)
 		s.o.Observer.Completed(dps.StatusDisabled, 0)
-		s.log.InfoContext(ctx, "registration refused: enrollment disabled", logkey.RegistrationID, req.RegistrationID, logkey.EnrollmentGroup, m.groupID())
+		s.log.InfoContext(ctx, "registration refused: enrollment disabled", logkey.RegistrationID, req.RegistrationID, logkey.EnrollmentGroup, m.GroupID())
 		return op, nil
 	}
 	var inlineErr error
@@ -325,7 +311,7 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 	if ra, ok := errors.AsType[*engine.RetryAfter](inlineErr); ok {
 		s.eng.Requeue(op, ra.Wait) // the hub failed: its backoff first
 	} else {
-		s.eng.Enqueue(op, s.laneOf(m.settings()))
+		s.eng.Enqueue(op, s.laneOf(m.Settings()))
 	}
 	op.Payload = nil
 	return op, nil
@@ -333,8 +319,8 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 
 // inline reports whether a registration is completed within its register
 // request: every policy but custom, whose webhook may take seconds.
-func (s *Service) inline(m match) bool {
-	policy := m.settings().AllocationPolicy
+func (s *Service) inline(m dps.Attested) bool {
+	policy := m.Settings().AllocationPolicy
 	if policy == "" {
 		policy = s.o.DefaultPolicy
 	}
@@ -346,7 +332,7 @@ func (s *Service) inline(m match) bool {
 // in one transaction, and the device's first poll finds the result. A crash
 // before that commit loses nothing that was acknowledged. An error (a
 // transient failure) means the work must be retried asynchronously.
-func (s *Service) completeInline(ctx context.Context, op dps.Operation, m *match) (dps.Operation, error) {
+func (s *Service) completeInline(ctx context.Context, op dps.Operation, m *dps.Attested) (dps.Operation, error) {
 	s.o.Observer.InFlight(1)
 	defer s.o.Observer.InFlight(-1)
 	stored, err := s.completeAndWrite(ctx, op, m, true)
@@ -366,7 +352,7 @@ const conflictAttempts = 8
 // new operation (create, within the register request) or over the
 // unfinished one. The result is written only over the registration record
 // it was computed from; after a conflict it is computed again.
-func (s *Service) completeAndWrite(ctx context.Context, op dps.Operation, m *match, create bool) (dps.Operation, error) {
+func (s *Service) completeAndWrite(ctx context.Context, op dps.Operation, m *dps.Attested, create bool) (dps.Operation, error) {
 	var err error
 	for range conflictAttempts {
 		fx := s.effects()
@@ -409,7 +395,7 @@ func (s *Service) completeAndWrite(ctx context.Context, op dps.Operation, m *mat
 // (one key derivation, no scan of all groups); an unknown operation is
 // reported only after a full authentication, so operation IDs cannot be
 // probed without a valid credential.
-func (s *Service) Operation(ctx context.Context, scope, regID, operationID string, cred Credential) (dps.Operation, error) {
+func (s *Service) Operation(ctx context.Context, scope, regID, operationID string, cred dps.Credential) (dps.Operation, error) {
 	if err := dps.ValidateRegistrationID(regID); err != nil {
 		return dps.Operation{}, err // as register answers a bad ID
 	}
@@ -431,28 +417,25 @@ func (s *Service) Operation(ctx context.Context, scope, regID, operationID strin
 		}
 		return dps.Operation{}, notFound
 	}
-	if cred.SAS == "" && len(cred.Certificates) > 0 {
-		// X.509: the chain is checked again (a revoked or expired
-		// certificate stops polling too).
-		if _, err := s.authenticateX509(ctx, scope, regID, cred.Certificates); err != nil {
-			return dps.Operation{}, err
-		}
-		return op, nil
+	// The mechanism that attested the operation checks its polls.
+	if !strings.EqualFold(scope, s.o.IDScope) {
+		return dps.Operation{}, unauthorized(errors.New("unknown ID scope"))
 	}
-	if op.Attestation == dps.AttestationTPM {
-		if err := s.authenticateTPMPoll(ctx, scope, regID, op, cred); err != nil {
-			return dps.Operation{}, err
-		}
-		return op, nil
+	a, ok := s.o.Attestors[op.Proof.Type]
+	if !ok {
+		return dps.Operation{}, unauthorized(fmt.Errorf("%s attestation is not enabled", op.Proof.Type))
 	}
-	if err := s.authenticateFor(ctx, scope, regID, op.EnrollmentGroupID, cred); err != nil {
+	if !a.Accepts(cred) {
+		return dps.Operation{}, unauthorized(fmt.Errorf("the operation was attested by %s, not the credential presented", op.Proof.Type))
+	}
+	if err := a.Poll(ctx, scope, regID, cred, op); err != nil {
 		return dps.Operation{}, err
 	}
 	return op, nil
 }
 
 // Lookup returns a device's registration record after authenticating it.
-func (s *Service) Lookup(ctx context.Context, scope, regID string, cred Credential) (dps.Registration, error) {
+func (s *Service) Lookup(ctx context.Context, scope, regID string, cred dps.Credential) (dps.Registration, error) {
 	if err := dps.ValidateRegistrationID(regID); err != nil {
 		return dps.Registration{}, err
 	}

@@ -80,6 +80,9 @@ func newService(t *testing.T, db *sqlite.DB, hub registration.HubConnector, mods
 	for _, m := range mods {
 		m(&o)
 	}
+	if o.Attestors == nil {
+		o.Attestors = attestors(db, mechanisms{now: o.Now})
+	}
 	s := registration.New(o)
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -97,12 +100,12 @@ func token(t testing.TB, regID, key string, expiry time.Time) string {
 	return sas.New(scope+"/registrations/"+regID, raw, "registration", expiry)
 }
 
-func cred(t testing.TB, regID, key string) registration.Credential {
-	return registration.Credential{SAS: token(t, regID, key, time.Now().Add(time.Hour))}
+func cred(t testing.TB, regID, key string) dps.Credential {
+	return dps.Credential{SAS: token(t, regID, key, time.Now().Add(time.Hour))}
 }
 
 // waitFinal polls the operation until it is final.
-func waitFinal(t *testing.T, s *registration.Service, regID, opID string, c registration.Credential) dps.Operation {
+func waitFinal(t *testing.T, s *registration.Service, regID, opID string, c dps.Credential) dps.Operation {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -119,7 +122,7 @@ func waitFinal(t *testing.T, s *registration.Service, regID, opID string, c regi
 	return dps.Operation{}
 }
 
-func register(t *testing.T, s *registration.Service, regID string, c registration.Credential, payload string) dps.Operation {
+func register(t *testing.T, s *registration.Service, regID string, c dps.Credential, payload string) dps.Operation {
 	t.Helper()
 	req := registration.Request{IDScope: scope, RegistrationID: regID, Credential: c}
 	if payload != "" {
@@ -167,10 +170,10 @@ func TestRegisterSymmetricKeys(t *testing.T) {
 			if err != nil {
 				t.Fatalf("hub device: %v", err)
 			}
-			if hd.AuthKind != dps.AttestationSymmetricKey || hd.PrimaryKey == "" {
+			if hd.Auth.Type != dps.HubAuthSAS || hd.Auth.PrimaryKey == "" {
 				t.Errorf("hub device = %+v", hd)
 			}
-			if tt.wantGroup != "" && string(hd.PrimaryKey) != derive(g.Attestation.SymmetricKey.PrimaryKey, tt.regID) {
+			if tt.wantGroup != "" && string(hd.Auth.PrimaryKey) != derive(g.Attestation.SymmetricKey.PrimaryKey, tt.regID) {
 				t.Errorf("hub device key is not the derived primary key")
 			}
 		})
@@ -201,7 +204,7 @@ func TestRegisterRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := s.Register(context.Background(), registration.Request{IDScope: tt.scope, RegistrationID: tt.regID, Credential: registration.Credential{SAS: tt.sas}})
+			_, err := s.Register(context.Background(), registration.Request{IDScope: tt.scope, RegistrationID: tt.regID, Credential: dps.Credential{SAS: tt.sas}})
 			e := dps.AsError(err)
 			if err == nil || e.Kind != dps.KindUnauthorized || e.Code != 401002 {
 				t.Fatalf("err = %v, want 401002 unauthorized", err)
@@ -374,7 +377,7 @@ func TestRestartResumesOperations(t *testing.T) {
 		t.Fatal(err)
 	}
 	ids := []string{"dev-restart-0", "dev-restart-1", "dev-restart-2"}
-	creds := map[string]registration.Credential{}
+	creds := map[string]dps.Credential{}
 	for _, id := range ids {
 		e := dpstest.MustPutEnrollment(t, db1, dpstest.SymmetricKeyEnrollment(id))
 		creds[id] = cred(t, id, string(e.Attestation.SymmetricKey.PrimaryKey))
@@ -382,7 +385,7 @@ func TestRestartResumesOperations(t *testing.T) {
 	broken := &hubFunc{inner: builtin.Connector{Store: db1}, provision: func(context.Context, dps.HubDevice) error {
 		return errors.New("hub unreachable")
 	}}
-	s1 := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db1, Hubs: broken, SingleNode: true,
+	s1 := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db1, Attestors: attestors(db1, mechanisms{}), Hubs: broken, SingleNode: true,
 		Allocators: map[dps.AllocationPolicy]registration.Allocator{dps.AllocationHashed: allocation.Hashed{}}, SweepInterval: time.Hour})
 	if err := s1.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -446,7 +449,7 @@ func TestOperationLookups(t *testing.T) {
 
 func BenchmarkRegister(b *testing.B) {
 	db := dpstest.NewSQLite(b)
-	s := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db, Hubs: &builtin.Connector{Store: db},
+	s := registration.New(registration.Options{IDScope: scope, LinkedHubs: hubs, Store: db, Attestors: attestors(db, mechanisms{}), Hubs: &builtin.Connector{Store: db},
 		SingleNode: true, RecordDevicesWithOperations: true,
 		Allocators: map[dps.AllocationPolicy]registration.Allocator{dps.AllocationHashed: allocation.Hashed{}}})
 	if err := s.Start(context.Background()); err != nil {
@@ -463,7 +466,7 @@ func BenchmarkRegister(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			id := fmt.Sprintf("bench-%d", n.Add(1))
-			c := registration.Credential{SAS: sas.New(scope+"/registrations/"+id, sas.DeriveKey(gk, id), "registration", time.Now().Add(time.Hour))}
+			c := dps.Credential{SAS: sas.New(scope+"/registrations/"+id, sas.DeriveKey(gk, id), "registration", time.Now().Add(time.Hour))}
 			op, err := s.Register(context.Background(), registration.Request{IDScope: scope, RegistrationID: id, Credential: c})
 			if err != nil {
 				b.Fatal(err)

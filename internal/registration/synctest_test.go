@@ -250,6 +250,9 @@ func newBubbleService(st *memStore, alloc registration.Allocator, mods ...func(*
 	for _, m := range mods {
 		m(&o)
 	}
+	if o.Attestors == nil {
+		o.Attestors = attestors(st, mechanisms{now: o.Now})
+	}
 	return registration.New(o)
 }
 
@@ -260,7 +263,7 @@ func pendingOp(st *memStore, regID string) dps.Operation {
 	e.AllocationPolicy = dps.AllocationCustom
 	e.CustomAllocation = &dps.CustomAllocation{WebhookURL: "https://hook.example/alloc", APIVersion: "2021-10-01"}
 	st.enrollments[dps.FoldID(regID)] = e
-	op := dps.Operation{ID: "op-" + regID, RegistrationID: regID, Attestation: dps.AttestationSymmetricKey, Status: dps.StatusAssigning, Created: time.Now().UTC(), Updated: time.Now().UTC()}
+	op := dps.Operation{ID: "op-" + regID, RegistrationID: regID, Proof: dps.Proof{Type: dps.AttestationSymmetricKey}, Status: dps.StatusAssigning, Created: time.Now().UTC(), Updated: time.Now().UTC()}
 	st.ops[op.ID] = op
 	return op
 }
@@ -405,7 +408,7 @@ func TestTPMChallengeLifetime(t *testing.T) {
 		st.enrollments[dps.FoldID("tpm-clock")] = tpmEnrollment("tpm-clock", ek)
 		st.enrollments[dps.FoldID("tpm-late")] = tpmEnrollment("tpm-late", ek)
 		s := newBubbleService(st, bubbleAlloc{}, func(o *registration.Options) {
-			o.Challenges, o.ChallengeTTL = st, 2*time.Minute
+			o.Attestors = attestors(st, mechanisms{challengeTTL: 2 * time.Minute})
 		})
 		if err := s.Start(ctx); err != nil {
 			t.Fatal(err)
@@ -414,7 +417,7 @@ func TestTPMChallengeLifetime(t *testing.T) {
 
 		ask := func(id string) []byte {
 			t.Helper()
-			_, err := s.Register(ctx, registration.Request{IDScope: scope, RegistrationID: id, TPM: &registration.TPMRequest{EndorsementKey: ek, StorageRootKey: srk}})
+			_, err := s.Register(ctx, registration.Request{IDScope: scope, RegistrationID: id, Credential: dps.Credential{TPM: &dps.TPMAttestation{EndorsementKey: ek, StorageRootKey: srk}}})
 			if _, ok := errors.AsType[*dps.TPMChallenge](err); !ok {
 				t.Fatalf("Register without SAS = %v, want a TPM challenge", err)
 			}
@@ -426,7 +429,7 @@ func TestTPMChallengeLifetime(t *testing.T) {
 			return k
 		}
 		answer := func(id string, key []byte) error {
-			c := registration.Credential{SAS: sas.New(scope+"/registrations/"+id, key, "registration", time.Now().Add(time.Hour))}
+			c := dps.Credential{SAS: sas.New(scope+"/registrations/"+id, key, "registration", time.Now().Add(time.Hour))}
 			_, err := s.Register(ctx, registration.Request{IDScope: scope, RegistrationID: id, Credential: c})
 			return err
 		}

@@ -35,13 +35,13 @@ func k1(t *testing.T, db *sqlite.DB, id string) []byte {
 	return b
 }
 
-func tpmSAS(id string, key []byte, expiry time.Time) registration.Credential {
-	return registration.Credential{SAS: sas.New(scope+"/registrations/"+id, key, "registration", expiry)}
+func tpmSAS(id string, key []byte, expiry time.Time) dps.Credential {
+	return dps.Credential{SAS: sas.New(scope+"/registrations/"+id, key, "registration", expiry)}
 }
 
 func challenge(t *testing.T, s *registration.Service, id, ek, srk string) string {
 	t.Helper()
-	_, err := s.Register(context.Background(), registration.Request{IDScope: scope, RegistrationID: id, TPM: &registration.TPMRequest{EndorsementKey: ek, StorageRootKey: srk}})
+	_, err := s.Register(context.Background(), registration.Request{IDScope: scope, RegistrationID: id, Credential: dps.Credential{TPM: &dps.TPMAttestation{EndorsementKey: ek, StorageRootKey: srk}}})
 	ch, ok := errors.AsType[*dps.TPMChallenge](err)
 	if !ok || ch.AuthenticationKey == "" || ch.KeyName != "registration" {
 		t.Fatalf("Register without SAS = %v, want a TPM challenge", err)
@@ -77,7 +77,7 @@ func TestTPMChallengeFlow(t *testing.T) {
 	clock := &fakeClock{t: time.Now()}
 	now := clock.Now()
 	db := dpstest.NewSQLite(t)
-	s := newService(t, db, nil, func(o *registration.Options) { o.Challenges, o.Now = db, clock.Now })
+	s := newService(t, db, nil, func(o *registration.Options) { o.Now = clock.Now })
 	ek, srk := dpstest.SoftwareTPMKeys(t)
 	dpstest.MustPutEnrollment(t, db, tpmEnrollment("tpm-1", ek))
 
@@ -110,11 +110,11 @@ func TestTPMChallengeFlow(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if final.Status != dps.StatusAssigned || final.Result.TPMAuthenticationKey == "" || final.Result.TPMAuthenticationKey == b2 {
+	if final.Status != dps.StatusAssigned || final.Result.Proof.TPM == nil || final.Result.Proof.TPM.AuthenticationKey == "" || final.Result.Proof.TPM.AuthenticationKey == b2 {
 		t.Fatalf("final = %+v / %+v", final, final.Result)
 	}
 	hd, err := db.HubDevice(ctx, final.Result.AssignedHub, "tpm-1")
-	if err != nil || hd.AuthKind != dps.AttestationTPM || hd.PrimaryKey == "" || string(hd.PrimaryKey) == base64.StdEncoding.EncodeToString(key) {
+	if err != nil || hd.Auth.Type != dps.HubAuthSAS || hd.Auth.PrimaryKey == "" || string(hd.Auth.PrimaryKey) == base64.StdEncoding.EncodeToString(key) {
 		t.Errorf("hub device = %+v, %v (the hub key must be a new key)", hd, err)
 	}
 	// A poll signed with another key is refused.
@@ -133,7 +133,7 @@ func TestTPMRefusals(t *testing.T) {
 	clock := &fakeClock{t: time.Now()}
 	now := clock.Now()
 	db := dpstest.NewSQLite(t)
-	s := newService(t, db, nil, func(o *registration.Options) { o.Challenges, o.Now = db, clock.Now })
+	s := newService(t, db, nil, func(o *registration.Options) { o.Now = clock.Now })
 	ek, srk := dpstest.SoftwareTPMKeys(t)
 	otherEK, _ := dpstest.SoftwareTPMKeys(t)
 	dpstest.MustPutEnrollment(t, db, tpmEnrollment("tpm-r", ek))
@@ -146,14 +146,15 @@ func TestTPMRefusals(t *testing.T) {
 			t.Errorf("%s: err = %v, want %v %d", name, err, kind, code)
 		}
 	}
-	reg := func(id string, tpm *registration.TPMRequest, c registration.Credential) error {
-		_, err := s.Register(ctx, registration.Request{IDScope: scope, RegistrationID: id, TPM: tpm, Credential: c})
+	reg := func(id string, tpm *dps.TPMAttestation, c dps.Credential) error {
+		c.TPM = tpm
+		_, err := s.Register(ctx, registration.Request{IDScope: scope, RegistrationID: id, Credential: c})
 		return err
 	}
-	refuse("unknown registration", reg("tpm-nobody", &registration.TPMRequest{EndorsementKey: ek, StorageRootKey: srk}, registration.Credential{}), dps.KindNotFound, 404201)
+	refuse("unknown registration", reg("tpm-nobody", &dps.TPMAttestation{EndorsementKey: ek, StorageRootKey: srk}, dps.Credential{}), dps.KindNotFound, 404201)
 	// Not a 401: SDKs read every 401 to a TPM's first request as the challenge.
-	refuse("EK mismatch", reg("tpm-r", &registration.TPMRequest{EndorsementKey: otherEK, StorageRootKey: srk}, registration.Credential{}), dps.KindInvalid, 400004)
-	refuse("not a TPM enrollment", reg("sym-r", &registration.TPMRequest{EndorsementKey: ek, StorageRootKey: srk}, registration.Credential{}), dps.KindInvalid, 400004)
+	refuse("EK mismatch", reg("tpm-r", &dps.TPMAttestation{EndorsementKey: otherEK, StorageRootKey: srk}, dps.Credential{}), dps.KindInvalid, 400004)
+	refuse("not a TPM enrollment", reg("sym-r", &dps.TPMAttestation{EndorsementKey: ek, StorageRootKey: srk}, dps.Credential{}), dps.KindInvalid, 400004)
 	refuse("no challenge yet", reg("tpm-r", nil, tpmSAS("tpm-r", make([]byte, 32), now.Add(time.Hour))), dps.KindUnauthorized, 401002)
 
 	challenge(t, s, "tpm-r", ek, srk)
@@ -184,7 +185,7 @@ func TestTPMRegisterAgainWhileInFlight(t *testing.T) {
 	ctx := context.Background()
 	db := dpstest.NewSQLite(t)
 	g := newGate(t)
-	s := newService(t, db, nil, func(o *registration.Options) { o.Challenges = db; o.Allocators[dps.AllocationCustom] = g })
+	s := newService(t, db, nil, func(o *registration.Options) { o.Allocators[dps.AllocationCustom] = g })
 	ek, srk := dpstest.SoftwareTPMKeys(t)
 	e := tpmEnrollment("tpm-again", ek)
 	e.AllocationPolicy = dps.AllocationCustom
@@ -208,7 +209,7 @@ func TestTPMRegisterAgainWhileInFlight(t *testing.T) {
 		t.Fatalf("poll with the latest challenge's key = %+v, %v", op, err)
 	}
 	g.release()
-	if op := waitFinal(t, s, "tpm-again", first.ID, c2); op.Status != dps.StatusAssigned || op.Result.TPMAuthenticationKey == "" {
+	if op := waitFinal(t, s, "tpm-again", first.ID, c2); op.Status != dps.StatusAssigned || op.Result.Proof.TPM == nil || op.Result.Proof.TPM.AuthenticationKey == "" {
 		t.Fatalf("final = %+v / %+v", op, op.Result)
 	}
 	if _, err := s.Operation(ctx, scope, "tpm-again", first.ID, tpmSAS("tpm-again", make([]byte, 32), time.Now().Add(time.Hour))); dps.KindOf(err) != dps.KindUnauthorized {

@@ -102,9 +102,9 @@ func TestX509Matching(t *testing.T) {
 			if tt.enrollment != nil {
 				st.enrollments[dps.FoldID(tt.enrollment.RegistrationID)] = *tt.enrollment
 			}
-			s := newBubbleService(st, bubbleAlloc{}, func(o *registration.Options) { o.CRLs = crls })
+			s := newBubbleService(st, bubbleAlloc{}, func(o *registration.Options) { o.Attestors = attestors(st, mechanisms{crls: crls}) })
 			t.Cleanup(func() { s.Close() })
-			op, err := s.Register(ctx, registration.Request{IDScope: scope, RegistrationID: "x-dev", Credential: registration.Credential{Certificates: tt.chain}})
+			op, err := s.Register(ctx, registration.Request{IDScope: scope, RegistrationID: "x-dev", Credential: dps.Credential{Certificates: tt.chain}})
 			if tt.refused {
 				if dps.KindOf(err) != dps.KindUnauthorized {
 					t.Fatalf("Register = %+v, %v; want unauthorized", op, err)
@@ -117,14 +117,14 @@ func TestX509Matching(t *testing.T) {
 			if op.EnrollmentGroupID != tt.wantGroup || op.Status != dps.StatusAssigned {
 				t.Fatalf("operation group %q status %v, want group %q assigned", op.EnrollmentGroupID, op.Status, tt.wantGroup)
 			}
-			if op.X509 == nil || op.X509.Certificate.SHA256Thumbprint != dps.InfoOf(tt.chain[0]).SHA256Thumbprint {
-				t.Fatalf("X509 proof = %+v, want the leaf's", op.X509)
+			if op.Proof.X509 == nil || op.Proof.X509.Certificate.SHA256Thumbprint != dps.InfoOf(tt.chain[0]).SHA256Thumbprint {
+				t.Fatalf("X509 proof = %+v, want the leaf's", op.Proof.X509)
 			}
 			switch {
-			case tt.wantSigner == nil && op.X509.Signing != nil:
-				t.Errorf("individual enrollment has a signing certificate %+v", op.X509.Signing)
-			case tt.wantSigner != nil && (op.X509.Signing == nil || op.X509.Signing.SHA256Thumbprint != dps.InfoOf(tt.wantSigner.Cert).SHA256Thumbprint):
-				t.Errorf("signing certificate = %+v, want %q", op.X509.Signing, tt.wantSigner.Cert.Subject.CommonName)
+			case tt.wantSigner == nil && op.Proof.X509.Signing != nil:
+				t.Errorf("individual enrollment has a signing certificate %+v", op.Proof.X509.Signing)
+			case tt.wantSigner != nil && (op.Proof.X509.Signing == nil || op.Proof.X509.Signing.SHA256Thumbprint != dps.InfoOf(tt.wantSigner.Cert).SHA256Thumbprint):
+				t.Errorf("signing certificate = %+v, want %q", op.Proof.X509.Signing, tt.wantSigner.Cert.Subject.CommonName)
 			}
 		})
 	}

@@ -26,6 +26,8 @@ var (
 	ErrExpired   = errors.New("sas: token expired")
 	ErrSignature = errors.New("sas: signature mismatch")
 	ErrResource  = errors.New("sas: token resource does not match")
+	ErrNoToken   = errors.New("sas: no token presented")
+	ErrKeyName   = errors.New("sas: unexpected key name")
 )
 
 // Token is a parsed SAS token.
@@ -154,6 +156,30 @@ func (t Token) CheckExpiry(now time.Time, skew time.Duration) error {
 		return ErrExpired
 	}
 	return nil
+}
+
+// ParseRegistration parses a device's DPS token and checks everything but
+// its signature: the resource is scope/registrations/regID (in any case),
+// it has not expired more than skew before now, and the key name is
+// absent or "registration".
+func ParseRegistration(raw, scope, regID string, now time.Time, skew time.Duration) (Token, error) {
+	if raw == "" {
+		return Token{}, ErrNoToken
+	}
+	tok, err := Parse(raw)
+	if err != nil {
+		return Token{}, err
+	}
+	if !strings.EqualFold(tok.Resource, scope+"/registrations/"+regID) {
+		return Token{}, ErrResource
+	}
+	if err := tok.CheckExpiry(now, skew); err != nil {
+		return Token{}, err
+	}
+	if tok.KeyName != "" && !strings.EqualFold(tok.KeyName, "registration") {
+		return Token{}, ErrKeyName
+	}
+	return tok, nil
 }
 
 // New builds a token for resource that expires at expiry, signed with key

@@ -189,3 +189,38 @@ func BenchmarkDeriveAndVerify(b *testing.B) {
 		}
 	}
 }
+
+// TestParseRegistration: a device's DPS token is checked for everything
+// but its signature.
+func TestParseRegistration(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	now := time.Unix(1_700_000_000, 0)
+	const scope, id = "0ne0000TEST", "Dev-1"
+	res := scope + "/registrations/" + id
+	for _, tt := range []struct {
+		name string
+		raw  string
+		want error
+	}{
+		{"ok", sas.New(res, key, "", now.Add(time.Hour)), nil},
+		{"ok/key-name-registration", sas.New(res, key, "registration", now.Add(time.Hour)), nil},
+		{"ok/resource-case", sas.New(strings.ToLower(res), key, "", now.Add(time.Hour)), nil},
+		{"ok/expired-within-skew", sas.New(res, key, "", now.Add(-time.Minute)), nil},
+		{"fail/none", "", sas.ErrNoToken},
+		{"fail/malformed", "SharedAccessSignature sr=x", sas.ErrMalformed},
+		{"fail/other-device", sas.New(scope+"/registrations/dev-2", key, "", now.Add(time.Hour)), sas.ErrResource},
+		{"fail/other-scope", sas.New("0ne0000OTHR/registrations/"+id, key, "", now.Add(time.Hour)), sas.ErrResource},
+		{"fail/expired", sas.New(res, key, "", now.Add(-time.Hour)), sas.ErrExpired},
+		{"fail/key-name", sas.New(res, key, "owner", now.Add(time.Hour)), sas.ErrKeyName},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tok, err := sas.ParseRegistration(tt.raw, scope, id, now, 5*time.Minute)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			if err == nil && !tok.Valid(key) {
+				t.Errorf("the parsed token does not verify with its key")
+			}
+		})
+	}
+}

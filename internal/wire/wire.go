@@ -155,18 +155,26 @@ func FromRegistration(r dps.Registration) *DeviceRegistrationResult {
 	case dps.StatusDisabled:
 		out.CreatedDateTimeUtc, out.ETag = "", ""
 	}
-	if r.Attestation == dps.AttestationSymmetricKey && r.EnrollmentGroupID != "" && r.Status == dps.StatusAssigned {
-		out.SymmetricKey = &SymmetricKey{EnrollmentGroupID: r.EnrollmentGroupID}
+	if r.Status != dps.StatusAssigned {
+		return out
 	}
-	if r.Attestation == dps.AttestationTPM && r.Status == dps.StatusAssigned && r.TPMAuthenticationKey != "" {
-		out.TPM = &TPMResult{AuthenticationKey: r.TPMAuthenticationKey}
-	}
-	if r.Attestation == dps.AttestationX509 && r.Status == dps.StatusAssigned && r.X509 != nil {
-		x := &X509Result{CertificateInfo: FromCertificateInfo(r.X509.Certificate), EnrollmentGroupID: r.EnrollmentGroupID}
-		if r.X509.Signing != nil {
-			x.SigningCertificateInfo = FromCertificateInfo(*r.X509.Signing)
+	switch p := r.Proof; p.Type {
+	case dps.AttestationSymmetricKey:
+		if r.EnrollmentGroupID != "" {
+			out.SymmetricKey = &SymmetricKey{EnrollmentGroupID: r.EnrollmentGroupID}
 		}
-		out.X509 = x
+	case dps.AttestationTPM:
+		if p.TPM != nil && p.TPM.AuthenticationKey != "" {
+			out.TPM = &TPMResult{AuthenticationKey: p.TPM.AuthenticationKey}
+		}
+	case dps.AttestationX509:
+		if p.X509 != nil {
+			x := &X509Result{CertificateInfo: FromCertificateInfo(p.X509.Certificate), EnrollmentGroupID: r.EnrollmentGroupID}
+			if p.X509.Signing != nil {
+				x.SigningCertificateInfo = FromCertificateInfo(*p.X509.Signing)
+			}
+			out.X509 = x
+		}
 	}
 	return out
 }

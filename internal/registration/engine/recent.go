@@ -71,16 +71,22 @@ func (r *recentOps) get(id string, notBefore time.Time) (dps.Operation, bool) {
 // approxSize estimates the memory an operation holds in the cache: a fixed
 // part for the structs, map entry and slice slot, plus its variable data.
 func approxSize(op dps.Operation) int {
-	n := 512 + 2*len(op.ID) + len(op.RegistrationID) + len(op.EnrollmentGroupID) + len(op.TPMKey) + len(op.TPMStorageRootKey) + len(op.Payload)
-	if op.X509 != nil {
-		n += 512
-	}
+	n := 512 + 2*len(op.ID) + len(op.RegistrationID) + len(op.EnrollmentGroupID) + len(op.Payload) + proofSize(op.Proof)
 	if r := op.Result; r != nil {
 		n += 384 + len(r.RegistrationID) + len(r.DeviceID) + len(r.AssignedHub) + len(r.InitialHub) + len(r.EnrollmentGroupID) +
-			len(r.ErrorMessage) + len(r.ETag) + len(r.Payload) + len(r.TPMAuthenticationKey)
-		if r.X509 != nil {
-			n += 512
-		}
+			len(r.ErrorMessage) + len(r.ETag) + len(r.Payload) + proofSize(r.Proof)
+	}
+	return n
+}
+
+// proofSize estimates the memory of a proof's members.
+func proofSize(p dps.Proof) int {
+	n := 0
+	if p.X509 != nil {
+		n += 512
+	}
+	if t := p.TPM; t != nil {
+		n += 64 + len(t.Key) + len(t.StorageRootKey) + len(t.AuthenticationKey)
 	}
 	return n
 }

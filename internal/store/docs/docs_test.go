@@ -135,44 +135,44 @@ func goldens() []golden {
 			RegistrationID: "CA-Dev-01", DeviceID: "CA-Dev-01", AssignedHub: "hub-a.example.net", InitialHub: "hub-b.example.net",
 			Status: dps.StatusAssigned, Substatus: dps.SubstatusReprovisionedToInitialAssignment,
 			Payload:           json.RawMessage(`{"greeting":"hi <there> & welcome","n":1.50}`),
-			EnrollmentGroupID: "X509-CA", Attestation: dps.AttestationX509, X509: &dps.X509Proof{Certificate: leafInfo, Signing: &signingInfo},
+			EnrollmentGroupID: "X509-CA", Proof: dps.Proof{Type: dps.AttestationX509, X509: &dps.X509Proof{Certificate: leafInfo, Signing: &signingInfo}},
 			Created: t0, Updated: t1, ETag: "Ik1LUUlRSzIzQzRZMlNDNjMyUjROSlEyMkZWIg==",
 		}},
 		{"registration-tpm.json", docs.KindRegistration, dps.Registration{
 			RegistrationID: "tpm-device-01", DeviceID: "tpm-device-01", AssignedHub: "hub-b.example.net", InitialHub: "hub-b.example.net",
 			Status: dps.StatusAssigned, Substatus: dps.SubstatusInitialAssignment, Payload: json.RawMessage(`null`),
-			Attestation: dps.AttestationTPM, TPMAuthenticationKey: "AAFjcmVkZW50aWFsLWJsb2I=",
+			Proof:   dps.Proof{Type: dps.AttestationTPM, TPM: &dps.TPMProof{AuthenticationKey: "AAFjcmVkZW50aWFsLWJsb2I="}},
 			Created: t0, Updated: t1, ETag: "IkJPR0NTVURWU0xNRFRQTEs1S1lKTlhXVU5ZIg==",
 		}},
 		{"registration-failed.json", docs.KindRegistration, dps.Registration{
 			RegistrationID: "Failed-Dev", Status: dps.StatusFailed, ErrorCode: 400207, ErrorMessage: `Custom allocation failed: "no hub" <&>`,
-			Payload: json.RawMessage(`null`), EnrollmentGroupID: "factory-line-1", Attestation: dps.AttestationSymmetricKey,
+			Payload: json.RawMessage(`null`), EnrollmentGroupID: "factory-line-1", Proof: dps.Proof{Type: dps.AttestationSymmetricKey},
 			Created: t0, Updated: t1, ETag: "IkxHMkY3TjdRN1JJNUpVRVdNVUFTRDc2RFNJIg==",
 		}},
 		{"operation.json", docs.KindOperation, dps.Operation{
 			ID: "4.0a1b2c3d4e5f6071.11111111-2222-3333-4444-555555555555", RegistrationID: "CA-Dev-01", EnrollmentGroupID: "X509-CA",
-			Attestation: dps.AttestationX509, X509: &dps.X509Proof{Certificate: leafInfo, Signing: &signingInfo},
+			Proof:  dps.Proof{Type: dps.AttestationX509, X509: &dps.X509Proof{Certificate: leafInfo, Signing: &signingInfo}},
 			Status: dps.StatusAssigned, Payload: json.RawMessage(`null`),
 			Result: &dps.Registration{RegistrationID: "CA-Dev-01", DeviceID: "CA-Dev-01", AssignedHub: "hub-a.example.net", InitialHub: "hub-a.example.net",
 				Status: dps.StatusAssigned, Substatus: dps.SubstatusInitialAssignment, Payload: json.RawMessage(`{"a":"<b>&"}`),
-				EnrollmentGroupID: "X509-CA", Attestation: dps.AttestationX509, X509: &dps.X509Proof{Certificate: leafInfo, Signing: &signingInfo},
+				EnrollmentGroupID: "X509-CA", Proof: dps.Proof{Type: dps.AttestationX509, X509: &dps.X509Proof{Certificate: leafInfo, Signing: &signingInfo}},
 				Created: t0, Updated: t1, ETag: "Ik1LUUlRSzIzQzRZMlNDNjMyUjROSlEyMkZWIg=="},
 			Created: t0, Updated: t1,
 		}},
 		{"operation-pending.json", docs.KindOperation, dps.Operation{
 			ID: "4.0a1b2c3d4e5f6071.44444444-2222-3333-4444-555555555555", RegistrationID: "tpm-device-01",
-			Attestation: dps.AttestationTPM, TPMKey: "SzEtY2hhbGxlbmdl", TPMStorageRootKey: srk,
+			Proof:  dps.Proof{Type: dps.AttestationTPM, TPM: &dps.TPMProof{Key: "SzEtY2hhbGxlbmdl", StorageRootKey: srk}},
 			Status: dps.StatusAssigning, Payload: json.RawMessage(`{"model":"t<1>","price":"5&6"}`),
 			Created: t0, Updated: t0,
 		}},
 		{"hubdevice.json", docs.KindHubDevice, dps.HubDevice{
-			Hub: "hub-b.example.net", DeviceID: "Group-Dev-01", AuthKind: dps.AttestationSymmetricKey,
-			PrimaryKey: "ZGV2aWNlLXByaW1hcnk=", SecondaryKey: "ZGV2aWNlLXNlY29uZGFyeQ==", IoTEdge: true,
+			Hub: "hub-b.example.net", DeviceID: "Group-Dev-01",
+			Auth: dps.HubAuth{Type: dps.HubAuthSAS, PrimaryKey: "ZGV2aWNlLXByaW1hcnk=", SecondaryKey: "ZGV2aWNlLXNlY29uZGFyeQ=="}, IoTEdge: true,
 			Twin: json.RawMessage(`{"tags":{"note":"<&>"},"properties":{"desired":{"interval":30}}}`), Updated: t1,
 		}},
 		{"hubdevice-x509.json", docs.KindHubDevice, dps.HubDevice{
-			Hub: "hub-a.example.net", DeviceID: "CA-Dev-01", AuthKind: dps.AttestationX509,
-			X509Thumbprint: "00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF", X509CASigned: true,
+			Hub: "hub-a.example.net", DeviceID: "CA-Dev-01",
+			Auth: dps.HubAuth{Type: dps.HubAuthCA, PrimaryThumbprint: "00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF"},
 			Twin: json.RawMessage(`null`), Updated: t1,
 		}},
 		{"cacertificate.json", docs.KindCACertificate, dps.CACertificate{
@@ -327,7 +327,7 @@ func TestAbsentAndEmpty(t *testing.T) {
 			`{"RegistrationID":"","DeviceID":"","OptionalDeviceInformation":null,"Attestation":{"Type":"","SymmetricKey":{"PrimaryKey":"","SecondaryKey":""},"X509":{"ClientCertificates":{"Primary":"","Secondary":""},"SigningCertificates":null,"CAReferences":null},"TPM":null},"IoTEdge":false,"IoTHubHostName":"","IoTHubs":[],"InitialTwin":null,"ProvisioningStatus":"","ReprovisionPolicy":{"UpdateHubAssignment":false,"MigrateDeviceData":false},"AllocationPolicy":"","CustomAllocation":{"WebhookURL":"","APIVersion":"","SigningSecret":""},"Extra":{},"ETag":"","Created":"0001-01-01T00:00:00Z","Updated":"0001-01-01T00:00:00Z"}`},
 		{"operation/zero", dps.Operation{}, dps.Operation{Payload: null}, docs.KindOperation,
 			`{"ID":"","RegistrationID":"","EnrollmentGroupID":"","Attestation":"","X509":null,"TPMKey":"","TPMStorageRootKey":"","Status":"","Payload":null,"Result":null,"Created":"0001-01-01T00:00:00Z","Updated":"0001-01-01T00:00:00Z"}`},
-		{"operation/empty-result", dps.Operation{Result: &dps.Registration{}, X509: &dps.X509Proof{}}, dps.Operation{Payload: null, Result: &dps.Registration{Payload: null}, X509: &dps.X509Proof{}}, docs.KindOperation,
+		{"operation/empty-result", dps.Operation{Result: &dps.Registration{}, Proof: dps.Proof{X509: &dps.X509Proof{}}}, dps.Operation{Payload: null, Result: &dps.Registration{Payload: null}, Proof: dps.Proof{X509: &dps.X509Proof{}}}, docs.KindOperation,
 			`{"ID":"","RegistrationID":"","EnrollmentGroupID":"","Attestation":"","X509":{"Certificate":{"SubjectName":"","SHA1Thumbprint":"","SHA256Thumbprint":"","IssuerName":"","NotBefore":"0001-01-01T00:00:00Z","NotAfter":"0001-01-01T00:00:00Z","SerialNumber":"","Version":0},"Signing":null},"TPMKey":"","TPMStorageRootKey":"","Status":"","Payload":null,"Result":{"RegistrationID":"","DeviceID":"","AssignedHub":"","InitialHub":"","Status":"","Substatus":"","ErrorCode":0,"ErrorMessage":"","Payload":null,"EnrollmentGroupID":"","Attestation":"","X509":null,"TPMAuthenticationKey":"","Created":"0001-01-01T00:00:00Z","Updated":"0001-01-01T00:00:00Z","ETag":""},"Created":"0001-01-01T00:00:00Z","Updated":"0001-01-01T00:00:00Z"}`},
 		{"hubdevice/zero", dps.HubDevice{}, dps.HubDevice{Twin: null}, docs.KindHubDevice,
 			`{"Hub":"","DeviceID":"","AuthKind":"","PrimaryKey":"","SecondaryKey":"","X509Thumbprint":"","X509CASigned":false,"IoTEdge":false,"Twin":null,"Updated":"0001-01-01T00:00:00Z"}`},
@@ -449,7 +449,7 @@ func TestSecretsRedacted(t *testing.T) {
 	e := docs.FromEnrollment(dps.Enrollment{Settings: dps.Settings{
 		Attestation:      dps.Attestation{Type: dps.AttestationSymmetricKey, SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: "cHJpbWFyeS1zZWNyZXQ=", SecondaryKey: "c2Vjb25kYXJ5LXNlY3JldA=="}},
 		CustomAllocation: &dps.CustomAllocation{SigningSecret: "d2ViaG9vay1zZWNyZXQ="}}})
-	op := docs.FromOperation(dps.Operation{TPMKey: "dHBtLXNlY3JldA=="})
+	op := docs.FromOperation(dps.Operation{Proof: dps.Proof{TPM: &dps.TPMProof{Key: "dHBtLXNlY3JldA=="}}})
 	for _, s := range []string{fmt.Sprintf("%v %+v %#v", e, e, e), fmt.Sprintf("%v %+v %#v", *e.Attestation.SymmetricKey, *e.CustomAllocation, op)} {
 		for _, secret := range []string{"cHJpbWFyeS1zZWNyZXQ=", "c2Vjb25kYXJ5LXNlY3JldA==", "d2ViaG9vay1zZWNyZXQ=", "dHBtLXNlY3JldA=="} {
 			if strings.Contains(s, secret) {
@@ -494,4 +494,44 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("Upgrade changed the value: %v\n%#v\n%#v", err, v, upv)
 		}
 	})
+}
+
+// TestHubDeviceAuthKind: hub device documents of format 1 written before
+// authType existed (testdata/authkind, as commit b1e2d82 wrote them, never
+// regenerated) name the attestation type instead; they decode to the same
+// identities, TPM devices' keys included.
+func TestHubDeviceAuthKind(t *testing.T) {
+	want := map[string]dps.HubDevice{}
+	for _, g := range goldens() {
+		if g.kind == docs.KindHubDevice {
+			want[g.file] = g.want.(dps.HubDevice)
+		}
+	}
+	for _, file := range []string{"hubdevice.json", "hubdevice-x509.json"} {
+		got, err := docs.DecodeHubDevice(read(t, filepath.Join("authkind", file)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want[file]) {
+			t.Errorf("%s decoded\n%#v\nwant\n%#v", file, got, want[file])
+		}
+	}
+	for _, tt := range []struct {
+		doc  string
+		want dps.HubAuthType
+	}{
+		{`{"v":1,"hub":"h","deviceId":"d","authKind":"tpm","primaryKey":"azI=","twin":null}`, dps.HubAuthSAS},
+		{`{"v":1,"hub":"h","deviceId":"d","authKind":"symmetricKey","primaryKey":"azI=","twin":null}`, dps.HubAuthSAS},
+		{`{"v":1,"hub":"h","deviceId":"d","authKind":"x509","x509Thumbprint":"AB","twin":null}`, dps.HubAuthSelfSigned},
+		{`{"v":1,"hub":"h","deviceId":"d","authKind":"x509","x509CaSigned":true,"twin":null}`, dps.HubAuthCA},
+		{`{"v":1,"hub":"h","deviceId":"d","authType":"selfSigned","authKind":"symmetricKey","twin":null}`, dps.HubAuthSelfSigned},
+	} {
+		got, err := docs.DecodeHubDevice([]byte(tt.doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Auth.Type != tt.want {
+			t.Errorf("%s: auth type %q, want %q", tt.doc, got.Auth.Type, tt.want)
+		}
+	}
 }

@@ -150,6 +150,8 @@ type Registration struct {
 	Attestation          string          `json:"attestation,omitempty"`
 	X509                 *X509Proof      `json:"x509,omitempty"`
 	TPMAuthenticationKey string          `json:"tpmAuthenticationKey,omitempty"`
+	TPMKey               Secret          `json:"tpmKey,omitempty"`            // not written by the engine
+	TPMStorageRootKey    string          `json:"tpmStorageRootKey,omitempty"` // not written by the engine
 	Created              time.Time       `json:"created,omitzero"`
 	Updated              time.Time       `json:"updated,omitzero"`
 	ETag                 string          `json:"etag,omitempty"`
@@ -157,34 +159,43 @@ type Registration struct {
 
 // Operation is the document of a registration operation.
 type Operation struct {
-	V                 int             `json:"v"`
-	ID                string          `json:"id"`
-	RegistrationID    string          `json:"registrationId"`
-	EnrollmentGroupID string          `json:"enrollmentGroupId,omitempty"`
-	Attestation       string          `json:"attestation,omitempty"`
-	X509              *X509Proof      `json:"x509,omitempty"`
-	TPMKey            Secret          `json:"tpmKey,omitempty"`
-	TPMStorageRootKey string          `json:"tpmStorageRootKey,omitempty"`
-	Status            string          `json:"status,omitempty"`
-	Payload           json.RawMessage `json:"payload"`
-	Result            *Registration   `json:"result,omitempty"`
-	Created           time.Time       `json:"created,omitzero"`
-	Updated           time.Time       `json:"updated,omitzero"`
+	V                 int        `json:"v"`
+	ID                string     `json:"id"`
+	RegistrationID    string     `json:"registrationId"`
+	EnrollmentGroupID string     `json:"enrollmentGroupId,omitempty"`
+	Attestation       string     `json:"attestation,omitempty"`
+	X509              *X509Proof `json:"x509,omitempty"`
+	TPMKey            Secret     `json:"tpmKey,omitempty"`
+	TPMStorageRootKey string     `json:"tpmStorageRootKey,omitempty"`
+	// TPMAuthenticationKey is not written by the engine (the result has it).
+	TPMAuthenticationKey string          `json:"tpmAuthenticationKey,omitempty"`
+	Status               string          `json:"status,omitempty"`
+	Payload              json.RawMessage `json:"payload"`
+	Result               *Registration   `json:"result,omitempty"`
+	Created              time.Time       `json:"created,omitzero"`
+	Updated              time.Time       `json:"updated,omitzero"`
 }
 
 // HubDevice is the document of a device identity a hub connector created.
+//
+// AuthType is the device's hub authentication type (dps.HubAuthType).
+// Documents written before it existed have AuthKind instead, the
+// attestation type of the registration that created the identity, and
+// X509CASigned; Domain reads either. X509Thumbprint is the primary one.
 type HubDevice struct {
-	V              int             `json:"v"`
-	Hub            string          `json:"hub"`
-	DeviceID       string          `json:"deviceId"`
-	AuthKind       string          `json:"authKind,omitempty"`
-	PrimaryKey     Secret          `json:"primaryKey,omitempty"`
-	SecondaryKey   Secret          `json:"secondaryKey,omitempty"`
-	X509Thumbprint string          `json:"x509Thumbprint,omitempty"`
-	X509CASigned   bool            `json:"x509CaSigned,omitempty"`
-	IoTEdge        bool            `json:"iotEdge,omitempty"`
-	Twin           json.RawMessage `json:"twin"`
-	Updated        time.Time       `json:"updated,omitzero"`
+	V                       int             `json:"v"`
+	Hub                     string          `json:"hub"`
+	DeviceID                string          `json:"deviceId"`
+	AuthType                string          `json:"authType,omitempty"`
+	AuthKind                string          `json:"authKind,omitempty"` // read only
+	PrimaryKey              Secret          `json:"primaryKey,omitempty"`
+	SecondaryKey            Secret          `json:"secondaryKey,omitempty"`
+	X509Thumbprint          string          `json:"x509Thumbprint,omitempty"`
+	X509SecondaryThumbprint string          `json:"x509SecondaryThumbprint,omitempty"`
+	X509CASigned            bool            `json:"x509CaSigned,omitempty"` // read only
+	IoTEdge                 bool            `json:"iotEdge,omitempty"`
+	Twin                    json.RawMessage `json:"twin"`
+	Updated                 time.Time       `json:"updated,omitzero"`
 }
 
 // CACertificate is the document of a CA certificate held by the instance.
@@ -379,9 +390,27 @@ func fromResult(r dps.Registration) Registration {
 	return Registration{
 		RegistrationID: r.RegistrationID, DeviceID: r.DeviceID, AssignedHub: r.AssignedHub, InitialHub: r.InitialHub,
 		Status: string(r.Status), Substatus: string(r.Substatus), ErrorCode: r.ErrorCode, ErrorMessage: r.ErrorMessage,
-		Payload: r.Payload, EnrollmentGroupID: r.EnrollmentGroupID, Attestation: string(r.Attestation), X509: fromX509Proof(r.X509),
-		TPMAuthenticationKey: r.TPMAuthenticationKey, Created: r.Created, Updated: r.Updated, ETag: r.ETag,
+		Payload: r.Payload, EnrollmentGroupID: r.EnrollmentGroupID, Attestation: string(r.Proof.Type), X509: fromX509Proof(r.Proof.X509),
+		TPMAuthenticationKey: tpmOf(r.Proof).AuthenticationKey, TPMKey: Secret(tpmOf(r.Proof).Key), TPMStorageRootKey: tpmOf(r.Proof).StorageRootKey, Created: r.Created, Updated: r.Updated, ETag: r.ETag,
 	}
+}
+
+// tpmOf is a proof's TPM member, zero if none.
+func tpmOf(p dps.Proof) dps.TPMProof {
+	if p.TPM != nil {
+		return *p.TPM
+	}
+	return dps.TPMProof{}
+}
+
+// proof is the proof the members of a document hold: a TPM member only
+// when one of them is set.
+func proof(attestation string, x *dps.X509Proof, t dps.TPMProof) dps.Proof {
+	p := dps.Proof{Type: dps.AttestationType(attestation), X509: x}
+	if t != (dps.TPMProof{}) {
+		p.TPM = &t
+	}
+	return p
 }
 
 // Domain is the registration record a document holds.
@@ -389,16 +418,17 @@ func (d Registration) Domain() dps.Registration {
 	return dps.Registration{
 		RegistrationID: d.RegistrationID, DeviceID: d.DeviceID, AssignedHub: d.AssignedHub, InitialHub: d.InitialHub,
 		Status: dps.Status(d.Status), Substatus: dps.Substatus(d.Substatus), ErrorCode: d.ErrorCode, ErrorMessage: d.ErrorMessage,
-		Payload: raw(d.Payload), EnrollmentGroupID: d.EnrollmentGroupID, Attestation: dps.AttestationType(d.Attestation), X509: d.X509.domain(),
-		TPMAuthenticationKey: d.TPMAuthenticationKey, Created: d.Created, Updated: d.Updated, ETag: d.ETag,
+		Payload: raw(d.Payload), EnrollmentGroupID: d.EnrollmentGroupID, Proof: proof(d.Attestation, d.X509.domain(), dps.TPMProof{Key: dps.Key(d.TPMKey), StorageRootKey: d.TPMStorageRootKey, AuthenticationKey: d.TPMAuthenticationKey}),
+		Created: d.Created, Updated: d.Updated, ETag: d.ETag,
 	}
 }
 
 // FromOperation is the document of a registration operation.
 func FromOperation(op dps.Operation) Operation {
 	d := Operation{
-		V: Version, ID: op.ID, RegistrationID: op.RegistrationID, EnrollmentGroupID: op.EnrollmentGroupID, Attestation: string(op.Attestation),
-		X509: fromX509Proof(op.X509), TPMKey: Secret(op.TPMKey), TPMStorageRootKey: op.TPMStorageRootKey, Status: string(op.Status),
+		V: Version, ID: op.ID, RegistrationID: op.RegistrationID, EnrollmentGroupID: op.EnrollmentGroupID, Attestation: string(op.Proof.Type),
+		X509: fromX509Proof(op.Proof.X509), TPMKey: Secret(tpmOf(op.Proof).Key), TPMStorageRootKey: tpmOf(op.Proof).StorageRootKey,
+		TPMAuthenticationKey: tpmOf(op.Proof).AuthenticationKey, Status: string(op.Status),
 		Payload: op.Payload, Created: op.Created, Updated: op.Updated,
 	}
 	if op.Result != nil {
@@ -411,8 +441,9 @@ func FromOperation(op dps.Operation) Operation {
 // Domain is the operation a document holds.
 func (d Operation) Domain() dps.Operation {
 	op := dps.Operation{
-		ID: d.ID, RegistrationID: d.RegistrationID, EnrollmentGroupID: d.EnrollmentGroupID, Attestation: dps.AttestationType(d.Attestation),
-		X509: d.X509.domain(), TPMKey: dps.Key(d.TPMKey), TPMStorageRootKey: d.TPMStorageRootKey, Status: dps.Status(d.Status),
+		ID: d.ID, RegistrationID: d.RegistrationID, EnrollmentGroupID: d.EnrollmentGroupID,
+		Proof:   proof(d.Attestation, d.X509.domain(), dps.TPMProof{Key: dps.Key(d.TPMKey), StorageRootKey: d.TPMStorageRootKey, AuthenticationKey: d.TPMAuthenticationKey}),
+		Status:  dps.Status(d.Status),
 		Payload: raw(d.Payload), Created: d.Created, Updated: d.Updated,
 	}
 	if d.Result != nil {
@@ -424,18 +455,38 @@ func (d Operation) Domain() dps.Operation {
 
 // FromHubDevice is the document of a hub device identity.
 func FromHubDevice(h dps.HubDevice) HubDevice {
+	a := h.Auth
 	return HubDevice{
-		V: Version, Hub: h.Hub, DeviceID: h.DeviceID, AuthKind: string(h.AuthKind), PrimaryKey: Secret(h.PrimaryKey), SecondaryKey: Secret(h.SecondaryKey),
-		X509Thumbprint: h.X509Thumbprint, X509CASigned: h.X509CASigned, IoTEdge: h.IoTEdge, Twin: h.Twin, Updated: h.Updated,
+		V: Version, Hub: h.Hub, DeviceID: h.DeviceID, AuthType: string(a.Type), PrimaryKey: Secret(a.PrimaryKey), SecondaryKey: Secret(a.SecondaryKey),
+		X509Thumbprint: a.PrimaryThumbprint, X509SecondaryThumbprint: a.SecondaryThumbprint, IoTEdge: h.IoTEdge, Twin: h.Twin, Updated: h.Updated,
 	}
 }
 
 // Domain is the hub device identity a document holds.
 func (d HubDevice) Domain() dps.HubDevice {
 	return dps.HubDevice{
-		Hub: d.Hub, DeviceID: d.DeviceID, AuthKind: dps.AttestationType(d.AuthKind), PrimaryKey: dps.Key(d.PrimaryKey), SecondaryKey: dps.Key(d.SecondaryKey),
-		X509Thumbprint: d.X509Thumbprint, X509CASigned: d.X509CASigned, IoTEdge: d.IoTEdge, Twin: raw(d.Twin), Updated: d.Updated,
+		Hub: d.Hub, DeviceID: d.DeviceID, IoTEdge: d.IoTEdge, Twin: raw(d.Twin), Updated: d.Updated,
+		Auth: dps.HubAuth{
+			Type: d.authType(), PrimaryKey: dps.Key(d.PrimaryKey), SecondaryKey: dps.Key(d.SecondaryKey),
+			PrimaryThumbprint: d.X509Thumbprint, SecondaryThumbprint: d.X509SecondaryThumbprint,
+		},
 	}
+}
+
+// authType is the document's hub authentication type, worked out from the
+// attestation type for a document written before AuthType existed.
+func (d HubDevice) authType() dps.HubAuthType {
+	switch {
+	case d.AuthType != "":
+		return dps.HubAuthType(d.AuthType)
+	case d.AuthKind == "":
+		return ""
+	case d.X509CASigned:
+		return dps.HubAuthCA
+	case d.AuthKind == string(dps.AttestationX509):
+		return dps.HubAuthSelfSigned
+	}
+	return dps.HubAuthSAS // symmetricKey and tpm devices: keys
 }
 
 // FromCACertificate is the document of a CA certificate.

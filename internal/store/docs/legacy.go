@@ -208,15 +208,16 @@ func (l legacyRegistration) domain() dps.Registration {
 	return dps.Registration{
 		RegistrationID: l.RegistrationID, DeviceID: l.DeviceID, AssignedHub: l.AssignedHub, InitialHub: l.InitialHub,
 		Status: dps.Status(l.Status), Substatus: dps.Substatus(l.Substatus), ErrorCode: l.ErrorCode, ErrorMessage: l.ErrorMessage,
-		Payload: raw(l.Payload), EnrollmentGroupID: l.EnrollmentGroupID, Attestation: dps.AttestationType(l.Attestation), X509: l.X509.domain(),
-		TPMAuthenticationKey: l.TPMAuthenticationKey, Created: l.Created, Updated: l.Updated, ETag: l.ETag,
+		Payload: raw(l.Payload), EnrollmentGroupID: l.EnrollmentGroupID, Proof: proof(l.Attestation, l.X509.domain(), dps.TPMProof{AuthenticationKey: l.TPMAuthenticationKey}),
+		Created: l.Created, Updated: l.Updated, ETag: l.ETag,
 	}
 }
 
 func (l legacyOperation) domain() dps.Operation {
 	op := dps.Operation{
-		ID: l.ID, RegistrationID: l.RegistrationID, EnrollmentGroupID: l.EnrollmentGroupID, Attestation: dps.AttestationType(l.Attestation),
-		X509: l.X509.domain(), TPMKey: dps.Key(l.TPMKey), TPMStorageRootKey: l.TPMStorageRootKey, Status: dps.Status(l.Status),
+		ID: l.ID, RegistrationID: l.RegistrationID, EnrollmentGroupID: l.EnrollmentGroupID,
+		Proof:   proof(l.Attestation, l.X509.domain(), dps.TPMProof{Key: dps.Key(l.TPMKey), StorageRootKey: l.TPMStorageRootKey}),
+		Status:  dps.Status(l.Status),
 		Payload: raw(l.Payload), Created: l.Created, Updated: l.Updated,
 	}
 	if l.Result != nil {
@@ -227,10 +228,11 @@ func (l legacyOperation) domain() dps.Operation {
 }
 
 func (l legacyHubDevice) domain() dps.HubDevice {
-	return dps.HubDevice{
-		Hub: l.Hub, DeviceID: l.DeviceID, AuthKind: dps.AttestationType(l.AuthKind), PrimaryKey: dps.Key(l.PrimaryKey), SecondaryKey: dps.Key(l.SecondaryKey),
-		X509Thumbprint: l.X509Thumbprint, X509CASigned: l.X509CASigned, IoTEdge: l.IoTEdge, Twin: raw(l.Twin), Updated: l.Updated,
-	}
+	// The same rules as a document of this format without authType.
+	return HubDevice{
+		Hub: l.Hub, DeviceID: l.DeviceID, AuthKind: l.AuthKind, PrimaryKey: Secret(l.PrimaryKey), SecondaryKey: Secret(l.SecondaryKey),
+		X509Thumbprint: l.X509Thumbprint, X509CASigned: l.X509CASigned, IoTEdge: l.IoTEdge, Twin: l.Twin, Updated: l.Updated,
+	}.Domain()
 }
 
 func (l legacyCACertificate) domain() dps.CACertificate {

@@ -27,7 +27,7 @@ func RunBenchmarks(b *testing.B, newStore BenchFactory) {
 				now := time.Now().UTC()
 				o := dps.Operation{ID: "op-" + id, RegistrationID: id, Status: dps.StatusAssigned, Created: now, Updated: now,
 					Result: &dps.Registration{RegistrationID: id, DeviceID: id, AssignedHub: "h.example.net", Status: dps.StatusAssigned, Created: now, Updated: now}}
-				if _, err := s.CreateOperationWithDevice(ctx(), o, dps.HubDevice{Hub: "h.example.net", DeviceID: id, PrimaryKey: "a2V5"}, nil); err != nil {
+				if _, err := s.CreateOperationWithDevice(ctx(), o, dps.HubDevice{Hub: "h.example.net", DeviceID: id, Auth: dps.HubAuth{Type: dps.HubAuthSAS, PrimaryKey: "a2V5"}}, nil); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -177,16 +177,15 @@ func CheckLegacyFixture(t *testing.T, s Store, stamps Stamps) {
 	regs := map[string]dps.Registration{
 		"group-dev-01": {RegistrationID: "Group-Dev-01", DeviceID: "Group-Dev-01", AssignedHub: "hub-b.example.net", InitialHub: "hub-a.example.net",
 			Status: dps.StatusAssigned, Substatus: dps.SubstatusDeviceDataMigrated, Payload: json.RawMessage(`{"greeting":"hi <there> & welcome","n":1.50}`),
-			EnrollmentGroupID: "Factory-Line-1", Attestation: dps.AttestationSymmetricKey, Created: sec(0), Updated: sec(1), ETag: stamp("registration/group-dev-01").ETag},
+			EnrollmentGroupID: "Factory-Line-1", Proof: dps.Proof{Type: dps.AttestationSymmetricKey}, Created: sec(0), Updated: sec(1), ETag: stamp("registration/group-dev-01").ETag},
 		"failed-dev": {RegistrationID: "Failed-Dev", Status: dps.StatusFailed, ErrorCode: dps.CodeCustomAllocationFailed, ErrorMessage: "Custom allocation failed: \"no hub\" <&>",
-			Payload: null, EnrollmentGroupID: "x509-signed", Attestation: dps.AttestationX509, X509: &dps.X509Proof{Certificate: leaf, Signing: &signing},
+			Payload: null, EnrollmentGroupID: "x509-signed", Proof: dps.Proof{Type: dps.AttestationX509, X509: &dps.X509Proof{Certificate: leaf, Signing: &signing}},
 			Created: sec(2), Updated: sec(3), ETag: stamp("registration/failed-dev").ETag},
 		"tpm-device-01": {RegistrationID: "tpm-device-01", DeviceID: "tpm-device-01", AssignedHub: "hub-b.example.net", InitialHub: "hub-b.example.net",
-			Status: dps.StatusAssigned, Substatus: dps.SubstatusInitialAssignment, Payload: null, Attestation: dps.AttestationTPM, TPMAuthenticationKey: fxBlob,
+			Status: dps.StatusAssigned, Substatus: dps.SubstatusInitialAssignment, Payload: null, Proof: dps.Proof{Type: dps.AttestationTPM, TPM: &dps.TPMProof{AuthenticationKey: fxBlob}},
 			Created: sec(5), Updated: sec(6), ETag: stamp("registration/tpm-device-01").ETag},
 		"ca-dev-01": {RegistrationID: "CA-Dev-01", DeviceID: "CA-Dev-01", AssignedHub: "hub-a.example.net", InitialHub: "hub-b.example.net",
-			Status: dps.StatusAssigned, Substatus: dps.SubstatusReprovisionedToInitialAssignment, Payload: null, EnrollmentGroupID: "x509-ca", Attestation: dps.AttestationX509,
-			X509: &dps.X509Proof{Certificate: leaf, Signing: &signing}, Created: sec(7), Updated: sec(8), ETag: stamp("registration/ca-dev-01").ETag},
+			Status: dps.StatusAssigned, Substatus: dps.SubstatusReprovisionedToInitialAssignment, Payload: null, EnrollmentGroupID: "x509-ca", Proof: dps.Proof{Type: dps.AttestationX509, X509: &dps.X509Proof{Certificate: leaf, Signing: &signing}}, Created: sec(7), Updated: sec(8), ETag: stamp("registration/ca-dev-01").ETag},
 	}
 	for id, want := range regs {
 		got, err := s.Registration(ctx(), id)
@@ -201,32 +200,32 @@ func CheckLegacyFixture(t *testing.T, s Store, stamps Stamps) {
 	ptr := func(r dps.Registration) *dps.Registration { return &r }
 	pending := []dps.Operation{{
 		ID: "4.0a1b2c3d4e5f6071.66666666-2222-3333-4444-555555555555", RegistrationID: "Group-Dev-02", EnrollmentGroupID: "Factory-Line-1",
-		Attestation: dps.AttestationSymmetricKey, Status: dps.StatusAssigning, Payload: json.RawMessage(`{"model":"t<1>","price":"5&6"}`),
+		Proof: dps.Proof{Type: dps.AttestationSymmetricKey}, Status: dps.StatusAssigning, Payload: json.RawMessage(`{"model":"t<1>","price":"5&6"}`),
 		Created: sec(9), Updated: sec(9),
 	}, {
 		ID: "4.0a1b2c3d4e5f6071.77777777-2222-3333-4444-555555555555", RegistrationID: "x509-device-01",
-		Attestation: dps.AttestationX509, X509: &dps.X509Proof{Certificate: leaf}, Status: dps.StatusAssigning, Payload: null,
+		Proof: dps.Proof{Type: dps.AttestationX509, X509: &dps.X509Proof{Certificate: leaf}}, Status: dps.StatusAssigning, Payload: null,
 		Created: sec(10), Updated: sec(10),
 	}}
 	ops := append([]dps.Operation{{
 		ID: "4.0a1b2c3d4e5f6071.11111111-2222-3333-4444-555555555555", RegistrationID: "Group-Dev-01", EnrollmentGroupID: "Factory-Line-1",
-		Attestation: dps.AttestationSymmetricKey, Status: dps.StatusAssigned, Payload: null, Result: ptr(regs["group-dev-01"]), Created: sec(0), Updated: sec(1),
+		Proof: dps.Proof{Type: dps.AttestationSymmetricKey}, Status: dps.StatusAssigned, Payload: null, Result: ptr(regs["group-dev-01"]), Created: sec(0), Updated: sec(1),
 	}, {
 		ID: "4.0a1b2c3d4e5f6071.22222222-2222-3333-4444-555555555555", RegistrationID: "Failed-Dev", EnrollmentGroupID: "x509-signed",
-		Attestation: dps.AttestationX509, X509: &dps.X509Proof{Certificate: leaf, Signing: &signing}, Status: dps.StatusFailed, Payload: null,
+		Proof: dps.Proof{Type: dps.AttestationX509, X509: &dps.X509Proof{Certificate: leaf, Signing: &signing}}, Status: dps.StatusFailed, Payload: null,
 		Result: ptr(regs["failed-dev"]), Created: sec(2), Updated: sec(3),
 	}, {
 		ID: "4.0a1b2c3d4e5f6071.33333333-2222-3333-4444-555555555555", RegistrationID: "x509-device-01",
-		Attestation: dps.AttestationX509, X509: &dps.X509Proof{Certificate: leaf}, Status: dps.StatusDisabled, Payload: null,
-		Result:  &dps.Registration{RegistrationID: "x509-device-01", Status: dps.StatusDisabled, Attestation: dps.AttestationX509, Payload: null, Updated: sec(4)},
+		Proof: dps.Proof{Type: dps.AttestationX509, X509: &dps.X509Proof{Certificate: leaf}}, Status: dps.StatusDisabled, Payload: null,
+		Result:  &dps.Registration{RegistrationID: "x509-device-01", Status: dps.StatusDisabled, Proof: dps.Proof{Type: dps.AttestationX509}, Payload: null, Updated: sec(4)},
 		Created: sec(4), Updated: sec(4),
 	}, {
 		ID: "4.0a1b2c3d4e5f6071.44444444-2222-3333-4444-555555555555", RegistrationID: "tpm-device-01",
-		Attestation: dps.AttestationTPM, TPMKey: "SzEtY2hhbGxlbmdlLWtleS0xMjM0NTY3OA==", TPMStorageRootKey: fxSRK,
+		Proof:  dps.Proof{Type: dps.AttestationTPM, TPM: &dps.TPMProof{Key: "SzEtY2hhbGxlbmdlLWtleS0xMjM0NTY3OA==", StorageRootKey: fxSRK}},
 		Status: dps.StatusAssigned, Payload: null, Result: ptr(regs["tpm-device-01"]), Created: sec(5), Updated: sec(6),
 	}, {
 		ID: "4.0a1b2c3d4e5f6071.55555555-2222-3333-4444-555555555555", RegistrationID: "CA-Dev-01", EnrollmentGroupID: "x509-ca",
-		Attestation: dps.AttestationX509, X509: &dps.X509Proof{Certificate: leaf, Signing: &signing}, Status: dps.StatusAssigned, Payload: null,
+		Proof: dps.Proof{Type: dps.AttestationX509, X509: &dps.X509Proof{Certificate: leaf, Signing: &signing}}, Status: dps.StatusAssigned, Payload: null,
 		Result: ptr(regs["ca-dev-01"]), Created: sec(7), Updated: sec(8),
 	}}, pending...)
 	for _, want := range ops {
@@ -238,11 +237,11 @@ func CheckLegacyFixture(t *testing.T, s Store, stamps Stamps) {
 
 	// Hub devices.
 	for _, want := range []dps.HubDevice{
-		{Hub: "hub-b.example.net", DeviceID: "Group-Dev-01", AuthKind: dps.AttestationSymmetricKey, PrimaryKey: "ZGV2aWNlLXByaW1hcnkta2V5", SecondaryKey: "ZGV2aWNlLXNlY29uZGFyeS1rZXk=", IoTEdge: true,
+		{Hub: "hub-b.example.net", DeviceID: "Group-Dev-01", Auth: dps.HubAuth{Type: dps.HubAuthSAS, PrimaryKey: "ZGV2aWNlLXByaW1hcnkta2V5", SecondaryKey: "ZGV2aWNlLXNlY29uZGFyeS1rZXk="}, IoTEdge: true,
 			Twin: json.RawMessage(`{"tags":{"line":1,"note":"<&>"},"properties":{"desired":{"interval":30}}}`), Updated: sec(1)},
-		{Hub: "hub-a.example.net", DeviceID: "x509-device-01", AuthKind: dps.AttestationX509, X509Thumbprint: "00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF", Twin: null, Updated: sec(4)},
-		{Hub: "hub-a.example.net", DeviceID: "CA-Dev-01", AuthKind: dps.AttestationX509, X509CASigned: true, Twin: json.RawMessage(`{}`), Updated: sec(8)},
-		{Hub: "hub-b.example.net", DeviceID: "tpm-device-01", AuthKind: dps.AttestationTPM, PrimaryKey: "dHBtLWh1Yi1rZXk=", Twin: null, Updated: sec(6)},
+		{Hub: "hub-a.example.net", DeviceID: "x509-device-01", Auth: dps.HubAuth{Type: dps.HubAuthSelfSigned, PrimaryThumbprint: "00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF"}, Twin: null, Updated: sec(4)},
+		{Hub: "hub-a.example.net", DeviceID: "CA-Dev-01", Auth: dps.HubAuth{Type: dps.HubAuthCA}, Twin: json.RawMessage(`{}`), Updated: sec(8)},
+		{Hub: "hub-b.example.net", DeviceID: "tpm-device-01", Auth: dps.HubAuth{Type: dps.HubAuthSAS, PrimaryKey: "dHBtLWh1Yi1rZXk="}, Twin: null, Updated: sec(6)},
 	} {
 		got, err := s.HubDevice(ctx(), want.Hub, dps.FoldID(want.DeviceID))
 		same("hub device "+want.Hub+"/"+want.DeviceID, got, want, err)

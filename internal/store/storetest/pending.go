@@ -25,7 +25,7 @@ func testPendingHeaders(t *testing.T, f Factory) {
 			Result: &dps.Registration{RegistrationID: "dev-final", Status: dps.StatusFailed, ErrorCode: dps.CodeCustomAllocationFailed}},
 		{ID: "ph-leased", RegistrationID: "dev-leased", EnrollmentGroupID: "line-8"},
 	} {
-		o.Attestation, o.Payload = dps.AttestationSymmetricKey, big
+		o.Proof, o.Payload = dps.Proof{Type: dps.AttestationSymmetricKey}, big
 		o.Created = base.Add(time.Duration(3-i) * time.Second) // newest first: the listing sorts
 		o.Updated = o.Created
 		if o.Status == "" {
@@ -73,7 +73,7 @@ func testPendingHeaders(t *testing.T, f Factory) {
 			h.Status != dps.StatusAssigning || !h.Created.Equal(w.Created) {
 			t.Errorf("header %+v, want the fields of %s: %q, group %q, created %s", h, w.ID, w.RegistrationID, w.EnrollmentGroupID, w.Created)
 		}
-		if h.Payload != nil || h.Result != nil || h.TPMKey != "" || h.X509 != nil {
+		if h.Payload != nil || h.Result != nil || h.Proof.TPM != nil || h.Proof.X509 != nil {
 			t.Errorf("header %s carries more than its header: %+v", h.ID, h)
 		}
 	}

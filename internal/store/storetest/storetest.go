@@ -16,12 +16,13 @@ import (
 	"github.com/opendps/dps/internal/enrollment"
 	"github.com/opendps/dps/internal/hub/builtin"
 	"github.com/opendps/dps/internal/registration"
+	"github.com/opendps/dps/internal/tpmattest"
 )
 
 // Store is the full surface a store provides: the union of its consumers' needs.
 type Store interface {
 	registration.Store
-	registration.ChallengeStore
+	tpmattest.Store // the TPM challenges
 	enrollment.Store
 	enrollment.CAStore
 	builtin.Store
@@ -255,7 +256,7 @@ func testPaging(t *testing.T, f Factory) {
 
 func op(id, reg string) dps.Operation {
 	now := time.Now().UTC()
-	return dps.Operation{ID: id, RegistrationID: reg, Status: dps.StatusAssigning, Attestation: dps.AttestationSymmetricKey,
+	return dps.Operation{ID: id, RegistrationID: reg, Status: dps.StatusAssigning, Proof: dps.Proof{Type: dps.AttestationSymmetricKey},
 		Payload: json.RawMessage(`{"p":[1,"x"]}`), Created: now, Updated: now}
 }
 
@@ -390,12 +391,12 @@ func testRegistrations(t *testing.T, f Factory) {
 
 func testHubDevices(t *testing.T, f Factory) {
 	s := f.New(t)
-	d := dps.HubDevice{Hub: "Hub.example.net", DeviceID: "Dev", AuthKind: dps.AttestationSymmetricKey, PrimaryKey: "a2V5", Twin: json.RawMessage(`{"tags":{}}`)}
+	d := dps.HubDevice{Hub: "Hub.example.net", DeviceID: "Dev", Auth: dps.HubAuth{Type: dps.HubAuthSAS, PrimaryKey: "a2V5"}, Twin: json.RawMessage(`{"tags":{}}`)}
 	if err := s.PutHubDevice(ctx(), d); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.HubDevice(ctx(), "hub.example.net", "dev")
-	if err != nil || got.PrimaryKey != "a2V5" || string(got.Twin) != `{"tags":{}}` {
+	if err != nil || got.Auth.PrimaryKey != "a2V5" || string(got.Twin) != `{"tags":{}}` {
 		t.Fatalf("hub device = %+v, %v", got, err)
 	}
 	if err := s.DeleteHubDevice(ctx(), "hub.example.net", "dev"); err != nil {
@@ -489,7 +490,7 @@ func testWithDevice(t *testing.T, f Factory) {
 	o := op("op-w", "dev-w")
 	o.Status = dps.StatusAssigned
 	o.Result = &dps.Registration{RegistrationID: "dev-w", AssignedHub: "new.example.net", DeviceID: "dev-w", Status: dps.StatusAssigned}
-	put := dps.HubDevice{Hub: "new.example.net", DeviceID: "dev-w", PrimaryKey: "a2V5"}
+	put := dps.HubDevice{Hub: "new.example.net", DeviceID: "dev-w", Auth: dps.HubAuth{Type: dps.HubAuthSAS, PrimaryKey: "a2V5"}}
 	stored, err := s.CreateOperationWithDevice(ctx(), o, put, &old)
 	if err != nil || stored.Result.ETag == "" {
 		t.Fatalf("create = %+v, %v", stored.Result, err)
@@ -559,7 +560,7 @@ func testRegistrationCAS(t *testing.T, f Factory) {
 	if _, err := s.CreateOperation(ctx(), pend); err != nil {
 		t.Fatal(err)
 	}
-	put, moved := dps.HubDevice{Hub: "h6", DeviceID: "dev-cas", PrimaryKey: "a2V5"}, &dps.HubDevice{Hub: "h5", DeviceID: "dev-cas"}
+	put, moved := dps.HubDevice{Hub: "h6", DeviceID: "dev-cas", Auth: dps.HubAuth{Type: dps.HubAuthSAS, PrimaryKey: "a2V5"}}, &dps.HubDevice{Hub: "h5", DeviceID: "dev-cas"}
 	_, err = other.CompleteOperationWithDevice(ctx(), final("cas-6", "h6", second.Result.ETag), put, moved)
 	kind(t, "complete with device from a stale record", err, dps.KindConflict)
 	_, err = s.HubDevice(ctx(), "h6", "dev-cas")

@@ -1,11 +1,10 @@
-package registration
+package symkey
 
 import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding"
-	"encoding/base64"
 	"hash"
 	"strings"
 	"sync"
@@ -24,9 +23,9 @@ import (
 // version says the groups are unchanged, and a scan allocates nothing per
 // group.
 
-// symGroupCache holds the prepared symmetric-key groups. The zero value is
+// groupCache holds the prepared symmetric-key groups. The zero value is
 // ready to use.
-type symGroupCache struct {
+type groupCache struct {
 	mu  sync.Mutex // one preparation at a time
 	cur atomic.Pointer[symGroups]
 }
@@ -55,10 +54,10 @@ func prepareSymGroups(version int64, groups []dps.Group) *symGroups {
 	return set
 }
 
-// symmetricGroups returns the prepared groups, current as of this call.
-func (s *Service) symmetricGroups(ctx context.Context) (*symGroups, error) {
-	c := &s.symGroups
-	v, err := s.o.Store.GroupsVersion(ctx)
+// groups returns the prepared groups, current as of this call.
+func (a *Attestor) groups(ctx context.Context) (*symGroups, error) {
+	c := &a.cache
+	v, err := a.o.Store.GroupsVersion(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +71,7 @@ func (s *Service) symmetricGroups(ctx context.Context) (*symGroups, error) {
 	}
 	// Read after the version: the groups are at least as new as v, so the
 	// set is never older than its label (at worst prepared once more).
-	groups, err := s.o.Store.Groups(ctx, dps.AttestationSymmetricKey)
+	groups, err := a.o.Store.Groups(ctx, dps.AttestationSymmetricKey)
 	if err != nil {
 		return nil, err
 	}
@@ -83,8 +82,9 @@ func (s *Service) symmetricGroups(ctx context.Context) (*symGroups, error) {
 
 // match finds the first group (in ID order), for the registration ID as
 // sent and then lower-cased if that differs, whose primary or secondary
-// derived key signed tok.
-func (set *symGroups) match(tok sas.Token, regID string) (match, bool) {
+// derived key signed tok; the device's keys are derived with the ID that
+// matched.
+func (set *symGroups) match(tok sas.Token, regID string) (dps.Attested, bool) {
 	h := newHasher()
 	msg := []byte(tok.RawResource + "\n" + tok.RawExpiry)
 	ids := []string{regID}
@@ -104,18 +104,18 @@ func (set *symGroups) match(tok sas.Token, regID string) (match, bool) {
 					continue
 				}
 				g := set.groups[i] // a copy: the store's groups are shared
-				m := match{group: &g}
+				at := dps.Attested{Group: &g, Proof: dps.Proof{Type: dps.AttestationSymmetricKey}, Hub: dps.HubAuth{Type: dps.HubAuthSAS}}
 				for j, k := range keys {
 					if k != nil {
 						h.keyed(k, idb, &h.dk)
-						m.deviceKeys[j] = dps.Key(base64.StdEncoding.EncodeToString(h.dk[:]))
+						setKey(&at.Hub, j, h.dk[:])
 					}
 				}
-				return m, true
+				return at, true
 			}
 		}
 	}
-	return match{}, false
+	return dps.Attested{}, false
 }
 
 // hmacKey is an HMAC-SHA256 key prepared once: the marshaled SHA-256 states
