@@ -250,7 +250,7 @@ func (e *Engine) resumeAll(ctx context.Context, ops []dps.Operation) {
 		}
 	}
 	if left > 0 && ctx.Err() == nil {
-		e.log.WarnContext(ctx, "unfinished operations left for the next sweep: reading their enrollment failed", "count", left, logkey.Error, first)
+		e.log.WarnContext(ctx, "unfinished operations left for the next sweep: choosing their lane failed", "count", left, logkey.Error, first)
 	}
 }
 
