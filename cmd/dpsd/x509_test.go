@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -242,8 +243,11 @@ func TestX509Attestation(t *testing.T) {
 	if x.EnrollmentGroupID != "grp-inter" || len(x.CertificateInfo) != 8 || len(x.SigningCertificateInfo) != 8 || x.SigningCertificateInfo["subjectName"] != "CN=Test Intermediate" {
 		t.Errorf("registrationState.x509 = %+v", x)
 	}
+	// As Azure DPS: a group device's identity is selfSigned with its leaf's
+	// SHA-256 thumbprint (protocol reference §5.1).
 	hd, err := s.store.HubDevice(ctx, res.RegistrationState.AssignedHub, "x509-info")
-	if err != nil || hd.Auth.Type != "certificateAuthority" {
-		t.Errorf("hub device = %+v, %v", hd, err)
+	if tp := x.CertificateInfo["sha256Thumbprint"]; err != nil || hd.Auth.Type != "selfSigned" || tp == nil ||
+		!strings.EqualFold(hd.Auth.PrimaryThumbprint, tp.(string)) || hd.Auth.SecondaryThumbprint != hd.Auth.PrimaryThumbprint {
+		t.Errorf("hub device = %+v, %v; want selfSigned with the leaf's SHA-256 thumbprint %v", hd, err, tp)
 	}
 }

@@ -160,18 +160,18 @@ func (a *Attestor) Poll(ctx context.Context, scope, regID string, cred dps.Crede
 	return err
 }
 
-// Hub returns the device's authentication on its hub: by the CA that
-// signed it for a group device, else by its certificate's SHA-256
-// thumbprint; the registration record keeps the certificates' details.
+// Hub returns the device's authentication on its hub as Azure DPS writes
+// it, for individual and group devices alike: selfSigned with the leaf's
+// SHA-256 thumbprint as both primary and secondary thumbprint (a group
+// device's hub then needs no CA of its own). The registration record
+// keeps the certificates' details.
 func (a *Attestor) Hub(ctx context.Context, op dps.Operation, at dps.Attested) (dps.HubAuth, dps.Proof, error) {
 	x := op.Proof.X509
-	if x == nil {
+	if x == nil || x.Certificate.SHA256Thumbprint == "" {
 		return dps.HubAuth{}, dps.Proof{}, errors.New("the operation holds no certificate details")
 	}
-	if at.Group != nil {
-		return dps.HubAuth{Type: dps.HubAuthCA}, op.Proof, nil
-	}
-	return dps.HubAuth{Type: dps.HubAuthSelfSigned, PrimaryThumbprint: x.Certificate.SHA256Thumbprint}, op.Proof, nil
+	tp := x.Certificate.SHA256Thumbprint
+	return dps.HubAuth{Type: dps.HubAuthSelfSigned, PrimaryThumbprint: tp, SecondaryThumbprint: tp}, op.Proof, nil
 }
 
 // anchors returns the certificates an X.509 group's devices chain up to:
