@@ -533,5 +533,8 @@ func TestHubDeviceAuthKind(t *testing.T) {
 		if got.Auth.Type != tt.want {
 			t.Errorf("%s: auth type %q, want %q", tt.doc, got.Auth.Type, tt.want)
 		}
+		if strings.Contains(tt.doc, `"primaryKey":"azI="`) && got.Auth.PrimaryKey != "azI=" {
+			t.Errorf("%s: primary key lost", tt.doc)
+		}
 	}
 }
