@@ -3,11 +3,15 @@ package dps
 // The DPS error codes dps answers with: the six-digit errorCode of an error
 // body and of a failed registration state. Every code is its Kind's HTTP
 // status ×1000 plus a detail (internal/wire checks it against its
-// Kind→status table). The codes Azure is known to use (400004, 40020x,
+// Kind→status table). The codes Azure is known to use (400004, 400006, 40020x,
 // 401002, 404201, 404202) keep their meaning; the others follow the same
 // scheme and are specific to dps. Write codes by these names only.
 const (
-	CodeInvalid = 400004 // KindInvalid default; Azure's "BadRequest"
+	CodeInvalid = 400004 // KindInvalid default; Azure's "BadRequest" (IoT Hub's ArgumentInvalid)
+	// CodeFormatError: IoT Hub's IotHubFormatError, a JSON body (a twin
+	// patch or document) that does not parse; content that parses but
+	// breaks a rule is CodeInvalid.
+	CodeFormatError = 400006
 	// The custom allocation webhook failed, answered no hub, or answered
 	// 401 (Azure's CustomAllocationFailed, …IotHubNotSpecified,
 	// …UnauthorizedAccess; the C SDK tells 400208 and 400209 apart).
@@ -51,6 +55,7 @@ type CodeEntry struct {
 
 var catalog = [...]CodeEntry{
 	{CodeInvalid, KindInvalid},
+	{CodeFormatError, KindInvalid},
 	{CodeCustomAllocationFailed, KindInvalid},
 	{CodeCustomAllocationNoHub, KindInvalid},
 	{CodeCustomAllocationUnauthorized, KindInvalid},

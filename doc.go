@@ -43,6 +43,11 @@
 //     (tagged, versioned, converted to and from the domain) and the rules
 //     both stores share (ETags, continuation tokens, prune batches).
 //   - internal/hub/builtin: the built-in hub connector.
+//   - internal/twin: the device twin of the built-in IoT hub (tags,
+//     desired and reported properties, versions, $metadata, patches and
+//     limits), pure and storage-agnostic.
+//   - internal/hubproto: the IoT Hub device protocol as pure functions
+//     (MQTT username, topics and filters, property bags, device SAS tokens).
 //   - internal/client: the Go client of the service API (dpsctl).
 //   - internal/prom: Prometheus metrics; internal/logkey: log attribute
 //     names; internal/pki: generated CA and server certificates.

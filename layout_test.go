@@ -34,6 +34,8 @@ var rules = map[string][]string{
 	"internal/x509attest":              {module, module + "/internal/logkey"},
 	"internal/tpmattest":               {module, module + "/internal/sas", "github.com/google/go-tpm"},
 	"internal/hub/builtin":             {module},
+	"internal/twin":                    {module},
+	"internal/hubproto":                {module + "/internal/sas"},
 	"internal/store/sqlite":            {module, "modernc.org/sqlite", module + "/internal/store/docs", module + "/internal/store/groupcache", module + "/internal/store/health"},
 	"internal/store/postgres":          {module, "github.com/jackc/pgx/v5", module + "/internal/store/docs", module + "/internal/store/groupcache", module + "/internal/store/health"},
 	"internal/store/storetest":         {module, module + "/internal/store/docs", module + "/internal/registration", module + "/internal/enrollment", module + "/internal/hub/builtin", module + "/internal/tpmattest"},

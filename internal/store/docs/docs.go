@@ -15,6 +15,8 @@
 // document of an existing database in the current format once; encoding
 // always writes the current format. A document of a newer version than
 // this release knows is refused rather than read with fields missing.
+// Kinds whose table came after format 1 (hub messages) have no previous
+// format: a document of theirs without "v" is refused too.
 //
 // # Raw JSON members
 //
@@ -29,6 +31,7 @@ package docs
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/opendps/dps/internal/wire"
@@ -52,12 +55,33 @@ func decode[C, L any](b []byte, cur *C, version *int, old *L) (legacy bool, err 
 	case *version == Version:
 		return false, err
 	case *version != 0:
-		return false, fmt.Errorf("document format %d is not one this release reads (it writes %d): written by a newer release?", *version, Version)
+		return false, newerFormat(*version)
 	}
 	if err := json.Unmarshal(b, old); err != nil {
 		return false, err
 	}
 	return true, nil
+}
+
+// decodeCurrent reads a stored document of a kind that has no previous
+// format (its table was created in the current one) into cur, whose
+// version field is version: a document without a version is refused like
+// one of a newer format, not read as if it were current.
+func decodeCurrent[C any](b []byte, cur *C, version *int) error {
+	err := json.Unmarshal(b, cur)
+	switch {
+	case *version == Version:
+		return err
+	case *version != 0:
+		return newerFormat(*version)
+	case err != nil:
+		return err
+	}
+	return errors.New("document has no format version (documents of this kind have only the current format)")
+}
+
+func newerFormat(v int) error {
+	return fmt.Errorf("document format %d is not one this release reads (it writes %d): written by a newer release?", v, Version)
 }
 
 // Kind names a type of stored document.
@@ -71,26 +95,33 @@ const (
 	KindHubDevice     Kind = "hubDevice"
 	KindCACertificate Kind = "caCertificate"
 	KindChallenge     Kind = "challenge"
+	KindMessage       Kind = "message"
 )
 
 // Table is a table of documents, the same in both stores: its name, the
 // columns of its primary key and the kind of document in its doc column.
+// Legacy reports whether the table existed before format 1: only such a
+// table may hold documents of the previous format, and only such tables
+// exist when the migration that introduced format 1 rewrites them (tables
+// added after it are created by later migrations, in the current format).
 type Table struct {
-	Name string
-	Key  []string
-	Kind Kind
+	Name   string
+	Key    []string
+	Kind   Kind
+	Legacy bool
 }
 
 // Tables lists every table holding documents.
 func Tables() []Table {
 	return []Table{
-		{"enrollments", []string{"id"}, KindEnrollment},
-		{"groups", []string{"id"}, KindGroup},
-		{"registrations", []string{"id"}, KindRegistration},
-		{"operations", []string{"id"}, KindOperation},
-		{"hub_devices", []string{"hub", "device_id"}, KindHubDevice},
-		{"ca_certificates", []string{"id"}, KindCACertificate},
-		{"tpm_challenges", []string{"id"}, KindChallenge},
+		{"enrollments", []string{"id"}, KindEnrollment, true},
+		{"groups", []string{"id"}, KindGroup, true},
+		{"registrations", []string{"id"}, KindRegistration, true},
+		{"operations", []string{"id"}, KindOperation, true},
+		{"hub_devices", []string{"hub", "device_id"}, KindHubDevice, true},
+		{"ca_certificates", []string{"id"}, KindCACertificate, true},
+		{"tpm_challenges", []string{"id"}, KindChallenge, true},
+		{"hub_messages", []string{"hub", "seq"}, KindMessage, false},
 	}
 }
 
@@ -115,6 +146,8 @@ func Upgrade(k Kind, doc []byte) ([]byte, bool, error) {
 		out, err = reencode(doc, DecodeCACertificate, EncodeCACertificate)
 	case KindChallenge:
 		out, err = reencode(doc, DecodeChallenge, EncodeChallenge)
+	case KindMessage:
+		out, err = reencode(doc, DecodeMessage, EncodeMessage)
 	default:
 		return nil, false, fmt.Errorf("unknown document kind %q", k)
 	}

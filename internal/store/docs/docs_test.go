@@ -182,8 +182,26 @@ func goldens() []golden {
 		{"challenge.json", docs.KindChallenge, dps.Challenge{
 			RegistrationID: "TPM-Device-02", Key: "SzEtY2hhbGxlbmdlLTAy", StorageRootKey: srk, Created: t0, Expires: t1,
 		}},
+		// Seq 1: the first message of a hub's log, as a store appends it.
+		{"message.json", docs.KindMessage, dps.Message{
+			Hub: "Hub-A.example.net", DeviceID: "Sensor-01", ModuleID: "thermo<&>", Seq: 1, Enqueued: t0,
+			MessageID: "msg-0001", CorrelationID: "corr-<7>", UserID: "user&1", ContentType: "application/json", ContentEncoding: "utf-8",
+			Properties: map[string]string{"alert": "<high> & rising", "level": "3"},
+			System: map[string]string{
+				"iothub-connection-device-id":   "Sensor-01",
+				"iothub-connection-auth-method": `{"scope":"device","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}`,
+				"dt-dataschema":                 "dtmi:com:example:Thermostat;1",
+				"$.to":                          "/devices/Sensor-01/messages/events",
+			},
+			Body: []byte("{\"temperature\":21.5,\"raw\":\"\x00\xff<&>\"}"),
+		}},
 	}
 }
+
+// noLegacy are the kinds that have no previous format (their tables were
+// created in format 1): no legacy golden file, and a document of theirs
+// without a version is refused rather than read in the previous shape.
+var noLegacy = map[docs.Kind]bool{docs.KindMessage: true}
 
 // encode and decode dispatch on the kind, as the stores do by table.
 func encode(t *testing.T, v any) []byte {
@@ -205,6 +223,8 @@ func encode(t *testing.T, v any) []byte {
 		b, err = docs.EncodeCACertificate(v)
 	case dps.Challenge:
 		b, err = docs.EncodeChallenge(v)
+	case dps.Message:
+		b, err = docs.EncodeMessage(v)
 	default:
 		t.Fatalf("no encoder for %T", v)
 	}
@@ -230,6 +250,8 @@ func decode(k docs.Kind, b []byte) (any, error) {
 		return docs.DecodeCACertificate(b)
 	case docs.KindChallenge:
 		return docs.DecodeChallenge(b)
+	case docs.KindMessage:
+		return docs.DecodeMessage(b)
 	}
 	return nil, fmt.Errorf("no decoder for %q", k)
 }
@@ -279,9 +301,29 @@ func TestGolden(t *testing.T) {
 // written by the previous release's encoding of the same values, never
 // regenerated) decode to the same values, and Upgrade turns each into the
 // current golden document byte for byte.
+//
+// The kinds of noLegacy have no such file (checked): a document of theirs
+// without a version is refused instead.
 func TestLegacyGolden(t *testing.T) {
 	for _, g := range goldens() {
 		t.Run(g.file, func(t *testing.T) {
+			if noLegacy[g.kind] {
+				if _, err := os.Stat(filepath.Join("testdata", "legacy", g.file)); !os.IsNotExist(err) {
+					t.Fatalf("testdata/legacy/%s exists for a kind with no previous format (%v)", g.file, err)
+				}
+				cur := read(t, g.file)
+				unversioned := append([]byte("{"), bytes.TrimPrefix(cur, []byte(`{"v":1,`))...)
+				if v, err := decode(g.kind, unversioned); err == nil || !strings.Contains(err.Error(), "no format version") {
+					t.Errorf("a %s document without a version decoded: %#v, %v", g.kind, v, err)
+				}
+				if _, _, err := docs.Upgrade(g.kind, unversioned); err == nil {
+					t.Errorf("Upgrade of a %s document without a version succeeded", g.kind)
+				}
+				if up, changed, err := docs.Upgrade(g.kind, cur); err != nil || changed || !bytes.Equal(up, cur) {
+					t.Errorf("Upgrade of a current document = %s, changed %v, %v; want it unchanged", up, changed, err)
+				}
+				return
+			}
 			old := read(t, filepath.Join("legacy", g.file))
 			got, err := decode(g.kind, old)
 			if err != nil {
@@ -357,6 +399,64 @@ func TestAbsentAndEmpty(t *testing.T) {
 	}
 }
 
+// TestMessageEmptyAndNil: a message's nil body and nil property maps come
+// back nil, empty ones empty (a device may send an empty message: it is
+// not a message without a body).
+func TestMessageEmptyAndNil(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		in   dps.Message
+		doc  string
+	}{
+		{"nil", dps.Message{Hub: "h", DeviceID: "d", Seq: 2}, `{"v":1,"hub":"h","deviceId":"d","seq":2,"body":null}`},
+		{"empty", dps.Message{Hub: "h", DeviceID: "d", Seq: 2, Body: []byte{}, Properties: map[string]string{}, System: map[string]string{}},
+			`{"v":1,"hub":"h","deviceId":"d","seq":2,"properties":{},"system":{},"body":""}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b := encode(t, tt.in)
+			if string(b) != tt.doc {
+				t.Errorf("encoded %s, want %s", b, tt.doc)
+			}
+			got, err := docs.DecodeMessage(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.in) || (got.Body == nil) != (tt.in.Body == nil) {
+				t.Errorf("round trip\n%#v\nwant\n%#v", got, tt.in)
+			}
+		})
+	}
+	// A document without the body member reads as a nil body.
+	if m, err := docs.DecodeMessage([]byte(`{"v":1,"hub":"h","deviceId":"d","seq":1}`)); err != nil || m.Body != nil {
+		t.Errorf("document without a body = %#v, %v", m, err)
+	}
+}
+
+// TestTables: the tables flagged Legacy are those of the kinds with a
+// previous format, every kind of golden document has a table, and the
+// upgrade knows every table's kind.
+func TestTables(t *testing.T) {
+	kinds := map[docs.Kind]bool{}
+	for _, g := range goldens() {
+		kinds[g.kind] = true
+	}
+	for _, tb := range docs.Tables() {
+		if tb.Legacy == noLegacy[tb.Kind] {
+			t.Errorf("table %s: Legacy = %v, but its kind %s has a previous format: %v", tb.Name, tb.Legacy, tb.Kind, !noLegacy[tb.Kind])
+		}
+		if !kinds[tb.Kind] {
+			t.Errorf("table %s: no golden document of kind %s", tb.Name, tb.Kind)
+		}
+		delete(kinds, tb.Kind)
+		if _, _, err := docs.Upgrade(tb.Kind, []byte(`{"v":2}`)); err == nil || strings.Contains(err.Error(), "unknown document kind") {
+			t.Errorf("Upgrade of table %s's kind: %v", tb.Name, err)
+		}
+	}
+	if len(kinds) != 0 {
+		t.Errorf("kinds of golden documents without a table: %v", kinds)
+	}
+}
+
 // fill sets every field of v, recursively, to a non-zero value.
 func fill(t *testing.T, v reflect.Value, path string) {
 	switch {
@@ -372,8 +472,10 @@ func fill(t *testing.T, v reflect.Value, path string) {
 		v.SetString(path + " <&>")
 	case reflect.Bool:
 		v.SetBool(true)
-	case reflect.Int:
+	case reflect.Int, reflect.Int64:
 		v.SetInt(int64(len(path)))
+	case reflect.Uint8:
+		v.SetUint(uint64(len(path)))
 	case reflect.Pointer:
 		v.Set(reflect.New(v.Type().Elem()))
 		fill(t, v.Elem(), path)
@@ -413,6 +515,7 @@ func TestEveryFieldSurvives(t *testing.T) {
 		{&dps.HubDevice{}, docs.KindHubDevice},
 		{&dps.CACertificate{}, docs.KindCACertificate},
 		{&dps.Challenge{}, docs.KindChallenge},
+		{&dps.Message{}, docs.KindMessage},
 	} {
 		v := reflect.ValueOf(tt.v).Elem()
 		t.Run(v.Type().Name(), func(t *testing.T) {
@@ -431,7 +534,7 @@ func TestEveryFieldSurvives(t *testing.T) {
 // TestNewerFormatRefused: a document of a format this release does not
 // know is an error, not a value with its unknown members dropped.
 func TestNewerFormatRefused(t *testing.T) {
-	for _, k := range []docs.Kind{docs.KindEnrollment, docs.KindGroup, docs.KindRegistration, docs.KindOperation, docs.KindHubDevice, docs.KindCACertificate, docs.KindChallenge} {
+	for _, k := range []docs.Kind{docs.KindEnrollment, docs.KindGroup, docs.KindRegistration, docs.KindOperation, docs.KindHubDevice, docs.KindCACertificate, docs.KindChallenge, docs.KindMessage} {
 		if _, err := decode(k, []byte(`{"v":2,"registrationId":"x","id":"x"}`)); err == nil || !strings.Contains(err.Error(), "format 2") {
 			t.Errorf("%s of format 2: %v, want an error naming the format", k, err)
 		}

@@ -221,6 +221,27 @@ type Challenge struct {
 	Expires        time.Time `json:"expires,omitzero"`
 }
 
+// Message is the document of a device-to-cloud message in a hub's event
+// log. Body is base64 ([]byte in encoding/json): a nil body is stored as
+// null and an empty one as "", and each reads back as it was. Nil
+// property maps are absent and empty ones {}, read back the same way.
+type Message struct {
+	V               int               `json:"v"`
+	Hub             string            `json:"hub"`
+	DeviceID        string            `json:"deviceId"`
+	ModuleID        string            `json:"moduleId,omitempty"`
+	Seq             int64             `json:"seq"`
+	Enqueued        time.Time         `json:"enqueued,omitzero"`
+	MessageID       string            `json:"messageId,omitempty"`
+	CorrelationID   string            `json:"correlationId,omitempty"`
+	UserID          string            `json:"userId,omitempty"`
+	ContentType     string            `json:"contentType,omitempty"`
+	ContentEncoding string            `json:"contentEncoding,omitempty"`
+	Properties      map[string]string `json:"properties,omitzero"`
+	System          map[string]string `json:"system,omitzero"`
+	Body            []byte            `json:"body"`
+}
+
 // raw is a raw JSON member as read: null when the document has none,
 // exactly as when it holds null (the stores never write one without it).
 func raw(b json.RawMessage) json.RawMessage {
@@ -509,6 +530,24 @@ func (d Challenge) Domain() dps.Challenge {
 	return dps.Challenge{RegistrationID: d.RegistrationID, Key: dps.Key(d.Key), StorageRootKey: d.StorageRootKey, Created: d.Created, Expires: d.Expires}
 }
 
+// FromMessage is the document of a hub event log message.
+func FromMessage(m dps.Message) Message {
+	return Message{
+		V: Version, Hub: m.Hub, DeviceID: m.DeviceID, ModuleID: m.ModuleID, Seq: m.Seq, Enqueued: m.Enqueued,
+		MessageID: m.MessageID, CorrelationID: m.CorrelationID, UserID: m.UserID, ContentType: m.ContentType, ContentEncoding: m.ContentEncoding,
+		Properties: m.Properties, System: m.System, Body: m.Body,
+	}
+}
+
+// Domain is the hub event log message a document holds.
+func (d Message) Domain() dps.Message {
+	return dps.Message{
+		Hub: d.Hub, DeviceID: d.DeviceID, ModuleID: d.ModuleID, Seq: d.Seq, Enqueued: d.Enqueued,
+		MessageID: d.MessageID, CorrelationID: d.CorrelationID, UserID: d.UserID, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding,
+		Properties: d.Properties, System: d.System, Body: d.Body,
+	}
+}
+
 // Encoding and decoding, what the stores call.
 
 // EncodeEnrollment encodes an individual enrollment's document.
@@ -626,6 +665,19 @@ func DecodeChallenge(b []byte) (dps.Challenge, error) {
 		return dps.Challenge{}, fmt.Errorf("TPM challenge document: %w", err)
 	case legacy:
 		return old.domain(), nil
+	}
+	return d.Domain(), nil
+}
+
+// EncodeMessage encodes a hub event log message's document.
+func EncodeMessage(m dps.Message) ([]byte, error) { return marshal(FromMessage(m)) }
+
+// DecodeMessage decodes a hub event log message's document. Messages have
+// no previous format: a document without a version is refused.
+func DecodeMessage(b []byte) (dps.Message, error) {
+	var d Message
+	if err := decodeCurrent(b, &d, &d.V); err != nil {
+		return dps.Message{}, fmt.Errorf("hub message document: %w", err)
 	}
 	return d.Domain(), nil
 }

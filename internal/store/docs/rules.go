@@ -4,15 +4,18 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/opendps/dps"
 )
 
 // DefaultPruneBatch is how many finished operations one
-// DeleteOperationsBefore call deletes at most, unless a store is
+// DeleteOperationsBefore call deletes at most, and how many hub messages
+// one DeleteMessagesBefore or TrimMessages call does, unless a store is
 // configured otherwise: one huge delete would hold the database (and every
-// registration waiting on it) for its whole duration.
+// registration or message waiting on it) for its whole duration.
 const DefaultPruneBatch = 5000
 
 // DefaultPageSize is the page size of a listing that asks for none.
@@ -104,4 +107,58 @@ func Page[T any](items []T, size int, key func(T) string) ([]T, string) {
 	}
 	items = items[:size]
 	return items, EncodeCursor(key(items[size-1]))
+}
+
+// HubCount is how many messages of a batch go to one hub's log.
+type HubCount struct {
+	Hub string // folded
+	N   int64
+}
+
+// MessageHubs checks a batch of messages to append (each names its hub
+// and its device: KindInvalid otherwise, before anything is written) and
+// returns the hubs it goes to with how many messages each, in the order
+// of their folded names: the order in which an append takes the hubs'
+// counters, so that two appends never wait for each other's.
+func MessageHubs(msgs []dps.Message) ([]HubCount, error) {
+	n := map[string]int64{}
+	for i, m := range msgs {
+		switch {
+		case m.Hub == "":
+			return nil, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: fmt.Sprintf("message %d of the batch names no hub", i)}
+		case m.DeviceID == "":
+			return nil, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: fmt.Sprintf("message %d of the batch names no device", i)}
+		}
+		n[dps.FoldID(m.Hub)]++
+	}
+	hubs := make([]HubCount, 0, len(n))
+	for h, c := range n {
+		hubs = append(hubs, HubCount{h, c})
+	}
+	slices.SortFunc(hubs, func(a, b HubCount) int { return strings.Compare(a.Hub, b.Hub) })
+	return hubs, nil
+}
+
+// Sequence returns the messages of a batch as appended: copies with their
+// Seq, given last, each hub's last Seq once its counter was advanced by
+// the batch's messages for it (the batch's messages of a hub take the
+// Seqs up to it, in the order given), and their Enqueued time in UTC
+// (now when it was not set).
+func Sequence(msgs []dps.Message, last map[string]int64, counts []HubCount, now time.Time) []dps.Message {
+	next := make(map[string]int64, len(counts))
+	for _, c := range counts {
+		next[c.Hub] = last[c.Hub] - c.N + 1
+	}
+	out := make([]dps.Message, len(msgs))
+	for i, m := range msgs {
+		h := dps.FoldID(m.Hub)
+		m.Seq = next[h]
+		next[h]++
+		if m.Enqueued.IsZero() {
+			m.Enqueued = now
+		}
+		m.Enqueued = m.Enqueued.UTC()
+		out[i] = m
+	}
+	return out
 }

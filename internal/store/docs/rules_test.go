@@ -2,9 +2,11 @@ package docs_test
 
 import (
 	"encoding/base64"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/store/docs"
@@ -96,5 +98,42 @@ func TestCursorsAndPages(t *testing.T) {
 	}
 	if items, next := docs.Page([]string{"a", "b"}, 2, key); len(items) != 2 || next != "" {
 		t.Errorf("last page = %v, %q", items, next)
+	}
+}
+
+func TestMessageHubsAndSequence(t *testing.T) {
+	for _, bad := range [][]dps.Message{
+		{{Hub: "h", DeviceID: "d"}, {DeviceID: "d"}},
+		{{Hub: "h"}},
+	} {
+		if _, err := docs.MessageHubs(bad); dps.KindOf(err) != dps.KindInvalid {
+			t.Errorf("MessageHubs(%+v) = %v, want KindInvalid", bad, err)
+		}
+	}
+	at := time.Date(2025, 6, 1, 10, 0, 0, 0, time.FixedZone("x", 3600))
+	msgs := []dps.Message{
+		{Hub: "Hub-B", DeviceID: "d1", MessageID: "b1"},
+		{Hub: "hub-a", DeviceID: "d2", MessageID: "a1", Enqueued: at},
+		{Hub: "HUB-B", DeviceID: "d3", MessageID: "b2"},
+		{Hub: "hub-b", DeviceID: "d4", MessageID: "b3"},
+	}
+	hubs, err := docs.MessageHubs(msgs)
+	if err != nil || !slices.Equal(hubs, []docs.HubCount{{"hub-a", 1}, {"hub-b", 3}}) {
+		t.Fatalf("MessageHubs = %v, %v; want the folded hubs in order with their counts", hubs, err)
+	}
+	now := time.Date(2025, 6, 2, 0, 0, 0, 0, time.UTC)
+	out := docs.Sequence(msgs, map[string]int64{"hub-a": 7, "hub-b": 3}, hubs, now)
+	var got []string
+	for _, m := range out {
+		got = append(got, fmt.Sprintf("%s:%d", m.MessageID, m.Seq))
+	}
+	if want := []string{"b1:1", "a1:7", "b2:2", "b3:3"}; !slices.Equal(got, want) {
+		t.Errorf("sequenced %v, want %v", got, want)
+	}
+	if !out[1].Enqueued.Equal(at) || out[1].Enqueued.Location() != time.UTC || !out[0].Enqueued.Equal(now) {
+		t.Errorf("enqueued times %v, %v: want the given one in UTC and now for an unset one", out[1].Enqueued, out[0].Enqueued)
+	}
+	if msgs[0].Seq != 0 || !msgs[0].Enqueued.IsZero() {
+		t.Error("Sequence changed its input")
 	}
 }

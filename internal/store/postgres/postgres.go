@@ -40,7 +40,8 @@ type Options struct {
 	// StatementTimeout bounds each statement (default 5s).
 	StatementTimeout time.Duration
 	// PruneBatch bounds how many operations one DeleteOperationsBefore
-	// deletes (default docs.DefaultPruneBatch).
+	// deletes, and how many messages one DeleteMessagesBefore or
+	// TrimMessages does (default docs.DefaultPruneBatch).
 	PruneBatch int
 }
 
@@ -51,7 +52,7 @@ type DB struct {
 	groups groupcache.Cache
 	health health.Writes
 
-	pruneBatch int // operations per DeleteOperationsBefore
+	pruneBatch int // operations per DeleteOperationsBefore, messages per DeleteMessagesBefore and TrimMessages
 }
 
 // Open connects, creates the schema if asked, and applies migrations.

@@ -87,7 +87,8 @@ func TestUnreachableIsUnavailable(t *testing.T) {
 	}
 }
 
-// TestPruneBatch: Options.PruneBatch bounds each DeleteOperationsBefore.
+// TestPruneBatch: Options.PruneBatch bounds each DeleteOperationsBefore,
+// DeleteMessagesBefore and TrimMessages.
 func TestPruneBatch(t *testing.T) {
 	db, err := postgres.Open(context.Background(), dsn, postgres.Options{Schema: fmt.Sprintf("prune_%d", os.Getpid()), MaxConns: 4, PruneBatch: 3})
 	if err != nil {
@@ -96,6 +97,7 @@ func TestPruneBatch(t *testing.T) {
 	defer db.Close()
 	defer db.DropSchema(context.Background())
 	storetest.CheckPruneBatch(t, db)
+	storetest.CheckMessagePruneBatch(t, db)
 }
 
 func BenchmarkStore(b *testing.B) {

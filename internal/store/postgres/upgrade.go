@@ -29,6 +29,9 @@ const upgradeBatch = 500
 // is read in key order, a batch at a time.
 func upgradeDocuments(ctx context.Context, tx pgx.Tx) error {
 	for _, t := range docs.Tables() {
+		if !t.Legacy {
+			continue // created by a later migration, in the current format
+		}
 		if err := upgradeTable(ctx, tx, t, upgradeBatch); err != nil {
 			return fmt.Errorf("upgrade %s documents: %w", t.Name, err)
 		}

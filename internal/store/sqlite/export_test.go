@@ -48,12 +48,16 @@ func (db *DB) SetRawDoc(ctx context.Context, table string, doc []byte, key ...st
 	})
 }
 
-// OldDocs counts the documents not in the current format (tests).
+// OldDocs counts the documents not in the current format (tests), in the
+// tables that may hold any (docs.Table.Legacy).
 func (db *DB) OldDocs(ctx context.Context) (int, error) { return oldDocs(ctx, db.read) }
 
 func oldDocs(ctx context.Context, q rowQuerier) (int, error) {
 	total := 0
 	for _, t := range docs.Tables() {
+		if !t.Legacy {
+			continue
+		}
 		var n int
 		if err := q.QueryRowContext(ctx, `SELECT count(*) FROM `+t.Name+` WHERE CAST(doc AS TEXT) NOT LIKE ?`, fmt.Sprintf(`{"v":%d,%%`, docs.Version)).Scan(&n); err != nil {
 			return 0, err
@@ -104,6 +108,9 @@ func UpgradeDocuments(ctx context.Context, path string, batch int) (int, error) 
 	}
 	defer tx.Rollback()
 	for _, t := range docs.Tables() {
+		if !t.Legacy {
+			continue
+		}
 		if err := upgradeTable(ctx, tx, t, batch); err != nil {
 			return 0, err
 		}

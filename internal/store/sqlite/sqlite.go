@@ -52,7 +52,7 @@ type DB struct {
 	health   health.Writes
 	lockFile *os.File // the exclusive lock (nil for a Shared handle)
 
-	pruneBatch int // operations per DeleteOperationsBefore
+	pruneBatch int // operations per DeleteOperationsBefore, messages per DeleteMessagesBefore and TrimMessages
 }
 
 // ErrInUse is returned by Open when another process holds the database.
@@ -67,7 +67,8 @@ type Options struct {
 	// process holds the database.
 	Shared bool
 	// PruneBatch bounds how many operations one DeleteOperationsBefore
-	// deletes (default docs.DefaultPruneBatch).
+	// deletes, and how many messages one DeleteMessagesBefore or
+	// TrimMessages does (default docs.DefaultPruneBatch).
 	PruneBatch int
 }
 
@@ -155,7 +156,8 @@ func OpenWith(ctx context.Context, path string, o Options) (_ *DB, err error) {
 	return db, nil
 }
 
-// The statements every registration runs in the writer. Prepared once:
+// The statements every registration (and every append to a hub's event
+// log) runs in the writer. Prepared once:
 // preparing (parsing and planning) costs about as much as running them.
 const (
 	qInsertOperation    = `INSERT INTO operations (id, registration_id, status, created, doc) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`
@@ -165,6 +167,8 @@ const (
 	qUpdateRegistration = `UPDATE registrations SET group_id = ?, etag = ?, doc = ? WHERE id = ? AND etag = ?`
 	qPutHubDevice       = `INSERT INTO hub_devices (hub, device_id, doc) VALUES (?, ?, ?) ON CONFLICT (hub, device_id) DO UPDATE SET doc = excluded.doc`
 	qDeleteHubDevice    = `DELETE FROM hub_devices WHERE hub = ? AND device_id = ?`
+	qAdvanceMessageSeq  = `INSERT INTO hub_message_seqs (hub, last) VALUES (?, ?) ON CONFLICT (hub) DO UPDATE SET last = last + excluded.last RETURNING last`
+	qInsertMessage      = `INSERT INTO hub_messages (hub, seq, enqueued, doc) VALUES (?, ?, ?, ?)`
 	qSavepoint          = `SAVEPOINT w`
 	qRelease            = `RELEASE w`
 	qRollbackTo         = `ROLLBACK TO w`
@@ -175,7 +179,7 @@ const (
 // would hold).
 func (db *DB) prepareHot(ctx context.Context) error {
 	db.hot = map[string]*sql.Stmt{}
-	for _, q := range []string{qInsertOperation, qOperationStatus, qCompleteOperation, qInsertRegistration, qUpdateRegistration, qPutHubDevice, qDeleteHubDevice, qSavepoint, qRelease, qRollbackTo} {
+	for _, q := range []string{qInsertOperation, qOperationStatus, qCompleteOperation, qInsertRegistration, qUpdateRegistration, qPutHubDevice, qDeleteHubDevice, qAdvanceMessageSeq, qInsertMessage, qSavepoint, qRelease, qRollbackTo} {
 		st, err := db.write.PrepareContext(ctx, q)
 		if err != nil {
 			return fmt.Errorf("sqlite: prepare %q: %w", q, err)

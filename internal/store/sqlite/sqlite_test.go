@@ -55,7 +55,8 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// TestPruneBatch: Options.PruneBatch bounds each DeleteOperationsBefore.
+// TestPruneBatch: Options.PruneBatch bounds each DeleteOperationsBefore,
+// DeleteMessagesBefore and TrimMessages.
 func TestPruneBatch(t *testing.T) {
 	db, err := sqlite.OpenWith(context.Background(), filepath.Join(t.TempDir(), "dps.db"), sqlite.Options{PruneBatch: 3})
 	if err != nil {
@@ -63,6 +64,7 @@ func TestPruneBatch(t *testing.T) {
 	}
 	defer db.Close()
 	storetest.CheckPruneBatch(t, db)
+	storetest.CheckMessagePruneBatch(t, db)
 }
 
 func BenchmarkStore(b *testing.B) {

@@ -24,9 +24,14 @@ const upgradeBatch = 500
 // upgradeDocuments rewrites every document written by an earlier release
 // in the current format (migration 0008; see docs.Upgrade). Documents are
 // read in rowid order, a batch at a time, and updated in place: the rowid
-// of a row does not change when its doc does.
+// of a row does not change when its doc does. Only the tables that existed
+// before format 1 are read (docs.Table.Legacy): the later ones do not
+// exist yet when this migration runs.
 func upgradeDocuments(ctx context.Context, tx *sql.Tx) error {
 	for _, t := range docs.Tables() {
+		if !t.Legacy {
+			continue
+		}
 		if err := upgradeTable(ctx, tx, t, upgradeBatch); err != nil {
 			return fmt.Errorf("upgrade %s documents: %w", t.Name, err)
 		}

@@ -33,6 +33,22 @@ func RunBenchmarks(b *testing.B, newStore BenchFactory) {
 			}
 		})
 	})
+	for _, n := range []int{1, 64} {
+		b.Run(fmt.Sprintf("AppendMessages/%d", n), func(b *testing.B) {
+			s := newStore(b)
+			batch := make([]dps.Message, n)
+			for i := range batch {
+				batch[i] = message("bench.example.net", fmt.Sprintf("dev-%d", i%8), fmt.Sprintf("m-%d", i))
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := s.AppendMessages(ctx(), batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
 	b.Run("Enrollment/get", func(b *testing.B) {
 		s := newStore(b)
 		if _, err := s.PutEnrollment(ctx(), enr("bench-e"), ""); err != nil {

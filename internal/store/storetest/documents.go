@@ -27,7 +27,7 @@ func goldenDir(t *testing.T) string {
 // A golden document placed in a row reads back, through the store, as the
 // value it holds; and what the store writes for that value is its document
 // in the same format, byte for byte where the store adds nothing (hub
-// devices, challenges, unfinished operations).
+// devices, challenges, unfinished operations, hub messages).
 func testGoldenDocuments(t *testing.T, f Factory) {
 	if f.Doc == nil || f.SetDoc == nil {
 		t.Fatal("the factory has no Doc/SetDoc: the golden document checks need them")
@@ -195,6 +195,25 @@ func testGoldenDocuments(t *testing.T, f Factory) {
 				if ok, err := s.ConsumeChallenge(ctx(), want.RegistrationID, want.Key); err != nil || !ok {
 					t.Errorf("ConsumeChallenge with the document's key = %v, %v", ok, err)
 				}
+			case "message":
+				want, err := docs.DecodeMessage(golden)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want.Seq != 1 {
+					t.Fatalf("golden message has Seq %d: a store appends the first message of a hub as 1", want.Seq)
+				}
+				out, err := s.AppendMessages(ctx(), []dps.Message{want})
+				if err != nil {
+					t.Fatal(err)
+				}
+				same("appended message", out, []dps.Message{want})
+				stored("hub_messages", func() ([]byte, error) { return golden, nil }, dps.FoldID(want.Hub), "1")
+				got, err := s.Messages(ctx(), want.Hub, 0, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				same("message", got, []dps.Message{want})
 			default:
 				t.Fatalf("golden document %s: no check for kind %q", name, kind)
 			}

@@ -32,6 +32,12 @@ type Store interface {
 	GroupsVersion(ctx context.Context) (int64, error)
 	// CheckWrite reports whether the store takes writes (readiness).
 	CheckWrite(ctx context.Context, node string) error
+	// The built-in hubs' event logs.
+	AppendMessages(ctx context.Context, msgs []dps.Message) ([]dps.Message, error)
+	Messages(ctx context.Context, hub string, after int64, limit int) ([]dps.Message, error)
+	LastMessageSeq(ctx context.Context, hub string) (int64, error)
+	DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, error)
+	TrimMessages(ctx context.Context, hub string, keep int64) (int64, error)
 }
 
 // Factory makes stores. New returns an empty store no other call shares;
@@ -73,6 +79,13 @@ func Run(t *testing.T, f Factory) {
 		{"Operation/TrimPerRegistrationID", testTrim},
 		{"Documents/GoldenFormat", testGoldenDocuments},
 		{"Operation/PendingHeaders", testPendingHeaders},
+		{"Messages/AppendInOrderGapFree", testMessagesAppend},
+		{"Messages/PagesAfterAPosition", testMessagesPaging},
+		{"Messages/FailingBatchWritesNothing", testMessagesAllOrNothing},
+		{"Messages/ConcurrentAppendsAcrossHandles", testMessagesConcurrent},
+		{"Messages/RetentionByTime", testMessagesRetentionByTime},
+		{"Messages/RetentionByCount", testMessagesRetentionByCount},
+		{"Messages/ReopenedKeepsEverything", testMessagesReopen},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
