@@ -132,9 +132,15 @@ func (h *hookServer) requests() [][]byte {
 func customEnrollmentAttestation() *wire.AttestationMechanism { return symmetric() }
 
 func startWithWebhook(t *testing.T, extraWebhook string) (*server, *http.Client, *client.Client, *hookServer, string) {
+	return startWithWebhookTimeout(t, "1s", "2s", extraWebhook)
+}
+
+// startWithWebhookTimeout is startWithWebhook with another webhook call
+// timeout and retry budget.
+func startWithWebhookTimeout(t *testing.T, timeout, budget, extraWebhook string) (*server, *http.Client, *client.Client, *hookServer, string) {
 	hook, caFile := newHookServer(t)
 	s, hc := startServer(t, t.TempDir(), fmt.Sprintf(policiesYAML, ownerKey, readerKey)+
-		"webhook: { caFile: "+caFile+", timeout: 1s, retryBudget: 2s"+extraWebhook+" }\n")
+		"webhook: { caFile: "+caFile+", timeout: "+timeout+", retryBudget: "+budget+extraWebhook+" }\n")
 	return s, hc, serviceClient(t, s, hc, "provisioningserviceowner", ownerKey), hook, hook.srv.URL + "/api/allocate?code=fn-key"
 }
 
@@ -335,7 +341,10 @@ func TestCustomAllocationFailures(t *testing.T) {
 }
 
 func TestCustomAllocationConcurrency(t *testing.T) {
-	s, _, svc, hook, url := startWithWebhook(t, "")
+	// A generous call timeout: a 200 ms webhook answered late on a loaded
+	// machine (the race detector, other packages testing beside it) is not
+	// what this test measures; the bounds below are.
+	s, _, svc, hook, url := startWithWebhookTimeout(t, "10s", "20s", "")
 	hook.delay = 200 * time.Millisecond
 	ctx := context.Background()
 	grp, err := svc.PutGroup(ctx, wire.EnrollmentGroup{EnrollmentGroupID: "conc", Attestation: symmetric(), AllocationPolicy: "custom",
