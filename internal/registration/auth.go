@@ -37,6 +37,9 @@ func (s *Service) authenticate(ctx context.Context, scope, regID string, cred dp
 	if !strings.EqualFold(scope, s.o.IDScope) {
 		return dps.Attested{}, unauthorized(errors.New("unknown ID scope"))
 	}
+	if err := s.screen(scope, regID, cred); err != nil {
+		return dps.Attested{}, err
+	}
 	// 1. An individual enrollment for this registration ID takes precedence.
 	e, err := s.o.Store.Enrollment(ctx, regID)
 	switch {
@@ -75,6 +78,34 @@ func (s *Service) authenticate(ctx context.Context, scope, regID string, cred dp
 		firstErr = unauthorized(errors.New("no credential presented"))
 	}
 	return dps.Attested{}, firstErr
+}
+
+// screen refuses a credential that every mechanism accepting it screens
+// out (Screener), before anything is read; a mechanism that accepts it and
+// cannot screen lets it through. No mechanism accepting it is a refusal too.
+func (s *Service) screen(scope, regID string, cred dps.Credential) error {
+	var first error
+	for _, t := range s.types {
+		a := s.o.Attestors[t]
+		if !a.Accepts(cred) {
+			continue
+		}
+		sc, ok := a.(Screener)
+		if !ok {
+			return nil
+		}
+		err := sc.Screen(scope, regID, cred)
+		if err == nil {
+			return nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	if first == nil {
+		return unauthorized(errors.New("no credential presented"))
+	}
+	return first
 }
 
 // challenger returns the mechanism that answers a request presenting no

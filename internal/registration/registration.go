@@ -180,6 +180,18 @@ type Attestor interface {
 	Hub(ctx context.Context, op dps.Operation, at dps.Attested) (dps.HubAuth, dps.Proof, error)
 }
 
+// Screener is the optional ability of a mechanism to refuse a credential
+// from its shape alone, without the store: a malformed or expired token, a
+// certificate for another registration ID. The engine screens a credential
+// before it reads the device's enrollment, so a credential that can prove
+// nothing is refused (401) even while the store is unavailable, and costs
+// no read.
+type Screener interface {
+	// Screen returns dps.Unauthenticated when cred cannot authenticate
+	// regID in scope whatever the enrollment; nil otherwise.
+	Screen(scope, regID string, cred dps.Credential) error
+}
+
 // Challenger is the optional ability of a mechanism whose devices first
 // ask for a challenge (TPM): a register request that presents no token or
 // certificate, only what Accepts accepts, is answered by Challenge, and an

@@ -68,6 +68,13 @@ func (a *Attestor) token(scope, regID string, cred dps.Credential) (sas.Token, e
 	return tok, nil
 }
 
+// Screen refuses a token that is malformed, expired or for another
+// device, without reading anything.
+func (a *Attestor) Screen(scope, regID string, cred dps.Credential) error {
+	_, err := a.token(scope, regID, cred)
+	return err
+}
+
 // Attest checks the device's token against e's keys or, when e is nil,
 // finds the first symmetric-key group (in ID order) whose derived key
 // signed it: the groups come prepared (groups.go), so refusing an unknown

@@ -78,6 +78,17 @@ func (a *Attestor) token(scope, regID string, cred dps.Credential) (sas.Token, e
 	return tok, nil
 }
 
+// Screen refuses a token that is malformed, expired or for another
+// device, without reading anything; TPM keys without a token (a request
+// for a challenge) pass.
+func (a *Attestor) Screen(scope, regID string, cred dps.Credential) error {
+	if cred.SAS == "" {
+		return nil
+	}
+	_, err := a.token(scope, regID, cred)
+	return err
+}
+
 // Challenge answers a register request that carries the TPM's keys and no
 // token: it checks the endorsement key against the device's individual
 // enrollment and returns a *dps.TPMChallenge with a fresh activation blob

@@ -68,6 +68,18 @@ func (a *Attestor) Accepts(cred dps.Credential) bool {
 	return cred.SAS == "" && len(cred.Certificates) > 0
 }
 
+// Screen refuses a leaf certificate that is not the registration ID's or
+// not valid now, without reading anything.
+func (a *Attestor) Screen(scope, regID string, cred dps.Credential) error {
+	if len(cred.Certificates) == 0 {
+		return dps.Unauthenticated(errors.New("no client certificate presented"))
+	}
+	if err := CheckLeaf(cred.Certificates[0], regID, a.o.Now()); err != nil {
+		return dps.Unauthenticated(err)
+	}
+	return nil
+}
+
 // Attest matches the device's chain: against e, whose certificate must be
 // the leaf, or, when e is nil, against the X.509 group whose certificate
 // the chain verifies to, the most specific one (closest to the leaf)
