@@ -17,8 +17,6 @@ import (
 // mechanism of the operation's proof, and a first TPM-style request (keys,
 // no proof) by the Challenger that accepts it.
 
-func unauthorized(cause error) error { return dps.Unauthenticated(cause) }
-
 // attestorTypes returns the attestation types with an attestor, in order:
 // the order in which group mechanisms are tried.
 func attestorTypes(m map[dps.AttestationType]Attestor) []dps.AttestationType {
@@ -35,7 +33,7 @@ func attestorTypes(m map[dps.AttestationType]Attestor) []dps.AttestationType {
 // reported the same way (401002).
 func (s *Service) authenticate(ctx context.Context, scope, regID string, cred dps.Credential) (dps.Attested, error) {
 	if !strings.EqualFold(scope, s.o.IDScope) {
-		return dps.Attested{}, unauthorized(errors.New("unknown ID scope"))
+		return dps.Attested{}, dps.Unauthenticated(errors.New("unknown ID scope"))
 	}
 	if err := s.screen(scope, regID, cred); err != nil {
 		return dps.Attested{}, err
@@ -46,10 +44,10 @@ func (s *Service) authenticate(ctx context.Context, scope, regID string, cred dp
 	case err == nil:
 		a, ok := s.o.Attestors[e.Attestation.Type]
 		if !ok {
-			return dps.Attested{}, unauthorized(fmt.Errorf("%s attestation is not enabled", e.Attestation.Type))
+			return dps.Attested{}, dps.Unauthenticated(fmt.Errorf("%s attestation is not enabled", e.Attestation.Type))
 		}
 		if !a.Accepts(cred) {
-			return dps.Attested{}, unauthorized(fmt.Errorf("the enrollment uses %s attestation, not the credential presented", e.Attestation.Type))
+			return dps.Attested{}, dps.Unauthenticated(fmt.Errorf("the enrollment uses %s attestation, not the credential presented", e.Attestation.Type))
 		}
 		return a.Attest(ctx, scope, regID, cred, &e)
 	case dps.KindOf(err) != dps.KindNotFound:
@@ -75,7 +73,7 @@ func (s *Service) authenticate(ctx context.Context, scope, regID string, cred dp
 		}
 	}
 	if firstErr == nil {
-		firstErr = unauthorized(errors.New("no credential presented"))
+		firstErr = dps.Unauthenticated(errors.New("no credential presented"))
 	}
 	return dps.Attested{}, firstErr
 }
@@ -103,7 +101,7 @@ func (s *Service) screen(scope, regID string, cred dps.Credential) error {
 		}
 	}
 	if first == nil {
-		return unauthorized(errors.New("no credential presented"))
+		return dps.Unauthenticated(errors.New("no credential presented"))
 	}
 	return first
 }
@@ -135,7 +133,7 @@ func (s *Service) Authenticate(ctx context.Context, scope, regID string, cred dp
 		return err
 	}
 	if _, ok := s.o.Attestors[at.Proof.Type].(Challenger); ok {
-		return unauthorized(fmt.Errorf("%s attestation is not supported over MQTT; register over HTTPS", at.Proof.Type))
+		return dps.Unauthenticated(fmt.Errorf("%s attestation is not supported over MQTT; register over HTTPS", at.Proof.Type))
 	}
 	return nil
 }

@@ -233,7 +233,7 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 	}
 	if c := s.challenger(req.Credential); c != nil {
 		if !strings.EqualFold(req.IDScope, s.o.IDScope) {
-			return dps.Operation{}, unauthorized(errors.New("unknown ID scope"))
+			return dps.Operation{}, dps.Unauthenticated(errors.New("unknown ID scope"))
 		}
 		return dps.Operation{}, c.Challenge(ctx, req.IDScope, req.RegistrationID, req.Credential)
 	}
@@ -270,7 +270,7 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 			return dps.Operation{}, err
 		}
 		if !ok {
-			return dps.Operation{}, unauthorized(errors.New("the TPM challenge was superseded"))
+			return dps.Operation{}, dps.Unauthenticated(errors.New("the TPM challenge was superseded"))
 		}
 	}
 	now := s.o.Now().UTC()
@@ -419,14 +419,14 @@ func (s *Service) Operation(ctx context.Context, scope, regID, operationID strin
 	}
 	// The mechanism that attested the operation checks its polls.
 	if !strings.EqualFold(scope, s.o.IDScope) {
-		return dps.Operation{}, unauthorized(errors.New("unknown ID scope"))
+		return dps.Operation{}, dps.Unauthenticated(errors.New("unknown ID scope"))
 	}
 	a, ok := s.o.Attestors[op.Proof.Type]
 	if !ok {
-		return dps.Operation{}, unauthorized(fmt.Errorf("%s attestation is not enabled", op.Proof.Type))
+		return dps.Operation{}, dps.Unauthenticated(fmt.Errorf("%s attestation is not enabled", op.Proof.Type))
 	}
 	if !a.Accepts(cred) {
-		return dps.Operation{}, unauthorized(fmt.Errorf("the operation was attested by %s, not the credential presented", op.Proof.Type))
+		return dps.Operation{}, dps.Unauthenticated(fmt.Errorf("the operation was attested by %s, not the credential presented", op.Proof.Type))
 	}
 	if err := a.Poll(ctx, scope, regID, cred, op); err != nil {
 		return dps.Operation{}, err
