@@ -32,8 +32,8 @@ func attestorTypes(m map[dps.AttestationType]Attestor) []dps.AttestationType {
 // An unknown device, a wrong key, a wrong scope and an expired token are all
 // reported the same way (401002).
 func (s *Service) authenticate(ctx context.Context, scope, regID string, cred dps.Credential) (dps.Attested, error) {
-	if !strings.EqualFold(scope, s.o.IDScope) {
-		return dps.Attested{}, dps.Unauthenticated(errors.New("unknown ID scope"))
+	if err := s.checkScope(scope); err != nil {
+		return dps.Attested{}, err
 	}
 	if err := s.screen(scope, regID, cred); err != nil {
 		return dps.Attested{}, err
@@ -104,6 +104,15 @@ func (s *Service) screen(scope, regID string, cred dps.Credential) error {
 		return dps.Unauthenticated(errors.New("no credential presented"))
 	}
 	return first
+}
+
+// checkScope refuses an ID scope that is not the instance's, as an
+// unauthenticated device.
+func (s *Service) checkScope(scope string) error {
+	if !strings.EqualFold(scope, s.o.IDScope) {
+		return dps.Unauthenticated(errors.New("unknown ID scope"))
+	}
+	return nil
 }
 
 // challenger returns the mechanism that answers a request presenting no

@@ -232,8 +232,8 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 		return dps.Operation{}, err
 	}
 	if c := s.challenger(req.Credential); c != nil {
-		if !strings.EqualFold(req.IDScope, s.o.IDScope) {
-			return dps.Operation{}, dps.Unauthenticated(errors.New("unknown ID scope"))
+		if err := s.checkScope(req.IDScope); err != nil {
+			return dps.Operation{}, err
 		}
 		return dps.Operation{}, c.Challenge(ctx, req.IDScope, req.RegistrationID, req.Credential)
 	}
@@ -418,8 +418,8 @@ func (s *Service) Operation(ctx context.Context, scope, regID, operationID strin
 		return dps.Operation{}, notFound
 	}
 	// The mechanism that attested the operation checks its polls.
-	if !strings.EqualFold(scope, s.o.IDScope) {
-		return dps.Operation{}, dps.Unauthenticated(errors.New("unknown ID scope"))
+	if err := s.checkScope(scope); err != nil {
+		return dps.Operation{}, err
 	}
 	a, ok := s.o.Attestors[op.Proof.Type]
 	if !ok {
