@@ -45,6 +45,14 @@ const (
 	// CodeHubUnavailable: the hub connector kept failing transiently until
 	// the retry limit; the registration failed without a device identity.
 	CodeHubUnavailable = 503201
+	CodeTimeout        = 504001 // KindTimeout default
+
+	// IoT Hub's codes, answered by the built-in hub's device surface.
+	CodeDeviceDisabled     = 403012 // DeviceDisabled: the identity's status is disabled
+	CodeQueueDepthExceeded = 403004 // DeviceMaximumQueueDepthExceeded: the 51st queued C2D message
+	CodeDeviceNotOnline    = 404103 // DeviceNotOnline: a direct method to a device that is not connected
+	CodeMessageLockLost    = 412002 // DeviceMessageLockLost: a C2D settlement with an unknown or expired lock
+	CodeGatewayTimeout     = 504101 // GatewayTimeout: the device did not answer a direct method in time
 )
 
 // CodeEntry is one code of the catalog and the Kind it belongs to.
@@ -75,6 +83,12 @@ var catalog = [...]CodeEntry{
 	{CodeInternal, KindInternal},
 	{CodeUnavailable, KindUnavailable},
 	{CodeHubUnavailable, KindUnavailable},
+	{CodeTimeout, KindTimeout},
+	{CodeDeviceDisabled, KindForbidden},
+	{CodeQueueDepthExceeded, KindForbidden},
+	{CodeDeviceNotOnline, KindNotFound},
+	{CodeMessageLockLost, KindPrecondition},
+	{CodeGatewayTimeout, KindTimeout},
 }
 
 // Codes returns the catalog: every named code with its Kind.

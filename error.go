@@ -21,6 +21,7 @@ const (
 	KindTooLarge                     // request body over the size limit
 	KindForbidden                    // authenticated but lacking the right
 	KindMethodNotAllowed             // the path exists, the method does not
+	KindTimeout                      // a device did not answer in time (a direct method)
 	numKinds
 )
 
@@ -36,6 +37,7 @@ var kindNames = [...]string{
 	KindTooLarge:         "too_large",
 	KindForbidden:        "forbidden",
 	KindMethodNotAllowed: "method_not_allowed",
+	KindTimeout:          "timeout",
 }
 
 func (k Kind) String() string {

@@ -71,12 +71,69 @@ type Operation struct {
 	Updated time.Time
 }
 
-// HubDevice is a device identity as a hub connector creates it on a hub.
+// HubDevice is a device identity on a hub: what a hub connector creates when
+// it provisions a device, and, on a built-in hub, the hub's own record of
+// the device (its status, generation, ETag and live twin).
 type HubDevice struct {
 	Hub      string
 	DeviceID string
 	Auth     HubAuth // how the device authenticates to the hub
 	IoTEdge  bool
-	Twin     json.RawMessage // {"tags":{…},"properties":{"desired":{…}}}
+	// Twin is the twin a provisioning asks for, in DPS's form:
+	// {"tags":{…},"properties":{"desired":{…}}}.
+	Twin json.RawMessage
+	// TwinWrite says what a provisioning does with Twin when the device
+	// already exists on the hub. It is part of the request, never stored.
+	TwinWrite TwinWrite
+
+	// Status is whether the device may connect ("" reads as enabled);
+	// StatusReason is the operator's note about it.
+	Status       DeviceStatus
+	StatusReason string
+	// GenerationID tells apart identities that had the same device ID: a
+	// device deleted and created again gets a new one.
+	GenerationID string
+	// ETag changes with every write of the record.
+	ETag string
+	// LiveTwin is a built-in hub's twin of the device, in the stored form
+	// of internal/twin (versions and $metadata included); nil until the
+	// hub made it.
+	LiveTwin json.RawMessage
+	// Replaces is a write's precondition: the ETag of the record the write
+	// replaces. A store writes the record only if the device's current
+	// record has that ETag (KindConflict otherwise, KindNotFound when it is
+	// gone); "" writes unconditionally. Never stored.
+	Replaces string
 	Updated  time.Time
 }
+
+// Enabled reports whether the device may connect to its hub.
+func (d HubDevice) Enabled() bool { return d.Status != DeviceDisabled }
+
+// DeviceStatus is whether a hub device may connect (IoT Hub's device
+// status).
+type DeviceStatus string
+
+const (
+	DeviceEnabled  DeviceStatus = "enabled"
+	DeviceDisabled DeviceStatus = "disabled"
+)
+
+// TwinWrite is what a provisioning does to the twin of a device that
+// already exists on its hub. A device that does not exist yet always gets a
+// new twin from HubDevice.Twin.
+type TwinWrite uint8
+
+const (
+	// TwinReplace gives the device a new twin from Twin: its reported
+	// properties are dropped and its versions start again (a device that
+	// moved to the hub, with its data migrated or reset).
+	TwinReplace TwinWrite = iota
+	// TwinKeep leaves the device's twin as it is (a device registering
+	// again to the hub it is on).
+	TwinKeep
+	// TwinApply replaces the device's tags and desired properties with
+	// Twin's and keeps its reported properties (a custom allocation
+	// webhook returned an initial twin for a device that stays).
+	TwinApply
+)

@@ -202,6 +202,7 @@ var statusOf = map[dps.Kind]int{
 	dps.KindTooLarge:         http.StatusRequestEntityTooLarge,
 	dps.KindForbidden:        http.StatusForbidden,
 	dps.KindMethodNotAllowed: http.StatusMethodNotAllowed,
+	dps.KindTimeout:          http.StatusGatewayTimeout,
 }
 
 // codeOf is the default DPS error code of each Kind (dps.Code*); a
@@ -218,6 +219,7 @@ var codeOf = map[dps.Kind]int{
 	dps.KindTooLarge:         dps.CodeTooLarge,
 	dps.KindForbidden:        dps.CodeForbidden,
 	dps.KindMethodNotAllowed: dps.CodeMethodNotAllowed,
+	dps.KindTimeout:          dps.CodeTimeout,
 }
 
 // Status returns the HTTP status (and MQTT response status) of a Kind.
