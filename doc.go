@@ -42,7 +42,11 @@
 //     readiness write check; internal/store/docs: the stored documents
 //     (tagged, versioned, converted to and from the domain) and the rules
 //     both stores share (ETags, continuation tokens, prune batches).
-//   - internal/hub/builtin: the built-in hub connector.
+//   - internal/hub/builtin: the built-in hub connector (the device records
+//     provisioning writes for the built-in hubs).
+//   - internal/iothub: the built-in IoT hubs' use case (device
+//     authentication, twins, telemetry into the event log, connected
+//     devices, direct methods), apart from any transport.
 //   - internal/twin: the device twin of the built-in IoT hub (tags,
 //     desired and reported properties, versions, $metadata, patches and
 //     limits), pure and storage-agnostic.
