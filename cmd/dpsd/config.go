@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -80,14 +81,22 @@ type TLSConfig struct {
 	KeyFile  string `yaml:"keyFile"`
 }
 
-// HubConfig is one linked IoT hub.
+// HubConfig is one linked IoT hub. A hub without a connectionString is a
+// built-in hub, served by dpsd itself.
 type HubConfig struct {
 	HostName              string `yaml:"hostName"`
 	ConnectionString      string `yaml:"connectionString"`
 	AllocationWeight      *int   `yaml:"allocationWeight"`
 	ApplyAllocationPolicy *bool  `yaml:"applyAllocationPolicy"`
 	Location              string `yaml:"location"`
+	// AccessPolicies are a built-in hub's shared access policies, with IoT
+	// Hub's rights. None: an iothubowner policy with every right and keys
+	// generated once, kept in the store.
+	AccessPolicies []PolicyConfig `yaml:"accessPolicies"`
 }
+
+// BuiltIn reports whether dpsd serves the hub itself.
+func (h HubConfig) BuiltIn() bool { return h.ConnectionString == "" }
 
 // PolicyConfig is one shared access policy of the service API.
 type PolicyConfig struct {
@@ -116,8 +125,14 @@ func defaultConfig() Config {
 	}
 }
 
-// exampleHub is the linked hub of an instance started without configuration.
-const exampleHub = "hub-a.example.net"
+// defaultHub is the built-in hub of an instance started without
+// configuration: localhost reaches this machine without any DNS change.
+const defaultHub = "localhost"
+
+// hubRights are the rights of a built-in hub's access policies (IoT Hub's).
+func hubRights() []string {
+	return []string{"RegistryRead", "RegistryWrite", "ServiceConnect", "DeviceConnect"}
+}
 
 var envRef = regexp.MustCompile(`\$\{(DPSD_[A-Za-z0-9_]+)\}`)
 
@@ -156,9 +171,9 @@ func loadConfig(path string, getenv func(string) string) (Config, error) {
 		cfg.NodeID, _ = os.Hostname()
 	}
 	if len(cfg.LinkedHubs) == 0 {
-		// A working instance needs a hub to assign devices to; dpsd warns
-		// at start that this is the example hub.
-		cfg.LinkedHubs = []HubConfig{{HostName: exampleHub}}
+		// A working instance needs a hub to assign devices to: a built-in
+		// one, which devices on this machine reach.
+		cfg.LinkedHubs = []HubConfig{{HostName: defaultHub}}
 	}
 	for i := range cfg.LinkedHubs {
 		h := &cfg.LinkedHubs[i]
@@ -177,7 +192,8 @@ func loadConfig(path string, getenv func(string) string) (Config, error) {
 // applyEnv applies DPSD_… overrides. Secrets have their own variables so
 // they need not be written into the file:
 // DPSD_ACCESSPOLICIES_<NAME>_PRIMARYKEY / _SECONDARYKEY (NAME upper-cased)
-// and DPSD_LINKEDHUBS_<N>_CONNECTIONSTRING (N from 0).
+// DPSD_LINKEDHUBS_<N>_CONNECTIONSTRING (N from 0) and
+// DPSD_LINKEDHUBS_<N>_ACCESSPOLICIES_<NAME>_PRIMARYKEY / _SECONDARYKEY.
 func applyEnv(c *Config, getenv func(string) string) {
 	set := func(name string, dst *string) {
 		if v := getenv(name); v != "" {
@@ -203,11 +219,51 @@ func applyEnv(c *Config, getenv func(string) string) {
 		set("DPSD_ACCESSPOLICIES_"+n+"_SECONDARYKEY", &p.SecondaryKey)
 	}
 	for i := range c.LinkedHubs {
-		set(fmt.Sprintf("DPSD_LINKEDHUBS_%d_CONNECTIONSTRING", i), &c.LinkedHubs[i].ConnectionString)
+		h := &c.LinkedHubs[i]
+		set(fmt.Sprintf("DPSD_LINKEDHUBS_%d_CONNECTIONSTRING", i), &h.ConnectionString)
+		for j := range h.AccessPolicies {
+			p := &h.AccessPolicies[j]
+			n := fmt.Sprintf("DPSD_LINKEDHUBS_%d_ACCESSPOLICIES_%s_", i, strings.ToUpper(p.Name))
+			set(n+"PRIMARYKEY", &p.PrimaryKey)
+			set(n+"SECONDARYKEY", &p.SecondaryKey)
+		}
 	}
 }
 
-var knownRights = map[string]bool{"ServiceConfig": true, "EnrollmentRead": true, "EnrollmentWrite": true, "RegistrationStatusRead": true, "RegistrationStatusWrite": true}
+// serviceRights are the rights of the DPS service API's access policies.
+func serviceRights() []string {
+	return []string{"ServiceConfig", "EnrollmentRead", "EnrollmentWrite", "RegistrationStatusRead", "RegistrationStatusWrite"}
+}
+
+// validatePolicies checks shared access policies whose rights come from
+// rights.
+func validatePolicies(bad func(key, format string, args ...any), prefix string, policies []PolicyConfig, rights []string) {
+	names := map[string]bool{}
+	for i, p := range policies {
+		key := fmt.Sprintf("%s[%d]", prefix, i)
+		if p.Name == "" {
+			bad(key+".name", "must not be empty")
+		}
+		if names[strings.ToLower(p.Name)] {
+			bad(key+".name", "%q is defined twice", p.Name)
+		}
+		names[strings.ToLower(p.Name)] = true
+		if !validKey(p.PrimaryKey) {
+			bad(key+".primaryKey", "must be base64 of 16 to 64 bytes")
+		}
+		if p.SecondaryKey != "" && !validKey(p.SecondaryKey) {
+			bad(key+".secondaryKey", "must be base64 of 16 to 64 bytes")
+		}
+		if len(p.Rights) == 0 {
+			bad(key+".rights", "must list at least one right")
+		}
+		for _, r := range p.Rights {
+			if !slices.Contains(rights, r) {
+				bad(key+".rights", "%q: unknown right (%s)", r, strings.Join(rights, ", "))
+			}
+		}
+	}
+}
 
 func (c Config) validate() error {
 	var errs []error
@@ -267,32 +323,12 @@ func (c Config) validate() error {
 		if w := *h.AllocationWeight; w < 1 || w > 1000 {
 			bad(key+".allocationWeight", "%d: must be between 1 and 1000", w)
 		}
+		if !h.BuiltIn() && len(h.AccessPolicies) > 0 {
+			bad(key+".accessPolicies", "only a built-in hub (no connectionString) has access policies here")
+		}
+		validatePolicies(bad, key+".accessPolicies", h.AccessPolicies, hubRights())
 	}
-	names := map[string]bool{}
-	for i, p := range c.AccessPolicies {
-		key := fmt.Sprintf("accessPolicies[%d]", i)
-		if p.Name == "" {
-			bad(key+".name", "must not be empty")
-		}
-		if names[strings.ToLower(p.Name)] {
-			bad(key+".name", "%q is defined twice", p.Name)
-		}
-		names[strings.ToLower(p.Name)] = true
-		if !validKey(p.PrimaryKey) {
-			bad(key+".primaryKey", "must be base64 of 16 to 64 bytes")
-		}
-		if p.SecondaryKey != "" && !validKey(p.SecondaryKey) {
-			bad(key+".secondaryKey", "must be base64 of 16 to 64 bytes")
-		}
-		if len(p.Rights) == 0 {
-			bad(key+".rights", "must list at least one right")
-		}
-		for _, r := range p.Rights {
-			if !knownRights[r] {
-				bad(key+".rights", "%q: unknown right (ServiceConfig, EnrollmentRead, EnrollmentWrite, RegistrationStatusRead, RegistrationStatusWrite)", r)
-			}
-		}
-	}
+	validatePolicies(bad, "accessPolicies", c.AccessPolicies, serviceRights())
 	if c.Webhook.Timeout <= 0 || c.Webhook.Timeout > 60*time.Second {
 		bad("webhook.timeout", "%s: must be between 1ms and 60s", c.Webhook.Timeout)
 	}

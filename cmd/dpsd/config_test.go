@@ -30,7 +30,7 @@ func TestDefaultConfig(t *testing.T) {
 	if cfg.Storage != "sqlite:dps-data/dps.db" || cfg.RetryAfterSeconds != 2 || cfg.AllocationPolicy != "hashed" {
 		t.Errorf("defaults = %+v", cfg)
 	}
-	if len(cfg.LinkedHubs) != 1 || cfg.LinkedHubs[0].HostName != exampleHub || *cfg.LinkedHubs[0].AllocationWeight != 1 || !*cfg.LinkedHubs[0].ApplyAllocationPolicy {
+	if len(cfg.LinkedHubs) != 1 || cfg.LinkedHubs[0].HostName != defaultHub || *cfg.LinkedHubs[0].AllocationWeight != 1 || !*cfg.LinkedHubs[0].ApplyAllocationPolicy {
 		t.Errorf("linkedHubs = %+v", cfg.LinkedHubs)
 	}
 }
@@ -87,6 +87,9 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"tls-half", "tls: { certFile: /x }\n" + hub, "tls"},
 		{"missing-env", "idScope: ${DPSD_NOT_SET}\n" + hub, "DPSD_NOT_SET"},
 		{"wrong-type", "retryAfterSeconds: soon\n" + hub, "retryAfterSeconds"},
+		{"hub-policy-right", "linkedHubs: [{hostName: h, accessPolicies: [{name: p, primaryKey: " + strings.Repeat("QUFB", 8) + ", rights: [EnrollmentRead]}]}]\n", "linkedHubs[0].accessPolicies[0].rights"},
+		{"hub-policy-key", "linkedHubs: [{hostName: h, accessPolicies: [{name: p, primaryKey: short, rights: [RegistryRead]}]}]\n", "linkedHubs[0].accessPolicies[0].primaryKey"},
+		{"remote-hub-policy", "linkedHubs: [{hostName: h, connectionString: x, accessPolicies: [{name: p, primaryKey: " + strings.Repeat("QUFB", 8) + ", rights: [RegistryRead]}]}]\n", "linkedHubs[0].accessPolicies"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,12 +117,40 @@ func TestOnlyDPSDVariablesAreRead(t *testing.T) {
 	}
 }
 
-func TestNoLinkedHubsMeansTheExampleHub(t *testing.T) {
+func TestHubAccessPolicies(t *testing.T) {
+	key := strings.Repeat("QUFB", 8)
+	p := writeConfig(t, `
+linkedHubs:
+  - hostName: localhost
+    accessPolicies:
+      - { name: iothubowner, primaryKey: "`+key+`", rights: [RegistryRead, RegistryWrite, ServiceConnect, DeviceConnect] }
+      - { name: device, primaryKey: "`+key+`", rights: [DeviceConnect] }
+  - { hostName: remote.example.net, connectionString: "HostName=remote.example.net;SharedAccessKeyName=iothubowner;SharedAccessKey=`+key+`" }
+`)
+	other := strings.Repeat("QkJC", 8)
+	env := map[string]string{"DPSD_LINKEDHUBS_0_ACCESSPOLICIES_DEVICE_PRIMARYKEY": other, "DPSD_LINKEDHUBS_0_ACCESSPOLICIES_DEVICE_SECONDARYKEY": other}
+	cfg, err := loadConfig(p, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := cfg.LinkedHubs[0]
+	if !h.BuiltIn() || cfg.LinkedHubs[1].BuiltIn() {
+		t.Errorf("built-in: %v, %v", h.BuiltIn(), cfg.LinkedHubs[1].BuiltIn())
+	}
+	if h.AccessPolicies[0].PrimaryKey != key || h.AccessPolicies[1].PrimaryKey != other || h.AccessPolicies[1].SecondaryKey != other {
+		t.Errorf("policies = %+v", h.AccessPolicies)
+	}
+	if got := cfg.builtInHubs(); len(got) != 1 || got[0] != "localhost" {
+		t.Errorf("builtInHubs = %v", got)
+	}
+}
+
+func TestNoLinkedHubsMeansTheBuiltInLocalhost(t *testing.T) {
 	cfg, err := loadConfig(writeConfig(t, "listen: { https: \":8443\" }\n"), noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.LinkedHubs) != 1 || cfg.LinkedHubs[0].HostName != exampleHub {
+	if len(cfg.LinkedHubs) != 1 || cfg.LinkedHubs[0].HostName != defaultHub {
 		t.Errorf("linkedHubs = %+v", cfg.LinkedHubs)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -94,7 +95,10 @@ type server struct {
 	idScope string
 	caFile  string // "" when the operator supplied the certificate
 	owner   PolicyConfig
-	cert    *x509.Certificate // the server certificate
+	// hubOwners are the iothubowner policies dpsd generated, by hub (for
+	// the banner: configured secrets are never printed).
+	hubOwners map[string]PolicyConfig
+	cert      *x509.Certificate // the server certificate
 
 	https, admin     *http.Server
 	httpsLn, adminLn net.Listener
@@ -161,9 +165,6 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 	if s.adminLn != nil {
 		s.admin = serveAdmin(s.adminLn, s.adminHandler(metrics), log)
 	}
-	if len(cfg.LinkedHubs) == 1 && cfg.LinkedHubs[0].HostName == exampleHub {
-		log.Warn("no linkedHubs configured: devices are assigned to the example hub " + exampleHub)
-	}
 	s.ready.Store(true)
 	attrs := []any{"id_scope", s.idScope, "https", s.httpsLn.Addr().String()}
 	if s.mqtt != nil {
@@ -185,6 +186,9 @@ func (s *server) loadInstanceState(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := s.loadHubPolicies(ctx); err != nil {
+		return err
+	}
 	if len(s.cfg.AccessPolicies) > 0 {
 		s.owner = s.cfg.AccessPolicies[0]
 		return nil
@@ -201,6 +205,43 @@ func (s *server) loadInstanceState(ctx context.Context) error {
 		Rights: []string{"ServiceConfig", "EnrollmentRead", "EnrollmentWrite", "RegistrationStatusRead", "RegistrationStatusWrite"}}
 	s.cfg.AccessPolicies = []PolicyConfig{s.owner}
 	return nil
+}
+
+// loadHubPolicies gives every built-in hub without configured access
+// policies an iothubowner policy with every right, its keys generated once
+// and kept in the store.
+func (s *server) loadHubPolicies(ctx context.Context) error {
+	s.hubOwners = map[string]PolicyConfig{}
+	for i := range s.cfg.LinkedHubs {
+		h := &s.cfg.LinkedHubs[i]
+		if !h.BuiltIn() || len(h.AccessPolicies) > 0 {
+			continue
+		}
+		prefix := "hub." + strings.ToLower(h.HostName) + ".iothubowner."
+		k1, err := s.store.Meta(ctx, prefix+"primaryKey", newHubKey())
+		if err != nil {
+			return err
+		}
+		k2, err := s.store.Meta(ctx, prefix+"secondaryKey", newHubKey())
+		if err != nil {
+			return err
+		}
+		p := PolicyConfig{Name: "iothubowner", PrimaryKey: k1, SecondaryKey: k2, Rights: hubRights()}
+		h.AccessPolicies = []PolicyConfig{p}
+		s.hubOwners[h.HostName] = p
+	}
+	return nil
+}
+
+// builtInHubs are the host names of the hubs dpsd serves.
+func (c Config) builtInHubs() []string {
+	var out []string
+	for _, h := range c.LinkedHubs {
+		if h.BuiltIn() {
+			out = append(out, h.HostName)
+		}
+	}
+	return out
 }
 
 // startEngine builds the registration engine on st and starts it (which
@@ -412,6 +453,13 @@ func (s *server) defaultHosts() []string {
 	if s.cfg.ServiceHostName != "" {
 		hosts = append(hosts, s.cfg.ServiceHostName)
 	}
+	// Devices connect to a built-in hub by its name: the certificate must
+	// cover it (a DNS name or an IP address).
+	for _, h := range s.cfg.builtInHubs() {
+		if !slices.ContainsFunc(hosts, func(x string) bool { return strings.EqualFold(x, h) }) {
+			hosts = append(hosts, h)
+		}
+	}
 	return hosts
 }
 
@@ -504,6 +552,13 @@ func newKey() string {
 	return base64.StdEncoding.EncodeToString(b)
 }
 
+// newHubKey is a key as IoT Hub generates them: 32 random bytes.
+func newHubKey() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return base64.StdEncoding.EncodeToString(b)
+}
+
 // serviceHost is the host name in service connection strings.
 func (s *server) serviceHost() string {
 	if s.cfg.ServiceHostName != "" {
@@ -529,7 +584,16 @@ func (s *server) printBanner(w io.Writer) {
 	fmt.Fprintf(w, "  Service connection:  HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s\n", s.serviceHost(), s.owner.Name, s.owner.PrimaryKey)
 	var hubs []string
 	for _, h := range s.cfg.LinkedHubs {
-		hubs = append(hubs, h.HostName)
+		kind := "remote"
+		if h.BuiltIn() {
+			kind = "built-in"
+		}
+		hubs = append(hubs, h.HostName+" ("+kind+")")
+	}
+	for _, h := range s.cfg.builtInHubs() {
+		if p, ok := s.hubOwners[h]; ok {
+			fmt.Fprintf(w, "  Hub connection:      HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s\n", h, p.Name, p.PrimaryKey)
+		}
 	}
 	fmt.Fprintf(w, "  Linked hubs:         %s\n", strings.Join(hubs, ", "))
 }
