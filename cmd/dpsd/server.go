@@ -27,6 +27,7 @@ import (
 	"github.com/opendps/dps/internal/enrollment"
 	"github.com/opendps/dps/internal/httpapi"
 	"github.com/opendps/dps/internal/hub/builtin"
+	"github.com/opendps/dps/internal/iothub"
 	"github.com/opendps/dps/internal/mqttapi"
 	"github.com/opendps/dps/internal/pki"
 	"github.com/opendps/dps/internal/prom"
@@ -46,6 +47,7 @@ type store interface {
 	enrollment.Store
 	enrollment.CAStore
 	builtin.Store
+	iothub.Store
 	Meta(ctx context.Context, key, value string) (string, error)
 	Ping(ctx context.Context) error
 	// CheckWrite reports whether the store takes writes (readiness); it
@@ -99,6 +101,7 @@ type server struct {
 	// the banner: configured secrets are never printed).
 	hubOwners map[string]PolicyConfig
 	cert      *x509.Certificate // the server certificate
+	hub       *iothub.Service   // the built-in hubs
 
 	https, admin     *http.Server
 	httpsLn, adminLn net.Listener
@@ -147,6 +150,7 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 	if s.reg, err = startEngine(ctx, cfg, s.store, s.idScope, singleNode, metrics, log); err != nil {
 		return nil, err
 	}
+	s.hub = iothub.New(iothub.Options{Store: s.store, Hubs: cfg.builtInHubs(), Logger: log})
 	device, err := s.deviceAPI()
 	if err != nil {
 		return nil, err
@@ -328,11 +332,26 @@ func (s *server) deviceAPI() (*httpapi.Handler, error) {
 		Authorizer: checker,
 		Logger:     s.log,
 	})
+	hubPolicies := map[string][]access.Policy{}
+	for _, h := range s.cfg.LinkedHubs {
+		if !h.BuiltIn() {
+			continue
+		}
+		for _, p := range h.AccessPolicies {
+			ap := access.Policy{Name: p.Name, PrimaryKey: p.PrimaryKey, SecondaryKey: p.SecondaryKey}
+			for _, r := range p.Rights {
+				ap.Rights = append(ap.Rights, access.Right(r))
+			}
+			hubPolicies[h.HostName] = append(hubPolicies[h.HostName], ap)
+		}
+	}
 	return httpapi.New(httpapi.Options{
-		Registrar:  s.reg,
-		Service:    service,
-		Logger:     s.log,
-		RetryAfter: time.Duration(s.cfg.RetryAfterSeconds) * time.Second,
+		Registrar:   s.reg,
+		Service:     service,
+		Hub:         s.hub,
+		HubPolicies: hubPolicies,
+		Logger:      s.log,
+		RetryAfter:  time.Duration(s.cfg.RetryAfterSeconds) * time.Second,
 	}), nil
 }
 

@@ -1,7 +1,9 @@
-// Package access checks service API requests against the instance's shared
-// access policies: a SAS token whose skn names a policy, signed with one of
-// its keys, for a resource that names this service, carrying the right the
-// operation needs.
+// Package access checks service API requests against shared access
+// policies: a SAS token whose skn names a policy, signed with one of its
+// keys, for a resource that names this service, carrying the right the
+// operation needs. The DPS service API checks the instance's policies
+// (the DPS rights); each built-in IoT hub's service API checks that hub's
+// policies (the IoT Hub rights), with the hub's host name as the service.
 package access
 
 import (
@@ -25,6 +27,18 @@ const (
 	RegistrationStatusRead  Right = "RegistrationStatusRead"
 	RegistrationStatusWrite Right = "RegistrationStatusWrite"
 )
+
+// The rights of an IoT hub's shared access policies, spelled as Azure
+// spells them (its portal, ARM templates and connection strings).
+const (
+	RegistryRead   Right = "RegistryRead"   // read device identities
+	RegistryWrite  Right = "RegistryWrite"  // create, update and delete device identities
+	ServiceConnect Right = "ServiceConnect" // twins, direct methods, queries, cloud-to-device messages
+	DeviceConnect  Right = "DeviceConnect"  // the device-facing endpoints on behalf of any device
+)
+
+// HubRights returns the rights an IoT hub's policy may hold.
+func HubRights() []Right { return []Right{RegistryRead, RegistryWrite, ServiceConnect, DeviceConnect} }
 
 // Policy is one shared access policy.
 type Policy struct {

@@ -1,7 +1,8 @@
 // Package httpapi is the HTTPS adapter: it routes DPS device API requests
 // (case-insensitively, any api-version), decodes them, makes one call to
 // the registration service, and encodes the answer or the error in the DPS
-// shapes. It holds no business rules.
+// shapes. Requests for a built-in IoT hub (hub.go) go to the hub's use
+// case and get IoT Hub's shapes. It holds no business rules.
 package httpapi
 
 import (
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/access"
+	"github.com/opendps/dps/internal/iothub"
 	"github.com/opendps/dps/internal/logkey"
 	"github.com/opendps/dps/internal/registration"
 	"github.com/opendps/dps/internal/wire"
@@ -41,12 +44,20 @@ type Options struct {
 	// (the service API).
 	Service http.Handler
 	Now     func() time.Time
+	// Hub, when set, serves the built-in IoT hubs: a request whose Host
+	// names one of them and whose path starts with devices, twins or
+	// messages (hub.go). nil: no hub.
+	Hub *iothub.Service
+	// HubPolicies are each built-in hub's shared access policies (IoT Hub
+	// rights), by hub host name; they authorize the hub's service routes.
+	HubPolicies map[string][]access.Policy
 }
 
 // Handler serves the device API.
 type Handler struct {
 	o          Options
 	retryAfter string
+	hubAuth    map[string]*access.Checker // folded hub name → its policies
 }
 
 // New returns a Handler.
@@ -60,7 +71,11 @@ func New(o Options) *Handler {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Handler{o: o, retryAfter: strconv.Itoa(int(o.RetryAfter / time.Second))}
+	h := &Handler{o: o, retryAfter: strconv.Itoa(int(o.RetryAfter / time.Second))}
+	if o.Hub != nil {
+		h.hubAuth = hubCheckers(o)
+	}
+	return h
 }
 
 // Segments splits an escaped URL path into decoded segments, ignoring a
@@ -84,6 +99,10 @@ func Segments(escapedPath string) (segs []string, ok bool) {
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(requestIDHeader, wire.NewTrackingID())
+	if hub, ok := h.hubFor(r); ok {
+		h.serveHub(w, r, hub)
+		return
+	}
 	segs, ok := Segments(r.URL.EscapedPath())
 	if !ok {
 		h.writeError(w, r, dps.Errorf(dps.KindInvalid, "the request path is not valid percent-encoding"))

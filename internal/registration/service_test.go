@@ -289,7 +289,7 @@ func TestReprovisioning(t *testing.T) {
 			// The device's twin changes on hub A.
 			hd, _ := db.HubDevice(ctx, "hub-a.example.net", "dev-r")
 			hd.Twin = json.RawMessage(`{"tags":{"site":"changed"}}`)
-			if err := db.PutHubDevice(ctx, hd); err != nil {
+			if _, err := db.PutHubDevice(ctx, hd); err != nil {
 				t.Fatal(err)
 			}
 			target.Store("hub-b.example.net")

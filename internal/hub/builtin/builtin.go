@@ -13,7 +13,7 @@ import (
 
 // Store is the persistence the connector needs.
 type Store interface {
-	PutHubDevice(ctx context.Context, d dps.HubDevice) error
+	PutHubDevice(ctx context.Context, d dps.HubDevice) (dps.HubDevice, error)
 	HubDevice(ctx context.Context, hub, deviceID string) (dps.HubDevice, error)
 	DeleteHubDevice(ctx context.Context, hub, deviceID string) error
 }
@@ -29,7 +29,8 @@ type Connector struct {
 
 // Provision records (or replaces) the device identity.
 func (c *Connector) Provision(ctx context.Context, d dps.HubDevice) error {
-	return c.Store.PutHubDevice(ctx, d)
+	_, err := c.Store.PutHubDevice(ctx, d)
+	return err
 }
 
 // Deprovision removes the device identity; absent is not an error.

@@ -524,6 +524,10 @@ func TestEveryFieldSurvives(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if d, ok := v.Addr().Interface().(*dps.HubDevice); ok {
+				// A write's request fields, never stored.
+				d.TwinWrite, d.Replaces = 0, ""
+			}
 			if !reflect.DeepEqual(got, v.Interface()) {
 				t.Errorf("round trip lost data:\n%#v\nwant\n%#v", got, v.Interface())
 			}

@@ -195,6 +195,11 @@ type HubDevice struct {
 	X509CASigned            bool            `json:"x509CaSigned,omitempty"` // read only
 	IoTEdge                 bool            `json:"iotEdge,omitempty"`
 	Twin                    json.RawMessage `json:"twin"`
+	Status                  string          `json:"status,omitempty"` // "" reads as enabled
+	StatusReason            string          `json:"statusReason,omitempty"`
+	GenerationID            string          `json:"generationId,omitempty"`
+	ETag                    string          `json:"etag,omitempty"`
+	LiveTwin                json.RawMessage `json:"liveTwin,omitempty"` // a built-in hub's twin (internal/twin's stored form)
 	Updated                 time.Time       `json:"updated,omitzero"`
 }
 
@@ -480,6 +485,7 @@ func FromHubDevice(h dps.HubDevice) HubDevice {
 	return HubDevice{
 		V: Version, Hub: h.Hub, DeviceID: h.DeviceID, AuthType: string(a.Type), PrimaryKey: Secret(a.PrimaryKey), SecondaryKey: Secret(a.SecondaryKey),
 		X509Thumbprint: a.PrimaryThumbprint, X509SecondaryThumbprint: a.SecondaryThumbprint, IoTEdge: h.IoTEdge, Twin: h.Twin, Updated: h.Updated,
+		Status: string(h.Status), StatusReason: h.StatusReason, GenerationID: h.GenerationID, ETag: h.ETag, LiveTwin: h.LiveTwin,
 	}
 }
 
@@ -487,6 +493,7 @@ func FromHubDevice(h dps.HubDevice) HubDevice {
 func (d HubDevice) Domain() dps.HubDevice {
 	return dps.HubDevice{
 		Hub: d.Hub, DeviceID: d.DeviceID, IoTEdge: d.IoTEdge, Twin: raw(d.Twin), Updated: d.Updated,
+		Status: dps.DeviceStatus(d.Status), StatusReason: d.StatusReason, GenerationID: d.GenerationID, ETag: d.ETag, LiveTwin: d.LiveTwin,
 		Auth: dps.HubAuth{
 			Type: d.authType(), PrimaryKey: dps.Key(d.PrimaryKey), SecondaryKey: dps.Key(d.SecondaryKey),
 			PrimaryThumbprint: d.X509Thumbprint, SecondaryThumbprint: d.X509SecondaryThumbprint,

@@ -119,6 +119,7 @@ func (db *DB) CreateOperation(ctx context.Context, op dps.Operation) (dps.Operat
 // CreateOperationWithDevice creates an operation, its registration record
 // and the hub device records it produced in one transaction.
 func (db *DB) CreateOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error) {
+	put.ETag = docs.NewETag() // every write of a hub device record gets a new ETag
 	ddoc, err := docs.EncodeHubDevice(put)
 	if err != nil {
 		return op, err
@@ -217,6 +218,7 @@ func (db *DB) CompleteOperation(ctx context.Context, op dps.Operation) (dps.Oper
 // moved), in the same transaction: if the registration record changed
 // meanwhile (KindConflict), no device record is written either.
 func (db *DB) CompleteOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error) {
+	put.ETag = docs.NewETag() // every write of a hub device record gets a new ETag
 	ddoc, err := docs.EncodeHubDevice(put)
 	if err != nil {
 		return op, err
@@ -291,15 +293,41 @@ func (db *DB) DeleteOperationsBefore(ctx context.Context, t time.Time) (int64, e
 	return tag.RowsAffected(), nil
 }
 
-// PutHubDevice records a device identity for the built-in hub connector.
-func (db *DB) PutHubDevice(ctx context.Context, d dps.HubDevice) error {
+// PutHubDevice records a device identity and returns it as written, with
+// a new ETag. d.Replaces, when set, must be the ETag of the device's
+// current record: KindNotFound when there is none, KindConflict when it
+// has another ETag (nothing written). The current record is locked while
+// it is compared.
+func (db *DB) PutHubDevice(ctx context.Context, d dps.HubDevice) (dps.HubDevice, error) {
+	d.ETag = docs.NewETag()
 	doc, err := docs.EncodeHubDevice(d)
 	if err != nil {
-		return err
+		return d, err
 	}
-	_, err = db.pool.Exec(ctx, `INSERT INTO hub_devices (hub, device_id, doc) VALUES ($1, $2, $3)
-		ON CONFLICT (hub, device_id) DO UPDATE SET doc = excluded.doc`, dps.FoldID(d.Hub), dps.FoldID(d.DeviceID), doc)
-	return translate(err)
+	err = db.tx(ctx, func(tx pgx.Tx) error {
+		if d.Replaces != "" {
+			var cur []byte
+			err := tx.QueryRow(ctx, `SELECT doc FROM hub_devices WHERE hub = $1 AND device_id = $2 FOR UPDATE`, dps.FoldID(d.Hub), dps.FoldID(d.DeviceID)).Scan(&cur)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return dps.Errorf(dps.KindNotFound, "hub device %s/%s not found", d.Hub, d.DeviceID)
+			}
+			if err != nil {
+				return err
+			}
+			old, err := docs.DecodeHubDevice(cur)
+			if err != nil {
+				return err
+			}
+			if !docs.SameETag(d.Replaces, old.ETag) {
+				return dps.Errorf(dps.KindConflict, "hub device %s/%s changed meanwhile", d.Hub, d.DeviceID)
+			}
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO hub_devices (hub, device_id, doc) VALUES ($1, $2, $3)
+			ON CONFLICT (hub, device_id) DO UPDATE SET doc = excluded.doc`, dps.FoldID(d.Hub), dps.FoldID(d.DeviceID), doc)
+		return err
+	})
+	d.Replaces = ""
+	return d, translate(err)
 }
 
 // HubDevice returns a recorded device identity.

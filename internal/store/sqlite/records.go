@@ -259,6 +259,7 @@ func (db *DB) insertOperation(tx *sql.Tx, op *dps.Operation) error {
 // and the hub device records it produced (put, and remove when the device
 // moved between hubs) in one transaction.
 func (db *DB) CreateOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error) {
+	put.ETag = docs.NewETag() // every write of a hub device record gets a new ETag
 	ddoc, err := docs.EncodeHubDevice(put)
 	if err != nil {
 		return op, err
@@ -340,6 +341,7 @@ func (db *DB) CompleteOperation(ctx context.Context, op dps.Operation) (dps.Oper
 // moved), in the same transaction: if the registration record changed
 // meanwhile (KindConflict), no device record is written either.
 func (db *DB) CompleteOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error) {
+	put.ETag = docs.NewETag() // every write of a hub device record gets a new ETag
 	ddoc, err := docs.EncodeHubDevice(put)
 	if err != nil {
 		return op, err
@@ -408,17 +410,49 @@ func (db *DB) DeleteOperationsBefore(ctx context.Context, t time.Time) (int64, e
 	return n, err
 }
 
-// PutHubDevice records a device identity for the built-in hub connector.
-func (db *DB) PutHubDevice(ctx context.Context, d dps.HubDevice) error {
+// PutHubDevice records a device identity and returns it as written, with
+// a new ETag. d.Replaces, when set, must be the ETag of the device's
+// current record: KindNotFound when there is none, KindConflict when it
+// has another ETag (nothing written).
+func (db *DB) PutHubDevice(ctx context.Context, d dps.HubDevice) (dps.HubDevice, error) {
+	d.ETag = docs.NewETag()
 	doc, err := docs.EncodeHubDevice(d)
 	if err != nil {
-		return err
+		return d, err
 	}
-	return db.exec(ctx, func(tx *sql.Tx) error {
+	err = db.exec(ctx, func(tx *sql.Tx) error {
+		if err := db.checkReplaces(tx, d); err != nil {
+			return err
+		}
 		_, err := tx.Exec(`INSERT INTO hub_devices (hub, device_id, doc) VALUES (?, ?, ?)
 			ON CONFLICT (hub, device_id) DO UPDATE SET doc = excluded.doc`, dps.FoldID(d.Hub), dps.FoldID(d.DeviceID), doc)
 		return err
 	})
+	d.Replaces = ""
+	return d, err
+}
+
+// checkReplaces enforces a hub device write's precondition in tx.
+func (db *DB) checkReplaces(tx *sql.Tx, d dps.HubDevice) error {
+	if d.Replaces == "" {
+		return nil
+	}
+	var cur []byte
+	err := tx.QueryRow(`SELECT doc FROM hub_devices WHERE hub = ? AND device_id = ?`, dps.FoldID(d.Hub), dps.FoldID(d.DeviceID)).Scan(&cur)
+	if errors.Is(err, sql.ErrNoRows) {
+		return dps.Errorf(dps.KindNotFound, "hub device %s/%s not found", d.Hub, d.DeviceID)
+	}
+	if err != nil {
+		return err
+	}
+	old, err := docs.DecodeHubDevice(cur)
+	if err != nil {
+		return err
+	}
+	if !docs.SameETag(d.Replaces, old.ETag) {
+		return dps.Errorf(dps.KindConflict, "hub device %s/%s changed meanwhile", d.Hub, d.DeviceID)
+	}
+	return nil
 }
 
 // HubDevice returns a device identity recorded by the built-in hub connector.

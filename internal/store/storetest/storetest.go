@@ -68,6 +68,7 @@ func Run(t *testing.T, f Factory) {
 		{"Operation/LeaseAndTakeover", testLeases},
 		{"Registration/QueryByGroupAndDelete", testRegistrations},
 		{"HubDevice/PutGetDelete", testHubDevices},
+		{"HubDevice/ETagPrecondition", testHubDevicePrecondition},
 		{"CA/PutGetDelete", testCAs},
 		{"Challenge/LatestWinsAndConsumeOnce", testChallenges},
 		{"Operation/Prune", testPrune},
@@ -405,7 +406,7 @@ func testRegistrations(t *testing.T, f Factory) {
 func testHubDevices(t *testing.T, f Factory) {
 	s := f.New(t)
 	d := dps.HubDevice{Hub: "Hub.example.net", DeviceID: "Dev", Auth: dps.HubAuth{Type: dps.HubAuthSAS, PrimaryKey: "a2V5"}, Twin: json.RawMessage(`{"tags":{}}`)}
-	if err := s.PutHubDevice(ctx(), d); err != nil {
+	if _, err := s.PutHubDevice(ctx(), d); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.HubDevice(ctx(), "hub.example.net", "dev")
@@ -417,6 +418,42 @@ func testHubDevices(t *testing.T, f Factory) {
 	}
 	if err := s.DeleteHubDevice(ctx(), "hub.example.net", "dev"); err != nil {
 		t.Errorf("deleting an absent device: %v", err)
+	}
+}
+
+// testHubDevicePrecondition: every write gives a hub device record a new
+// ETag, and a write with Replaces happens only over the record with that
+// ETag.
+func testHubDevicePrecondition(t *testing.T, f Factory) {
+	s := f.New(t)
+	d := dps.HubDevice{Hub: "h", DeviceID: "dev", Status: dps.DeviceDisabled, StatusReason: "r", GenerationID: "638000000000000001",
+		LiveTwin: json.RawMessage(`{"version":2}`), TwinWrite: dps.TwinKeep, Replaces: ""}
+	first, err := s.PutHubDevice(ctx(), d)
+	if err != nil || first.ETag == "" || first.Replaces != "" {
+		t.Fatalf("put = %+v, %v", first, err)
+	}
+	got, err := s.HubDevice(ctx(), "h", "dev")
+	if err != nil || got.ETag != first.ETag || got.Status != dps.DeviceDisabled || got.StatusReason != "r" || got.GenerationID != d.GenerationID ||
+		string(got.LiveTwin) != `{"version":2}` || got.TwinWrite != 0 {
+		t.Fatalf("hub device = %+v, %v", got, err)
+	}
+	got.StatusReason, got.Replaces = "second", first.ETag
+	second, err := s.PutHubDevice(ctx(), got)
+	if err != nil || second.ETag == first.ETag {
+		t.Fatalf("put over the current ETag = %+v, %v", second, err)
+	}
+	got.StatusReason = "stale" // Replaces is still the first ETag
+	if _, err := s.PutHubDevice(ctx(), got); dps.KindOf(err) != dps.KindConflict {
+		t.Errorf("put over a stale ETag: err = %v, want conflict", err)
+	}
+	if cur, _ := s.HubDevice(ctx(), "h", "dev"); cur.StatusReason != "second" || cur.ETag != second.ETag {
+		t.Errorf("a refused write changed the record: %+v", cur)
+	}
+	if _, err := s.PutHubDevice(ctx(), dps.HubDevice{Hub: "h", DeviceID: "absent", Replaces: first.ETag}); dps.KindOf(err) != dps.KindNotFound {
+		t.Errorf("put with Replaces over no record: err = %v, want not found", err)
+	}
+	if _, err := s.HubDevice(ctx(), "h", "absent"); dps.KindOf(err) != dps.KindNotFound {
+		t.Errorf("a refused write created the record: %v", err)
 	}
 }
 
@@ -497,7 +534,7 @@ func testPrune(t *testing.T, f Factory) {
 func testWithDevice(t *testing.T, f Factory) {
 	s := f.New(t)
 	old := dps.HubDevice{Hub: "old.example.net", DeviceID: "dev-w"}
-	if err := s.PutHubDevice(ctx(), old); err != nil {
+	if _, err := s.PutHubDevice(ctx(), old); err != nil {
 		t.Fatal(err)
 	}
 	o := op("op-w", "dev-w")
@@ -566,7 +603,7 @@ func testRegistrationCAS(t *testing.T, f Factory) {
 		t.Errorf("record = %+v, want the last successful write (h5)", r)
 	}
 	// With device records: a stale completion writes none of them.
-	if err := s.PutHubDevice(ctx(), dps.HubDevice{Hub: "h5", DeviceID: "dev-cas"}); err != nil {
+	if _, err := s.PutHubDevice(ctx(), dps.HubDevice{Hub: "h5", DeviceID: "dev-cas"}); err != nil {
 		t.Fatal(err)
 	}
 	pend = op("cas-6", "dev-cas")
