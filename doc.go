@@ -34,7 +34,7 @@
 //     maps a Kind to a DPS status (codes.go here names every error code).
 //   - internal/httpapi: the HTTPS adapter (device and service APIs).
 //   - internal/mqttapi: the MQTT adapter (embedded broker, also over
-//     WebSocket); internal/wsstream: MQTT's byte stream over WebSocket.
+//     WebSocket) for DPS and for the built-in hubs' devices; internal/wsstream: MQTT's byte stream over WebSocket.
 //   - internal/store/sqlite: the embedded store; internal/store/postgres: the
 //     store for several nodes; internal/store/storetest: their one
 //     conformance suite; internal/store/groupcache: decoded enrollment

@@ -368,6 +368,7 @@ func (s *server) listen(tlsCfg *tls.Config) error {
 			Adapter:   &mqttapi.Adapter{Registrar: s.reg, RetryAfter: time.Duration(s.cfg.RetryAfterSeconds) * time.Second},
 			TLSConfig: tlsCfg,
 			Logger:    s.log,
+			Hub:       s.hub,
 		})
 		if err != nil {
 			return fmt.Errorf("listen.mqtt %s: %w", s.cfg.Listen.MQTT, err)

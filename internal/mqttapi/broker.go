@@ -18,6 +18,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/iothub"
 	"github.com/opendps/dps/internal/logkey"
 )
 
@@ -36,11 +37,22 @@ type BrokerOptions struct {
 	MaxConnections int64
 	// RequestTimeout bounds the handling of one request (default 30s).
 	RequestTimeout time.Duration
-	// IdleTimeout closes a connection that sends nothing for this long,
+	// IdleTimeout closes a DPS connection that sends nothing for this long,
 	// whatever keep-alive it asked for (default 5 minutes; DPS sessions are
-	// short). ConnectTimeout bounds the TLS handshake and CONNECT (default 30s).
+	// short); hub connections have none (hub.go). ConnectTimeout bounds the
+	// TLS handshake and CONNECT (default 30s).
 	IdleTimeout    time.Duration
 	ConnectTimeout time.Duration
+
+	// Hub serves the device protocol of dps's built-in IoT hubs on the
+	// same listeners (nil: no hub). A CONNECT whose username is
+	// {host}/{deviceId}/?… for a host Hub serves is a hub connection
+	// (hub.go); every other CONNECT is a DPS one, as without Hub.
+	Hub *iothub.Service
+	// HubSessionExpiry is how long this node keeps the subscriptions of a
+	// hub device after its CleanSession=0 connection ended (default one
+	// hour; they never outlive the process).
+	HubSessionExpiry time.Duration
 }
 
 // Broker is the embedded MQTT broker serving the DPS device protocol.
@@ -86,6 +98,9 @@ func Listen(addr string, o BrokerOptions) (*Broker, error) {
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = 30 * time.Second
 	}
+	if o.HubSessionExpiry <= 0 {
+		o.HubSessionExpiry = time.Hour
+	}
 	// Plain TCP: TLS is layered on each connection after the connection
 	// limit, so connections over the limit cost no handshake.
 	ln, err := net.Listen("tcp", addr)
@@ -93,23 +108,28 @@ func Listen(addr string, o BrokerOptions) (*Broker, error) {
 		return nil, err
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
-	caps.MaximumQos = 1                          // a QoS 2 subscription is granted 1
-	caps.RetainAvailable = 0                     // nothing is retained
-	caps.SharedSubAvailable = 0                  // no shared subscriptions
-	caps.SubIDAvailable = 0                      // no subscription identifiers
-	caps.MaximumPacketSize = MaxPayload + 4*1024 // payload plus topic and headers
-	caps.MaximumClients = o.MaxConnections       // bounded connections
-	caps.MaximumSessionExpiryInterval = 0        // DPS sessions are never persistent
-	caps.MaximumInflight = 64                    // per connection
-	caps.MaximumClientWritesPending = 64         // per connection
-	caps.TopicAliasMaximum = 0                   // no topic aliases
+	caps.MaximumQos = 1                    // a QoS 2 subscription is granted 1
+	caps.RetainAvailable = 0               // nothing is retained
+	caps.SharedSubAvailable = 0            // no shared subscriptions
+	caps.SubIDAvailable = 0                // no subscription identifiers
+	caps.MaximumPacketSize = dpsMaxPacket  // payload plus topic and headers
+	caps.MaximumClients = o.MaxConnections // bounded connections
+	caps.MaximumSessionExpiryInterval = 0  // DPS sessions are never persistent
+	caps.MaximumInflight = 64              // per connection
+	caps.MaximumClientWritesPending = 64   // per connection
+	caps.TopicAliasMaximum = 0             // no topic aliases
+	if o.Hub != nil {
+		// Hub telemetry is up to 256 KB; OnPacketRead holds DPS
+		// connections to dpsMaxPacket still.
+		caps.MaximumPacketSize = hubMaxPacket
+	}
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
 		Logger:                 slog.New(quieter{o.Logger.Handler()}).With("component", "mqtt"),
 		SysTopicResendInterval: 0,
 	})
 	b := &Broker{o: o, srv: srv, conns: conns{max: o.MaxConnections}}
-	b.hook = &hook{o: o, srv: srv, sessions: map[string]*mqtt.Client{}}
+	b.hook = &hook{o: o, srv: srv, sessions: map[string]*mqtt.Client{}, hubSessions: map[string]*hubSession{}}
 	b.ln = &listener{ln: ln, b: b}
 	if err := srv.AddHook(b.hook, nil); err != nil {
 		ln.Close()
@@ -257,8 +277,15 @@ type hook struct {
 	mu       sync.Mutex
 	sessions map[string]*mqtt.Client // the authenticated connection of each client ID
 
+	hubMu       sync.Mutex
+	hubSessions map[string]*hubSession // by (namespaced) client ID; see hub.go
+
 	unavailable throttledLog // connections refused because the service failed
 }
+
+// dpsMaxPacket is the largest packet of a DPS connection: a request
+// payload plus its topic and headers.
+const dpsMaxPacket = MaxPayload + 4*1024
 
 func (h *hook) ID() string { return "dps" }
 
@@ -266,6 +293,7 @@ func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnACLCheck,
 		mqtt.OnPublish, mqtt.OnPublished, mqtt.OnPacketEncode,
+		mqtt.OnPacketRead, mqtt.OnSubscribed, mqtt.OnSessionEstablished,
 	}, []byte{b})
 }
 
@@ -289,7 +317,11 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		cl.Properties.Will = mqtt.Will{}
 		h.o.Logger.Debug("mqtt will dropped", "client_id", cl.ID)
 	}
-	if code := h.authenticate(cl, pk, st); code != packets.CodeSuccess {
+	authenticate := h.authenticate
+	if hc := h.hubConnection(cl, pk, st); hc != nil {
+		authenticate = hc.authenticate
+	}
+	if code := authenticate(cl, pk, st); code != packets.CodeSuccess {
 		if err := h.srv.SendConnack(cl, code, false, nil); err != nil {
 			return err
 		}
@@ -359,7 +391,11 @@ func refusal(protocolVersion byte, retryable bool) packets.Code {
 
 // OnConnectAuthenticate accepts the connections OnConnect authenticated.
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	return stateOf(cl).identity.Load() != nil
+	st := stateOf(cl)
+	if hc := st.hub.Load(); hc != nil {
+		return hc.authed.Load()
+	}
+	return st.identity.Load() != nil
 }
 
 // OnSessionEstablish runs once the connection is authenticated, before
@@ -367,7 +403,8 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 // connection is closed here — MQTT-3.1.4-3 takes a session over only "if
 // validation is successful" — and the new one waits until it has ended
 // (takeOver). The client ID is then absent from mochi's clients, so mochi
-// never inherits a session: DPS sessions never persist.
+// never inherits a session: DPS sessions never persist, and a hub
+// device's subscriptions are kept by hub.go, not by mochi (hubConn.establish).
 func (h *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	h.mu.Lock()
 	old := h.sessions[cl.ID]
@@ -378,6 +415,9 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		h.takeOver(old)
 	}
 	h.srv.Clients.Delete(cl.ID)
+	if hc := stateOf(cl).hub.Load(); hc != nil {
+		hc.establish()
+	}
 }
 
 // takeoverWait bounds how long a CONNECT taking a session over waits for
@@ -417,6 +457,9 @@ func (h *hook) forget(st *connState) {
 	cl := st.client.Load()
 	if cl == nil {
 		return
+	}
+	if hc := st.hub.Load(); hc != nil {
+		hc.end()
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -478,7 +521,9 @@ func (h *hook) disconnect(code packets.Code, cls ...*mqtt.Client) {
 //     client the connection is closed instead, here, before the packet is
 //     written: the write that follows fails on the closed connection, and
 //     mochi's DisconnectClient then finds the client stopped.
-//   - CONNACK never reports a session (C# fails the registration otherwise).
+//   - CONNACK never reports a session to DPS devices (C# fails the
+//     registration otherwise); a hub connection's reports the session
+//     this node kept for the device (hubConn.establish).
 func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	switch pk.FixedHeader.Type {
 	case packets.Disconnect:
@@ -487,6 +532,9 @@ func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet
 		}
 	case packets.Connack:
 		pk.SessionPresent = false
+		if hc := hubOf(cl); hc != nil && pk.ReasonCode == packets.CodeSuccess.Code && hc.authed.Load() {
+			pk.SessionPresent = hc.present
+		}
 	}
 	return pk
 }
@@ -497,6 +545,9 @@ func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet
 // retained, wills are dropped (OnConnect), and responses are written to
 // the requesting connection (OnPublished).
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if hc := hubOf(cl); hc != nil {
+		return hc.allowed(topic, write)
+	}
 	if write {
 		return strings.HasPrefix(topic, registerPrefix) || strings.HasPrefix(topic, pollPrefix)
 	}
@@ -506,6 +557,9 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 // OnPublish marks every request as not for delivery to subscribers; the
 // broker still acknowledges it.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if hc := hubOf(cl); hc != nil {
+		return hc.publish(pk)
+	}
 	return pk, packets.CodeSuccessIgnore
 }
 
@@ -514,6 +568,10 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 // answered in order.
 func (h *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 	st := stateOf(cl)
+	if hc := st.hub.Load(); hc != nil {
+		hc.published(pk)
+		return
+	}
 	id := st.identity.Load()
 	if id == nil {
 		h.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
@@ -522,14 +580,7 @@ func (h *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 	ctx, cancel := context.WithTimeout(st.ctx, h.o.RequestTimeout)
 	defer cancel()
 	topic, body, ok := h.o.Adapter.Handle(ctx, *id, pk.TopicName, pk.Payload)
-	// The keep-alive clock restarts, as when mochi reads a packet: the time
-	// Handle took is not the client's silence (its pings wait unread), and
-	// the deadline also bounds writing the answer.
-	var deadline time.Time // keep-alive 0: none (connState applies the idle limit)
-	if k := cl.State.Keepalive; k > 0 {
-		deadline = time.Now().Add(time.Duration(k) * time.Second)
-	}
-	cl.Net.Conn.SetDeadline(deadline)
+	restartKeepalive(cl)
 	if !ok {
 		h.srv.DisconnectClient(cl, packets.ErrProtocolViolation)
 		return
@@ -551,6 +602,50 @@ func (h *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 	}
 	if err := cl.WritePacket(out); err != nil {
 		h.o.Logger.Debug("mqtt response not delivered", "client_id", cl.ID, logkey.Error, err)
+	}
+}
+
+// restartKeepalive restarts a connection's keep-alive clock, as when mochi
+// reads a packet, after a request was handled: the time the handling took
+// is not the client's silence (its pings wait unread), and the deadline
+// also bounds writing the answer.
+func restartKeepalive(cl *mqtt.Client) {
+	var deadline time.Time // keep-alive 0: none (connState applies the idle limit)
+	if k := cl.State.Keepalive; k > 0 {
+		deadline = time.Now().Add(time.Duration(k) * time.Second)
+	}
+	cl.Net.Conn.SetDeadline(deadline)
+}
+
+// OnPacketRead sees every packet a client sends, once decoded. A DPS
+// connection's packet over dpsMaxPacket ends the connection, as mochi's
+// own limit does when no hub raises it; a hub connection's packets are
+// checked by hubConn.read. Returning packets.ErrRejectPacket makes mochi's
+// Client.ReadPacket fail, which ends the connection without a word.
+func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if hc := hubOf(cl); hc != nil {
+		return hc.read(pk)
+	}
+	if h.o.Hub != nil && uint32(pk.FixedHeader.Remaining+1) > dpsMaxPacket {
+		h.o.Logger.Debug("mqtt packet over the DPS limit; connection closed", "client_id", cl.ID, "bytes", pk.FixedHeader.Remaining)
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, nil
+}
+
+// OnSubscribed records a hub device's granted subscriptions; DPS
+// subscriptions need no record.
+func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	if hc := hubOf(cl); hc != nil {
+		hc.subscribed(pk, codes)
+	}
+}
+
+// OnSessionEstablished runs once CONNACK has been written: a hub
+// connection may now be written to by others (desired properties, methods).
+func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if hc := hubOf(cl); hc != nil {
+		hc.established()
 	}
 }
 

@@ -88,6 +88,9 @@ type connState struct {
 	keepalive atomic.Uint32 // seconds, from CONNECT
 	client    atomic.Pointer[mqtt.Client]
 	identity  atomic.Pointer[Identity]
+	// hub is set, in OnConnect, for a connection whose username names a
+	// built-in hub (authenticated or not yet); nil for DPS connections.
+	hub atomic.Pointer[hubConn]
 
 	// ctx bounds the connection's requests; it is cancelled when the
 	// connection is taken over (its answers could no longer be delivered)
@@ -117,8 +120,21 @@ func (s *connState) state() *connState { return s }
 // MQTT-3.1.2-24 gives it one and a half times k: a client that pings every
 // k seconds (paho) would otherwise be dropped. And no connection may stay
 // silent longer than idle: mochi sets no deadline at all for keep-alive 0.
+//
+// A hub connection gets one and a half times k too, but at most
+// maxHubSilence (IoT Hub's 1767 s), and no idle limit: a hub device stays
+// connected for hours (the C SDK pings every 240 s, which the DPS idle
+// limit would cut). With keep-alive 0 it has no deadline at all; its
+// connection still ends when its SAS token expires (see hubConn).
 func (s *connState) deadline(t time.Time) time.Time {
 	now := time.Now()
+	if s.hub.Load() != nil {
+		k := s.keepalive.Load()
+		if k == 0 || t.IsZero() {
+			return time.Time{}
+		}
+		return now.Add(min(time.Duration(k)*1500*time.Millisecond, maxHubSilence))
+	}
 	if k := s.keepalive.Load(); k > 0 && !t.IsZero() {
 		t = now.Add(time.Duration(k) * 1500 * time.Millisecond)
 	}

@@ -1,7 +1,8 @@
 // Package mqttapi is the MQTT device transport. The DPS logic is a pure
 // function of (connection identity, topic, payload) — Adapter.Handle — and
 // the parsers of CONNECT usernames and request topics; broker.go is the thin
-// shell that plugs them into the embedded mochi-mqtt broker.
+// shell that plugs them into the embedded mochi-mqtt broker. hub.go serves
+// the device protocol of dps's built-in IoT hubs on the same broker.
 package mqttapi
 
 import (
