@@ -147,10 +147,10 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 		return nil, err
 	}
 	metrics := prom.New()
-	if s.reg, err = startEngine(ctx, cfg, s.store, s.idScope, singleNode, metrics, log); err != nil {
+	s.hub = iothub.New(iothub.Options{Store: s.store, Hubs: cfg.builtInHubs(), Logger: log})
+	if s.reg, err = startEngine(ctx, cfg, s.store, s.idScope, singleNode, metrics, s.hub, log); err != nil {
 		return nil, err
 	}
-	s.hub = iothub.New(iothub.Options{Store: s.store, Hubs: cfg.builtInHubs(), Logger: log})
 	device, err := s.deviceAPI()
 	if err != nil {
 		return nil, err
@@ -251,7 +251,7 @@ func (c Config) builtInHubs() []string {
 // startEngine builds the registration engine on st and starts it (which
 // recovers unfinished operations). When it returns an engine, the caller
 // closes it; when it fails, nothing is left open.
-func startEngine(ctx context.Context, cfg Config, st store, idScope string, singleNode bool, metrics *prom.Metrics, log *slog.Logger) (*registration.Service, error) {
+func startEngine(ctx context.Context, cfg Config, st store, idScope string, singleNode bool, metrics *prom.Metrics, hub *iothub.Service, log *slog.Logger) (*registration.Service, error) {
 	webhookClient, err := webhookHTTPClient(cfg.Webhook)
 	if err != nil {
 		return nil, err
@@ -304,6 +304,7 @@ func startEngine(ctx context.Context, cfg Config, st store, idScope string, sing
 		// The built-in connector records devices in st, so the engine
 		// writes them in each operation's transaction.
 		RecordDevicesWithOperations: true,
+		HubEvents:                   hub, // the built-in hub acts on its connections
 	})
 	if err := reg.Start(ctx); err != nil {
 		reg.Close()

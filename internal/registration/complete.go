@@ -167,13 +167,32 @@ func (s *Service) hubDevice(ctx context.Context, op dps.Operation, m *dps.Attest
 		return dps.HubDevice{}, dps.Proof{}, &failure{dps.CodeInvalid, err.Error()}
 	}
 	return dps.HubDevice{
-		Hub:      asg.Hub,
-		DeviceID: deviceID,
-		Auth:     auth,
-		IoTEdge:  set.IoTEdge,
-		Twin:     s.twin(ctx, d, set, asg, prev),
-		Updated:  now,
+		Hub:       asg.Hub,
+		DeviceID:  deviceID,
+		Auth:      auth,
+		IoTEdge:   set.IoTEdge,
+		Twin:      s.twin(ctx, d, set, asg, prev),
+		TwinWrite: twinWrite(prev, d),
+		Updated:   now,
 	}, proof, nil
+}
+
+// twinWrite says what the registration does to the twin of an identity
+// that exists on the hub already (a new identity always gets a twin from
+// the registration's): a device that moved to the hub gets a new twin;
+// one that stays keeps its twin, except that the tags and desired
+// properties a custom allocation webhook returned replace its own; an
+// identity that DPS did not assign to the device (its registration record
+// was deleted, or it had none) keeps its reported properties under the
+// registration's tags and desired properties.
+func twinWrite(prev *dps.Registration, d reprovisionDecision) dps.TwinWrite {
+	switch {
+	case d.Moved:
+		return dps.TwinReplace
+	case prev == nil || prev.AssignedHub == "" || d.Twin == twinFromWebhook:
+		return dps.TwinApply
+	}
+	return dps.TwinKeep
 }
 
 // applyHubEffects creates hd and removes the identity the device left:
@@ -183,6 +202,13 @@ func (s *Service) hubDevice(ctx context.Context, op dps.Operation, m *dps.Attest
 func (s *Service) applyHubEffects(ctx context.Context, hd dps.HubDevice, prev *dps.Registration, d reprovisionDecision, fx *hubEffects) (string, error) {
 	if fx != nil {
 		// The store writes the device records with the operation.
+		if rec, ok := s.o.Hubs.(DeviceRecorder); ok {
+			r, err := rec.Record(ctx, hd)
+			if err != nil {
+				return "create the device on " + hd.Hub, err
+			}
+			hd = r
+		}
 		fx.put = &hd
 		if d.DeprovisionOld {
 			fx.remove = &dps.HubDevice{Hub: prev.AssignedHub, DeviceID: prev.DeviceID}

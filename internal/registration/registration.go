@@ -137,6 +137,26 @@ type TwinReader interface {
 	Twin(ctx context.Context, hub, deviceID string) (json.RawMessage, error)
 }
 
+// DeviceRecorder is the optional HubConnector ability that
+// Options.RecordDevicesWithOperations needs: working out the device record
+// a registration writes with its operation (the device's current record
+// updated, Replaces set to its ETag, so that the store writes it only over
+// the record it was computed from; KindConflict otherwise, and the
+// operation is computed again). A connector without it has its records
+// written as the registration computed them.
+type DeviceRecorder interface {
+	Record(ctx context.Context, d dps.HubDevice) (dps.HubDevice, error)
+}
+
+// HubEvents is told of the device records a registration wrote with its
+// operation (Options.RecordDevicesWithOperations), after the transaction
+// committed: put as written, removed (hub and device ID) when the device
+// left an identity. The built-in hub uses it to act on its live
+// connections. It must not block.
+type HubEvents interface {
+	Provisioned(ctx context.Context, put dps.HubDevice, removed *dps.HubDevice)
+}
+
 // Observer receives registration metrics. A nil Observer is allowed.
 type Observer interface {
 	// Completed is called once per finished operation with its outcome

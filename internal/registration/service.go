@@ -79,6 +79,9 @@ type Options struct {
 	// Deprovision, so a record and its device never disagree. Leave it
 	// false for a connector to real IoT hubs, or one recording elsewhere.
 	RecordDevicesWithOperations bool
+	// HubEvents, when not nil, is told of the device records each
+	// registration wrote with its operation, once they are committed.
+	HubEvents HubEvents
 }
 
 // Service is the registration use case. Create it with New, start its
@@ -379,6 +382,9 @@ func (s *Service) completeAndWrite(ctx context.Context, op dps.Operation, m *dps
 		if err == nil {
 			if again {
 				s.trim(ctx, op.RegistrationID)
+			}
+			if fx != nil && fx.put != nil && s.o.HubEvents != nil {
+				s.o.HubEvents.Provisioned(ctx, *fx.put, fx.remove)
 			}
 			s.finished(ctx, stored)
 			return stored, nil

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/opendps/dps/internal/registration"
 	"github.com/opendps/dps/internal/sas"
 	"github.com/opendps/dps/internal/store/sqlite"
+	"github.com/opendps/dps/internal/twin"
 )
 
 const scope = "0ne0000TEST"
@@ -44,6 +46,10 @@ func (h *hubFunc) Provision(ctx context.Context, d dps.HubDevice) error {
 		}
 	}
 	return h.inner.Provision(ctx, d)
+}
+
+func (h *hubFunc) Twin(ctx context.Context, hub, deviceID string) (json.RawMessage, error) {
+	return h.inner.Twin(ctx, hub, deviceID)
 }
 
 func (h *hubFunc) Deprovision(ctx context.Context, hub, deviceID string) error {
@@ -251,7 +257,6 @@ func TestDisabled(t *testing.T) {
 }
 
 func TestReprovisioning(t *testing.T) {
-	ctx := context.Background()
 	twinA := json.RawMessage(`{"tags":{"site":"a"},"properties":{"desired":{"v":1}}}`)
 	var target atomic.Value
 	target.Store("hub-a.example.net")
@@ -271,63 +276,106 @@ func TestReprovisioning(t *testing.T) {
 		{"default-is-migrate", nil, "hub-b.example.net", dps.SubstatusDeviceDataMigrated, "migrated"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			db := dpstest.NewSQLite(t)
-			s := newService(t, db, nil, func(o *registration.Options) {
-				o.Allocators[dps.AllocationHashed] = pick
+		for _, viaConnector := range []bool{false, true} {
+			name := tt.name
+			if viaConnector {
+				name += "/connector-called"
+			}
+			t.Run(name, func(t *testing.T) {
+				testReprovisioning(t, tt.policy, tt.wantHub, tt.wantSub, tt.wantTwinOf, viaConnector, &target, pick, twinA)
 			})
-			target.Store("hub-a.example.net")
-			e := dpstest.SymmetricKeyEnrollment("dev-r")
-			e.ReprovisionPolicy = tt.policy
-			e.InitialTwin = twinA
-			e = dpstest.MustPutEnrollment(t, db, e)
-			c := cred(t, "dev-r", string(e.Attestation.SymmetricKey.PrimaryKey))
-			op := register(t, s, "dev-r", c, "")
-			if op.Result.Substatus != dps.SubstatusInitialAssignment || op.Result.AssignedHub != "hub-a.example.net" {
-				t.Fatalf("first: %+v", op.Result)
-			}
-			// The device's twin changes on hub A.
-			hd, _ := db.HubDevice(ctx, "hub-a.example.net", "dev-r")
-			hd.Twin = json.RawMessage(`{"tags":{"site":"changed"}}`)
-			if _, err := db.PutHubDevice(ctx, hd); err != nil {
-				t.Fatal(err)
-			}
-			target.Store("hub-b.example.net")
-			op = register(t, s, "dev-r", c, "")
-			if op.Result.AssignedHub != tt.wantHub || op.Result.Substatus != tt.wantSub {
-				t.Fatalf("second: hub %s substatus %s, want %s %s", op.Result.AssignedHub, op.Result.Substatus, tt.wantHub, tt.wantSub)
-			}
-			now, err := db.HubDevice(ctx, tt.wantHub, "dev-r")
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := `{"tags":{"site":"changed"}}`
-			if tt.wantTwinOf == "initial" {
-				want = string(twinA)
-			}
-			if string(now.Twin) != want {
-				t.Errorf("twin on %s = %s, want %s", tt.wantHub, now.Twin, want)
-			}
-			if tt.wantHub != "hub-a.example.net" {
-				if _, err := db.HubDevice(ctx, "hub-a.example.net", "dev-r"); dps.KindOf(err) != dps.KindNotFound {
-					t.Errorf("device still on the old hub: %v", err)
-				}
-				// Moving back to the first hub.
-				target.Store("hub-a.example.net")
-				op = register(t, s, "dev-r", c, "")
-				if op.Result.Substatus != dps.SubstatusReprovisionedToInitialAssignment {
-					t.Errorf("back to first hub: substatus %s", op.Result.Substatus)
-				}
-			}
-			// Deleting the registration record makes the next one initial again.
-			if err := db.DeleteRegistration(ctx, "dev-r", ""); err != nil {
-				t.Fatal(err)
-			}
-			op = register(t, s, "dev-r", c, "")
-			if op.Result.Substatus != dps.SubstatusInitialAssignment {
-				t.Errorf("after delete: substatus %s", op.Result.Substatus)
-			}
-		})
+		}
+	}
+}
+
+// testReprovisioning is one case of TestReprovisioning: the device records
+// written with the operations (as dpsd does), or by calling the connector.
+func testReprovisioning(t *testing.T, policy *dps.ReprovisionPolicy, wantHub string, wantSub dps.Substatus, wantTwinOf string, viaConnector bool, target *atomic.Value, pick allocatorFunc, twinA json.RawMessage) {
+	ctx := context.Background()
+	tt := struct {
+		policy     *dps.ReprovisionPolicy
+		wantHub    string
+		wantSub    dps.Substatus
+		wantTwinOf string
+	}{policy, wantHub, wantSub, wantTwinOf}
+	db := dpstest.NewSQLite(t)
+	var hub registration.HubConnector
+	if viaConnector {
+		hub = &hubFunc{inner: builtin.Connector{Store: db}}
+	}
+	s := newService(t, db, hub, func(o *registration.Options) {
+		o.Allocators[dps.AllocationHashed] = pick
+	})
+	target.Store("hub-a.example.net")
+	e := dpstest.SymmetricKeyEnrollment("dev-r")
+	e.ReprovisionPolicy = tt.policy
+	e.InitialTwin = twinA
+	e = dpstest.MustPutEnrollment(t, db, e)
+	c := cred(t, "dev-r", string(e.Attestation.SymmetricKey.PrimaryKey))
+	op := register(t, s, "dev-r", c, "")
+	if op.Result.Substatus != dps.SubstatusInitialAssignment || op.Result.AssignedHub != "hub-a.example.net" {
+		t.Fatalf("first: %+v", op.Result)
+	}
+	// The device's twin changes on hub A: a service updates its
+	// tags, the device reports a property.
+	hd, _ := db.HubDevice(ctx, "hub-a.example.net", "dev-r")
+	var live twin.Twin
+	if err := json.Unmarshal(hd.LiveTwin, &live); err != nil {
+		t.Fatalf("live twin of a provisioned device: %v (%s)", err, hd.LiveTwin)
+	}
+	if _, err := live.Update([]byte(`{"tags":{"site":"changed"}}`), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := live.PatchReported([]byte(`{"fw":"2"}`), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	hd.LiveTwin, _ = live.MarshalJSON()
+	if _, err := db.PutHubDevice(ctx, hd); err != nil {
+		t.Fatal(err)
+	}
+	target.Store("hub-b.example.net")
+	op = register(t, s, "dev-r", c, "")
+	if op.Result.AssignedHub != tt.wantHub || op.Result.Substatus != tt.wantSub {
+		t.Fatalf("second: hub %s substatus %s, want %s %s", op.Result.AssignedHub, op.Result.Substatus, tt.wantHub, tt.wantSub)
+	}
+	now, err := db.HubDevice(ctx, tt.wantHub, "dev-r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"tags":{"site":"changed"},"properties":{"desired":{"v":1}}}`
+	if tt.wantTwinOf == "initial" {
+		want = string(twinA)
+	}
+	if err := json.Unmarshal(now.LiveTwin, &live); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(live.Initial()); got != want {
+		t.Errorf("twin on %s = %s, want %s", tt.wantHub, got, want)
+	}
+	// Reported properties stay with the identity: a device that
+	// stays keeps them, one that moved starts without.
+	kept := strings.Contains(string(live.DeviceDoc()), `"fw":"2"`)
+	if moved := tt.wantHub != "hub-a.example.net"; kept == moved {
+		t.Errorf("moved %v, reported properties kept %v: %s", moved, kept, live.DeviceDoc())
+	}
+	if tt.wantHub != "hub-a.example.net" {
+		if _, err := db.HubDevice(ctx, "hub-a.example.net", "dev-r"); dps.KindOf(err) != dps.KindNotFound {
+			t.Errorf("device still on the old hub: %v", err)
+		}
+		// Moving back to the first hub.
+		target.Store("hub-a.example.net")
+		op = register(t, s, "dev-r", c, "")
+		if op.Result.Substatus != dps.SubstatusReprovisionedToInitialAssignment {
+			t.Errorf("back to first hub: substatus %s", op.Result.Substatus)
+		}
+	}
+	// Deleting the registration record makes the next one initial again.
+	if err := db.DeleteRegistration(ctx, "dev-r", ""); err != nil {
+		t.Fatal(err)
+	}
+	op = register(t, s, "dev-r", c, "")
+	if op.Result.Substatus != dps.SubstatusInitialAssignment {
+		t.Errorf("after delete: substatus %s", op.Result.Substatus)
 	}
 }
 
@@ -550,6 +598,89 @@ func TestSameDeviceOnTwoNodes(t *testing.T) {
 				if on := err == nil; on != (h.HostName == r.AssignedHub) {
 					t.Errorf("device on %s: %v (%v); the record names %s", h.HostName, on, err, r.AssignedHub)
 				}
+			}
+		})
+	}
+}
+
+// TestRegisteringAgainKeepsHubState: a device that registers again to the
+// hub it is on keeps what the hub knows of it: its status (a disabled
+// device stays disabled), its generation, its reported properties; an
+// initial twin the webhook returns replaces its tags and desired
+// properties, and without one its twin stays as it is. Both with the
+// records written with the operations and through the connector.
+func TestRegisteringAgainKeepsHubState(t *testing.T) {
+	for _, viaConnector := range []bool{false, true} {
+		t.Run(fmt.Sprintf("connector-called=%v", viaConnector), func(t *testing.T) {
+			ctx := context.Background()
+			db := dpstest.NewSQLite(t)
+			var webhookTwin atomic.Value
+			webhookTwin.Store("")
+			alloc := allocatorFunc(func(context.Context, dps.AllocationRequest) (dps.Assignment, error) {
+				return dps.Assignment{Hub: "hub-a.example.net", InitialTwin: json.RawMessage(webhookTwin.Load().(string))}, nil
+			})
+			var hub registration.HubConnector
+			if viaConnector {
+				hub = &hubFunc{inner: builtin.Connector{Store: db}}
+			}
+			s := newService(t, db, hub, func(o *registration.Options) { o.Allocators[dps.AllocationHashed] = alloc })
+			e := dpstest.SymmetricKeyEnrollment("dev-k")
+			e.InitialTwin = json.RawMessage(`{"tags":{"site":"a"},"properties":{"desired":{"rate":1}}}`)
+			e = dpstest.MustPutEnrollment(t, db, e)
+			c := cred(t, "dev-k", string(e.Attestation.SymmetricKey.PrimaryKey))
+			liveOf := func(d dps.HubDevice) twin.Twin {
+				t.Helper()
+				var tw twin.Twin
+				if err := json.Unmarshal(d.LiveTwin, &tw); err != nil {
+					t.Fatalf("live twin %s: %v", d.LiveTwin, err)
+				}
+				return tw
+			}
+
+			register(t, s, "dev-k", c, "")
+			first, err := db.HubDevice(ctx, "hub-a.example.net", "dev-k")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first.Status != dps.DeviceEnabled || len(first.GenerationID) != 18 {
+				t.Fatalf("new identity: status %q generation %q", first.Status, first.GenerationID)
+			}
+			tw := liveOf(first)
+			if got := string(tw.DeviceDoc()); got != `{"desired":{"rate":1,"$version":1},"reported":{"$version":1}}` {
+				t.Fatalf("new identity's twin = %s", got)
+			}
+			// The hub changes the device: an operator disables it, the
+			// device reports a property.
+			if _, err := tw.PatchReported([]byte(`{"fw":"1.2"}`), time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			first.LiveTwin, _ = tw.MarshalJSON()
+			first.Status, first.StatusReason, first.Replaces = dps.DeviceDisabled, "stolen", first.ETag
+			if _, err := db.PutHubDevice(ctx, first); err != nil {
+				t.Fatal(err)
+			}
+
+			register(t, s, "dev-k", c, "")
+			second, _ := db.HubDevice(ctx, "hub-a.example.net", "dev-k")
+			if second.Status != dps.DeviceDisabled || second.StatusReason != "stolen" || second.GenerationID != first.GenerationID {
+				t.Errorf("after registering again: status %q (%q) generation %q, want disabled (stolen) %q", second.Status, second.StatusReason, second.GenerationID, first.GenerationID)
+			}
+			if got := string(liveOf(second).DeviceDoc()); got != `{"desired":{"rate":1,"$version":1},"reported":{"fw":"1.2","$version":2}}` {
+				t.Errorf("twin after registering again = %s, want it unchanged", got)
+			}
+
+			webhookTwin.Store(`{"tags":{"site":"b"},"properties":{"desired":{"mode":"eco"}}}`)
+			register(t, s, "dev-k", c, "")
+			third, _ := db.HubDevice(ctx, "hub-a.example.net", "dev-k")
+			tw = liveOf(third)
+			if got := string(tw.DeviceDoc()); got != `{"desired":{"mode":"eco","$version":2},"reported":{"fw":"1.2","$version":2}}` {
+				t.Errorf("twin after the webhook's initial twin = %s", got)
+			}
+			if got := string(tw.Service().Tags); got != `{"site":"b"}` {
+				t.Errorf("tags after the webhook's initial twin = %s", got)
+			}
+			if third.Status != dps.DeviceDisabled || third.GenerationID != first.GenerationID {
+				t.Errorf("webhook twin changed the identity: %q %q", third.Status, third.GenerationID)
 			}
 		})
 	}

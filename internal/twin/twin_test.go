@@ -537,3 +537,28 @@ func TestErrorMessages(t *testing.T) {
 		t.Errorf("message %v", err)
 	}
 }
+
+func TestInitialCarriesTagsAndDesired(t *testing.T) {
+	tw := mustNew(t, `{"tags":{"site":"a","n":{"x":1}},"properties":{"desired":{"rate":5,"cfg":{"on":true}}}}`)
+	if _, err := tw.PatchReported([]byte(`{"fw":"1.0"}`), t1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Update([]byte(`{"tags":{"site":"b"},"properties":{"desired":{"rate":null,"mode":"eco"}}}`), t2); err != nil {
+		t.Fatal(err)
+	}
+	got := string(tw.Initial())
+	want := `{"tags":{"n":{"x":1},"site":"b"},"properties":{"desired":{"cfg":{"on":true},"mode":"eco"}}}`
+	if got != want {
+		t.Fatalf("Initial() = %s\nwant        %s", got, want)
+	}
+	// A twin made from it has the same tags and desired properties, and
+	// none of the reported ones.
+	again := mustNew(t, got)
+	if s := again.Service(); string(s.Tags) != `{"n":{"x":1},"site":"b"}` || !strings.HasPrefix(string(s.Properties.Desired), `{"cfg":{"on":true},"mode":"eco",`) ||
+		!strings.HasPrefix(string(s.Properties.Reported), `{"$metadata"`) {
+		t.Fatalf("twin from Initial(): %+v", s)
+	}
+	if got := string(mustNew(t, `{}`).Initial()); got != `{"tags":{},"properties":{"desired":{}}}` {
+		t.Fatalf("empty twin: Initial() = %s", got)
+	}
+}

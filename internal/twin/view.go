@@ -181,3 +181,22 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, s[start:]...)
 	return append(b, '"')
 }
+
+// Initial is the twin in DPS's initial-twin form,
+// {"tags":{…},"properties":{"desired":{…}}}, without versions and
+// metadata: what a provisioning that migrates the device's data carries to
+// its next identity (New of it gives a twin with the same tags and desired
+// properties).
+func (t Twin) Initial() []byte {
+	b := append(make([]byte, 0, 64), `{"tags":`...)
+	b = appendObject(b, t.tags)
+	b = append(b, `,"properties":{"desired":`...)
+	b = appendObject(b, t.desired.props)
+	return append(b, "}}"...)
+}
+
+// DesiredDoc is the twin's desired properties as a device's notification
+// carries a full replacement of them: {…,"$version":n}.
+func (t Twin) DesiredDoc() []byte {
+	return appendSection(nil, t.desired.props, nil, t.desired.version)
+}

@@ -1,14 +1,24 @@
-// Package builtin is the built-in hub connector: it records each device
-// identity (hub, device ID, authentication, initial twin) in dps's own
-// store instead of calling a real IoT hub. It is what dps uses when no hub
-// connection string is configured, and what tests inspect.
+// Package builtin is the hub connector of dps's built-in IoT hubs: it
+// writes each provisioned device identity (hub, device ID, authentication,
+// initial twin) into dps's own store, where the built-in hub
+// (internal/iothub) reads it to authenticate the device and serve its twin.
+//
+// A provisioning writes over the device's current record rather than
+// replacing it: a device registering again keeps its status (a disabled
+// device stays disabled), its generation and its live twin as the
+// provisioning's dps.TwinWrite says; a new device gets a new generation ID
+// and a twin made from its initial twin.
 package builtin
 
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/twin"
 )
 
 // Store is the persistence the connector needs.
@@ -19,18 +29,119 @@ type Store interface {
 }
 
 // Connector records device identities in a Store. It also reads twins
-// (registration.TwinReader). When Store is the registration store, dpsd
-// sets registration.Options.RecordDevicesWithOperations, and the engine
-// writes the same records in each operation's transaction instead of
+// (registration.TwinReader) and works out the records a registration
+// writes with its operation (registration.DeviceRecorder): when Store is
+// the registration store, dpsd sets
+// registration.Options.RecordDevicesWithOperations, and the engine writes
+// the records Record returns in each operation's transaction instead of
 // calling Provision and Deprovision.
 type Connector struct {
 	Store Store
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 }
 
-// Provision records (or replaces) the device identity.
+// writeAttempts bounds Provision's compare-and-set retries: each failed
+// attempt means another write of the device's record won meanwhile.
+const writeAttempts = 16
+
+// Provision creates the device identity or updates it (see Record).
 func (c *Connector) Provision(ctx context.Context, d dps.HubDevice) error {
-	_, err := c.Store.PutHubDevice(ctx, d)
-	return err
+	for range writeAttempts {
+		rec, err := c.Record(ctx, d)
+		if err != nil {
+			return err
+		}
+		if _, err = c.Store.PutHubDevice(ctx, rec); dps.KindOf(err) != dps.KindConflict && dps.KindOf(err) != dps.KindNotFound {
+			return err
+		}
+	}
+	return dps.Errorf(dps.KindConflict, "the hub record of %s is being written too often", d.DeviceID)
+}
+
+// Record returns the record a provisioning writes for d: d over the
+// device's current record, with Replaces set to that record's ETag (a
+// store writes it only over that record), or a new identity when the
+// device has none on d.Hub.
+//
+// A new identity is enabled, gets a new generation ID and a twin made from
+// d.Twin. An existing one keeps its status, status reason, generation and
+// — as d.TwinWrite says — its live twin (TwinKeep), its reported
+// properties under d.Twin's tags and desired properties (TwinApply), or a
+// new twin from d.Twin (TwinReplace); its authentication and capabilities
+// become d's. An initial twin that breaks IoT Hub's twin rules is a
+// *dps.HubFailure: the registration fails with its message.
+func (c *Connector) Record(ctx context.Context, d dps.HubDevice) (dps.HubDevice, error) {
+	now := c.now()
+	cur, err := c.Store.HubDevice(ctx, d.Hub, d.DeviceID)
+	switch {
+	case dps.KindOf(err) == dps.KindNotFound:
+		d.Status, d.StatusReason, d.GenerationID, d.Replaces = dps.DeviceEnabled, "", NewGenerationID(now), ""
+		t, err := twin.New(d.Twin, now)
+		if err != nil {
+			return d, invalidTwin(err)
+		}
+		return withTwin(d, t, now)
+	case err != nil:
+		return d, err
+	}
+	d.Status, d.StatusReason, d.GenerationID, d.Replaces = cur.Status, cur.StatusReason, cur.GenerationID, cur.ETag
+	if d.Status == "" {
+		d.Status = dps.DeviceEnabled
+	}
+	var t twin.Twin
+	switch d.TwinWrite {
+	case dps.TwinReplace:
+		t, err = twin.New(d.Twin, now)
+	case dps.TwinKeep, dps.TwinApply:
+		t, err = live(cur)
+		if err == nil && d.TwinWrite == dps.TwinApply {
+			_, err = t.Replace(d.Twin, now)
+		}
+		if d.TwinWrite == dps.TwinKeep {
+			d.Twin = cur.Twin
+		}
+	default:
+		return d, fmt.Errorf("builtin: unknown twin write %d", d.TwinWrite)
+	}
+	if err != nil {
+		return d, invalidTwin(err)
+	}
+	return withTwin(d, t, now)
+}
+
+func withTwin(d dps.HubDevice, t twin.Twin, now time.Time) (dps.HubDevice, error) {
+	b, err := t.MarshalJSON()
+	if err != nil {
+		return d, err
+	}
+	d.LiveTwin, d.Updated = b, now.UTC()
+	return d, nil
+}
+
+func invalidTwin(err error) error {
+	if dps.KindOf(err) != dps.KindInvalid {
+		return err
+	}
+	return &dps.HubFailure{Code: dps.CodeHubRejected, Message: "The initial twin is not valid on the IoT hub: " + dps.AsError(err).Message}
+}
+
+// live decodes a record's live twin; a record written before the hub kept
+// twins gets one from its initial twin.
+func live(d dps.HubDevice) (twin.Twin, error) {
+	if len(d.LiveTwin) == 0 {
+		return twin.New(d.Twin, d.Updated)
+	}
+	var t twin.Twin
+	err := json.Unmarshal(d.LiveTwin, &t)
+	return t, err
+}
+
+// NewGenerationID returns a generation ID as IoT Hub writes them: the
+// creation time in .NET ticks (100 ns since 0001-01-01), 18 digits.
+func NewGenerationID(now time.Time) string {
+	const unixEpochTicks = 621355968000000000
+	return strconv.FormatInt(now.UnixNano()/100+unixEpochTicks, 10)
 }
 
 // Deprovision removes the device identity; absent is not an error.
@@ -38,11 +149,24 @@ func (c *Connector) Deprovision(ctx context.Context, hub, deviceID string) error
 	return c.Store.DeleteHubDevice(ctx, hub, deviceID)
 }
 
-// Twin returns the recorded twin of a device.
+// Twin returns the device's twin in DPS's initial-twin form (its tags and
+// desired properties): what a registration that keeps or migrates the
+// device's data carries.
 func (c *Connector) Twin(ctx context.Context, hub, deviceID string) (json.RawMessage, error) {
 	d, err := c.Store.HubDevice(ctx, hub, deviceID)
 	if err != nil {
 		return nil, err
 	}
-	return d.Twin, nil
+	t, err := live(d)
+	if err != nil {
+		return nil, err
+	}
+	return t.Initial(), nil
+}
+
+func (c *Connector) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
 }

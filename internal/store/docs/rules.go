@@ -162,3 +162,14 @@ func Sequence(msgs []dps.Message, last map[string]int64, counts []HubCount, now 
 	}
 	return out
 }
+
+// DeviceChanged is the error of an operation's transaction whose hub
+// device record changed (or went) since the operation was computed from
+// it: KindConflict, so the engine computes the operation again; any other
+// error is returned as it is.
+func DeviceChanged(err error) error {
+	if dps.KindOf(err) == dps.KindNotFound || dps.KindOf(err) == dps.KindConflict {
+		return &dps.Error{Kind: dps.KindConflict, Message: "the device's hub record changed concurrently"}
+	}
+	return err
+}

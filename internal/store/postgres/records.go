@@ -133,8 +133,12 @@ func (db *DB) CreateOperationWithDevice(ctx context.Context, op dps.Operation, p
 	return op, err
 }
 
-// putDevices writes a device record and removes the one it replaces.
+// putDevices writes a device record, honouring put.Replaces, and removes
+// the one it replaces.
 func putDevices(ctx context.Context, tx pgx.Tx, put dps.HubDevice, ddoc []byte, remove *dps.HubDevice) error {
+	if err := checkReplaces(ctx, tx, put); err != nil {
+		return docs.DeviceChanged(err)
+	}
 	if _, err := tx.Exec(ctx, `INSERT INTO hub_devices (hub, device_id, doc) VALUES ($1, $2, $3)
 		ON CONFLICT (hub, device_id) DO UPDATE SET doc = excluded.doc`, dps.FoldID(put.Hub), dps.FoldID(put.DeviceID), ddoc); err != nil {
 		return err
@@ -305,22 +309,8 @@ func (db *DB) PutHubDevice(ctx context.Context, d dps.HubDevice) (dps.HubDevice,
 		return d, err
 	}
 	err = db.tx(ctx, func(tx pgx.Tx) error {
-		if d.Replaces != "" {
-			var cur []byte
-			err := tx.QueryRow(ctx, `SELECT doc FROM hub_devices WHERE hub = $1 AND device_id = $2 FOR UPDATE`, dps.FoldID(d.Hub), dps.FoldID(d.DeviceID)).Scan(&cur)
-			if errors.Is(err, pgx.ErrNoRows) {
-				return dps.Errorf(dps.KindNotFound, "hub device %s/%s not found", d.Hub, d.DeviceID)
-			}
-			if err != nil {
-				return err
-			}
-			old, err := docs.DecodeHubDevice(cur)
-			if err != nil {
-				return err
-			}
-			if !docs.SameETag(d.Replaces, old.ETag) {
-				return dps.Errorf(dps.KindConflict, "hub device %s/%s changed meanwhile", d.Hub, d.DeviceID)
-			}
+		if err := checkReplaces(ctx, tx, d); err != nil {
+			return err
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO hub_devices (hub, device_id, doc) VALUES ($1, $2, $3)
 			ON CONFLICT (hub, device_id) DO UPDATE SET doc = excluded.doc`, dps.FoldID(d.Hub), dps.FoldID(d.DeviceID), doc)
@@ -328,6 +318,30 @@ func (db *DB) PutHubDevice(ctx context.Context, d dps.HubDevice) (dps.HubDevice,
 	})
 	d.Replaces = ""
 	return d, translate(err)
+}
+
+// checkReplaces enforces a hub device write's precondition in tx, locking
+// the current record while it is compared.
+func checkReplaces(ctx context.Context, tx pgx.Tx, d dps.HubDevice) error {
+	if d.Replaces == "" {
+		return nil
+	}
+	var cur []byte
+	err := tx.QueryRow(ctx, `SELECT doc FROM hub_devices WHERE hub = $1 AND device_id = $2 FOR UPDATE`, dps.FoldID(d.Hub), dps.FoldID(d.DeviceID)).Scan(&cur)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return dps.Errorf(dps.KindNotFound, "hub device %s/%s not found", d.Hub, d.DeviceID)
+	}
+	if err != nil {
+		return err
+	}
+	old, err := docs.DecodeHubDevice(cur)
+	if err != nil {
+		return err
+	}
+	if !docs.SameETag(d.Replaces, old.ETag) {
+		return dps.Errorf(dps.KindConflict, "hub device %s/%s changed meanwhile", d.Hub, d.DeviceID)
+	}
+	return nil
 }
 
 // HubDevice returns a recorded device identity.

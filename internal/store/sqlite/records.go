@@ -273,8 +273,12 @@ func (db *DB) CreateOperationWithDevice(ctx context.Context, op dps.Operation, p
 	return op, err
 }
 
-// putDevices writes a device record and removes the one it replaces.
+// putDevices writes a device record, honouring put.Replaces, and removes
+// the one it replaces.
 func (db *DB) putDevices(tx *sql.Tx, put dps.HubDevice, ddoc []byte, remove *dps.HubDevice) error {
+	if err := db.checkReplaces(tx, put); err != nil {
+		return docs.DeviceChanged(err)
+	}
 	if _, err := db.txExec(tx, qPutHubDevice, dps.FoldID(put.Hub), dps.FoldID(put.DeviceID), ddoc); err != nil {
 		return err
 	}

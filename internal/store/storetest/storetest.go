@@ -556,6 +556,55 @@ func testWithDevice(t *testing.T, f Factory) {
 	kind(t, "duplicate operation", err, dps.KindConflict)
 	_, err = s.HubDevice(ctx(), "third.example.net", "dev-w")
 	kind(t, "device of a failed transaction", err, dps.KindNotFound)
+
+	// The device record's precondition: written only over the record it
+	// was computed from; a changed or deleted record is a conflict (the
+	// operation is computed again) and nothing of the transaction stays.
+	cur, err := s.HubDevice(ctx(), "new.example.net", "dev-w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := cur
+	changed.StatusReason = "changed by the hub meanwhile"
+	changed, err = s.PutHubDevice(ctx(), changed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := op("op-w2", "dev-w")
+	again.Status = dps.StatusAssigned
+	again.Result = &dps.Registration{RegistrationID: "dev-w", AssignedHub: "new.example.net", DeviceID: "dev-w", Status: dps.StatusAssigned, ETag: stored.Result.ETag}
+	stale := cur
+	stale.Replaces, stale.StatusReason = cur.ETag, "from the stale record"
+	_, err = s.CreateOperationWithDevice(ctx(), again, stale, nil)
+	kind(t, "operation with a device record computed from a changed one", err, dps.KindConflict)
+	if got, _ := s.HubDevice(ctx(), "new.example.net", "dev-w"); got.StatusReason != changed.StatusReason || got.ETag != changed.ETag {
+		t.Errorf("device record = %+v, want the concurrent write kept", got)
+	}
+	if _, err := s.Operation(ctx(), "op-w2"); dps.KindOf(err) != dps.KindNotFound {
+		t.Errorf("the refused operation was stored: %v", err)
+	}
+	if r, _ := s.Registration(ctx(), "dev-w"); r.ETag != stored.Result.ETag {
+		t.Errorf("the refused operation rewrote the registration record")
+	}
+	fresh := changed
+	fresh.Replaces, fresh.StatusReason = changed.ETag, "from the current record"
+	if _, err := s.CreateOperationWithDevice(ctx(), again, fresh, nil); err != nil {
+		t.Fatalf("operation with a device record computed from the current one: %v", err)
+	}
+	if got, _ := s.HubDevice(ctx(), "new.example.net", "dev-w"); got.StatusReason != fresh.StatusReason || got.ETag == changed.ETag {
+		t.Errorf("device record = %+v, want the operation's", got)
+	}
+	if err := s.DeleteHubDevice(ctx(), "new.example.net", "dev-w"); err != nil {
+		t.Fatal(err)
+	}
+	gone := fresh
+	gone.Replaces = changed.ETag
+	third := op("op-w3", "dev-w")
+	third.Status = dps.StatusAssigned
+	r, _ := s.Registration(ctx(), "dev-w")
+	third.Result = &dps.Registration{RegistrationID: "dev-w", AssignedHub: "new.example.net", DeviceID: "dev-w", Status: dps.StatusAssigned, ETag: r.ETag}
+	_, err = s.CreateOperationWithDevice(ctx(), third, gone, nil)
+	kind(t, "operation with a device record computed from a deleted one", err, dps.KindConflict)
 }
 
 func testRegistrationCAS(t *testing.T, f Factory) {
