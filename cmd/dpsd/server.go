@@ -102,6 +102,10 @@ type server struct {
 	hubOwners map[string]PolicyConfig
 	cert      *x509.Certificate // the server certificate
 	hub       *iothub.Service   // the built-in hubs
+	// stopBus ends the hub cluster's listener (PostgreSQL), busDone is
+	// closed when it ended.
+	stopBus context.CancelFunc
+	busDone chan struct{}
 
 	https, admin     *http.Server
 	httpsLn, adminLn net.Listener
@@ -147,7 +151,25 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 		return nil, err
 	}
 	metrics := prom.New()
-	s.hub = iothub.New(iothub.Options{Store: s.store, Hubs: cfg.builtInHubs(), Logger: log})
+	hubOpts := iothub.Options{Store: s.store, Hubs: cfg.builtInHubs(), Node: cfg.NodeID, Logger: log}
+	if db, ok := s.store.(*postgres.DB); ok {
+		// Several nodes may share the database: their hubs reach each
+		// other's devices through it.
+		bus := db.HubBus()
+		if err := bus.Forget(ctx, cfg.NodeID); err != nil { // this node holds no connection yet
+			return nil, storageError(cfg.Storage, err)
+		}
+		hubOpts.Cluster = bus
+		s.hub = iothub.New(hubOpts)
+		busCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		s.stopBus, s.busDone = stop, make(chan struct{})
+		go func() {
+			defer close(s.busDone)
+			bus.Listen(busCtx, log, s.hub.Deliver)
+		}()
+	} else {
+		s.hub = iothub.New(hubOpts)
+	}
 	if s.reg, err = startEngine(ctx, cfg, s.store, s.idScope, singleNode, metrics, s.hub, log); err != nil {
 		return nil, err
 	}
@@ -641,6 +663,10 @@ func (s *server) Close(ctx context.Context) error {
 	}
 	if s.reg != nil {
 		errs = append(errs, s.reg.Close())
+	}
+	if s.stopBus != nil {
+		s.stopBus()
+		<-s.busDone
 	}
 	if s.store != nil {
 		errs = append(errs, s.store.Close())

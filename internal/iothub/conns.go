@@ -47,6 +47,14 @@ type attached struct {
 	c     Conn
 	id    Identity
 	since time.Time
+
+	// With a Cluster: closed once the connection's claim is recorded
+	// (cluster.go), epoch that claim's, superseded the latest epoch of
+	// another claim heard of before.
+	claimed    chan struct{}
+	mu         sync.Mutex
+	epoch      int64
+	superseded int64
 }
 
 func (r *registry) init() {
@@ -69,12 +77,21 @@ func (s *Service) Attach(id Identity, c Conn) (detach func()) {
 	if old != nil && old.c != c {
 		old.c.Close(dps.Errorf(dps.KindConflict, "another connection of the device replaced this one"))
 	}
+	if s.o.Cluster != nil {
+		// Across the nodes: the node that held the device's connection
+		// closes it.
+		a.claimed = make(chan struct{})
+		go s.claim(a)
+	}
 	return func() {
 		s.conns.mu.Lock()
 		if s.conns.conns[k] == a {
 			delete(s.conns.conns, k)
 		}
 		s.conns.mu.Unlock()
+		if s.o.Cluster != nil {
+			go s.release(a)
+		}
 	}
 }
 
@@ -105,12 +122,6 @@ func (r *registry) lookup(hub, deviceID string) *attached {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.conns[key(hub, deviceID)]
-}
-
-func (r *registry) desired(hub, deviceID string, version int64, body []byte) {
-	if a := r.lookup(hub, deviceID); a != nil {
-		a.c.Desired(version, body)
-	}
 }
 
 // MethodResult is a device's answer to a direct method.
@@ -153,6 +164,14 @@ func (s *Service) InvokeMethod(ctx context.Context, hub, deviceID, name string, 
 	if len(payload) > MaxMethodPayload {
 		return MethodResult{}, &dps.Error{Kind: dps.KindTooLarge, Code: dps.CodeTooLarge, Message: "The method payload is over 128 KB."}
 	}
+	if s.o.Cluster != nil && s.conns.lookup(hub, deviceID) == nil {
+		return s.invokeRemote(ctx, hub, deviceID, name, payload, timeout)
+	}
+	return s.invokeLocal(ctx, hub, deviceID, name, payload, timeout)
+}
+
+// invokeLocal calls a direct method on a device connected to this node.
+func (s *Service) invokeLocal(ctx context.Context, hub, deviceID, name string, payload json.RawMessage, timeout time.Duration) (MethodResult, error) {
 	a := s.conns.lookup(hub, deviceID)
 	if a == nil {
 		return MethodResult{}, notOnline(deviceID)
@@ -178,11 +197,15 @@ func (s *Service) InvokeMethod(ctx context.Context, hub, deviceID, name string, 
 	case res := <-ch:
 		return res, nil
 	case <-t.C:
-		return MethodResult{}, &dps.Error{Kind: dps.KindTimeout, Code: dps.CodeGatewayTimeout,
-			Message: "Timed out waiting for the response from device " + deviceID + "."}
+		return MethodResult{}, methodTimedOut(deviceID)
 	case <-ctx.Done():
 		return MethodResult{}, ctx.Err()
 	}
+}
+
+func methodTimedOut(deviceID string) error {
+	return &dps.Error{Kind: dps.KindTimeout, Code: dps.CodeGatewayTimeout,
+		Message: "Timed out waiting for the response from device " + deviceID + "."}
 }
 
 func notOnline(deviceID string) error {

@@ -50,7 +50,12 @@ type Options struct {
 	// property values and application property names and values (default
 	// 256 KB, IoT Hub's limit).
 	MaxMessageSize int
-	Logger         *slog.Logger
+	// Cluster connects this node's hub to those of the other nodes that
+	// share Store; nil when this node is alone.
+	Cluster Cluster
+	// Node is this node's name in the Cluster (default: random).
+	Node   string
+	Logger *slog.Logger
 }
 
 // DefaultMaxMessageSize is IoT Hub's device-to-cloud message limit.
@@ -61,6 +66,7 @@ type Service struct {
 	o     Options
 	hubs  map[string]string // folded host → configured host
 	conns registry
+	cl    clusterState
 }
 
 // New returns a Service.
@@ -82,6 +88,7 @@ func New(o Options) *Service {
 		s.hubs[strings.ToLower(h)] = h
 	}
 	s.conns.init()
+	s.initCluster()
 	return s
 }
 

@@ -16,24 +16,28 @@ import (
 // webhook's initial twin, dps.TwinApply) is notified of them.
 func (s *Service) Provisioned(ctx context.Context, put dps.HubDevice, removed *dps.HubDevice) {
 	if removed != nil {
-		s.Disconnect(removed.Hub, removed.DeviceID, dps.Errorf(dps.KindNotFound, "the device %s was provisioned to another hub", removed.DeviceID))
+		if _, ok := s.Hub(removed.Hub); ok {
+			s.closeEverywhere(ctx, removed.Hub, removed.DeviceID, "", dps.Errorf(dps.KindNotFound, "the device %s was provisioned to another hub", removed.DeviceID))
+		}
 	}
 	if _, ok := s.Hub(put.Hub); !ok {
 		return
 	}
-	a := s.conns.lookup(put.Hub, put.DeviceID)
 	switch {
-	case a == nil:
 	case !put.Enabled():
-		a.c.Close(dps.Errorf(dps.KindForbidden, "the device %s is disabled", put.DeviceID))
-	case put.GenerationID != a.id.GenerationID:
-		a.c.Close(dps.Errorf(dps.KindNotFound, "the device %s was created again", put.DeviceID))
-	case put.TwinWrite == dps.TwinApply && len(put.LiveTwin) > 0:
+		s.closeEverywhere(ctx, put.Hub, put.DeviceID, "", dps.Errorf(dps.KindForbidden, "the device %s is disabled", put.DeviceID))
+		return
+	case put.Replaces == "" && put.GenerationID != "":
+		// A new identity: a connection to an identity of the same ID
+		// deleted since is closed.
+		s.closeEverywhere(ctx, put.Hub, put.DeviceID, put.GenerationID, dps.Errorf(dps.KindNotFound, "the device %s was created again", put.DeviceID))
+	}
+	if put.TwinWrite == dps.TwinApply && len(put.LiveTwin) > 0 {
 		var t twin.Twin
 		if err := json.Unmarshal(put.LiveTwin, &t); err != nil {
 			s.o.Logger.WarnContext(ctx, "provisioned device has an unreadable twin", "hub", put.Hub, "device_id", put.DeviceID, "error", err)
 			return
 		}
-		a.c.Desired(t.DesiredVersion(), t.DesiredDoc())
+		s.notifyDesired(ctx, put.Hub, put.DeviceID, t.DesiredVersion(), t.DesiredDoc())
 	}
 }

@@ -116,7 +116,7 @@ func (s *Service) writeTwin(ctx context.Context, hub, deviceID, ifMatch string, 
 		return ServiceTwin{}, err
 	}
 	if note != nil {
-		s.conns.desired(hub, deviceID, version, note)
+		s.notifyDesired(ctx, hub, deviceID, version, note)
 	}
 	return s.serviceTwin(hub, d, view, etag), nil
 }

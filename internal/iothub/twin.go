@@ -81,7 +81,7 @@ func (s *Service) PatchDesired(ctx context.Context, hub, deviceID string, patch 
 	if err != nil {
 		return twin.Service{}, err
 	}
-	s.conns.desired(hub, deviceID, version, note)
+	s.notifyDesired(ctx, hub, deviceID, version, note)
 	return view, nil
 }
 
