@@ -107,9 +107,9 @@ func (h *Handler) serveHub(w http.ResponseWriter, r *http.Request, hub string) {
 		if h.hubMethod(w, r, http.MethodPost) {
 			h.hubService(w, r, hub, access.ServiceConnect, func() { h.invokeMethod(w, r, hub, segs[1]) })
 		}
+	case h.serveHubC2D(w, r, hub, segs): // hubc2d.go
 	default:
-		// Cloud-to-device messages (/devices/{id}/messages/deviceBound),
-		// the registry and modules are not served yet.
+		// The registry and modules are not served yet.
 		h.writeHubError(w, r, &dps.Error{Kind: dps.KindNotFound, Code: dps.CodeNoSuchEndpoint,
 			Message: "no such endpoint on this hub: " + r.Method + " " + r.URL.Path}, nil)
 	}

@@ -27,6 +27,7 @@ import (
 
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/access"
+	"github.com/opendps/dps/internal/dpstest"
 	"github.com/opendps/dps/internal/httpapi"
 	"github.com/opendps/dps/internal/iothub"
 	"github.com/opendps/dps/internal/sas"
@@ -37,8 +38,10 @@ import (
 const hubHost = "localhost"
 
 // hubStore is an in-memory iothub.Store (compare-and-set on ETags, IDs
-// folded as the real stores fold them).
+// folded as the real stores fold them), its C2D queues in a real SQLite
+// store.
 type hubStore struct {
+	iothub.CloudStore
 	mu      sync.Mutex
 	devices map[string]dps.HubDevice
 	seq     int
@@ -118,6 +121,7 @@ func (c *hubConn) Method(name, rid string, body []byte) bool {
 }
 
 func (c *hubConn) Close(error) {}
+func (c *hubConn) C2D()        {}
 
 func (c *hubConn) setAnswer(answer func(name, rid string, body []byte) bool) {
 	c.mu.Lock()
@@ -168,7 +172,7 @@ func selfSigned(t testing.TB, cn string) tls.Certificate {
 
 func newHubFixture(t testing.TB, dpsSide http.Handler) *hubFixture {
 	t.Helper()
-	f := &hubFixture{store: &hubStore{devices: map[string]dps.HubDevice{}}, key1: randomKey(), owner: randomKey(), reader: randomKey(),
+	f := &hubFixture{store: &hubStore{CloudStore: dpstest.NewSQLite(t), devices: map[string]dps.HubDevice{}}, key1: randomKey(), owner: randomKey(), reader: randomKey(),
 		cert: selfSigned(t, "dev-x")}
 	b64 := base64.StdEncoding.EncodeToString
 	sum := sha256.Sum256(f.cert.Certificate[0])
@@ -458,12 +462,13 @@ func TestHubRouting(t *testing.T) {
 	if a := do(t, c, ts, "GET", "/enrollments/e1", nil, nil); a.status != http.StatusTeapot {
 		t.Errorf("DPS service API on the hub's host: %d %s", a.status, a.body)
 	}
-	for _, p := range []string{"/devices/dev-1/messages/deviceBound?api-version=2021-04-12", "/devices/dev-1/messages/devicebound/lock1", "/messages/serviceBound/feedback", "/twins/dev-1/modules/m1", "/devices/dev-1"} {
+	for _, p := range []string{"/messages/serviceBound/feedback", "/twins/dev-1/modules/m1", "/devices/dev-1"} {
 		a := do(t, c, ts, "GET", p, map[string]string{"Authorization": f.deviceToken("dev-1", f.key1)}, nil)
 		wantHubError(t, a, 404, "NotFound")
 	}
 	wantHubError(t, do(t, c, ts, "GET", eventsPath, nil, nil), 405, "InvalidOperation")
 	wantHubError(t, do(t, c, ts, "DELETE", "/twins/dev-1", nil, nil), 405, "InvalidOperation")
+	wantHubError(t, do(t, c, ts, "GET", "/devices/dev-1/messages/devicebound/lock1", nil, nil), 405, "InvalidOperation")
 
 	req, _ := http.NewRequest("POST", ts.URL+eventsPath, strings.NewReader("x"))
 	req.Host = "dps.example.net"
@@ -730,6 +735,11 @@ func FuzzHubRequest(f *testing.F) {
 	f.Add("PUT", "/twins/dev-1", "", []byte(`{"properties":{"desired":{"$metadata":{},"$version":3}}}`))
 	f.Add("POST", "/twins/%zz/methods", "", []byte(`{`))
 	f.Add("GET", "/messages/devicebound", "", []byte(nil))
+	f.Add("POST", "/devices/dev-1/messages/deviceBound", "text/plain", []byte("c2d"))
+	f.Add("GET", "/devices/dev-1/messages/devicebound?iothub-messagelocktimeout=5", "", []byte(nil))
+	f.Add("DELETE", "/devices/dev-1/messages/deviceBound/%22lock%22?reject", "", []byte(nil))
+	f.Add("POST", "/devices/dev-1/messages/deviceBound/lock/abandon", "", []byte(nil))
+	f.Add("DELETE", "/devices/dev-1/commands", "", []byte(nil))
 	fx := newHubFixture(f, nil)
 	device := fx.deviceToken("dev-1", fx.key1)
 	service := fx.serviceToken("iothubowner", fx.owner)
@@ -741,7 +751,9 @@ func FuzzHubRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if strings.HasPrefix(strings.ToLower(path), "/twins") {
+		lower := strings.ToLower(path)
+		if strings.HasPrefix(lower, "/twins") || strings.Contains(lower, "/commands") ||
+			method == "POST" && strings.Contains(lower, "/devicebound") && !strings.Contains(lower, "/abandon") {
 			req.Header.Set("Authorization", service)
 		} else {
 			req.Header.Set("Authorization", device)
@@ -750,7 +762,8 @@ func FuzzHubRequest(f *testing.F) {
 		req.Header.Set("If-Match", "*")
 		rec := httptest.NewRecorder()
 		fx.handler.ServeHTTP(rec, req)
-		if rec.Body.Len() > 0 && !json.Valid(rec.Body.Bytes()) {
+		_, c2d := rec.Header()["ETag"] // a C2D message: its body is the message's
+		if rec.Body.Len() > 0 && !c2d && !json.Valid(rec.Body.Bytes()) {
 			t.Fatalf("%s %s → %d non-JSON body %q", method, path, rec.Code, rec.Body.String())
 		}
 		if rec.Code < 200 || rec.Code >= 600 {

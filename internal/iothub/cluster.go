@@ -56,6 +56,7 @@ const (
 	msgMethod   = "method"   // a direct-method call for To's connection of the device
 	msgResult   = "result"   // a method's answer, for the calling node To
 	msgClose    = "close"    // close the device's connection, wherever it is (Name: unless of this generation)
+	msgC2D      = "c2d"      // cloud-to-device messages wait for the device, wherever it is connected
 )
 
 // clusterState is a node's side of the cluster: its name and the method
@@ -114,6 +115,8 @@ func (s *Service) Deliver(msg []byte) {
 		if a := s.conns.lookup(m.Hub, m.Device); a != nil && (m.Name == "" || a.id.GenerationID != m.Name) {
 			a.c.Close(dps.Errorf(dps.KindNotFound, "%s", m.Reason))
 		}
+	case msgC2D:
+		s.conns.kickC2D(m.Hub, m.Device)
 	case msgMethod:
 		go s.serveRemoteMethod(ctx, m)
 	case msgResult:

@@ -23,6 +23,11 @@ type Conn interface {
 	// body is JSON. It reports false when the device has not subscribed
 	// to methods.
 	Method(name, rid string, body []byte) bool
+	// C2D tells the connection that cloud-to-device messages are
+	// waiting for the device: a transport that delivers them (MQTT)
+	// pulls them from the hub (Receive) when the device has subscribed.
+	// It must not block.
+	C2D()
 	// Close ends the connection: another authenticated connection of the
 	// same device replaced it, or the identity was deleted or disabled.
 	Close(reason error)

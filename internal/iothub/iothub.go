@@ -33,6 +33,8 @@ type Store interface {
 	// AppendMessages appends messages to their hubs' event logs, durably,
 	// and returns them with their Seq and Enqueued time.
 	AppendMessages(ctx context.Context, msgs []dps.Message) ([]dps.Message, error)
+	// The devices' cloud-to-device queues (c2d.go).
+	CloudStore
 }
 
 // Options configure a Service.

@@ -274,6 +274,13 @@ type conn struct {
 	closed    error
 	subscribe bool
 	onMethod  func(rid string)
+	kicks     int // C2D calls
+}
+
+func (c *conn) C2D() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.kicks++
 }
 
 func (c *conn) Desired(v int64, body []byte) bool {

@@ -21,10 +21,11 @@ var svcT0 = time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 // memHubStore is an in-memory iothub.Store: compare-and-set on ETags as
 // the real stores do, IDs folded as they fold them.
 type memHubStore struct {
-	mu      sync.Mutex
-	devices map[string]dps.HubDevice
-	seq     int
-	msgs    []dps.Message
+	iothub.CloudStore // C2D is not needed here (nil: a call panics)
+	mu                sync.Mutex
+	devices           map[string]dps.HubDevice
+	seq               int
+	msgs              []dps.Message
 	// beforePut, when set, runs once before the next write (a concurrent
 	// writer that wins the race).
 	beforePut func()
@@ -96,6 +97,7 @@ func (c *svcConn) Desired(v int64, body []byte) bool {
 }
 func (c *svcConn) Method(string, string, []byte) bool { return false }
 func (c *svcConn) Close(error)                        {}
+func (c *svcConn) C2D()                               {}
 
 func (c *svcConn) notes() []string {
 	c.mu.Lock()

@@ -293,7 +293,7 @@ func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnACLCheck,
 		mqtt.OnPublish, mqtt.OnPublished, mqtt.OnPacketEncode,
-		mqtt.OnPacketRead, mqtt.OnSubscribed, mqtt.OnSessionEstablished,
+		mqtt.OnPacketRead, mqtt.OnSubscribed, mqtt.OnSessionEstablished, mqtt.OnQosComplete,
 	}, []byte{b})
 }
 
@@ -646,6 +646,14 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if hc := hubOf(cl); hc != nil {
 		hc.established()
+	}
+}
+
+// OnQosComplete sees the PUBACK of a QoS 1 publish the broker sent: a
+// hub device's completes the C2D message it acknowledges (c2d.go).
+func (h *hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	if hc := hubOf(cl); hc != nil && pk.FixedHeader.Type == packets.Puback {
+		hc.puback(pk.PacketID)
 	}
 }
 

@@ -132,6 +132,7 @@ type hubConn struct {
 	expiry *time.Timer
 
 	queue chan packets.Packet // the hub's messages to the device; see enqueue
+	c2d   c2dState            // cloud-to-device delivery (c2d.go)
 }
 
 var _ iothub.Conn = (*hubConn)(nil)
@@ -159,7 +160,8 @@ func (h *hook) hubConnection(cl *mqtt.Client, pk packets.Packet, st *connState) 
 	if !ok {
 		return nil
 	}
-	hc := &hubConn{h: h, st: st, cl: cl, hub: hub, user: u, clean: pk.Connect.Clean, queue: make(chan packets.Packet, hubQueue)}
+	hc := &hubConn{h: h, st: st, cl: cl, hub: hub, user: u, clean: pk.Connect.Clean, queue: make(chan packets.Packet, hubQueue),
+		c2d: newC2DState()}
 	st.hub.Store(hc)
 	cl.ID = hubClientID(hub, u.DeviceID) // before mochi looks for its session
 	return hc
@@ -248,6 +250,8 @@ func (c *hubConn) establish() {
 // hub's messages starts, and the token's expiry is due.
 func (c *hubConn) established() {
 	go c.write()
+	go c.c2dLoop()
+	c.C2D() // a session that kept its C2D subscription gets what waits
 	if !c.id.Expires.IsZero() {
 		c.expiry = time.AfterFunc(time.Until(c.id.Expires), func() {
 			c.h.o.Logger.Debug("mqtt hub connection closed: its SAS token expired", logkey.Hub, c.hub, logDeviceID, c.id.DeviceID)
@@ -265,6 +269,9 @@ func (c *hubConn) end() {
 	}
 	if c.detach != nil {
 		c.detach()
+	}
+	if c.authed.Load() {
+		c.endC2D()
 	}
 	s := c.session
 	if s == nil {
@@ -352,8 +359,8 @@ func (c *hubConn) allowed(topic string, write bool) bool {
 }
 
 // subscribed records the kinds of the filters SUBACK grants (mochi grants
-// QoS 2 requests QoS 1, caps.MaximumQos). C2D delivery is not served yet;
-// the subscription is kept for it.
+// QoS 2 requests QoS 1, caps.MaximumQos); a C2D subscription starts the
+// delivery of the messages waiting (c2d.go).
 func (c *hubConn) subscribed(pk packets.Packet, codes []byte) {
 	if c.session == nil {
 		return
@@ -364,6 +371,9 @@ func (c *hubConn) subscribed(pk packets.Packet, codes []byte) {
 		}
 		if f, err := hubproto.ParseFilter(sub.Filter); err == nil {
 			c.session.add(f.Kind)
+			if f.Kind == hubproto.FilterC2D {
+				c.C2D()
+			}
 		}
 	}
 }

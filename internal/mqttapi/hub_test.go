@@ -16,6 +16,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/dpstest"
 	"github.com/opendps/dps/internal/iothub"
 	"github.com/opendps/dps/internal/mqttapi"
 	"github.com/opendps/dps/internal/sas"
@@ -26,9 +27,10 @@ const (
 	hubB = "hub-b.example.net"
 )
 
-// hubStore is an in-memory iothub.Store. Device ids are folded as the
-// stores fold them.
+// hubStore is an in-memory iothub.Store, its C2D queues in a real
+// SQLite store. Device ids are folded as the stores fold them.
 type hubStore struct {
+	iothub.CloudStore
 	mu      sync.Mutex
 	devices map[string]dps.HubDevice
 	etag    int
@@ -108,7 +110,7 @@ type hubEnv struct {
 
 func newHubEnv(t *testing.T, o mqttapi.BrokerOptions) *hubEnv {
 	t.Helper()
-	e := &hubEnv{store: &hubStore{devices: map[string]dps.HubDevice{}}}
+	e := &hubEnv{store: &hubStore{CloudStore: dpstest.NewSQLite(t), devices: map[string]dps.HubDevice{}}}
 	e.svc = iothub.New(iothub.Options{Store: e.store, Hubs: []string{hubA, hubB}})
 	o.Hub = e.svc
 	e.b, e.tc = broker(t, o)

@@ -147,6 +147,9 @@ func putDevices(ctx context.Context, tx pgx.Tx, put dps.HubDevice, ddoc []byte, 
 		if _, err := tx.Exec(ctx, `DELETE FROM hub_devices WHERE hub = $1 AND device_id = $2`, dps.FoldID(remove.Hub), dps.FoldID(remove.DeviceID)); err != nil {
 			return err
 		}
+		if err := deleteCloudQueue(ctx, tx, remove.Hub, remove.DeviceID); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -349,10 +352,15 @@ func (db *DB) HubDevice(ctx context.Context, hub, deviceID string) (dps.HubDevic
 	return getDoc(ctx, db.pool, docs.DecodeHubDevice, `SELECT doc FROM hub_devices WHERE hub = $1 AND device_id = $2`, "hub device", hub+"/"+deviceID, dps.FoldID(hub), dps.FoldID(deviceID))
 }
 
-// DeleteHubDevice removes a device identity; absent is not an error.
+// DeleteHubDevice removes a device identity and its C2D queue; absent is
+// not an error.
 func (db *DB) DeleteHubDevice(ctx context.Context, hub, deviceID string) error {
-	_, err := db.pool.Exec(ctx, `DELETE FROM hub_devices WHERE hub = $1 AND device_id = $2`, dps.FoldID(hub), dps.FoldID(deviceID))
-	return translate(err)
+	return db.tx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM hub_devices WHERE hub = $1 AND device_id = $2`, dps.FoldID(hub), dps.FoldID(deviceID)); err != nil {
+			return err
+		}
+		return deleteCloudQueue(ctx, tx, hub, deviceID)
+	})
 }
 
 // CACertificate returns a CA certificate held by the instance.

@@ -286,6 +286,9 @@ func (db *DB) putDevices(tx *sql.Tx, put dps.HubDevice, ddoc []byte, remove *dps
 		if _, err := db.txExec(tx, qDeleteHubDevice, dps.FoldID(remove.Hub), dps.FoldID(remove.DeviceID)); err != nil {
 			return err
 		}
+		if err := deleteCloudQueue(tx, remove.Hub, remove.DeviceID); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -464,11 +467,14 @@ func (db *DB) HubDevice(ctx context.Context, hub, deviceID string) (dps.HubDevic
 	return getDoc(ctx, db, docs.DecodeHubDevice, `SELECT doc FROM hub_devices WHERE hub = ? AND device_id = ?`, "hub device", hub+"/"+deviceID, dps.FoldID(hub), dps.FoldID(deviceID))
 }
 
-// DeleteHubDevice removes a device identity; deleting an absent one is not an error.
+// DeleteHubDevice removes a device identity and its C2D queue; deleting
+// an absent one is not an error.
 func (db *DB) DeleteHubDevice(ctx context.Context, hub, deviceID string) error {
 	return db.exec(ctx, func(tx *sql.Tx) error {
-		_, err := tx.Exec(`DELETE FROM hub_devices WHERE hub = ? AND device_id = ?`, dps.FoldID(hub), dps.FoldID(deviceID))
-		return err
+		if _, err := tx.Exec(`DELETE FROM hub_devices WHERE hub = ? AND device_id = ?`, dps.FoldID(hub), dps.FoldID(deviceID)); err != nil {
+			return err
+		}
+		return deleteCloudQueue(tx, hub, deviceID)
 	})
 }
 

@@ -38,6 +38,12 @@ type Store interface {
 	LastMessageSeq(ctx context.Context, hub string) (int64, error)
 	DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, error)
 	TrimMessages(ctx context.Context, hub string, keep int64) (int64, error)
+	// The built-in hubs' cloud-to-device queues (c2d.go).
+	EnqueueCloudMessage(ctx context.Context, m dps.CloudMessage, max int) (dps.CloudMessage, error)
+	ReceiveCloudMessage(ctx context.Context, hub, deviceID, lockToken string, now, lockUntil time.Time) (dps.CloudMessage, bool, error)
+	SettleCloudMessage(ctx context.Context, hub, deviceID, lockToken string, how dps.Settlement, now time.Time, maxDeliveries int) error
+	PurgeCloudMessages(ctx context.Context, hub, deviceID string) (int, error)
+	CloudQueueDepth(ctx context.Context, hub, deviceID string, now time.Time) (int, error)
 }
 
 // Factory makes stores. New returns an empty store no other call shares;
@@ -87,6 +93,14 @@ func Run(t *testing.T, f Factory) {
 		{"Messages/RetentionByTime", testMessagesRetentionByTime},
 		{"Messages/RetentionByCount", testMessagesRetentionByCount},
 		{"Messages/ReopenedKeepsEverything", testMessagesReopen},
+		{"C2D/EnqueueReceiveInOrder", testC2DOrder},
+		{"C2D/DepthLimitNotCountingExpired", testC2DDepth},
+		{"C2D/LockHidesAndExpires", testC2DLock},
+		{"C2D/SettleByLockToken", testC2DSettle},
+		{"C2D/AbandonCountsThenDeadLetters", testC2DMaxDeliveries},
+		{"C2D/ExpiredNeverDelivered", testC2DExpiry},
+		{"C2D/PurgeAndDeviceDeletion", testC2DPurge},
+		{"C2D/ConcurrentReceiversAcrossHandles", testC2DConcurrent},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -1,0 +1,216 @@
+package iothub
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/opendps/dps"
+)
+
+// Cloud-to-device messages. A service sends a message into the device's
+// queue in the store (SendC2D); the device's transport receives it under
+// a lock and settles it with the lock token: HTTPS through Receive and
+// Complete/Abandon/Reject, MQTT by delivering it as a QoS 1 PUBLISH whose
+// PUBACK completes it. When a message is queued for a device connected to
+// this node, its connection is told (Conn.C2D) and pulls from the store;
+// kickC2D is the one place that does it, so that a notification from
+// another node can do the same.
+
+// CloudStore is the per-device C2D queue (the stores'
+// hub_c2d_messages). Times are the hub's clock (Options.Now).
+type CloudStore interface {
+	// EnqueueCloudMessage appends m (m.Enqueued the time of the send)
+	// unless max messages that have not expired are queued:
+	// KindForbidden with dps.CodeQueueDepthExceeded.
+	EnqueueCloudMessage(ctx context.Context, m dps.CloudMessage, max int) (dps.CloudMessage, error)
+	// ReceiveCloudMessage locks the oldest deliverable message with
+	// lockToken until lockUntil; ok is false when there is none.
+	ReceiveCloudMessage(ctx context.Context, hub, deviceID, lockToken string, now, lockUntil time.Time) (m dps.CloudMessage, ok bool, err error)
+	// SettleCloudMessage ends the delivery locked with lockToken:
+	// KindPrecondition with dps.CodeMessageLockLost when that lock is
+	// unknown or ended.
+	SettleCloudMessage(ctx context.Context, hub, deviceID, lockToken string, how dps.Settlement, now time.Time, maxDeliveries int) error
+	PurgeCloudMessages(ctx context.Context, hub, deviceID string) (int, error)
+	CloudQueueDepth(ctx context.Context, hub, deviceID string, now time.Time) (int, error)
+}
+
+// IoT Hub's C2D limits.
+const (
+	MaxC2DSize       = 64 * 1024 // body, system property values, application property names and values
+	MaxC2DQueue      = 50        // messages per device
+	MaxC2DDeliveries = 10        // abandons before a message is dead-lettered
+	DefaultC2DTTL    = time.Hour // a message's time to live when the sender sets no expiry
+	// C2DLockTime is how long a received message stays invisible: IoT
+	// Hub's fixed one minute (an HTTPS receive may ask for another, see
+	// Receive).
+	C2DLockTime = time.Minute
+	// MaxC2DLockTime bounds the lock an HTTPS receive may ask for.
+	MaxC2DLockTime = 5 * time.Minute
+)
+
+// The acknowledgements a sender may ask for (iothub-ack).
+var c2dAcks = []string{"none", "positive", "negative", "full"}
+
+// SendC2D queues a message for a device of the hub and returns it as
+// queued. The caller fills what the sender sent (ids, ack, content type
+// and encoding, expiry, application properties, body); the hub sets the
+// hub, the device, the enqueued time and, when the sender set none, the
+// expiry (DefaultC2DTTL). If the device is connected to this node it is
+// told at once.
+//
+// Errors: KindNotFound for a device that is not on the hub; KindTooLarge
+// for a message over MaxC2DSize; KindInvalid for an unknown ack or an
+// expiry that passed; KindForbidden with dps.CodeQueueDepthExceeded when
+// the device's queue is full.
+func (s *Service) SendC2D(ctx context.Context, hub, deviceID string, m dps.CloudMessage) (dps.CloudMessage, error) {
+	d, err := s.serviceDevice(ctx, hub, deviceID)
+	if err != nil {
+		return dps.CloudMessage{}, err
+	}
+	if n := CloudSize(m); n > MaxC2DSize {
+		return dps.CloudMessage{}, &dps.Error{Kind: dps.KindTooLarge, Code: dps.CodeTooLarge,
+			Message: fmt.Sprintf("The message is %d bytes, over the limit of %d bytes (body, system property values, application property names and values).", n, MaxC2DSize)}
+	}
+	if m.Ack != "" {
+		ok := false
+		for _, a := range c2dAcks {
+			if strings.EqualFold(m.Ack, a) {
+				m.Ack, ok = a, true
+			}
+		}
+		if !ok {
+			return dps.CloudMessage{}, dps.Errorf(dps.KindInvalid, "iothub-ack must be none, positive, negative or full, not %q", m.Ack)
+		}
+	}
+	now := s.o.Now().UTC()
+	switch {
+	case m.Expiry.IsZero():
+		m.Expiry = now.Add(DefaultC2DTTL)
+	case !m.Expiry.After(now):
+		return dps.CloudMessage{}, dps.Errorf(dps.KindInvalid, "the message's expiry %s has passed", m.Expiry.UTC().Format(time.RFC3339))
+	}
+	m.Hub, m.DeviceID, m.Enqueued, m.Expiry = hub, d.DeviceID, now, m.Expiry.UTC()
+	m.Seq, m.LockToken, m.LockedUntil, m.DeliveryCount = 0, "", time.Time{}, 0
+	out, err := s.o.Store.EnqueueCloudMessage(ctx, m, MaxC2DQueue)
+	if err != nil {
+		return dps.CloudMessage{}, err
+	}
+	s.kickC2D(ctx, hub, d.DeviceID)
+	return out, nil
+}
+
+// CloudSize is a C2D message's size as IoT Hub counts it against its
+// limit: the body, the values of the system properties and the names and
+// values of the application properties.
+func CloudSize(m dps.CloudMessage) int {
+	n := len(m.Body) + len(m.MessageID) + len(m.CorrelationID) + len(m.UserID) + len(m.Ack) + len(m.ContentType) + len(m.ContentEncoding)
+	for k, v := range m.Properties {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// Receive locks the device's oldest deliverable message for lock
+// (C2DLockTime when 0; at most MaxC2DLockTime) under a new lock token and
+// returns it; ok is false when the queue has nothing to deliver.
+func (s *Service) Receive(ctx context.Context, id Identity, lock time.Duration) (m dps.CloudMessage, ok bool, err error) {
+	switch {
+	case lock <= 0:
+		lock = C2DLockTime
+	case lock > MaxC2DLockTime:
+		lock = MaxC2DLockTime
+	}
+	now := s.o.Now().UTC()
+	return s.o.Store.ReceiveCloudMessage(ctx, id.Hub, id.DeviceID, newLockToken(), now, now.Add(lock))
+}
+
+// Complete ends the delivery locked with lockToken: the device took the
+// message. Errors: KindPrecondition with dps.CodeMessageLockLost when the
+// lock is unknown or ended (the message may be delivered again).
+func (s *Service) Complete(ctx context.Context, id Identity, lockToken string) error {
+	return s.settle(ctx, id, lockToken, dps.SettleComplete)
+}
+
+// Abandon gives the message back: it is delivered again, its delivery
+// count one more, unless that was its MaxC2DDeliveries-th delivery (then
+// it is dead-lettered). Errors as Complete's.
+func (s *Service) Abandon(ctx context.Context, id Identity, lockToken string) error {
+	return s.settle(ctx, id, lockToken, dps.SettleAbandon)
+}
+
+// Reject dead-letters the message. Errors as Complete's.
+func (s *Service) Reject(ctx context.Context, id Identity, lockToken string) error {
+	return s.settle(ctx, id, lockToken, dps.SettleReject)
+}
+
+// Release ends a delivery without the device's answer (its connection
+// closed before it acknowledged the message): the message is delivered
+// again at once, its delivery count unchanged. Errors as Complete's.
+func (s *Service) Release(ctx context.Context, id Identity, lockToken string) error {
+	return s.settle(ctx, id, lockToken, dps.SettleRelease)
+}
+
+func (s *Service) settle(ctx context.Context, id Identity, lockToken string, how dps.Settlement) error {
+	lockToken = strings.Trim(strings.TrimSpace(lockToken), `"`)
+	return s.o.Store.SettleCloudMessage(ctx, id.Hub, id.DeviceID, lockToken, how, s.o.Now().UTC(), MaxC2DDeliveries)
+}
+
+// Purge deletes every message queued for a device and reports how many
+// there were. Errors: KindNotFound for a device that is not on the hub.
+func (s *Service) Purge(ctx context.Context, hub, deviceID string) (int, error) {
+	d, err := s.serviceDevice(ctx, hub, deviceID)
+	if err != nil {
+		return 0, err
+	}
+	return s.o.Store.PurgeCloudMessages(ctx, hub, d.DeviceID)
+}
+
+// QueueDepth counts the messages queued for a device that have not
+// expired. Errors: KindNotFound for a device that is not on the hub.
+func (s *Service) QueueDepth(ctx context.Context, hub, deviceID string) (int, error) {
+	d, err := s.serviceDevice(ctx, hub, deviceID)
+	if err != nil {
+		return 0, err
+	}
+	return s.o.Store.CloudQueueDepth(ctx, hub, d.DeviceID, s.o.Now().UTC())
+}
+
+// newLockToken is a fresh lock token: 128 random bits in the form of a
+// UUID, as IoT Hub's lock tokens are.
+func newLockToken() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// kickC2D tells the device's connection that messages are waiting for
+// it: on this node, or through the Cluster on the node that holds it.
+func (s *Service) kickC2D(ctx context.Context, hub, deviceID string) {
+	if a := s.conns.lookup(hub, deviceID); a != nil {
+		a.c.C2D()
+		return
+	}
+	if s.o.Cluster != nil {
+		s.publish(ctx, clusterMessage{Kind: msgC2D, Hub: hub, Device: deviceID})
+	}
+}
+
+// kickC2D tells the device's connection on this node, if any, that
+// messages are waiting for it. It never blocks.
+func (r *registry) kickC2D(hub, deviceID string) {
+	if a := r.lookup(hub, deviceID); a != nil {
+		a.c.C2D()
+	}
+}
+
+// FormatExpiry is how the hub writes a C2D message's absolute expiry to a
+// device (MQTT $.exp, HTTPS iothub-expiry): ISO 8601 in UTC with
+// milliseconds.
+func FormatExpiry(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }

@@ -1,0 +1,159 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+
+	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/store/docs"
+)
+
+// The built-in hubs' cloud-to-device queues (hub_c2d_messages). Every
+// operation that changes a queue is a write through the writer, so the
+// depth limit and the locks need no more than its transaction.
+
+// EnqueueCloudMessage appends m to its device's queue and returns it as
+// stored, with its Seq. m.Enqueued is the time of the send (the time the
+// depth is counted at); messages of the device that expired by then are
+// dead-lettered first. When max messages that have not expired are
+// queued already, nothing is written: KindForbidden with
+// dps.CodeQueueDepthExceeded.
+func (db *DB) EnqueueCloudMessage(ctx context.Context, m dps.CloudMessage, max int) (dps.CloudMessage, error) {
+	props, err := docs.EncodeCloudProperties(m.Properties)
+	if err != nil {
+		return m, err
+	}
+	hub, dev, now := dps.FoldID(m.Hub), dps.FoldID(m.DeviceID), docs.Nanos(m.Enqueued)
+	m.LockToken, m.LockedUntil, m.DeliveryCount = "", time.Time{}, 0
+	err = db.exec(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.Exec(`DELETE FROM hub_c2d_messages WHERE hub = ? AND device_id = ? AND expiry <= ?`, hub, dev, now); err != nil {
+			return err
+		}
+		var n int
+		if err := tx.QueryRow(`SELECT count(*) FROM hub_c2d_messages WHERE hub = ? AND device_id = ?`, hub, dev).Scan(&n); err != nil {
+			return err
+		}
+		if n >= max {
+			return docs.QueueFull(m.DeviceID, max)
+		}
+		return tx.QueryRow(`INSERT INTO hub_c2d_messages (hub, device_id, enqueued, expiry, message_id, correlation_id, user_id, ack,
+			content_type, content_encoding, properties, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
+			hub, dev, now, docs.Nanos(m.Expiry), m.MessageID, m.CorrelationID, m.UserID, m.Ack, m.ContentType, m.ContentEncoding,
+			props, m.Body).Scan(&m.Seq)
+	})
+	if err != nil {
+		return dps.CloudMessage{}, err
+	}
+	return m, nil
+}
+
+// ReceiveCloudMessage locks the oldest message of a device's queue that
+// is deliverable at now (not expired, not locked) with lockToken until
+// lockUntil, and returns it; ok is false when there is none. The device's
+// messages that expired by now are dead-lettered first: an expired
+// message is never delivered.
+func (db *DB) ReceiveCloudMessage(ctx context.Context, hub, deviceID, lockToken string, now, lockUntil time.Time) (m dps.CloudMessage, ok bool, err error) {
+	h, dev, n := dps.FoldID(hub), dps.FoldID(deviceID), docs.Nanos(now)
+	err = db.exec(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.Exec(`DELETE FROM hub_c2d_messages WHERE hub = ? AND device_id = ? AND expiry <= ?`, h, dev, n); err != nil {
+			return err
+		}
+		var enq, exp, until int64
+		var props []byte
+		err := tx.QueryRow(`UPDATE hub_c2d_messages SET lock_token = ?, locked_until = ? WHERE seq = (
+			SELECT seq FROM hub_c2d_messages WHERE hub = ? AND device_id = ? AND locked_until <= ? ORDER BY seq LIMIT 1)
+			RETURNING seq, enqueued, expiry, lock_token, locked_until, delivery_count, message_id, correlation_id, user_id, ack,
+			content_type, content_encoding, properties, body`,
+			lockToken, docs.Nanos(lockUntil), h, dev, n).Scan(&m.Seq, &enq, &exp, &m.LockToken, &until, &m.DeliveryCount,
+			&m.MessageID, &m.CorrelationID, &m.UserID, &m.Ack, &m.ContentType, &m.ContentEncoding, &props, &m.Body)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if m.Properties, err = docs.DecodeCloudProperties(props); err != nil {
+			return err
+		}
+		m.Hub, m.DeviceID, m.Enqueued, m.Expiry, m.LockedUntil = hub, deviceID, docs.FromNanos(enq), docs.FromNanos(exp), docs.FromNanos(until)
+		ok = true
+		return nil
+	})
+	if err != nil || !ok {
+		return dps.CloudMessage{}, false, err
+	}
+	return m, true, nil
+}
+
+// SettleCloudMessage ends the delivery of the device's message locked
+// with lockToken, as how says (dps.Settlement); an abandon that reaches
+// maxDeliveries dead-letters the message. A lock token that is not the
+// current lock of one of the device's messages, or whose lock ended
+// before now, is KindPrecondition with dps.CodeMessageLockLost.
+func (db *DB) SettleCloudMessage(ctx context.Context, hub, deviceID, lockToken string, how dps.Settlement, now time.Time, maxDeliveries int) error {
+	h, dev, n := dps.FoldID(hub), dps.FoldID(deviceID), docs.Nanos(now)
+	return db.exec(ctx, func(tx *sql.Tx) error {
+		var seq int64
+		var count int
+		err := tx.QueryRow(`SELECT seq, delivery_count FROM hub_c2d_messages WHERE hub = ? AND device_id = ? AND lock_token = ? AND lock_token <> '' AND locked_until > ?`,
+			h, dev, lockToken, n).Scan(&seq, &count)
+		if errors.Is(err, sql.ErrNoRows) {
+			return docs.LockLost()
+		}
+		if err != nil {
+			return err
+		}
+		switch how {
+		case dps.SettleAbandon:
+			if count+1 < maxDeliveries {
+				_, err = tx.Exec(`UPDATE hub_c2d_messages SET lock_token = '', locked_until = 0, delivery_count = delivery_count + 1 WHERE seq = ?`, seq)
+				return err
+			}
+		case dps.SettleRelease:
+			_, err = tx.Exec(`UPDATE hub_c2d_messages SET lock_token = '', locked_until = 0 WHERE seq = ?`, seq)
+			return err
+		case dps.SettleComplete, dps.SettleReject:
+		default:
+			return dps.Errorf(dps.KindInvalid, "unknown settlement %v", how)
+		}
+		_, err = tx.Exec(`DELETE FROM hub_c2d_messages WHERE seq = ?`, seq)
+		return err
+	})
+}
+
+// PurgeCloudMessages deletes every message of a device's queue and
+// reports how many there were.
+func (db *DB) PurgeCloudMessages(ctx context.Context, hub, deviceID string) (int, error) {
+	var n int64
+	err := db.exec(ctx, func(tx *sql.Tx) error {
+		res, err := tx.Exec(`DELETE FROM hub_c2d_messages WHERE hub = ? AND device_id = ?`, dps.FoldID(hub), dps.FoldID(deviceID))
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return int(n), err
+}
+
+// CloudQueueDepth counts the messages of a device's queue that have not
+// expired at now, locked ones included.
+func (db *DB) CloudQueueDepth(ctx context.Context, hub, deviceID string, now time.Time) (int, error) {
+	st, err := db.stmt(ctx, `SELECT count(*) FROM hub_c2d_messages WHERE hub = ? AND device_id = ? AND expiry > ?`)
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	if err := st.QueryRowContext(ctx, dps.FoldID(hub), dps.FoldID(deviceID), docs.Nanos(now)).Scan(&n); err != nil {
+		return 0, translate(err)
+	}
+	return n, nil
+}
+
+// deleteCloudQueue deletes a device's queue in tx, with its identity.
+func deleteCloudQueue(tx *sql.Tx, hub, deviceID string) error {
+	_, err := tx.Exec(`DELETE FROM hub_c2d_messages WHERE hub = ? AND device_id = ?`, dps.FoldID(hub), dps.FoldID(deviceID))
+	return err
+}
