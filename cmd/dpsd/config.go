@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/iothub"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -34,10 +35,21 @@ type Config struct {
 	RetryAfterSeconds int            `yaml:"retryAfterSeconds"`
 	AllocationPolicy  string         `yaml:"allocationPolicy"`
 	LinkedHubs        []HubConfig    `yaml:"linkedHubs"`
+	Hub               BuiltInConfig  `yaml:"hub"`
 	AccessPolicies    []PolicyConfig `yaml:"accessPolicies"`
 	Webhook           WebhookConfig  `yaml:"webhook"`
 	X509              X509Config     `yaml:"x509"`
 	Log               LogConfig      `yaml:"log"`
+}
+
+// BuiltInConfig holds the settings every built-in hub shares.
+type BuiltInConfig struct {
+	// EventRetention is how long a hub's event log keeps a device-to-cloud
+	// message (default 24h, as IoT Hub's built-in endpoint).
+	EventRetention time.Duration `yaml:"eventRetention"`
+	// EventRetentionMessages is how many of its newest messages a hub's
+	// event log keeps at most (default 1000000).
+	EventRetentionMessages int64 `yaml:"eventRetentionMessages"`
 }
 
 // X509Config configures X.509 device attestation.
@@ -122,6 +134,7 @@ func defaultConfig() Config {
 		AllocationPolicy:  "hashed",
 		Log:               LogConfig{Level: "info", Format: "text"},
 		Webhook:           WebhookConfig{Timeout: 5 * time.Second, RetryBudget: 20 * time.Second, MaxConcurrency: 128},
+		Hub:               BuiltInConfig{EventRetention: iothub.DefaultRetentionAge, EventRetentionMessages: iothub.DefaultRetentionMessages},
 	}
 }
 
@@ -329,6 +342,7 @@ func (c Config) validate() error {
 		validatePolicies(bad, key+".accessPolicies", h.AccessPolicies, hubRights())
 	}
 	validatePolicies(bad, "accessPolicies", c.AccessPolicies, serviceRights())
+	c.Hub.validate(bad)
 	if c.Webhook.Timeout <= 0 || c.Webhook.Timeout > 60*time.Second {
 		bad("webhook.timeout", "%s: must be between 1ms and 60s", c.Webhook.Timeout)
 	}
@@ -352,6 +366,15 @@ func (c Config) validate() error {
 		bad("log.format", "%q: must be text or json", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+func (h BuiltInConfig) validate(bad func(key, format string, args ...any)) {
+	if h.EventRetention < time.Minute || h.EventRetention > 365*24*time.Hour {
+		bad("hub.eventRetention", "%s: must be between 1m and 8760h (365 days)", h.EventRetention)
+	}
+	if h.EventRetentionMessages < 1 || h.EventRetentionMessages > 1_000_000_000 {
+		bad("hub.eventRetentionMessages", "%d: must be between 1 and 1000000000", h.EventRetentionMessages)
+	}
 }
 
 func validKey(k string) bool {

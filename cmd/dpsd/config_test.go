@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func writeConfig(t *testing.T, yaml string) string {
@@ -33,6 +34,9 @@ func TestDefaultConfig(t *testing.T) {
 	if len(cfg.LinkedHubs) != 1 || cfg.LinkedHubs[0].HostName != defaultHub || *cfg.LinkedHubs[0].AllocationWeight != 1 || !*cfg.LinkedHubs[0].ApplyAllocationPolicy {
 		t.Errorf("linkedHubs = %+v", cfg.LinkedHubs)
 	}
+	if cfg.Hub.EventRetention != 24*time.Hour || cfg.Hub.EventRetentionMessages != 1_000_000 {
+		t.Errorf("hub = %+v, want a day and a million messages of retention", cfg.Hub)
+	}
 }
 
 func TestFullConfig(t *testing.T) {
@@ -48,6 +52,7 @@ retryAfterSeconds: 3
 allocationPolicy: GeoLatency
 linkedHubs:
   - { hostName: hub-a.example.net, allocationWeight: 7, applyAllocationPolicy: false, location: westeurope }
+hub: { eventRetention: 168h, eventRetentionMessages: 5000 }
 accessPolicies:
   - { name: provisioningserviceowner, primaryKey: "${DPSD_OWNER_KEY}", rights: [ServiceConfig, EnrollmentRead, EnrollmentWrite, RegistrationStatusRead, RegistrationStatusWrite] }
 `)
@@ -63,6 +68,9 @@ accessPolicies:
 	h := cfg.LinkedHubs[0]
 	if *h.AllocationWeight != 7 || *h.ApplyAllocationPolicy || h.Location != "westeurope" {
 		t.Errorf("hub = %+v", h)
+	}
+	if cfg.Hub.EventRetention != 7*24*time.Hour || cfg.Hub.EventRetentionMessages != 5000 {
+		t.Errorf("hub = %+v", cfg.Hub)
 	}
 	if cfg.ServiceHostName != "10.0.0.5" || cfg.Listen.MQTT != ":8884" || cfg.Storage != "sqlite:/tmp/dps-x/db.sqlite" {
 		t.Errorf("cfg = %+v", cfg)
@@ -89,6 +97,8 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"wrong-type", "retryAfterSeconds: soon\n" + hub, "retryAfterSeconds"},
 		{"hub-policy-right", "linkedHubs: [{hostName: h, accessPolicies: [{name: p, primaryKey: " + strings.Repeat("QUFB", 8) + ", rights: [EnrollmentRead]}]}]\n", "linkedHubs[0].accessPolicies[0].rights"},
 		{"hub-policy-key", "linkedHubs: [{hostName: h, accessPolicies: [{name: p, primaryKey: short, rights: [RegistryRead]}]}]\n", "linkedHubs[0].accessPolicies[0].primaryKey"},
+		{"event-retention", "hub: { eventRetention: 10s }\n" + hub, "hub.eventRetention"},
+		{"event-retention-messages", "hub: { eventRetentionMessages: 0 }\n" + hub, "hub.eventRetentionMessages"},
 		{"remote-hub-policy", "linkedHubs: [{hostName: h, connectionString: x, accessPolicies: [{name: p, primaryKey: " + strings.Repeat("QUFB", 8) + ", rights: [RegistryRead]}]}]\n", "linkedHubs[0].accessPolicies"},
 	}
 	for _, tt := range tests {

@@ -48,6 +48,7 @@ type store interface {
 	enrollment.CAStore
 	builtin.Store
 	iothub.Store
+	iothub.EventLog
 	Meta(ctx context.Context, key, value string) (string, error)
 	Ping(ctx context.Context) error
 	// CheckWrite reports whether the store takes writes (readiness); it
@@ -113,6 +114,19 @@ type server struct {
 	ready            atomic.Bool
 	closed           atomic.Bool
 	done             chan struct{}
+	// stopRetention ends the event logs' retention sweep and waits for it.
+	stopRetention func()
+}
+
+// startRetention runs the built-in hubs' event-log retention until Close.
+func (s *server) startRetention() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.hub.RunRetention(ctx)
+	}()
+	s.stopRetention = func() { cancel(); <-done }
 }
 
 func newLogger(cfg LogConfig, w io.Writer) *slog.Logger {
@@ -151,7 +165,8 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 		return nil, err
 	}
 	metrics := prom.New()
-	hubOpts := iothub.Options{Store: s.store, Hubs: cfg.builtInHubs(), Node: cfg.NodeID, Logger: log}
+	hubOpts := iothub.Options{Store: s.store, Hubs: cfg.builtInHubs(), Node: cfg.NodeID, Logger: log, Events: s.store,
+		Retention: iothub.Retention{Age: cfg.Hub.EventRetention, Messages: cfg.Hub.EventRetentionMessages}}
 	if db, ok := s.store.(*postgres.DB); ok {
 		// Several nodes may share the database: their hubs reach each
 		// other's devices through it.
@@ -170,6 +185,7 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 	} else {
 		s.hub = iothub.New(hubOpts)
 	}
+	s.startRetention()
 	if s.reg, err = startEngine(ctx, cfg, s.store, s.idScope, singleNode, metrics, s.hub, log); err != nil {
 		return nil, err
 	}
@@ -648,6 +664,9 @@ func (s *server) Close(ctx context.Context) error {
 		return nil
 	}
 	var errs []error
+	if s.hub != nil {
+		s.hub.EndEventWaits() // long polls of the event log answer now
+	}
 	if s.https != nil {
 		errs = append(errs, s.https.Shutdown(ctx))
 	} else if s.httpsLn != nil {
@@ -660,6 +679,9 @@ func (s *server) Close(ctx context.Context) error {
 		errs = append(errs, s.admin.Shutdown(ctx))
 	} else if s.adminLn != nil {
 		s.adminLn.Close()
+	}
+	if s.stopRetention != nil {
+		s.stopRetention()
 	}
 	if s.reg != nil {
 		errs = append(errs, s.reg.Close())

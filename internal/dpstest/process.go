@@ -32,8 +32,11 @@ type Process struct {
 	HTTPS, MQTT      string // host:port
 	Scope            string
 	ConnectionString string
-	CAFile           string
-	done             chan struct{}
+	// HubConnectionString is the first built-in hub's generated
+	// iothubowner connection string ("" when none was printed).
+	HubConnectionString string
+	CAFile              string
+	done                chan struct{}
 }
 
 // PID is the process ID (for /proc/PID/status).
@@ -101,6 +104,7 @@ func StartDPSD(tb testing.TB, bin, config string) *Process {
 	}
 	p.HTTPS, p.MQTT = find(`\(HTTPS ([0-9.:\[\]]+)\)`), find(`\(TLS ([0-9.:\[\]]+)\)`)
 	p.Scope, p.ConnectionString, p.CAFile = find(`ID scope:\s+(\S+)`), find(`Service connection:\s+(\S+)`), find(`CA certificate:\s+(\S+)`)
+	p.HubConnectionString = find(`Hub connection:\s+(\S+)`)
 	return p
 }
 

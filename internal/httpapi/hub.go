@@ -108,6 +108,10 @@ func (h *Handler) serveHub(w http.ResponseWriter, r *http.Request, hub string) {
 			h.hubService(w, r, hub, access.ServiceConnect, func() { h.invokeMethod(w, r, hub, segs[1]) })
 		}
 	case h.serveHubC2D(w, r, hub, segs): // hubc2d.go
+	case len(segs) == 2 && is(0, "messages") && is(1, "events"):
+		if h.hubMethod(w, r, http.MethodGet) {
+			h.hubService(w, r, hub, access.ServiceConnect, func() { h.readEvents(w, r, hub) })
+		}
 	default:
 		// The registry and modules are not served yet.
 		h.writeHubError(w, r, &dps.Error{Kind: dps.KindNotFound, Code: dps.CodeNoSuchEndpoint,

@@ -606,6 +606,7 @@ func TestHubServiceRights(t *testing.T) {
 				{"PATCH", "/twins/dev-1", `{"tags":{"x":1}}`},
 				{"PUT", "/twins/dev-1", `{}`},
 				{"POST", "/twins/dev-1/methods", `{"methodName":"m"}`},
+				{"GET", "/messages/events", ""},
 			} {
 				a := do(t, c, ts, r.method, r.path, hdr, []byte(r.body))
 				wantHubError(t, a, tt.status, tt.code)

@@ -58,6 +58,10 @@ type Options struct {
 	// Node is this node's name in the Cluster (default: random).
 	Node   string
 	Logger *slog.Logger
+	// Events reads and prunes the event logs (events.go); nil: Events
+	// and Sweep are not served.
+	Events    EventLog
+	Retention Retention
 }
 
 // DefaultMaxMessageSize is IoT Hub's device-to-cloud message limit.
@@ -69,6 +73,8 @@ type Service struct {
 	hubs  map[string]string // folded host → configured host
 	conns registry
 	cl    clusterState
+	// events wakes the readers waiting on a hub's event log (events.go).
+	events notifier
 }
 
 // New returns a Service.

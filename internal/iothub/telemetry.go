@@ -65,6 +65,7 @@ func (s *Service) Send(ctx context.Context, id Identity, msgs ...dps.Message) ([
 	if err != nil {
 		return nil, err
 	}
+	s.events.notify(id.Hub)
 	return stored, nil
 }
 

@@ -682,6 +682,22 @@ func TestRegisteringAgainKeepsHubState(t *testing.T) {
 			if third.Status != dps.DeviceDisabled || third.GenerationID != first.GenerationID {
 				t.Errorf("webhook twin changed the identity: %q %q", third.Status, third.GenerationID)
 			}
+
+			// The registration record deleted, an enrollment without an
+			// initial twin: the identity on the hub is kept as it is.
+			webhookTwin.Store("")
+			if err := db.DeleteRegistration(ctx, "dev-k", ""); err != nil {
+				t.Fatal(err)
+			}
+			e.InitialTwin = nil
+			dpstest.MustPutEnrollment(t, db, e)
+			if op := register(t, s, "dev-k", c, ""); op.Status != dps.StatusAssigned {
+				t.Fatalf("after deleting the registration record: %s %+v", op.Status, op.Result)
+			}
+			fourth, _ := db.HubDevice(ctx, "hub-a.example.net", "dev-k")
+			if got := string(liveOf(fourth).DeviceDoc()); got != string(tw.DeviceDoc()) || fourth.GenerationID != first.GenerationID {
+				t.Errorf("twin after registering without a record = %s, want %s kept", got, tw.DeviceDoc())
+			}
 		})
 	}
 }

@@ -18,16 +18,20 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"net"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/dpstest"
+	"github.com/opendps/dps/internal/store/sqlite"
 	"github.com/opendps/dps/webhook"
 )
 
@@ -46,18 +50,30 @@ func TestNodeSDK(t *testing.T) {
 	}
 
 	// The custom allocation webhook, written with the public webhook package.
+	// It assigns a heatpump to hub B (127.0.0.2) and everything else to hub A
+	// (localhost), both built-in hubs, and gives the device an initial twin:
+	// tags naming its model, and desired properties = the payload's
+	// "desired" member plus {"webhook":{"hub":…,"registrationId":…}} — so
+	// run.js knows exactly what the device must read from its twin.
 	hook := httptest.NewUnstartedServer(webhook.Handler(func(ctx context.Context, req *webhook.Request) (*webhook.Response, error) {
 		var p struct {
-			Model string `json:"model"`
+			Model   string                     `json:"model"`
+			Desired map[string]json.RawMessage `json:"desired"`
 		}
 		json.Unmarshal(req.DeviceRuntimeContext.Payload, &p)
-		hub := "hub-a.example.net"
+		hub := hubA
 		if p.Model == "heatpump" {
-			hub = "hub-b.example.net"
+			hub = hubB
 		}
+		desired := map[string]any{"webhook": map[string]string{"hub": hub, "registrationId": req.DeviceRuntimeContext.RegistrationID}}
+		for k, v := range p.Desired {
+			desired[k] = v
+		}
+		desiredJSON, _ := json.Marshal(desired)
+		tags, _ := json.Marshal(map[string]string{"model": p.Model})
 		payload, _ := json.Marshal(map[string]any{"received": req.DeviceRuntimeContext.Payload, "greeting": "hello from the webhook"})
 		return &webhook.Response{IoTHubHostName: hub, Payload: payload,
-			InitialTwin: &webhook.Twin{Tags: json.RawMessage(`{"model":"` + p.Model + `"}`)}}, nil
+			InitialTwin: &webhook.Twin{Tags: tags, Properties: &webhook.TwinProperties{Desired: desiredJSON}}}, nil
 	}, webhook.HandlerOptions{}))
 	hook.StartTLS()
 	defer hook.Close()
@@ -89,22 +105,34 @@ func TestNodeSDK(t *testing.T) {
 	write("ind-key.pem", keyPEM(ind))
 	write("grp-chain.pem", grpLeaf.PEM()+inter.PEM())
 	write("grp-key.pem", keyPEM(grpLeaf))
+	// Two self-signed devices of the built-in hub scenarios: each connects
+	// with its own certificate, and each is refused with the other's.
+	for _, name := range []string{"x509-hub-1", "x509-hub-2"} {
+		c := dpstest.SelfSigned(t, name)
+		write(name+".pem", c.PEM())
+		write(name+"-key.pem", keyPEM(c))
+	}
 
-	key := make([]byte, 32)
-	rand.Read(key)
-	ownerKey := base64.StdEncoding.EncodeToString(key)
+	newKey := func() string {
+		key := make([]byte, 32)
+		rand.Read(key)
+		return base64.StdEncoding.EncodeToString(key)
+	}
+	ownerKey, hubKeyA, hubKeyB := newKey(), newKey(), newKey()
 	cfg := fmt.Sprintf(`idScope: "0ne00C0MPAT"
 dataDir: %q
 listen: { https: ":443", mqtt: ":8883", admin: "127.0.0.1:0" }
 serviceHostName: localhost
 retryAfterSeconds: 1
 linkedHubs:
-  - { hostName: hub-a.example.net }
-  - { hostName: hub-b.example.net }
+  - hostName: %s
+    accessPolicies: [ { name: iothubowner, primaryKey: %q, rights: [RegistryRead, RegistryWrite, ServiceConnect, DeviceConnect] } ]
+  - hostName: %s
+    accessPolicies: [ { name: iothubowner, primaryKey: %q, rights: [RegistryRead, RegistryWrite, ServiceConnect, DeviceConnect] } ]
 accessPolicies:
   - { name: provisioningserviceowner, primaryKey: %q, rights: [ServiceConfig, EnrollmentRead, EnrollmentWrite, RegistrationStatusRead, RegistrationStatusWrite] }
 webhook: { caFile: %q }
-`, filepath.Join(dir, "data"), ownerKey, hookCA)
+`, filepath.Join(dir, "data"), hubA, hubKeyA, hubB, hubKeyB, ownerKey, hookCA)
 	cfgPath := filepath.Join(dir, "dpsd.yaml")
 	os.WriteFile(cfgPath, []byte(cfg), 0o600)
 
@@ -119,9 +147,15 @@ webhook: { caFile: %q }
 	if err := dpsd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	var stopOnce sync.Once
+	stop := func() {
+		stopOnce.Do(func() {
+			dpsd.Process.Signal(os.Interrupt)
+			dpsd.Wait()
+		})
+	}
 	defer func() {
-		dpsd.Process.Signal(os.Interrupt)
-		dpsd.Wait()
+		stop()
 		if t.Failed() {
 			t.Logf("dpsd log:\n%s", logs.String())
 		}
@@ -160,26 +194,37 @@ webhook: { caFile: %q }
 		"DPS_TRANSPORTS="+transports(),
 		"NODE_EXTRA_CA_CERTS="+filepath.Join(dir, "data", "tls", "ca.pem"),
 		"DPS_X509_DIR="+x509Dir,
+		"HUB_CONNECTION_STRING_A=HostName="+hubA+";SharedAccessKeyName=iothubowner;SharedAccessKey="+hubKeyA,
+		"HUB_CONNECTION_STRING_B=HostName="+hubB+";SharedAccessKeyName=iothubowner;SharedAccessKey="+hubKeyB,
 	)
 	var stderr bytes.Buffer
 	node.Stderr = &stderr
 	out, runErr := node.Output()
 	var results []result
+	var sent []telemetry
 	done := false
 	for _, line := range strings.Split(string(out), "\n") {
 		var r struct {
 			result
-			Done bool `json:"done"`
+			Done      bool       `json:"done"`
+			Telemetry *telemetry `json:"telemetry"`
 		}
 		if json.Unmarshal([]byte(line), &r) != nil {
 			continue
 		}
-		if r.Done {
+		switch {
+		case r.Done:
 			done = true
-		} else if r.Scenario != "" {
+		case r.Telemetry != nil:
+			sent = append(sent, *r.Telemetry)
+		case r.Scenario != "":
 			results = append(results, r.result)
 		}
 	}
+	// What the devices were told was accepted must be in the hubs' event
+	// logs, exactly: read them once dpsd has stopped (SQLite, one process).
+	stop()
+	results = append(results, checkEventLog(t, filepath.Join(dir, "data", "dps.db"), sent)...)
 	for _, r := range results {
 		if r.OK {
 			t.Logf("PASS  %-5s %s (%d ms)", r.Transport, r.Scenario, r.MS)
@@ -193,6 +238,77 @@ webhook: { caFile: %q }
 	if len(results) == 0 || !done || runErr != nil && !t.Failed() {
 		t.Fatalf("node run.js: %v\nstdout:\n%s\nstderr:\n%s", runErr, out, stderr.String())
 	}
+}
+
+// The built-in hubs of the suite: both reach this machine without DNS
+// (all of 127.0.0.0/8 is loopback on Linux), and dpsd's generated
+// certificate covers both names.
+const (
+	hubA = "localhost"
+	hubB = "127.0.0.2"
+)
+
+// telemetry is a message a device SDK reported as sent (sendEvent
+// resolved), as run.js prints it.
+type telemetry struct {
+	Transport  string            `json:"transport"`
+	Hub        string            `json:"hub"`
+	DeviceID   string            `json:"deviceId"`
+	MessageID  string            `json:"messageId"`
+	Properties map[string]string `json:"properties"`
+	Body       string            `json:"body"`
+}
+
+// checkEventLog finds each sent message in its hub's event log by message
+// ID and compares device, application properties and body exactly: one
+// result per message.
+func checkEventLog(t *testing.T, path string, sent []telemetry) []result {
+	if len(sent) == 0 {
+		return nil
+	}
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, path)
+	if err != nil {
+		return []result{{Scenario: "event log: open the store", Transport: "-", Error: err.Error()}}
+	}
+	defer db.Close()
+	logs := map[string][]dps.Message{}
+	var out []result
+	for _, m := range sent {
+		r := result{Scenario: "event log holds the telemetry of " + m.DeviceID + " on " + m.Hub + " exactly as sent", Transport: m.Transport}
+		if _, ok := logs[m.Hub]; !ok {
+			var all []dps.Message
+			for after := int64(0); ; {
+				page, err := db.Messages(ctx, m.Hub, after, 500)
+				if err != nil {
+					t.Fatalf("read the event log of %s: %v", m.Hub, err)
+				}
+				all = append(all, page...)
+				if len(page) < 500 {
+					break
+				}
+				after = page[len(page)-1].Seq
+			}
+			logs[m.Hub] = all
+		}
+		var found []dps.Message
+		for _, got := range logs[m.Hub] {
+			if got.MessageID == m.MessageID {
+				found = append(found, got)
+			}
+		}
+		switch {
+		case len(found) != 1:
+			r.Error = fmt.Sprintf("%d messages with message ID %q in the event log of %s, want 1", len(found), m.MessageID, m.Hub)
+		case found[0].DeviceID != m.DeviceID || !maps.Equal(found[0].Properties, m.Properties) || string(found[0].Body) != m.Body:
+			g := found[0]
+			r.Error = fmt.Sprintf("logged device %q properties %v body %q; sent device %q properties %v body %q", g.DeviceID, g.Properties, g.Body, m.DeviceID, m.Properties, m.Body)
+		default:
+			r.OK = true
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // transports lists the device transports the suite exercises.

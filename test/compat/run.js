@@ -13,6 +13,13 @@ const { Mqtt, MqttWs } = require('azure-iot-provisioning-device-mqtt');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 const { X509Security } = require('azure-iot-security-x509');
 const { ProvisioningServiceClient } = require('azure-iot-provisioning-service');
+const { Client: DeviceClient, Message } = require('azure-iot-device');
+const { Mqtt: DeviceMqtt, MqttWs: DeviceMqttWs } = require('azure-iot-device-mqtt');
+const { Http: DeviceHttp } = require('azure-iot-device-http');
+const { Registry, Client: ServiceClient } = require('azure-iothub');
+// NoRetry as the device SDK itself resolves azure-iot-common (not a
+// dependency of this suite of its own).
+const { NoRetry } = require(require.resolve('azure-iot-common', { paths: [require.resolve('azure-iot-device')] }));
 
 const env = (name) => {
   const v = process.env[name];
@@ -29,6 +36,15 @@ const path = require('path');
 const x509Dir = env('DPS_X509_DIR');
 const readX509 = (name) => fs.readFileSync(path.join(x509Dir, name), 'utf8');
 const run = Date.now().toString(36);
+// The built-in hubs dpsd serves, and a service connection string
+// (iothubowner) for each.
+const hubConnectionStrings = [env('HUB_CONNECTION_STRING_A'), env('HUB_CONNECTION_STRING_B')];
+const csField = (cs, name) => {
+  const m = new RegExp('(?:^|;)' + name + '=([^;]*)').exec(cs);
+  if (!m) throw new Error('connection string without ' + name);
+  return m[1];
+};
+const [hubA, hubB] = hubConnectionStrings.map((cs) => csField(cs, 'HostName'));
 
 const service = ProvisioningServiceClient.fromConnectionString(connectionString);
 const results = [];
@@ -306,13 +322,13 @@ async function deviceScenarios(transport) {
       registrationId: cid,
       attestation: { type: 'symmetricKey' },
       allocationPolicy: 'custom',
-      iotHubs: ['hub-a.example.net', 'hub-b.example.net'],
+      iotHubs: [hubA, hubB],
       customAllocationDefinition: { webhookUrl, apiVersion: '2021-10-01' },
     });
     const att = (await service.getIndividualEnrollmentAttestationMechanism(cid)).responseBody;
     const payload = { model: 'heatpump', fw: { version: '2.1.0', modules: ['a', { b: [1, 2, null] }] }, note: 'caf\u00e9' };
     const r = await register(t, cid, att.symmetricKey.primaryKey, payload);
-    assert(r.assignedHub === 'hub-b.example.net', 'webhook chose hub-b for a heatpump: ' + JSON.stringify(r));
+    assert(r.assignedHub === hubB, 'webhook chose hub B (' + hubB + ') for a heatpump: ' + JSON.stringify(r));
     assert(r.payload && deepEqual(r.payload.received, payload), 'device got its payload back through the webhook: ' + JSON.stringify(r.payload));
     assert(r.payload.greeting === 'hello from the webhook', 'webhook payload: ' + JSON.stringify(r.payload));
   });
@@ -380,6 +396,434 @@ async function sessionScenarios(t) {
   });
 }
 
+// ---------------------------------------------------------------------------
+// The built-in hubs: devices provisioned through dps connect to their
+// assigned hub with the device SDK (azure-iot-device with -mqtt over Mqtt and
+// MqttWs, and -http), and the service SDK (azure-iothub) reads and patches
+// their twins and calls their methods. Every device client uses NoRetry, so
+// a refusal or a dropped connection shows at once instead of being retried
+// away.
+
+const registries = {};
+const methodClients = {};
+for (const cs of hubConnectionStrings) {
+  registries[csField(cs, 'HostName')] = Registry.fromConnectionString(cs);
+  methodClients[csField(cs, 'HostName')] = ServiceClient.fromConnectionString(cs);
+}
+
+function deviceTransport(t) {
+  if (t === 'mqttws') return DeviceMqttWs;
+  return t === 'mqtt' ? DeviceMqtt : DeviceHttp;
+}
+
+// within fails with a clear message when p has not settled after ms.
+function within(ms, p, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(what + ': no answer within ' + ms + ' ms')), ms); });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+async function waitFor(what, ms, fn) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error('timed out after ' + ms + ' ms waiting for ' + what);
+    await sleep(25);
+  }
+}
+
+const plain = (v) => JSON.parse(JSON.stringify(v));
+const cb = (fn) => new Promise((resolve, reject) => fn((err, res) => (err ? reject(err) : resolve(res))));
+
+// hubClient is a device client of the hub, as a customer writes it, with
+// the SDK's NoRetry policy; it records its 'disconnect' and 'error' events.
+function hubClient(t, hub, deviceId, auth) {
+  const cs = 'HostName=' + hub + ';DeviceId=' + deviceId + ';' + (auth.key ? 'SharedAccessKey=' + auth.key : 'x509=true');
+  const c = DeviceClient.fromConnectionString(cs, deviceTransport(t));
+  c.setRetryPolicy(new NoRetry());
+  if (auth.cert) c.setOptions({ cert: auth.cert, key: auth.certKey });
+  c.disconnects = [];
+  c.errors = [];
+  c.on('disconnect', (d) => c.disconnects.push(d));
+  c.on('error', (err) => c.errors.push(err));
+  return c;
+}
+
+async function closeQuietly(c) {
+  if (!c) return;
+  try { await within(5000, c.close(), 'close'); } catch (_) { /* already closed by the server */ }
+}
+
+// withHubClient opens a client, runs fn with it and closes it.
+async function withHubClient(t, hub, deviceId, auth, fn) {
+  const c = hubClient(t, hub, deviceId, auth);
+  try {
+    await within(10000, c.open(), 'device client open');
+    return await fn(c);
+  } finally {
+    await closeQuietly(c);
+  }
+}
+
+// expectRefused asserts that err is the documented refusal of a device
+// whose credential does not match: CONNACK 5 (Not authorized) over MQTT,
+// HTTP 401 (UnauthorizedError) over HTTPS. The Node SDK reports every
+// failure of a client's first MQTT connection as UnauthorizedError
+// ("Failure on first connection (Not authorized): <mqtt.js error>"), a
+// plain close or CONNACK 3 included, so the return code is read from
+// mqtt.js's text, which the SDK keeps: "Connection refused: Not
+// authorized" is return code 5.
+function expectRefused(err, t, what) {
+  if (t === 'http') {
+    const status = err.response && err.response.statusCode;
+    assert(err.name === 'UnauthorizedError' && status === 401, what + ': want UnauthorizedError with HTTP 401, got ' + errText(err) + ' (status ' + status + ')');
+    return;
+  }
+  const te = err.transportError || err;
+  const text = String(te.message || err.message);
+  assert(err.name === 'UnauthorizedError' && text.includes('Connection refused: Not authorized'), what + ': want CONNACK 5 (Not authorized), got ' + errText(err));
+}
+
+// tryConnect makes one authenticated exchange: open over MQTT, a
+// telemetry message over HTTPS (which has no connection). It resolves to
+// the error, or undefined when the hub accepted the device.
+async function tryConnect(t, hub, deviceId, auth) {
+  const c = hubClient(t, hub, deviceId, auth);
+  try {
+    if (t === 'http') await within(10000, c.sendEvent(new Message('probe')), 'sendEvent');
+    else await within(10000, c.open(), 'open');
+    return undefined;
+  } catch (err) {
+    return err;
+  } finally {
+    await closeQuietly(c);
+  }
+}
+
+async function expectConnectRefused(t, hub, deviceId, auth, what) {
+  const err = await tryConnect(t, hub, deviceId, auth);
+  if (!err) throw new Error(what + ' was accepted by ' + hub);
+  expectRefused(err, t, what);
+}
+
+// sendTelemetry sends one message with application properties and a
+// message id, and prints what was sent: the Go test then finds it in the
+// hub's event log.
+async function sendTelemetry(c, t, hub, deviceId, messageId) {
+  const body = JSON.stringify({ temperature: 21.5, transport: t, at: messageId });
+  const msg = new Message(body);
+  msg.messageId = messageId;
+  const properties = { alert: 'high', path: 'a/b&c=d x%', n: '42' };
+  for (const [k, v] of Object.entries(properties)) msg.properties.add(k, v);
+  await within(10000, c.sendEvent(msg), 'sendEvent');
+  console.log(JSON.stringify({ telemetry: { transport: t, hub, deviceId, messageId, properties, body } }));
+}
+
+// provisionToHub creates a symmetric-key enrollment with custom allocation
+// over both hubs and registers it with the provisioning SDK.
+async function provisionToHub(t, registrationId, payload, extra) {
+  const created = (await service.createOrUpdateIndividualEnrollment(Object.assign({
+    registrationId,
+    attestation: { type: 'symmetricKey' },
+    allocationPolicy: 'custom',
+    iotHubs: [hubA, hubB],
+    customAllocationDefinition: { webhookUrl, apiVersion: '2021-10-01' },
+  }, extra || {}))).responseBody;
+  const key = created.attestation.symmetricKey.primaryKey;
+  const r = await register(t, registrationId, key, payload);
+  return { hub: r.assignedHub, deviceId: r.deviceId, key, registration: r };
+}
+
+// webhookDesired is the desired properties the suite's webhook puts into
+// the initial twin for a payload (compat_test.go).
+function webhookDesired(payload, hub, registrationId) {
+  return Object.assign({ webhook: { hub, registrationId } }, payload.desired || {});
+}
+
+// expectServiceFailure is expectFailure for the service SDK, whose results
+// hold the HTTP response (circular).
+async function expectServiceFailure(promise, what) {
+  return expectFailure(promise.then((r) => (r && r.responseBody !== undefined ? plain(r.responseBody) : r)), what);
+}
+
+function need(dev) {
+  if (!dev) throw new Error('not run: the device was not provisioned (see the provisioning scenario)');
+  return dev;
+}
+
+// onMethod registers a direct-method handler and resolves once the
+// subscription is acknowledged (the SDK's own enable path; its public
+// onDeviceMethod does not report when it is subscribed).
+async function onMethod(c, name, handler) {
+  c.onDeviceMethod(name, handler);
+  await within(10000, cb((done) => c._enableMethods(done)), 'subscribe to methods');
+}
+
+async function invoke(hub, deviceId, methodName, payload) {
+  return within(20000, methodClients[hub].invokeDeviceMethod(deviceId, { methodName, payload, responseTimeoutInSeconds: 10 }), 'invokeDeviceMethod');
+}
+
+function serviceSAS(cs) {
+  const host = csField(cs, 'HostName');
+  const sr = encodeURIComponent(host);
+  const se = Math.floor(Date.now() / 1000) + 3600;
+  const sig = crypto.createHmac('sha256', Buffer.from(csField(cs, 'SharedAccessKey'), 'base64')).update(sr + '\n' + se).digest('base64');
+  return 'SharedAccessSignature sr=' + sr + '&sig=' + encodeURIComponent(sig) + '&se=' + se + '&skn=' + csField(cs, 'SharedAccessKeyName');
+}
+
+// sendC2D sends a cloud-to-device message through the hub's service REST
+// API (the contract of the built-in hub's C2D endpoint).
+function sendC2D(hub, deviceId, body, headers) {
+  const https = require('https');
+  const cs = hubConnectionStrings.find((s) => csField(s, 'HostName') === hub);
+  return new Promise((resolve, reject) => {
+    const req = https.request({ host: hub, port: 443, method: 'POST', path: '/devices/' + encodeURIComponent(deviceId) + '/messages/deviceBound?api-version=2021-04-12',
+      headers: Object.assign({ Authorization: serviceSAS(cs), 'Content-Length': Buffer.byteLength(body) }, headers) }, (res) => {
+      let text = '';
+      res.on('data', (c) => { text += c; });
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: text }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+async function hubScenarios(t) {
+  const mqtt = t !== 'http';
+  // mqtt: hub A (localhost); mqttws and http: hub B (127.0.0.2, a hub
+  // named by an IP address).
+  const model = t === 'mqtt' ? 'thermostat' : 'heatpump';
+  const wantHub = model === 'heatpump' ? hubB : hubA;
+  const id = 'hub-' + t + '-' + run;
+  const payload = { model, desired: { interval: 30, config: { mode: 'eco', threshold: 21.5 }, label: 'caf\u00e9 & co' } };
+  let dev;
+  await scenario('hub: a device provisioned with custom allocation is assigned the hub the webhook chose (' + wantHub + ')', t, async () => {
+    const d = await provisionToHub(t, id, payload);
+    assert(d.hub === wantHub && d.deviceId === id, 'registration: ' + JSON.stringify(d.registration));
+    dev = d;
+  });
+  const auth = () => ({ key: need(dev).key });
+
+  if (mqtt) {
+    await scenario('hub: getTwin returns the desired properties of the webhook\'s initial twin, with $version', t, async () => {
+      const d = need(dev);
+      await withHubClient(t, d.hub, d.deviceId, auth(), async (c) => {
+        const twin = await within(10000, c.getTwin(), 'getTwin');
+        const desired = plain(twin.properties.desired);
+        assert(Number.isInteger(desired.$version) && desired.$version >= 1, 'desired $version: ' + JSON.stringify(desired));
+        delete desired.$version;
+        const want = webhookDesired(payload, d.hub, id);
+        assert(deepEqual(desired, want), 'desired ' + JSON.stringify(desired) + ', want ' + JSON.stringify(want));
+        assert(Number.isInteger(twin.properties.reported.$version), 'reported $version: ' + JSON.stringify(plain(twin.properties.reported)));
+      });
+    });
+
+    await scenario('hub: reported properties round-trip to the service (Registry.getTwin), null deletes', t, async () => {
+      const d = need(dev);
+      await withHubClient(t, d.hub, d.deviceId, auth(), async (c) => {
+        const twin = await within(10000, c.getTwin(), 'getTwin');
+        const before = twin.properties.reported.$version;
+        const patch = { firmware: '2.1.0', battery: 87, location: { room: 'kitchen', floor: 2 }, transient: true };
+        await within(10000, cb((done) => twin.properties.reported.update(patch, done)), 'reported update');
+        await within(10000, cb((done) => twin.properties.reported.update({ transient: null }, done)), 'reported update with null');
+        const svc = (await registries[d.hub].getTwin(d.deviceId)).responseBody;
+        const reported = plain(svc.properties.reported);
+        const got = {};
+        for (const k of Object.keys(reported)) if (!k.startsWith('$')) got[k] = reported[k];
+        const want = { firmware: '2.1.0', battery: 87, location: { room: 'kitchen', floor: 2 } };
+        assert(deepEqual(got, want), 'service sees reported ' + JSON.stringify(reported) + ', want ' + JSON.stringify(want));
+        assert(Number.isInteger(reported.$version) && reported.$version > before, 'reported $version ' + reported.$version + ' after ' + before);
+        const again = await within(10000, c.getTwin(), 'getTwin');
+        assert(again.properties.reported.$version === reported.$version, 'device reads reported $version ' + again.properties.reported.$version + ', service ' + reported.$version);
+      });
+    });
+
+    await scenario('hub: a desired patch through the service SDK (updateTwin with the etag) fires properties.desired with $version', t, async () => {
+      const d = need(dev);
+      await withHubClient(t, d.hub, d.deviceId, auth(), async (c) => {
+        const twin = await within(10000, c.getTwin(), 'getTwin');
+        const events = [];
+        twin.on('properties.desired', (p) => events.push(plain(p)));
+        // The listener subscribes in the background; this second call
+        // resolves once that SUBSCRIBE is acknowledged.
+        await within(10000, cb((done) => twin.enableTwinDesiredPropertiesUpdates(done)), 'subscribe to desired updates');
+        const reg = registries[d.hub];
+        const cur = (await reg.getTwin(d.deviceId)).responseBody;
+        const marker = id + '-patch';
+        const updated = (await reg.updateTwin(d.deviceId, { properties: { desired: { interval: 60, marker } } }, cur.etag)).responseBody;
+        const version = updated.properties.desired.$version;
+        assert(updated.properties.desired.interval === 60 && version > cur.properties.desired.$version, 'updateTwin answered ' + JSON.stringify(plain(updated.properties)));
+        const ev = await waitFor('the desired-property notification', 5000, () => events.find((e) => e.marker === marker));
+        assert(deepEqual(ev, { interval: 60, marker, $version: version }), 'notification ' + JSON.stringify(ev) + ', want the patch with $version ' + version);
+        assert(twin.properties.desired.interval === 60 && twin.properties.desired.$version === version, 'device twin after the patch: ' + JSON.stringify(plain(twin.properties.desired)));
+        const stale = await expectServiceFailure(reg.updateTwin(d.deviceId, { properties: { desired: { interval: 1 } } }, cur.etag), 'updateTwin with a stale etag');
+        assert(stale.response && stale.response.statusCode === 412, 'updateTwin with a stale etag: want 412, got ' + errText(stale));
+      });
+    });
+  }
+
+  await scenario('hub: telemetry with application properties and a message id completes', t, async () => {
+    const d = need(dev);
+    await withHubClient(t, d.hub, d.deviceId, auth(), async (c) => {
+      await sendTelemetry(c, t, d.hub, d.deviceId, id + '-telemetry');
+    });
+  });
+
+  if (mqtt) {
+    await scenario('hub: a direct method through azure-iothub invokeDeviceMethod is answered by the device', t, async () => {
+      const d = need(dev);
+      await withHubClient(t, d.hub, d.deviceId, auth(), async (c) => {
+        const calls = [];
+        await onMethod(c, 'setInterval', (req, res) => {
+          calls.push(plain(req.payload));
+          res.send(201, { applied: req.payload.interval, by: d.deviceId }, () => {});
+        });
+        const r = await invoke(d.hub, d.deviceId, 'setInterval', { interval: 15, unit: 's' });
+        assert(r.result.status === 201 && deepEqual(r.result.payload, { applied: 15, by: d.deviceId }), 'service saw ' + JSON.stringify(r.result));
+        assert(deepEqual(calls, [{ interval: 15, unit: 's' }]), 'device got ' + JSON.stringify(calls));
+      });
+    });
+  }
+
+  // Negatives.
+  await scenario('hub: a wrong key is refused', t, async () => {
+    const d = need(dev);
+    await expectConnectRefused(t, d.hub, d.deviceId, { key: crypto.randomBytes(32).toString('base64') }, 'a connection with a wrong key');
+  });
+
+  if (mqtt) {
+    await scenario('hub: a connect with the same device ID and a wrong key leaves the connected device connected', t, async () => {
+      const d = need(dev);
+      await withHubClient(t, d.hub, d.deviceId, auth(), async (c) => {
+        await onMethod(c, 'ping', (req, res) => res.send(200, { pong: req.payload }, () => {}));
+        await expectConnectRefused(t, d.hub, d.deviceId, { key: crypto.randomBytes(32).toString('base64') }, 'a connection with a wrong key');
+        await sleep(300);
+        const r = await invoke(d.hub, d.deviceId, 'ping', 7);
+        assert(r.result.status === 200 && deepEqual(r.result.payload, { pong: 7 }), 'method after the refused connect: ' + JSON.stringify(r.result));
+        const twin = await within(10000, c.getTwin(), 'getTwin after the refused connect');
+        assert(Number.isInteger(twin.properties.desired.$version), 'twin after the refused connect');
+        assert(c.disconnects.length === 0, 'the connected device was disconnected: ' + c.disconnects.map((x) => errText(x.reason || x)).join('; '));
+      });
+    });
+
+    await scenario('hub: a second authenticated connection replaces the first (the first sees a disconnect)', t, async () => {
+      const d = need(dev);
+      const first = hubClient(t, d.hub, d.deviceId, auth());
+      const second = hubClient(t, d.hub, d.deviceId, auth());
+      try {
+        await within(10000, first.open(), 'first open');
+        await onMethod(first, 'who', (req, res) => res.send(200, 'first', () => {}));
+        await within(10000, second.open(), 'second open');
+        await onMethod(second, 'who', (req, res) => res.send(200, 'second', () => {}));
+        await waitFor('the first connection\'s disconnect event', 5000, () => first.disconnects.length > 0);
+        const r = await invoke(d.hub, d.deviceId, 'who', null);
+        assert(r.result.status === 200 && r.result.payload === 'second', 'the method reached ' + JSON.stringify(r.result));
+        assert(second.disconnects.length === 0, 'the second connection was dropped too: ' + second.disconnects.map((x) => errText(x.reason || x)).join('; '));
+      } finally {
+        await closeQuietly(second);
+        await closeQuietly(first);
+      }
+    });
+  }
+
+  // X.509: two self-signed devices with individual enrollments (one
+  // enrollment each for all transports); both land on hub A.
+  const x509 = (name) => ({ cert: readX509(name + '.pem'), certKey: readX509(name + '-key.pem') });
+  const x509Devices = {};
+  await scenario('hub: X.509 devices provisioned with individual enrollments', t, async () => {
+    for (const name of ['x509-hub-1', 'x509-hub-2']) {
+      await ensure(() => service.createOrUpdateIndividualEnrollment({
+        registrationId: name,
+        attestation: { type: 'x509', x509: { clientCertificates: { primary: { certificate: readX509(name + '.pem') } } } },
+        allocationPolicy: 'custom',
+        iotHubs: [hubA, hubB],
+        customAllocationDefinition: { webhookUrl, apiVersion: '2021-10-01' },
+      }));
+      const r = await registerX509(t, name, readX509(name + '.pem'), readX509(name + '-key.pem'));
+      assert(r.assignedHub === hubA && r.deviceId === name, 'registration: ' + JSON.stringify(r));
+      x509Devices[name] = { hub: r.assignedHub, deviceId: r.deviceId };
+    }
+  });
+  await scenario('hub: an X.509 device connects with its certificate (x509=true) and sends telemetry', t, async () => {
+    const d = need(x509Devices['x509-hub-1']);
+    await withHubClient(t, d.hub, d.deviceId, x509('x509-hub-1'), async (c) => {
+      await sendTelemetry(c, t, d.hub, d.deviceId, 'x509-' + t + '-' + run);
+    });
+  });
+  await scenario('hub: another device\'s certificate is refused', t, async () => {
+    const d = need(x509Devices['x509-hub-2']);
+    await expectConnectRefused(t, d.hub, d.deviceId, x509('x509-hub-1'), 'x509-hub-2 connecting with the certificate of x509-hub-1');
+  });
+
+  // Re-provisioning to the other hub removes the identity from the old one.
+  const mid = 'move-' + t + '-' + run;
+  const before = { model: 'thermostat', desired: { phase: 1 } };
+  const after = { model: 'heatpump', desired: { phase: 2 } };
+  let moved;
+  await scenario('hub: a device re-provisioned to the other hub (updateHubAssignment) is refused on the old hub', t, async () => {
+    const d = await provisionToHub(t, mid, before, { reprovisionPolicy: { updateHubAssignment: true, migrateDeviceData: false } });
+    assert(d.hub === hubA, 'first assignment: ' + JSON.stringify(d.registration));
+    const ok = await tryConnect(t, hubA, mid, { key: d.key });
+    assert(!ok, 'the device could not connect to ' + hubA + ' before it moved: ' + errText(ok));
+    const r = await register(t, mid, d.key, after);
+    assert(r.assignedHub === hubB && r.deviceId === mid, 'second assignment (the webhook moves a heatpump to ' + hubB + '): ' + JSON.stringify(r));
+    moved = { hub: hubB, deviceId: mid, key: d.key };
+    await expectConnectRefused(t, hubA, mid, { key: d.key }, 'a connection to the old hub after the move');
+  });
+  await scenario('hub: the re-provisioned device works on its new hub', t, async () => {
+    const d = need(moved);
+    await withHubClient(t, d.hub, d.deviceId, { key: d.key }, async (c) => {
+      if (mqtt) {
+        const twin = await within(10000, c.getTwin(), 'getTwin');
+        const desired = plain(twin.properties.desired);
+        delete desired.$version;
+        const want = webhookDesired(after, hubB, mid);
+        assert(deepEqual(desired, want), 'desired on the new hub ' + JSON.stringify(desired) + ', want ' + JSON.stringify(want));
+      }
+      await sendTelemetry(c, t, d.hub, d.deviceId, mid + '-after-move');
+    });
+    const gone = await expectServiceFailure(registries[hubA].getTwin(mid), 'the twin on the old hub');
+    assert(gone.response && gone.response.statusCode === 404, 'twin on the old hub: want 404, got ' + errText(gone));
+  });
+
+  // Cloud-to-device messages, sent through dps's HTTPS extension (Azure sends them over AMQP only).
+  await scenario('hub: a C2D message sent through the service REST API is received and completed', t, async () => {
+    const d = need(dev);
+    const c = hubClient(t, d.hub, d.deviceId, auth());
+    const received = [];
+    const completed = [];
+    try {
+      if (!mqtt) c.setOptions({ http: { receivePolicy: { interval: 1 } } });
+      c.on('message', (msg) => {
+        received.push(msg);
+        completed.push(c.complete(msg).then(() => 'ok', (err) => err));
+      });
+      await within(10000, c.open(), 'open');
+      if (mqtt) await within(10000, cb((done) => c._enableC2D(done)), 'subscribe to C2D');
+      const messageId = id + '-c2d';
+      const body = JSON.stringify({ command: 'reboot', delay: 5 });
+      const res = await sendC2D(d.hub, d.deviceId, body, { 'iothub-messageid': messageId, 'iothub-app-priority': 'high', 'iothub-app-path': 'a/b&c=d' });
+      assert(res.status === 204, 'C2D send: HTTP ' + res.status + ' ' + res.body);
+      const msg = await waitFor('the C2D message', 10000, () => received[0]);
+      const props = {};
+      for (let i = 0; i < msg.properties.count(); i++) { const p = msg.properties.getItem(i); props[p.key] = p.value; }
+      assert(msg.messageId === messageId, 'messageId ' + msg.messageId + ', want ' + messageId);
+      assert(Buffer.from(msg.data).toString() === body, 'body ' + Buffer.from(msg.data).toString());
+      // The Node HTTP transport keeps the header name as the property's key
+      // (azure-iot-http-base toMessage); MQTT gives the bag's key.
+      const pre = mqtt ? '' : 'iothub-app-';
+      assert(props[pre + 'priority'] === 'high' && props[pre + 'path'] === 'a/b&c=d', 'properties ' + JSON.stringify(props));
+      const done = await within(10000, completed[0], 'complete');
+      assert(done === 'ok', 'complete failed: ' + errText(done));
+      await sleep(mqtt ? 300 : 2500);
+      assert(received.length === 1, received.length + ' deliveries of one message');
+    } finally {
+      await closeQuietly(c);
+    }
+  });
+}
+
 (async () => {
   await serviceScenarios();
   await wireScenarios();
@@ -387,6 +831,7 @@ async function sessionScenarios(t) {
     await deviceScenarios(t);
     if (t !== 'http') await sessionScenarios(t);
   }
+  for (const t of transports) await hubScenarios(t);
   const failed = results.filter((r) => !r.ok);
   // The Go runner requires this line: without it, a promise that never
   // settled ended the script early.

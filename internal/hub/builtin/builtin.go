@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opendps/dps"
@@ -89,6 +90,9 @@ func (c *Connector) Record(ctx context.Context, d dps.HubDevice) (dps.HubDevice,
 	if d.Status == "" {
 		d.Status = dps.DeviceEnabled
 	}
+	if d.TwinWrite == dps.TwinApply && noTwin(d.Twin) {
+		d.TwinWrite = dps.TwinKeep // nothing to apply
+	}
 	var t twin.Twin
 	switch d.TwinWrite {
 	case dps.TwinReplace:
@@ -124,6 +128,13 @@ func invalidTwin(err error) error {
 		return err
 	}
 	return &dps.HubFailure{Code: dps.CodeHubRejected, Message: "The initial twin is not valid on the IoT hub: " + dps.AsError(err).Message}
+}
+
+// noTwin reports whether a provisioning asks for no twin at all (no
+// initial twin, or JSON null).
+func noTwin(t json.RawMessage) bool {
+	s := strings.TrimSpace(string(t))
+	return s == "" || s == "null"
 }
 
 // live decodes a record's live twin; a record written before the hub kept

@@ -80,13 +80,19 @@ func (db *DB) LastMessageSeq(ctx context.Context, hub string) (int64, error) {
 	return last, nil
 }
 
-// DeleteMessagesBefore deletes up to Options.PruneBatch (by default
-// docs.DefaultPruneBatch) messages of any hub enqueued before t, oldest
-// first, and reports how many it deleted; the caller calls it again while
-// it deletes a full batch.
-func (db *DB) DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, error) {
-	tag, err := db.pool.Exec(ctx, `DELETE FROM hub_messages WHERE (hub, seq) IN (
-		SELECT hub, seq FROM hub_messages WHERE enqueued < $1 ORDER BY enqueued LIMIT $2)`, t.UnixNano(), db.pruneBatch)
+// DeleteMessagesBefore deletes messages from the start of a hub's log (hub
+// in any case): those enqueued before t, in Seq order, up to the first one
+// enqueued at t or later, at most Options.PruneBatch (by default
+// docs.DefaultPruneBatch) of them, and reports how many it deleted; the
+// caller calls it again while it deletes a full batch. Only a prefix of
+// the log goes, so a reader never finds a gap after the first message it
+// reads: a message enqueued before t that follows a later one (appended on
+// a node whose clock is behind) stays until that one goes.
+func (db *DB) DeleteMessagesBefore(ctx context.Context, hub string, t time.Time) (int64, error) {
+	tag, err := db.pool.Exec(ctx, `WITH head AS (SELECT seq, enqueued FROM hub_messages WHERE hub = $1 ORDER BY seq LIMIT $3)
+		DELETE FROM hub_messages WHERE hub = $1 AND seq IN (
+			SELECT seq FROM head WHERE seq < COALESCE((SELECT MIN(seq) FROM head WHERE enqueued >= $2), 9223372036854775807))`,
+		dps.FoldID(hub), t.UnixNano(), db.pruneBatch)
 	if err != nil {
 		return 0, translate(err)
 	}

@@ -347,8 +347,10 @@ func testMessagesConcurrent(t *testing.T, f Factory) {
 	}
 }
 
-// testMessagesRetentionByTime: DeleteMessagesBefore deletes the messages
-// of every hub enqueued before a time, and only those; Seq continues.
+// testMessagesRetentionByTime: DeleteMessagesBefore deletes, from the
+// start of a hub's log (the hub in any case), the messages enqueued before
+// a time up to the first one enqueued later — never one behind it, which
+// would leave a gap — and never another hub's; Seq continues.
 func testMessagesRetentionByTime(t *testing.T, f Factory) {
 	s := f.New(t)
 	now := time.Now().UTC()
@@ -358,30 +360,41 @@ func testMessagesRetentionByTime(t *testing.T, f Factory) {
 		at(message("b.example.net", "dev", "b1"), 150*time.Minute),
 		at(message("a.example.net", "dev", "a2"), 2*time.Hour),
 		at(message("a.example.net", "dev", "a3"), time.Minute),
+		at(message("a.example.net", "dev", "a4"), 90*time.Minute), // old, but behind a3
 		at(message("b.example.net", "dev", "b2"), 0),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := s.DeleteMessagesBefore(ctx(), now.Add(-time.Hour)); err != nil || n != 3 {
-		t.Errorf("deleted %d, %v; want the 3 messages older than an hour", n, err)
+	if n, err := s.DeleteMessagesBefore(ctx(), "A.example.NET", now.Add(-time.Hour)); err != nil || n != 2 {
+		t.Errorf("deleted %d, %v; want the 2 messages older than an hour before a3", n, err)
 	}
-	if n, err := s.DeleteMessagesBefore(ctx(), now.Add(-time.Hour)); err != nil || n != 0 {
+	if n, err := s.DeleteMessagesBefore(ctx(), "a.example.net", now.Add(-time.Hour)); err != nil || n != 0 {
 		t.Errorf("second delete: %d, %v; want 0", n, err)
 	}
-	sameSeqs(t, "hub a", readLog(t, s, "a.example.net"), "a3:3")
+	sameSeqs(t, "hub a", readLog(t, s, "a.example.net"), "a3:3", "a4:4")
+	sameSeqs(t, "hub b, not swept", readLog(t, s, "b.example.net"), "b1:1", "b2:2")
+	if n, err := s.DeleteMessagesBefore(ctx(), "b.example.net", now.Add(-time.Hour)); err != nil || n != 1 {
+		t.Errorf("hub b: deleted %d, %v; want 1", n, err)
+	}
 	sameSeqs(t, "hub b", readLog(t, s, "b.example.net"), "b2:2")
-	lastSeq(t, s, "a.example.net", 3)
-	out, err := s.AppendMessages(ctx(), []dps.Message{message("a.example.net", "dev", "a4")})
+	lastSeq(t, s, "a.example.net", 4)
+	out, err := s.AppendMessages(ctx(), []dps.Message{message("a.example.net", "dev", "a5")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameSeqs(t, "after the deletion", out, "a4:4")
-	if n, err := s.DeleteMessagesBefore(ctx(), now.Add(time.Hour)); err != nil || n != 3 {
-		t.Errorf("deleted %d, %v; want every message", n, err)
+	sameSeqs(t, "after the deletion", out, "a5:5")
+	for _, hub := range []string{"a.example.net", "b.example.net"} {
+		want := map[string]int64{"a.example.net": 3, "b.example.net": 1}[hub]
+		if n, err := s.DeleteMessagesBefore(ctx(), hub, now.Add(time.Hour)); err != nil || n != want {
+			t.Errorf("%s: deleted %d, %v; want every message (%d)", hub, n, err, want)
+		}
 	}
-	lastSeq(t, s, "a.example.net", 4)
+	lastSeq(t, s, "a.example.net", 5)
 	lastSeq(t, s, "b.example.net", 2)
+	if n, err := s.DeleteMessagesBefore(ctx(), "none.example.net", now.Add(time.Hour)); err != nil || n != 0 {
+		t.Errorf("a hub without messages: %d, %v", n, err)
+	}
 	out, err = s.AppendMessages(ctx(), []dps.Message{message("b.example.net", "dev", "b3")})
 	if err != nil {
 		t.Fatal(err)
@@ -466,15 +479,15 @@ func testMessagesReopen(t *testing.T, f Factory) {
 }
 
 // CheckMessagePruneBatch checks a store opened with a prune batch of 3
-// deletes messages 3 at a time, oldest first, by time and by count (the
-// caller calls again after a full batch).
+// deletes messages 3 at a time from the start of the log, by time and by
+// count (the caller calls again after a full batch).
 func CheckMessagePruneBatch(t *testing.T, s Store) {
 	t.Helper()
 	old := time.Now().UTC().Add(-48 * time.Hour)
 	var msgs []dps.Message
 	for i := range 8 {
 		m := message("batch-a.example.net", "dev", fmt.Sprintf("a%d", i))
-		m.Enqueued = old.Add(time.Duration(8-i) * time.Second) // the oldest last
+		m.Enqueued = old.Add(time.Duration(8-i) * time.Second) // enqueued times out of Seq order
 		msgs = append(msgs, m)
 	}
 	msgs = append(msgs, message("batch-a.example.net", "dev", "recent"))
@@ -483,13 +496,13 @@ func CheckMessagePruneBatch(t *testing.T, s Store) {
 	}
 	var got []int64
 	for i := range 4 {
-		n, err := s.DeleteMessagesBefore(ctx(), time.Now().Add(-24*time.Hour))
+		n, err := s.DeleteMessagesBefore(ctx(), "batch-a.example.net", time.Now().Add(-24*time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}
 		got = append(got, n)
 		if i == 0 {
-			sameSeqs(t, "after the first batch (the 3 oldest enqueued deleted)", readLog(t, s, "batch-a.example.net"), "a0:1", "a1:2", "a2:3", "a3:4", "a4:5", "recent:9")
+			sameSeqs(t, "after the first batch (the first 3 deleted)", readLog(t, s, "batch-a.example.net"), "a3:4", "a4:5", "a5:6", "a6:7", "a7:8", "recent:9")
 		}
 	}
 	if fmt.Sprint(got) != "[3 3 2 0]" {
@@ -519,4 +532,20 @@ func CheckMessagePruneBatch(t *testing.T, s Store) {
 		t.Errorf("trimmed %v in successive calls, want [3 3 1 0]", got)
 	}
 	sameSeqs(t, "trimmed log", readLog(t, s, "batch-b.example.net"), "b7:8", "b8:9")
+	// A recent message inside the first batch stops the deletion there.
+	msgs = msgs[:0]
+	for i, ago := range []time.Duration{48 * time.Hour, 48 * time.Hour, 0, 48 * time.Hour, 48 * time.Hour} {
+		m := message("batch-c.example.net", "dev", fmt.Sprintf("c%d", i))
+		m.Enqueued = time.Now().UTC().Add(-ago)
+		msgs = append(msgs, m)
+	}
+	if _, err := s.AppendMessages(ctx(), msgs); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int64{2, 0} {
+		if n, err := s.DeleteMessagesBefore(ctx(), "batch-c.example.net", time.Now().Add(-24*time.Hour)); err != nil || n != want {
+			t.Errorf("call %d on batch-c: deleted %d, %v; want %d", i, n, err, want)
+		}
+	}
+	sameSeqs(t, "batch-c", readLog(t, s, "batch-c.example.net"), "c2:3", "c3:4", "c4:5")
 }

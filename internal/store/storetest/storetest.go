@@ -36,7 +36,7 @@ type Store interface {
 	AppendMessages(ctx context.Context, msgs []dps.Message) ([]dps.Message, error)
 	Messages(ctx context.Context, hub string, after int64, limit int) ([]dps.Message, error)
 	LastMessageSeq(ctx context.Context, hub string) (int64, error)
-	DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, error)
+	DeleteMessagesBefore(ctx context.Context, hub string, t time.Time) (int64, error)
 	TrimMessages(ctx context.Context, hub string, keep int64) (int64, error)
 	// The built-in hubs' cloud-to-device queues (c2d.go).
 	EnqueueCloudMessage(ctx context.Context, m dps.CloudMessage, max int) (dps.CloudMessage, error)
