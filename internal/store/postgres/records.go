@@ -419,3 +419,18 @@ func (db *DB) ConsumeChallenge(ctx context.Context, registrationID string, key d
 	}
 	return tag.RowsAffected() == 1, nil
 }
+
+// ListHubDevices returns up to limit device identities of a hub whose
+// folded device ID sorts after after's (folded; "" from the first), in
+// that order: a listing resumes after the last device it returned.
+func (db *DB) ListHubDevices(ctx context.Context, hub, after string, limit int) ([]dps.HubDevice, error) {
+	return listDocs(ctx, db.pool, docs.DecodeHubDevice, "hub devices", `SELECT doc FROM hub_devices WHERE hub = $1 AND device_id > $2 ORDER BY device_id LIMIT $3`,
+		dps.FoldID(hub), dps.FoldID(after), docs.PageSize(limit))
+}
+
+// CountHubDevices returns how many device identities a hub has, and how
+// many of them are disabled.
+func (db *DB) CountHubDevices(ctx context.Context, hub string) (total, disabled int, err error) {
+	err = db.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE doc->>'status' = 'disabled') FROM hub_devices WHERE hub = $1`, dps.FoldID(hub)).Scan(&total, &disabled)
+	return total, disabled, translate(err)
+}

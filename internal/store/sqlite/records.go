@@ -584,3 +584,18 @@ func (db *DB) ClaimOperation(ctx context.Context, id, owner string, until time.T
 	})
 	return ok, err
 }
+
+// ListHubDevices returns up to limit device identities of a hub whose
+// folded device ID sorts after after's (folded; "" from the first), in
+// that order: a listing resumes after the last device it returned.
+func (db *DB) ListHubDevices(ctx context.Context, hub, after string, limit int) ([]dps.HubDevice, error) {
+	return listDocs(ctx, db, docs.DecodeHubDevice, "hub devices", `SELECT doc FROM hub_devices WHERE hub = ? AND device_id > ? ORDER BY device_id LIMIT ?`,
+		dps.FoldID(hub), dps.FoldID(after), docs.PageSize(limit))
+}
+
+// CountHubDevices returns how many device identities a hub has, and how
+// many of them are disabled.
+func (db *DB) CountHubDevices(ctx context.Context, hub string) (total, disabled int, err error) {
+	err = db.read.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(json_extract(doc, '$.status') = 'disabled'), 0) FROM hub_devices WHERE hub = ?`, dps.FoldID(hub)).Scan(&total, &disabled)
+	return total, disabled, translate(err)
+}

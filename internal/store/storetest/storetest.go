@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -44,6 +45,9 @@ type Store interface {
 	SettleCloudMessage(ctx context.Context, hub, deviceID, lockToken string, how dps.Settlement, now time.Time, maxDeliveries int) error
 	PurgeCloudMessages(ctx context.Context, hub, deviceID string) (int, error)
 	CloudQueueDepth(ctx context.Context, hub, deviceID string, now time.Time) (int, error)
+	// The built-in hubs' identity registries.
+	ListHubDevices(ctx context.Context, hub, after string, limit int) ([]dps.HubDevice, error)
+	CountHubDevices(ctx context.Context, hub string) (total, disabled int, err error)
 }
 
 // Factory makes stores. New returns an empty store no other call shares;
@@ -75,6 +79,7 @@ func Run(t *testing.T, f Factory) {
 		{"Registration/QueryByGroupAndDelete", testRegistrations},
 		{"HubDevice/PutGetDelete", testHubDevices},
 		{"HubDevice/ETagPrecondition", testHubDevicePrecondition},
+		{"HubDevice/ListAndCount", testHubDeviceList},
 		{"CA/PutGetDelete", testCAs},
 		{"Challenge/LatestWinsAndConsumeOnce", testChallenges},
 		{"Operation/Prune", testPrune},
@@ -432,6 +437,60 @@ func testHubDevices(t *testing.T, f Factory) {
 	}
 	if err := s.DeleteHubDevice(ctx(), "hub.example.net", "dev"); err != nil {
 		t.Errorf("deleting an absent device: %v", err)
+	}
+}
+
+// testHubDeviceList: a hub's identities are listed in pages that resume
+// after the last device of the previous one (device IDs compared folded),
+// every device once, none of another hub; counts say how many are
+// disabled.
+func testHubDeviceList(t *testing.T, f Factory) {
+	s := f.New(t)
+	want := map[string]bool{}
+	for i := range 25 {
+		id := fmt.Sprintf("Dev-%02d", i)
+		d := dps.HubDevice{Hub: "Hub.example.net", DeviceID: id, Status: dps.DeviceEnabled}
+		if i%5 == 0 {
+			d.Status = dps.DeviceDisabled
+		}
+		if _, err := s.PutHubDevice(ctx(), d); err != nil {
+			t.Fatal(err)
+		}
+		want[id] = true
+	}
+	if _, err := s.PutHubDevice(ctx(), dps.HubDevice{Hub: "other.example.net", DeviceID: "Dev-99"}); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	after := ""
+	for pages := 0; ; pages++ {
+		page, err := s.ListHubDevices(ctx(), "hub.example.net", after, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) > 10 || pages > 3 {
+			t.Fatalf("page %d has %d devices", pages, len(page))
+		}
+		for _, d := range page {
+			if seen[d.DeviceID] || !want[d.DeviceID] || d.Hub != "Hub.example.net" {
+				t.Fatalf("page %d: %s/%s (seen before: %v)", pages, d.Hub, d.DeviceID, seen[d.DeviceID])
+			}
+			seen[d.DeviceID] = true
+		}
+		if len(page) < 10 {
+			break
+		}
+		after = strings.ToUpper(page[len(page)-1].DeviceID) // compared folded
+	}
+	if len(seen) != len(want) {
+		t.Errorf("listed %d devices, want %d", len(seen), len(want))
+	}
+	total, disabled, err := s.CountHubDevices(ctx(), "HUB.example.net")
+	if err != nil || total != 25 || disabled != 5 {
+		t.Errorf("counts = %d total, %d disabled, %v; want 25, 5", total, disabled, err)
+	}
+	if total, _, err := s.CountHubDevices(ctx(), "nohub"); err != nil || total != 0 {
+		t.Errorf("counts of a hub without devices = %d, %v", total, err)
 	}
 }
 
