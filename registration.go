@@ -102,10 +102,15 @@ type HubDevice struct {
 	// Replaces is a write's precondition: the ETag of the record the write
 	// replaces. A store writes the record only if the device's current
 	// record has that ETag (KindConflict otherwise, KindNotFound when it is
-	// gone); "" writes unconditionally. Never stored.
+	// gone); "" writes unconditionally; ReplacesNothing creates the record
+	// (KindConflict when the device has one). Never stored.
 	Replaces string
 	Updated  time.Time
 }
+
+// ReplacesNothing, as HubDevice.Replaces, makes a write create the
+// device's record: it fails with KindConflict when there is one.
+const ReplacesNothing = "\x00nothing"
 
 // Enabled reports whether the device may connect to its hub.
 func (d HubDevice) Enabled() bool { return d.Status != DeviceDisabled }

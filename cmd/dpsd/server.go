@@ -687,6 +687,10 @@ func (s *server) Close(ctx context.Context) error {
 		errs = append(errs, s.reg.Close())
 	}
 	if s.stopBus != nil {
+		// Other nodes find this node's devices offline at once.
+		if err := s.hub.Leave(ctx); err != nil {
+			s.log.Warn("hub cluster: forgetting this node's connections failed", "error", err)
+		}
 		s.stopBus()
 		<-s.busDone
 	}

@@ -139,7 +139,11 @@ func (s *Service) Complete(ctx context.Context, id Identity, lockToken string) e
 // count one more, unless that was its MaxC2DDeliveries-th delivery (then
 // it is dead-lettered). Errors as Complete's.
 func (s *Service) Abandon(ctx context.Context, id Identity, lockToken string) error {
-	return s.settle(ctx, id, lockToken, dps.SettleAbandon)
+	if err := s.settle(ctx, id, lockToken, dps.SettleAbandon); err != nil {
+		return err
+	}
+	s.kickReleased(ctx, id)
+	return nil
 }
 
 // Reject dead-letters the message. Errors as Complete's.
@@ -151,7 +155,22 @@ func (s *Service) Reject(ctx context.Context, id Identity, lockToken string) err
 // closed before it acknowledged the message): the message is delivered
 // again at once, its delivery count unchanged. Errors as Complete's.
 func (s *Service) Release(ctx context.Context, id Identity, lockToken string) error {
-	return s.settle(ctx, id, lockToken, dps.SettleRelease)
+	if err := s.settle(ctx, id, lockToken, dps.SettleRelease); err != nil {
+		return err
+	}
+	s.kickReleased(ctx, id)
+	return nil
+}
+
+// kickReleased tells the device's connections that a message is
+// deliverable again: the one on this node, and the one another node may
+// hold (the connection that released it may be the one being replaced,
+// by a connection elsewhere that found the message still locked).
+func (s *Service) kickReleased(ctx context.Context, id Identity) {
+	s.conns.kickC2D(id.Hub, id.DeviceID)
+	if s.o.Cluster != nil {
+		s.publish(ctx, clusterMessage{Kind: msgC2D, Hub: id.Hub, Device: id.DeviceID})
+	}
 }
 
 func (s *Service) settle(ctx context.Context, id Identity, lockToken string, how dps.Settlement) error {

@@ -31,6 +31,8 @@ type Cluster interface {
 	// Holder returns the node holding the device's connection, "" when
 	// none.
 	Holder(ctx context.Context, hub, deviceID string) (string, error)
+	// Forget drops every claim of node.
+	Forget(ctx context.Context, node string) error
 }
 
 // clusterMessage is what the hubs of the nodes tell each other (JSON).
@@ -62,20 +64,33 @@ const (
 // clusterState is a node's side of the cluster: its name and the method
 // calls it made to other nodes' devices.
 type clusterState struct {
-	node    string
-	mu      sync.Mutex
-	seq     uint64
-	waiting map[string]chan clusterMessage // by RID
+	node      string
+	ridPrefix string
+	mu        sync.Mutex
+	seq       uint64
+	waiting   map[string]chan clusterMessage // by RID
 }
 
 func (s *Service) initCluster() {
+	b := make([]byte, 8)
+	rand.Read(b)
 	s.cl.node = s.o.Node
 	if s.cl.node == "" {
-		b := make([]byte, 8)
-		rand.Read(b)
 		s.cl.node = "hub-" + hex.EncodeToString(b)
 	}
+	// Method calls' ids are new with every start: a late answer to a call
+	// of this node's previous run is not taken for one of this run's.
+	s.cl.ridPrefix = hex.EncodeToString(b[:4]) + "-"
 	s.cl.waiting = map[string]chan clusterMessage{}
+}
+
+// Leave forgets this node's connections in the Cluster (at shutdown, so
+// other nodes find its devices offline at once).
+func (s *Service) Leave(ctx context.Context) error {
+	if s.o.Cluster == nil {
+		return nil
+	}
+	return s.o.Cluster.Forget(ctx, s.cl.node)
 }
 
 // Node is this node's name in the cluster.
@@ -134,10 +149,16 @@ func (s *Service) Deliver(msg []byte) {
 // tells the node that held it before to close its connection.
 func (s *Service) claim(a *attached) {
 	defer close(a.claimed)
+	if a.after != nil {
+		<-a.after
+	}
 	ctx := context.Background()
 	prev, epoch, err := s.o.Cluster.Claim(ctx, a.id.Hub, a.id.DeviceID, s.cl.node)
 	if err != nil {
-		s.o.Logger.WarnContext(ctx, "hub cluster: recording the device's connection failed", "hub", a.id.Hub, "device_id", a.id.DeviceID, "error", err)
+		// Unrecorded, the connection could not be reached from other
+		// nodes nor replaced by them: the device connects again.
+		s.o.Logger.WarnContext(ctx, "hub cluster: recording the device's connection failed; closing it", "hub", a.id.Hub, "device_id", a.id.DeviceID, "error", err)
+		a.c.Close(dps.Errorf(dps.KindUnavailable, "the hub could not record the connection; connect again"))
 		return
 	}
 	if a.claimedAt(epoch) {
@@ -221,7 +242,7 @@ func (s *Service) invokeRemote(ctx context.Context, hub, deviceID, name string, 
 	ch := make(chan clusterMessage, 1)
 	s.cl.mu.Lock()
 	s.cl.seq++
-	rid := strconv.FormatUint(s.cl.seq, 10)
+	rid := s.cl.ridPrefix + strconv.FormatUint(s.cl.seq, 10)
 	s.cl.waiting[rid] = ch
 	s.cl.mu.Unlock()
 	defer func() {

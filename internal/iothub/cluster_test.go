@@ -20,6 +20,8 @@ type memCluster struct {
 	nodes  []chan []byte
 	holder map[string]claim
 	epoch  int64
+	// gate, when set, holds the next Claim until it is closed.
+	gate chan struct{}
 }
 
 type claim struct {
@@ -53,6 +55,12 @@ func (m *memCluster) Publish(_ context.Context, msg []byte) error {
 
 func (m *memCluster) Claim(_ context.Context, hub, deviceID, node string) (string, int64, error) {
 	m.mu.Lock()
+	if g := m.gate; g != nil {
+		m.gate = nil
+		m.mu.Unlock()
+		<-g
+		m.mu.Lock()
+	}
 	defer m.mu.Unlock()
 	prev := m.holder[hub+"/"+deviceID]
 	m.epoch++
@@ -73,6 +81,17 @@ func (m *memCluster) Holder(_ context.Context, hub, deviceID string) (string, er
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.holder[hub+"/"+deviceID].node, nil
+}
+
+func (m *memCluster) Forget(_ context.Context, node string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, c := range m.holder {
+		if c.node == node {
+			delete(m.holder, k)
+		}
+	}
+	return nil
 }
 
 func (m *memCluster) holderOf(deviceID string) string {
@@ -185,4 +204,32 @@ func TestClusterDetachForgetsTheClaim(t *testing.T) {
 	}
 	detachSecond()
 	eventually(t, "claim released", func() bool { return cl.holderOf("dev-1") == "" })
+}
+
+// TestClusterClaimsInConnectionOrder: a device that reconnects while its
+// first connection's claim is still being recorded: the second claim is
+// made after the first, so the end of the first connection does not
+// forget the second's.
+func TestClusterClaimsInConnectionOrder(t *testing.T) {
+	f := newFixture(t)
+	gate := make(chan struct{})
+	cl := &memCluster{holder: map[string]claim{}, gate: gate}
+	node := iothub.New(iothub.Options{Store: f.st, Hubs: []string{hub}, Cluster: cl, Node: "a"})
+	cl.join(t, node)
+	id := f.connect(t)
+	detachFirst := node.Attach(id, &conn{})
+	time.Sleep(20 * time.Millisecond) // the first claim is held at the gate
+	second := &conn{}
+	node.Attach(id, second)
+	time.Sleep(20 * time.Millisecond) // a second claim made now would get the first epoch
+	close(gate)
+	eventually(t, "both claims made", func() bool { cl.mu.Lock(); defer cl.mu.Unlock(); return cl.epoch == 2 })
+	detachFirst()
+	time.Sleep(50 * time.Millisecond)
+	if h := cl.holderOf("dev-1"); h != "a" {
+		t.Fatalf("holder after the first connection ended = %q, want a (the second connection is live)", h)
+	}
+	if _, _, closed := second.snapshot(); closed != nil {
+		t.Fatalf("the live connection was closed: %v", closed)
+	}
 }

@@ -57,6 +57,7 @@ type attached struct {
 	// (cluster.go), epoch that claim's, superseded the latest epoch of
 	// another claim heard of before.
 	claimed    chan struct{}
+	after      chan struct{} // the claim of the device's previous connection on this node, made first
 	mu         sync.Mutex
 	epoch      int64
 	superseded int64
@@ -86,6 +87,9 @@ func (s *Service) Attach(id Identity, c Conn) (detach func()) {
 		// Across the nodes: the node that held the device's connection
 		// closes it.
 		a.claimed = make(chan struct{})
+		if old != nil {
+			a.after = old.claimed // so that the newer claim gets the larger epoch
+		}
 		go s.claim(a)
 	}
 	return func() {

@@ -27,7 +27,7 @@ func (s *Service) Provisioned(ctx context.Context, put dps.HubDevice, removed *d
 	case !put.Enabled():
 		s.closeEverywhere(ctx, put.Hub, put.DeviceID, "", dps.Errorf(dps.KindForbidden, "the device %s is disabled", put.DeviceID))
 		return
-	case put.Replaces == "" && put.GenerationID != "":
+	case put.Replaces == dps.ReplacesNothing && put.GenerationID != "":
 		// A new identity: a connection to an identity of the same ID
 		// deleted since is closed.
 		s.closeEverywhere(ctx, put.Hub, put.DeviceID, put.GenerationID, dps.Errorf(dps.KindNotFound, "the device %s was created again", put.DeviceID))

@@ -49,14 +49,14 @@ func TestProvisionedActsOnConnections(t *testing.T) {
 		t.Fatalf("TwinApply: desired %q closed %v", c.desired, c.closed)
 	}
 	// Re-created (another generation): closed.
-	d.TwinWrite, d.GenerationID = dps.TwinKeep, "639000000000000000"
+	d.TwinWrite, d.GenerationID, d.Replaces = dps.TwinKeep, "639000000000000000", dps.ReplacesNothing
 	f.hub.Provisioned(ctx, d, nil)
 	if dps.KindOf(c.closed) != dps.KindNotFound {
 		t.Fatalf("another generation: closed %v", c.closed)
 	}
 	// Disabled: closed.
 	c.closed = nil
-	d.GenerationID, d.Status = id.GenerationID, dps.DeviceDisabled
+	d.GenerationID, d.Status, d.Replaces = id.GenerationID, dps.DeviceDisabled, ""
 	f.hub.Provisioned(ctx, d, nil)
 	if dps.KindOf(c.closed) != dps.KindForbidden {
 		t.Fatalf("disabled: closed %v", c.closed)

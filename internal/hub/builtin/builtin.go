@@ -66,7 +66,8 @@ func (c *Connector) Provision(ctx context.Context, d dps.HubDevice) error {
 // device has none on d.Hub.
 //
 // A new identity is enabled, gets a new generation ID and a twin made from
-// d.Twin. An existing one keeps its status, status reason, generation and
+// d.Twin, and is written only if the device still has no record
+// (dps.ReplacesNothing). An existing one keeps its status, status reason, generation and
 // — as d.TwinWrite says — its live twin (TwinKeep), its reported
 // properties under d.Twin's tags and desired properties (TwinApply), or a
 // new twin from d.Twin (TwinReplace); its authentication and capabilities
@@ -77,7 +78,7 @@ func (c *Connector) Record(ctx context.Context, d dps.HubDevice) (dps.HubDevice,
 	cur, err := c.Store.HubDevice(ctx, d.Hub, d.DeviceID)
 	switch {
 	case dps.KindOf(err) == dps.KindNotFound:
-		d.Status, d.StatusReason, d.GenerationID, d.Replaces = dps.DeviceEnabled, "", NewGenerationID(now), ""
+		d.Status, d.StatusReason, d.GenerationID, d.Replaces = dps.DeviceEnabled, "", NewGenerationID(now), dps.ReplacesNothing
 		t, err := twin.New(d.Twin, now)
 		if err != nil {
 			return d, invalidTwin(err)

@@ -118,6 +118,12 @@ func (b *HubBus) listen(ctx context.Context, fn func([]byte)) error {
 // epoch, larger than any earlier claim's.
 func (b *HubBus) Claim(ctx context.Context, hub, deviceID, node string) (prev string, epoch int64, err error) {
 	err = b.db.tx(ctx, func(tx pgx.Tx) error {
+		// Claims of one device are serialised, also when it has no row yet
+		// (FOR UPDATE locks only rows that exist): two nodes claiming at
+		// once must not both see no previous holder.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('presence/' || $1 || '/' || $2, 0))`, dps.FoldID(hub), dps.FoldID(deviceID)); err != nil {
+			return err
+		}
 		err := tx.QueryRow(ctx, `SELECT node FROM hub_presence WHERE hub = $1 AND device_id = $2 FOR UPDATE`, dps.FoldID(hub), dps.FoldID(deviceID)).Scan(&prev)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return err

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/opendps/dps/internal/store/postgres"
 )
 
 // TestHubBus: messages published on one store reach the listeners of
@@ -92,6 +94,25 @@ func TestHubBus(t *testing.T) {
 	}
 	if h, _ := bus.Holder(ctx, "hub.example", "dev"); h != "" {
 		t.Fatalf("after release: holder %q", h)
+	}
+	// Two nodes claiming a device at the same instant: exactly one of
+	// them sees the other as the previous holder.
+	for i := range 20 {
+		dev := fmt.Sprintf("race-%d", i)
+		prevs := make(chan string, 2)
+		for n, st := range map[string]*postgres.DB{"x": a, "y": b} {
+			go func() {
+				p, _, err := st.HubBus().Claim(ctx, "hub.example", dev, n)
+				if err != nil {
+					t.Error(err)
+				}
+				prevs <- p
+			}()
+		}
+		p1, p2 := <-prevs, <-prevs
+		if (p1 == "") == (p2 == "") {
+			t.Fatalf("concurrent claims of %s saw previous holders %q and %q; want exactly one empty", dev, p1, p2)
+		}
 	}
 	bus.Claim(ctx, "hub.example", "d1", "node-3")
 	bus.Claim(ctx, "hub.example", "d2", "node-3")

@@ -329,8 +329,24 @@ func checkReplaces(ctx context.Context, tx pgx.Tx, d dps.HubDevice) error {
 	if d.Replaces == "" {
 		return nil
 	}
+	if d.Replaces == dps.ReplacesNothing {
+		// Creations of one device are serialised: FOR UPDATE locks no row
+		// that does not exist yet.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('device/' || $1 || '/' || $2, 0))`, dps.FoldID(d.Hub), dps.FoldID(d.DeviceID)); err != nil {
+			return err
+		}
+	}
 	var cur []byte
 	err := tx.QueryRow(ctx, `SELECT doc FROM hub_devices WHERE hub = $1 AND device_id = $2 FOR UPDATE`, dps.FoldID(d.Hub), dps.FoldID(d.DeviceID)).Scan(&cur)
+	if d.Replaces == dps.ReplacesNothing {
+		if err == nil {
+			return dps.Errorf(dps.KindConflict, "hub device %s/%s exists", d.Hub, d.DeviceID)
+		}
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return dps.Errorf(dps.KindNotFound, "hub device %s/%s not found", d.Hub, d.DeviceID)
 	}

@@ -446,6 +446,15 @@ func (db *DB) checkReplaces(tx *sql.Tx, d dps.HubDevice) error {
 	}
 	var cur []byte
 	err := tx.QueryRow(`SELECT doc FROM hub_devices WHERE hub = ? AND device_id = ?`, dps.FoldID(d.Hub), dps.FoldID(d.DeviceID)).Scan(&cur)
+	if d.Replaces == dps.ReplacesNothing {
+		if err == nil {
+			return dps.Errorf(dps.KindConflict, "hub device %s/%s exists", d.Hub, d.DeviceID)
+		}
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		return err
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return dps.Errorf(dps.KindNotFound, "hub device %s/%s not found", d.Hub, d.DeviceID)
 	}

@@ -522,6 +522,15 @@ func testHubDevicePrecondition(t *testing.T, f Factory) {
 	if cur, _ := s.HubDevice(ctx(), "h", "dev"); cur.StatusReason != "second" || cur.ETag != second.ETag {
 		t.Errorf("a refused write changed the record: %+v", cur)
 	}
+	if _, err := s.PutHubDevice(ctx(), dps.HubDevice{Hub: "h", DeviceID: "DEV", Replaces: dps.ReplacesNothing}); dps.KindOf(err) != dps.KindConflict {
+		t.Errorf("create over an existing record: err = %v, want conflict", err)
+	}
+	if cur, _ := s.HubDevice(ctx(), "h", "dev"); cur.ETag != second.ETag {
+		t.Errorf("a refused create changed the record: %+v", cur)
+	}
+	if made, err := s.PutHubDevice(ctx(), dps.HubDevice{Hub: "h", DeviceID: "new", Replaces: dps.ReplacesNothing}); err != nil || made.Replaces != "" {
+		t.Errorf("create = %+v, %v", made, err)
+	}
 	if _, err := s.PutHubDevice(ctx(), dps.HubDevice{Hub: "h", DeviceID: "absent", Replaces: first.ETag}); dps.KindOf(err) != dps.KindNotFound {
 		t.Errorf("put with Replaces over no record: err = %v, want not found", err)
 	}
