@@ -58,6 +58,14 @@ fuzz:
 	$(GO) test -run=^$$ -fuzz=FuzzParseCertificate -fuzztime=$(FUZZTIME) .
 	$(GO) test -run=^$$ -fuzz=FuzzParseTPMPublicRSA -fuzztime=$(FUZZTIME) .
 	$(GO) test -run=^$$ -fuzz=FuzzParts -fuzztime=$(FUZZTIME) ./internal/tpmattest
+	$(GO) test -run=^$$ -fuzz=FuzzHubRequest -fuzztime=$(FUZZTIME) ./internal/httpapi
+	$(GO) test -run=^$$ -fuzz=FuzzPropertyBag -fuzztime=$(FUZZTIME) ./internal/hubproto
+	$(GO) test -run=^$$ -fuzz=FuzzC2DBag -fuzztime=$(FUZZTIME) ./internal/hubproto
+	$(GO) test -run=^$$ -fuzz=FuzzTopic -fuzztime=$(FUZZTIME) ./internal/hubproto
+	$(GO) test -run=^$$ -fuzz=FuzzUsername -fuzztime=$(FUZZTIME) ./internal/hubproto
+	$(GO) test -run=^$$ -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./internal/hubquery
+	$(GO) test -run=^$$ -fuzz=FuzzAppendString -fuzztime=$(FUZZTIME) ./internal/twin
+	$(GO) test -run=^$$ -fuzz=FuzzPatch -fuzztime=$(FUZZTIME) ./internal/twin
 	$(GO) test -run=^$$ -fuzz=FuzzParsePublic -fuzztime=$(FUZZTIME) ./internal/tpmattest
 	$(GO) test -run=^$$ -fuzz=FuzzShape -fuzztime=$(FUZZTIME) ./internal/allocation/webhookalloc
 	$(GO) test -run=^$$ -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./internal/store/docs

@@ -50,6 +50,7 @@
 //   - internal/twin: the device twin of the built-in IoT hub (tags,
 //     desired and reported properties, versions, $metadata, patches and
 //     limits), pure and storage-agnostic.
+//   - internal/hubquery: the IoT Hub query language (parser, evaluator).
 //   - internal/hubproto: the IoT Hub device protocol as pure functions
 //     (MQTT username, topics and filters, property bags, device SAS tokens).
 //   - internal/client: the Go client of the service API (dpsctl).

@@ -90,6 +90,7 @@ func (h *Handler) serveHub(w http.ResponseWriter, r *http.Request, hub string) {
 	}
 	is := func(i int, s string) bool { return strings.EqualFold(segs[i], s) }
 	switch {
+	case h.serveHubQuery(w, r, hub, segs): // hubquery.go: POST /devices/query, before any /devices/{id} route
 	case len(segs) == 4 && is(0, "devices") && is(2, "messages") && is(3, "events"):
 		if h.hubMethod(w, r, http.MethodPost) {
 			h.hubTelemetry(w, r, hub, segs[1])

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,6 +59,21 @@ func (m *hubStore) HubDevice(_ context.Context, hub, id string) (dps.HubDevice, 
 		return d, dps.Errorf(dps.KindNotFound, "no device %s", id)
 	}
 	return d, nil
+}
+
+// ListHubDevices lists a hub's devices in folded device-ID order after
+// after, as the real stores do.
+func (m *hubStore) ListHubDevices(_ context.Context, hub, after string, limit int) ([]dps.HubDevice, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []dps.HubDevice
+	for _, d := range m.devices {
+		if strings.EqualFold(d.Hub, hub) && dps.FoldID(d.DeviceID) > dps.FoldID(after) {
+			out = append(out, d)
+		}
+	}
+	slices.SortFunc(out, func(a, b dps.HubDevice) int { return strings.Compare(dps.FoldID(a.DeviceID), dps.FoldID(b.DeviceID)) })
+	return out[:min(limit, len(out))], nil
 }
 
 func (m *hubStore) PutHubDevice(_ context.Context, d dps.HubDevice) (dps.HubDevice, error) {

@@ -27,6 +27,7 @@ import (
 // precondition failed); anything else is the store's failure.
 type Store interface {
 	HubDevice(ctx context.Context, hub, deviceID string) (dps.HubDevice, error)
+	ListHubDevices(ctx context.Context, hub, after string, limit int) ([]dps.HubDevice, error)
 	// PutHubDevice writes d (with a new ETag) and returns it as written,
 	// honouring d.Replaces.
 	PutHubDevice(ctx context.Context, d dps.HubDevice) (dps.HubDevice, error)

@@ -3,6 +3,7 @@ package iothub_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +44,21 @@ func (m *memHubStore) HubDevice(_ context.Context, hub, id string) (dps.HubDevic
 		return d, dps.Errorf(dps.KindNotFound, "no device %s", id)
 	}
 	return d, nil
+}
+
+// ListHubDevices lists a hub's devices in folded device-ID order after
+// after, as the real stores do.
+func (m *memHubStore) ListHubDevices(_ context.Context, hub, after string, limit int) ([]dps.HubDevice, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []dps.HubDevice
+	for _, d := range m.devices {
+		if strings.EqualFold(d.Hub, hub) && dps.FoldID(d.DeviceID) > dps.FoldID(after) {
+			out = append(out, d)
+		}
+	}
+	slices.SortFunc(out, func(a, b dps.HubDevice) int { return strings.Compare(dps.FoldID(a.DeviceID), dps.FoldID(b.DeviceID)) })
+	return out[:min(limit, len(out))], nil
 }
 
 func (m *memHubStore) PutHubDevice(_ context.Context, d dps.HubDevice) (dps.HubDevice, error) {

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -53,6 +54,21 @@ func (s *hubStore) HubDevice(_ context.Context, hub, id string) (dps.HubDevice, 
 		return dps.HubDevice{}, dps.Errorf(dps.KindNotFound, "no device %s", id)
 	}
 	return d, nil
+}
+
+// ListHubDevices lists a hub's devices in folded device-ID order after
+// after, as the real stores do.
+func (s *hubStore) ListHubDevices(_ context.Context, hub, after string, limit int) ([]dps.HubDevice, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []dps.HubDevice
+	for _, d := range s.devices {
+		if strings.EqualFold(d.Hub, hub) && dps.FoldID(d.DeviceID) > dps.FoldID(after) {
+			out = append(out, d)
+		}
+	}
+	slices.SortFunc(out, func(a, b dps.HubDevice) int { return strings.Compare(dps.FoldID(a.DeviceID), dps.FoldID(b.DeviceID)) })
+	return out[:min(limit, len(out))], nil
 }
 
 func (s *hubStore) PutHubDevice(_ context.Context, d dps.HubDevice) (dps.HubDevice, error) {
