@@ -61,6 +61,7 @@
 //   - internal/dpstest, internal/pgtest: test helpers (certificates, TPM
 //     devices, dpsd processes; throwaway PostgreSQL clusters).
 //   - cmd/dpsd, cmd/dpsctl: the server and the CLI, the only wiring.
-//   - device: a Go client for devices; webhook: types for webhook authors;
+//   - device: a Go client for devices (provisioning over HTTPS and MQTT,
+//     and the built-in hub over MQTT); webhook: types for webhook authors;
 //     examples/webhook: an example webhook.
 package dps

@@ -1,10 +1,18 @@
-// Package device is a Go client for the DPS device API over HTTPS: it
-// registers a device with a symmetric key (individual, or derived from a
-// group key), sends an optional payload, and polls until the registration
-// is final. It works against dps and against Azure DPS.
+// Package device is a Go client for devices of dps and Azure: Client
+// registers a device with the DPS device API (HTTPS, MQTT or MQTT over
+// WebSocket) with a symmetric key (individual, or derived from a group
+// key), sends an optional payload, and polls until the registration is
+// final; ConnectHub then connects the device to the hub it was assigned
+// (dps's built-in hub or Azure IoT Hub) over MQTT, to read its twin, report
+// properties, send telemetry and receive desired-property patches,
+// direct-method calls and cloud-to-device messages.
 //
 //	c := &device.Client{Endpoint: "https://localhost", IDScope: "0ne00000001"}
 //	res, err := c.Register(ctx, "my-device", device.SymmetricKey(key), map[string]any{"model": "t1"})
+//	…
+//	h, err := device.ConnectHub(ctx, device.HubOptions{Host: res.RegistrationState.AssignedHub,
+//		DeviceID: res.RegistrationState.DeviceID, Credential: device.SymmetricKey(key)})
+//	twin, err := h.Twin(ctx)
 package device
 
 import (

@@ -69,33 +69,9 @@ func (c *Client) registerMQTT(ctx context.Context, registrationID string, cred C
 			return nil, err
 		}
 	}
-	tlsCfg := c.TLSConfig
-	if tlsCfg == nil {
-		tlsCfg = &tls.Config{}
-	}
-	tlsCfg = tlsCfg.Clone()
-	if tlsCfg.ServerName == "" {
-		host, _, _ := net.SplitHostPort(addr)
-		tlsCfg.ServerName = host
-	}
-	var raw net.Conn
-	if overWebSocket {
-		d := &websocket.Dialer{TLSClientConfig: tlsCfg, Subprotocols: []string{"mqtt"}, HandshakeTimeout: 30 * time.Second}
-		ws, resp, err := d.DialContext(ctx, "wss://"+addr+"/$iothub/websocket", nil)
-		if err != nil {
-			if resp != nil {
-				return nil, fmt.Errorf("device: MQTT over WebSocket: %s: %w", resp.Status, err)
-			}
-			return nil, err
-		}
-		raw = wsstream.New(ws)
-	} else {
-		d := &tls.Dialer{Config: tlsCfg}
-		conn, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		raw = conn
+	raw, err := dialMQTT(ctx, addr, c.TLSConfig, overWebSocket)
+	if err != nil {
+		return nil, err
 	}
 	defer raw.Close()
 	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Now()) })
@@ -103,7 +79,7 @@ func (c *Client) registerMQTT(ctx context.Context, registrationID string, cred C
 	m := &mqttConn{c: raw, r: bufio.NewReader(raw), nextID: 1}
 
 	username := c.IDScope + "/registrations/" + registrationID + "/api-version=" + apiVersion + "&ClientVersion=" + url.QueryEscape("opendps-device/1")
-	if err := m.connect(registrationID, username, password); err != nil {
+	if err := m.connect(registrationID, username, password, 60); err != nil {
 		return nil, ctxErr(ctx, err)
 	}
 	if err := m.subscribe(mqttResponseFilter); err != nil {
@@ -128,6 +104,33 @@ func (c *Client) registerMQTT(ctx context.Context, registrationID string, cred C
 		return nil, ctxErr(ctx, err)
 	}
 	return res, nil
+}
+
+// dialMQTT opens the byte stream MQTT runs on: TLS to addr, or a
+// WebSocket (subprotocol mqtt) to wss://addr/$iothub/websocket. The TLS
+// server name defaults to addr's host.
+func dialMQTT(ctx context.Context, addr string, cfg *tls.Config, overWebSocket bool) (net.Conn, error) {
+	if cfg == nil {
+		cfg = &tls.Config{}
+	}
+	cfg = cfg.Clone()
+	if cfg.ServerName == "" {
+		host, _, _ := net.SplitHostPort(addr)
+		cfg.ServerName = host
+	}
+	if overWebSocket {
+		d := &websocket.Dialer{TLSClientConfig: cfg, Subprotocols: []string{"mqtt"}, HandshakeTimeout: 30 * time.Second}
+		ws, resp, err := d.DialContext(ctx, "wss://"+addr+"/$iothub/websocket", nil)
+		if err != nil {
+			if resp != nil {
+				return nil, fmt.Errorf("device: MQTT over WebSocket: %s: %w", resp.Status, err)
+			}
+			return nil, err
+		}
+		return wsstream.New(ws), nil
+	}
+	d := &tls.Dialer{Config: cfg}
+	return d.DialContext(ctx, "tcp", addr)
 }
 
 func ctxErr(ctx context.Context, err error) error {
@@ -195,7 +198,8 @@ func (e *ConnectRefusedError) Error() string {
 	return fmt.Sprintf("device: MQTT connection refused (CONNACK return code %d)", e.Code)
 }
 
-func (m *mqttConn) connect(clientID, username, password string) error {
+// connect sends CONNECT (MQTT 3.1.1, clean session) and reads CONNACK.
+func (m *mqttConn) connect(clientID, username, password string, keepAliveSeconds uint16) error {
 	var b []byte
 	b = append(b, mqttString("MQTT")...)
 	b = append(b, 4)    // protocol level 3.1.1
@@ -204,7 +208,7 @@ func (m *mqttConn) connect(clientID, username, password string) error {
 		flags |= 0x40
 	}
 	b = append(b, flags)
-	b = binary.BigEndian.AppendUint16(b, 60) // keep-alive seconds
+	b = binary.BigEndian.AppendUint16(b, keepAliveSeconds)
 	b = append(b, mqttString(clientID)...)
 	b = append(b, mqttString(username)...)
 	if password != "" {

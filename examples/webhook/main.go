@@ -1,7 +1,8 @@
 // Command webhook is an example custom allocation webhook for dps (and
 // Azure DPS): it assigns each device by the "model" in its registration
-// payload, gives it an initial twin, and returns a payload the device
-// receives in registrationState.payload.
+// payload, gives it an initial twin whose desired properties it chooses
+// from the payload (the telemetry interval and firmware of that model),
+// and returns a payload the device receives in registrationState.payload.
 //
 //	go run ./examples/webhook -listen 127.0.0.1:8080
 //
@@ -74,7 +75,7 @@ func Allocate(ctx context.Context, req *webhook.Request) (*webhook.Response, err
 		}
 	}
 	tags, _ := json.Marshal(map[string]string{"model": p.Model})
-	desired, _ := json.Marshal(map[string]any{"telemetryIntervalSeconds": 30, "firmwareTarget": "2.0.0"})
+	desired, _ := json.Marshal(desiredFor(p.Model, p.Firmware))
 	payload, _ := json.Marshal(map[string]any{
 		"message":  fmt.Sprintf("welcome, %s", req.DeviceRuntimeContext.RegistrationID),
 		"hub":      hub,
@@ -85,4 +86,22 @@ func Allocate(ctx context.Context, req *webhook.Request) (*webhook.Response, err
 		InitialTwin:    &webhook.Twin{Tags: tags, Properties: &webhook.TwinProperties{Desired: desired}},
 		Payload:        payload,
 	}, nil
+}
+
+// desiredFor is the configuration a device of model running firmware gets
+// as its twin's desired properties: the model's telemetry interval and
+// firmware, and whether the device should update.
+func desiredFor(model, firmware string) map[string]any {
+	interval, target := 300, "2.0.0"
+	switch model {
+	case "t1":
+		interval, target = 60, "1.4.0"
+	case "t2":
+		interval, target = 30, "2.1.0"
+	}
+	return map[string]any{
+		"telemetryIntervalSeconds": interval,
+		"firmwareTarget":           target,
+		"firmwareUpdate":           firmware != target,
+	}
 }

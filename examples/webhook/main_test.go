@@ -40,4 +40,26 @@ func TestAllocate(t *testing.T) {
 	if got.IoTHubHostName != "heatpump-hub.example.net" || got.InitialTwin == nil || !strings.Contains(string(got.Payload), `"received":{"model":"heatpump"}`) {
 		t.Errorf("response = %s", b)
 	}
+	if d := string(got.InitialTwin.Properties.Desired); d != `{"firmwareTarget":"2.0.0","firmwareUpdate":true,"telemetryIntervalSeconds":300}` {
+		t.Errorf("desired of a heatpump without firmware = %s", d)
+	}
+}
+
+// TestDesiredFromPayload: the initial twin's desired properties follow the
+// payload's model and firmware.
+func TestDesiredFromPayload(t *testing.T) {
+	for _, c := range []struct{ payload, desired string }{
+		{`{"model":"t1","firmware":"1.2.0"}`, `{"firmwareTarget":"1.4.0","firmwareUpdate":true,"telemetryIntervalSeconds":60}`},
+		{`{"model":"t1","firmware":"1.4.0"}`, `{"firmwareTarget":"1.4.0","firmwareUpdate":false,"telemetryIntervalSeconds":60}`},
+		{`{"model":"t2"}`, `{"firmwareTarget":"2.1.0","firmwareUpdate":true,"telemetryIntervalSeconds":30}`},
+	} {
+		res, err := Allocate(t.Context(), &webhook.Request{DeviceRuntimeContext: webhook.DeviceRuntimeContext{RegistrationID: "d", Payload: json.RawMessage(c.payload)},
+			LinkedHubs: []string{"localhost"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := string(res.InitialTwin.Properties.Desired); d != c.desired || res.IoTHubHostName != "localhost" {
+			t.Errorf("payload %s: hub %s, desired %s, want %s", c.payload, res.IoTHubHostName, d, c.desired)
+		}
+	}
 }
