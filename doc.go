@@ -53,6 +53,10 @@
 //   - internal/hubquery: the IoT Hub query language (parser, evaluator).
 //   - internal/hubproto: the IoT Hub device protocol as pure functions
 //     (MQTT username, topics and filters, property bags, device SAS tokens).
+//   - internal/routing: message routing (routes over the built-in hubs'
+//     event logs: conditions, batches, checkpoints and leases in the
+//     store, retries, dead letters); internal/route/webhook: its HTTP
+//     webhook endpoint.
 //   - internal/client: the Go client of the service API (dpsctl).
 //   - internal/prom: Prometheus metrics; internal/logkey: log attribute
 //     names; internal/pki: generated CA and server certificates.

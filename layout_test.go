@@ -52,6 +52,8 @@ var rules = map[string][]string{
 	"internal/allocation/webhookalloc": {module, module + "/webhook", module + "/internal/wire", module + "/internal/logkey"},
 	"internal/wsstream":                {"github.com/gorilla/websocket"},
 	"internal/prom":                    {module, "github.com/prometheus/client_golang"},
+	"internal/routing":                 {module},
+	"internal/route/webhook":           {module, module + "/webhook"},
 	"internal/ceiling":                 {module, module + "/internal/registration"},
 	"internal/bench":                   {module + "/device"},
 	"internal/dpstest":                 {module, module + "/internal/store/sqlite", "github.com/google/go-tpm"}, // test helpers

@@ -36,6 +36,7 @@ type Config struct {
 	AllocationPolicy  string         `yaml:"allocationPolicy"`
 	LinkedHubs        []HubConfig    `yaml:"linkedHubs"`
 	Hub               BuiltInConfig  `yaml:"hub"`
+	Routing           RoutingConfig  `yaml:"routing"`
 	AccessPolicies    []PolicyConfig `yaml:"accessPolicies"`
 	Webhook           WebhookConfig  `yaml:"webhook"`
 	X509              X509Config     `yaml:"x509"`
@@ -105,6 +106,9 @@ type HubConfig struct {
 	// Hub's rights. None: an iothubowner policy with every right and keys
 	// generated once, kept in the store.
 	AccessPolicies []PolicyConfig `yaml:"accessPolicies"`
+	// Endpoints and Routes are a built-in hub's message routing (routes.go).
+	Endpoints []EndpointConfig `yaml:"endpoints"`
+	Routes    []RouteConfig    `yaml:"routes"`
 }
 
 // BuiltIn reports whether dpsd serves the hub itself.
@@ -241,6 +245,7 @@ func applyEnv(c *Config, getenv func(string) string) {
 			set(n+"SECONDARYKEY", &p.SecondaryKey)
 		}
 	}
+	applyRouteEnv(c, getenv)
 }
 
 // serviceRights are the rights of the DPS service API's access policies.
@@ -343,6 +348,7 @@ func (c Config) validate() error {
 	}
 	validatePolicies(bad, "accessPolicies", c.AccessPolicies, serviceRights())
 	c.Hub.validate(bad)
+	c.validateRoutes(bad)
 	if c.Webhook.Timeout <= 0 || c.Webhook.Timeout > 60*time.Second {
 		bad("webhook.timeout", "%s: must be between 1ms and 60s", c.Webhook.Timeout)
 	}

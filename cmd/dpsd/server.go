@@ -32,6 +32,7 @@ import (
 	"github.com/opendps/dps/internal/pki"
 	"github.com/opendps/dps/internal/prom"
 	"github.com/opendps/dps/internal/registration"
+	"github.com/opendps/dps/internal/routing"
 	"github.com/opendps/dps/internal/store/postgres"
 	"github.com/opendps/dps/internal/store/sqlite"
 	"github.com/opendps/dps/internal/symkey"
@@ -49,6 +50,8 @@ type store interface {
 	builtin.Store
 	iothub.Store
 	iothub.EventLog
+	routing.Store
+	DeleteRoutedMessagesBefore(ctx context.Context, hub string, t time.Time, through int64) (int64, error)
 	Meta(ctx context.Context, key, value string) (string, error)
 	Ping(ctx context.Context) error
 	// CheckWrite reports whether the store takes writes (readiness); it
@@ -116,6 +119,10 @@ type server struct {
 	done             chan struct{}
 	// stopRetention ends the event logs' retention sweep and waits for it.
 	stopRetention func()
+	// routes is the message routing engine (nil without routes);
+	// stopRouting ends it and closes its endpoints.
+	routes      *routing.Engine
+	stopRouting func() error
 }
 
 // startRetention runs the built-in hubs' event-log retention until Close.
@@ -167,6 +174,14 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 	metrics := prom.New()
 	hubOpts := iothub.Options{Store: s.store, Hubs: cfg.builtInHubs(), Node: cfg.NodeID, Logger: log, Events: s.store,
 		Retention: iothub.Retention{Age: cfg.Hub.EventRetention, Messages: cfg.Hub.EventRetentionMessages}}
+	routes, endpoints, err := s.newRouting(ctx, s.store, metrics.Routes())
+	if err != nil {
+		return nil, err
+	}
+	if routes != nil {
+		s.routes, hubOpts.RouteFloor = routes, routes
+		s.startRouting(routes, endpoints)
+	}
 	if db, ok := s.store.(*postgres.DB); ok {
 		// Several nodes may share the database: their hubs reach each
 		// other's devices through it.
@@ -682,6 +697,9 @@ func (s *server) Close(ctx context.Context) error {
 	}
 	if s.stopRetention != nil {
 		s.stopRetention()
+	}
+	if s.stopRouting != nil {
+		errs = append(errs, s.stopRouting())
 	}
 	if s.reg != nil {
 		errs = append(errs, s.reg.Close())

@@ -285,8 +285,12 @@ func (s *Service) Sweep(ctx context.Context) error {
 	cutoff := s.o.Now().Add(-r.Age)
 	for _, hub := range s.o.Hubs {
 		var byAge, byCount int64
+		deleteBefore, keep, err := s.routedRetention(ctx, log, hub, r.Messages)
+		if err != nil {
+			return fmt.Errorf("iothub: event retention of %s: %w", hub, err)
+		}
 		for {
-			n, err := log.DeleteMessagesBefore(ctx, hub, cutoff)
+			n, err := deleteBefore(ctx, hub, cutoff)
 			if err != nil {
 				return fmt.Errorf("iothub: event retention of %s: %w", hub, err)
 			}
@@ -295,7 +299,7 @@ func (s *Service) Sweep(ctx context.Context) error {
 			}
 		}
 		for {
-			n, err := log.TrimMessages(ctx, hub, r.Messages)
+			n, err := log.TrimMessages(ctx, hub, keep)
 			if err != nil {
 				return fmt.Errorf("iothub: event retention of %s: %w", hub, err)
 			}

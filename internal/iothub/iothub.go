@@ -63,6 +63,10 @@ type Options struct {
 	// and Sweep are not served.
 	Events    EventLog
 	Retention Retention
+	// RouteFloor, when set, holds the retention back behind the message
+	// routes' checkpoints (internal/routing; Events must then be a
+	// RoutedEventLog).
+	RouteFloor RouteFloor
 }
 
 // DefaultMaxMessageSize is IoT Hub's device-to-cloud message limit.

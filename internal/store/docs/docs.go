@@ -122,6 +122,7 @@ func Tables() []Table {
 		{"ca_certificates", []string{"id"}, KindCACertificate, true},
 		{"tpm_challenges", []string{"id"}, KindChallenge, true},
 		{"hub_messages", []string{"hub", "seq"}, KindMessage, false},
+		{"hub_route_dead_letters", []string{"hub", "route", "seq"}, KindMessage, false},
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -440,6 +441,7 @@ func TestTables(t *testing.T) {
 	for _, g := range goldens() {
 		kinds[g.kind] = true
 	}
+	uncovered := maps.Clone(kinds) // a kind may be kept in several tables
 	for _, tb := range docs.Tables() {
 		if tb.Legacy == noLegacy[tb.Kind] {
 			t.Errorf("table %s: Legacy = %v, but its kind %s has a previous format: %v", tb.Name, tb.Legacy, tb.Kind, !noLegacy[tb.Kind])
@@ -447,13 +449,13 @@ func TestTables(t *testing.T) {
 		if !kinds[tb.Kind] {
 			t.Errorf("table %s: no golden document of kind %s", tb.Name, tb.Kind)
 		}
-		delete(kinds, tb.Kind)
+		delete(uncovered, tb.Kind)
 		if _, _, err := docs.Upgrade(tb.Kind, []byte(`{"v":2}`)); err == nil || strings.Contains(err.Error(), "unknown document kind") {
 			t.Errorf("Upgrade of table %s's kind: %v", tb.Name, err)
 		}
 	}
-	if len(kinds) != 0 {
-		t.Errorf("kinds of golden documents without a table: %v", kinds)
+	if len(uncovered) != 0 {
+		t.Errorf("kinds of golden documents without a table: %v", uncovered)
 	}
 }
 

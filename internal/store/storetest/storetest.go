@@ -48,6 +48,15 @@ type Store interface {
 	// The built-in hubs' identity registries.
 	ListHubDevices(ctx context.Context, hub, after string, limit int) ([]dps.HubDevice, error)
 	CountHubDevices(ctx context.Context, hub string) (total, disabled int, err error)
+	// Message routes' checkpoints, leases and dead letters (routes.go).
+	ClaimRoute(ctx context.Context, hub, route, node string, now, until time.Time) (dps.RouteState, bool, error)
+	AdvanceRoute(ctx context.Context, hub, route, node string, checkpoint int64, lastError string, now time.Time) error
+	ReleaseRoute(ctx context.Context, hub, route, node string) error
+	Routes(ctx context.Context, hub string) ([]dps.RouteState, error)
+	DeadLetterMessages(ctx context.Context, hub, route, node string, msgs []dps.Message, reason string, now time.Time) error
+	DeadLetters(ctx context.Context, hub, route string, after int64, limit int) ([]dps.DeadLetter, error)
+	DeleteDeadLettersBefore(ctx context.Context, t time.Time) (int64, error)
+	DeleteRoutedMessagesBefore(ctx context.Context, hub string, t time.Time, through int64) (int64, error)
 }
 
 // Factory makes stores. New returns an empty store no other call shares;
@@ -106,6 +115,11 @@ func Run(t *testing.T, f Factory) {
 		{"C2D/ExpiredNeverDelivered", testC2DExpiry},
 		{"C2D/PurgeAndDeviceDeletion", testC2DPurge},
 		{"C2D/ConcurrentReceiversAcrossHandles", testC2DConcurrent},
+		{"Routes/CheckpointsStartAtTheEndAndNeverGoBack", testRouteCheckpoints},
+		{"Routes/OneLeaseHolderAndTakeover", testRouteLeases},
+		{"Routes/ConcurrentClaimsOneWins", testRouteConcurrentClaims},
+		{"Routes/DeadLettersUnderTheLease", testRouteDeadLetters},
+		{"Routes/RetentionBehindTheCheckpoint", testRouteRetention},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/opendps/dps/device"
+	"github.com/opendps/dps/internal/dpstest"
+	routehook "github.com/opendps/dps/internal/route/webhook"
+	"github.com/opendps/dps/internal/sas"
+	"github.com/opendps/dps/webhook"
+)
+
+// TestRoutesConfig: the configuration contract's keys load; bad routes
+// are refused at start with the key and the reason.
+func TestRoutesConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(body string) string {
+		p := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := `linkedHubs:
+  - hostName: localhost
+    endpoints:
+      - { name: kafka-main, type: kafka, brokers: ["127.0.0.1:9092"], topic: telemetry }
+      - { name: nats-main, type: nats, url: "nats://127.0.0.1:4222", subject: "dps.{hub}.{deviceId}" }
+      - { name: broker, type: mqtt, url: "mqtts://127.0.0.1:1884", topic: "fleet/{deviceId}/events", caFile: "" }
+      - { name: hook, type: webhook, url: "https://127.0.0.1:9000/events", secret: "${DPSD_HOOK_SECRET}" }
+    routes:
+      - { name: all-to-kafka, source: telemetry, condition: "true", endpoint: kafka-main }
+      - { name: lifecycle, source: deviceLifecycle, condition: "true", endpoint: hook }
+`
+	env := map[string]string{"DPSD_HOOK_SECRET": "s3cret", "DPSD_LINKEDHUBS_0_ENDPOINTS_BROKER_PASSWORD": "pw"}
+	cfg, err := loadConfig(write(good), func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := cfg.LinkedHubs[0]
+	if len(h.Endpoints) != 4 || h.Endpoints[3].Secret != "s3cret" || h.Endpoints[2].Password != "pw" || len(h.Routes) != 2 ||
+		h.Routes[1].Source != "deviceLifecycle" || h.Endpoints[1].Subject != "dps.{hub}.{deviceId}" {
+		t.Errorf("loaded %+v", h)
+	}
+	for _, tc := range []struct{ route, want string }{
+		{`{ name: r, source: telemetry, condition: "$body.x > 1", endpoint: hook }`, "linkedHubs[0].routes[0].condition"},
+		{`{ name: r, source: telemetry, condition: "level =", endpoint: hook }`, "unexpected end"},
+		{`{ name: r, source: everything, endpoint: hook }`, "linkedHubs[0].routes[0].source"},
+		{`{ name: r, endpoint: nowhere }`, `"nowhere": no endpoint`},
+	} {
+		body := "linkedHubs:\n  - hostName: localhost\n    endpoints:\n      - { name: hook, type: webhook, url: \"https://127.0.0.1:9/\" }\n    routes:\n      - " + tc.route + "\n"
+		if _, err := loadConfig(write(body), func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error with %q", tc.route, err, tc.want)
+		}
+	}
+	body := "linkedHubs:\n  - hostName: localhost\n    endpoints:\n      - { name: x, type: carrier-pigeon }\n"
+	if _, err := loadConfig(write(body), func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "type") {
+		t.Errorf("unknown type: %v", err)
+	}
+}
+
+// hookReceiver is a webhook that can be down.
+type hookReceiver struct {
+	mu   sync.Mutex
+	got  []routehook.Message
+	down atomic.Bool
+	bad  atomic.Int32 // requests refused or unsigned
+}
+
+func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	if err := webhook.Verify([]byte("hook-secret"), body, r.Header.Get(webhook.SignatureHeader), time.Minute, time.Now()); err != nil {
+		h.bad.Add(1)
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return
+	}
+	if h.down.Load() {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+		return
+	}
+	var batch []routehook.Message
+	if err := json.Unmarshal(body, &batch); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	h.mu.Lock()
+	h.got = append(h.got, batch...)
+	h.mu.Unlock()
+}
+
+func (h *hookReceiver) received() []routehook.Message {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]routehook.Message(nil), h.got...)
+}
+
+// TestRoutingToWebhookEndToEnd: devices' telemetry over MQTT reaches a
+// webhook route, every message, in order per device; the webhook down
+// for a few seconds loses nothing.
+func TestRoutingToWebhookEndToEnd(t *testing.T) {
+	rc := &hookReceiver{}
+	hook := httptest.NewTLSServer(rc)
+	defer hook.Close()
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "hook-ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hook.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, hc := startServer(t, dir, fmt.Sprintf(`routing: { minBackoff: 100ms, maxBackoff: 500ms, batchSize: 7 }
+linkedHubs:
+  - hostName: localhost
+    endpoints:
+      - { name: hook, type: webhook, url: %q, secret: hook-secret, caFile: %q }
+    routes:
+      - { name: critical, source: telemetry, condition: "level = 'critical'", endpoint: hook }
+`, hook.URL+"/events", ca))
+	const perDevice = 40
+	devices := []string{"route-dev-1", "route-dev-2"}
+	var wg sync.WaitGroup
+	for _, id := range devices {
+		e := dpstest.MustPutEnrollment(t, s.store, dpstest.SymmetricKeyEnrollment(id))
+		key := string(e.Attestation.SymmetricKey.PrimaryKey)
+		if _, err := s.client(hc).Register(context.Background(), id, device.SymmetricKey(key), nil); err != nil {
+			t.Fatal(err)
+		}
+		opts := paho.NewClientOptions().AddBroker("tls://" + s.mqtt.Addr().String()).SetClientID(id).
+			SetUsername("localhost/" + id + "/?api-version=2021-04-12").
+			SetPassword(sas.New("localhost/devices/"+id, mustB64(t, key), "", time.Now().Add(time.Hour))).
+			SetTLSConfig(s.clientTLS(t)).SetAutoReconnect(false).SetCleanSession(true).SetProtocolVersion(4)
+		opts.TLSConfig.ServerName = "localhost"
+		mc := paho.NewClient(opts)
+		if tok := mc.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("%s: MQTT connect: %v", id, tok.Error())
+		}
+		defer mc.Disconnect(100)
+		wg.Go(func() {
+			for i := range perDevice {
+				level := "critical"
+				if i%5 == 4 {
+					level = "info" // filtered out
+				}
+				tok := mc.Publish(fmt.Sprintf("devices/%s/messages/events/n=%d&level=%s", id, i, level), 1, false, fmt.Sprintf(`{"n":%d}`, i))
+				if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+					t.Errorf("%s: publish %d: %v", id, i, tok.Error())
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	rc.down.Store(true) // the webhook goes down under load
+	time.Sleep(3 * time.Second)
+	rc.down.Store(false)
+	wg.Wait()
+	want := perDevice * 4 / 5 * len(devices)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got := rc.received()
+		seen := map[string]bool{}
+		for _, m := range got {
+			seen[m.DeviceID+"/"+m.Properties["n"]] = true
+		}
+		if len(seen) == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the webhook received %d distinct messages, want %d", len(seen), want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	last := map[string]int{}
+	seen := map[string]bool{}
+	for _, m := range rc.received() {
+		var n int
+		fmt.Sscan(m.Properties["n"], &n)
+		k := fmt.Sprint(m.DeviceID, "/", n)
+		if m.Properties["level"] != "critical" {
+			t.Errorf("a message the condition excludes was routed: %+v", m)
+		}
+		if n < last[m.DeviceID] && !seen[k] {
+			t.Errorf("%s: message %d after %d: reordered", m.DeviceID, n, last[m.DeviceID])
+		}
+		if string(m.Body) != fmt.Sprintf(`{"n":%d}`, n) || m.SystemProperties["iothub-connection-device-id"] != m.DeviceID {
+			t.Errorf("message %s arrived as %+v", k, m)
+		}
+		last[m.DeviceID], seen[k] = n, true
+	}
+	if rc.bad.Load() != 0 {
+		t.Errorf("%d requests were not signed right", rc.bad.Load())
+	}
+	st, err := s.routes.Status(context.Background(), "localhost")
+	if err != nil || len(st) != 1 || st[0].LastError == "" || st[0].State != "delivering" {
+		t.Errorf("status = %+v, %v; want delivering, with the outage's error kept", st, err)
+	}
+}

@@ -1,0 +1,422 @@
+package routing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opendps/dps"
+)
+
+// Engine runs the routes of the built-in hubs on this node.
+type Engine struct {
+	o      Options
+	routes []*runner
+	mu     sync.Mutex
+	wake   map[string]chan struct{} // folded hub → closed by Wake
+}
+
+// runner is one route's loop and what this node knows of it.
+type runner struct {
+	e *Engine
+	r Route
+
+	mu      sync.Mutex
+	state   string // "standby", "delivering", "retrying", "stopped"
+	holding bool
+	attempt int
+	retryAt time.Time
+	lastErr string
+}
+
+// New checks the routes (names unique in their hub, an endpoint each) and
+// makes an engine for them.
+func New(o Options) (*Engine, error) {
+	o = o.withDefaults()
+	if o.Store == nil {
+		return nil, errors.New("routing: no store")
+	}
+	if o.Node == "" {
+		return nil, errors.New("routing: no node name")
+	}
+	e := &Engine{o: o, wake: map[string]chan struct{}{}}
+	seen := map[string]bool{}
+	for _, r := range o.Routes {
+		key := dps.FoldID(r.Hub) + "/" + strings.ToLower(r.Name)
+		switch {
+		case r.Name == "" || r.Hub == "":
+			return nil, errors.New("routing: a route needs a hub and a name")
+		case seen[key]:
+			return nil, fmt.Errorf("routing: hub %s has two routes named %q", r.Hub, r.Name)
+		case r.Deliver == nil:
+			return nil, fmt.Errorf("routing: route %q of hub %s has no endpoint", r.Name, r.Hub)
+		}
+		seen[key] = true
+		if r.Source == "" {
+			r.Source = SourceTelemetry
+		}
+		e.routes = append(e.routes, &runner{e: e, r: r, state: "standby"})
+	}
+	return e, nil
+}
+
+// Run delivers the enabled routes until ctx ends, then releases the
+// leases this node holds (another node takes over at once) and returns.
+// It also prunes old dead letters.
+func (e *Engine) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, rn := range e.routes {
+		if rn.r.Enabled {
+			wg.Go(func() { rn.run(ctx) })
+		}
+	}
+	wg.Go(func() { e.pruneDeadLetters(ctx) })
+	wg.Wait()
+}
+
+// Wake makes the routes of hub look for messages at once (the hub
+// appended some).
+func (e *Engine) Wake(hub string) {
+	h := dps.FoldID(hub)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if c, ok := e.wake[h]; ok {
+		close(c)
+		delete(e.wake, h)
+	}
+}
+
+func (e *Engine) woken(hub string) <-chan struct{} {
+	h := dps.FoldID(hub)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c, ok := e.wake[h]
+	if !ok {
+		c = make(chan struct{})
+		e.wake[h] = c
+	}
+	return c
+}
+
+func (e *Engine) pruneDeadLetters(ctx context.Context) {
+	every := min(e.o.DeadLetterRetention/10, time.Hour)
+	for {
+		for {
+			n, err := e.o.Store.DeleteDeadLettersBefore(ctx, e.o.Now().Add(-e.o.DeadLetterRetention))
+			if err != nil && ctx.Err() == nil {
+				e.o.Logger.WarnContext(ctx, "routing: dead letter retention failed", "err", err)
+			}
+			if err != nil || n == 0 {
+				break
+			}
+		}
+		if !sleep(ctx, every, nil) {
+			return
+		}
+	}
+}
+
+// sleep waits d, or until woken is closed; false when ctx ended.
+func sleep(ctx context.Context, d time.Duration, woken <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	case <-woken:
+	}
+	return true
+}
+
+func (rn *runner) set(fn func(*runner)) {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	fn(rn)
+}
+
+// run claims the route's lease, delivers while it holds it, and tries to
+// claim it again when another node holds it or it lost it.
+func (rn *runner) run(ctx context.Context) {
+	o := rn.e.o
+	for ctx.Err() == nil {
+		now := o.Now()
+		st, ok, err := o.Store.ClaimRoute(ctx, rn.r.Hub, rn.r.Name, o.Node, now, now.Add(o.Lease))
+		switch {
+		case err != nil:
+			if ctx.Err() == nil {
+				o.Logger.WarnContext(ctx, "routing: claiming a route failed", "hub", rn.r.Hub, "route", rn.r.Name, "err", err)
+			}
+		case ok:
+			o.Logger.InfoContext(ctx, "routing: delivering route", "hub", rn.r.Hub, "route", rn.r.Name, "checkpoint", st.Checkpoint)
+			rn.set(func(rn *runner) { rn.holding, rn.state = true, "delivering" })
+			err := rn.deliver(ctx, st.Checkpoint, now)
+			rn.set(func(rn *runner) { rn.holding, rn.state = false, "standby" })
+			if ctx.Err() != nil {
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				if err := o.Store.ReleaseRoute(rctx, rn.r.Hub, rn.r.Name, o.Node); err != nil {
+					o.Logger.WarnContext(rctx, "routing: releasing a route failed", "hub", rn.r.Hub, "route", rn.r.Name, "err", err)
+				}
+				cancel()
+				rn.set(func(rn *runner) { rn.state = "stopped" })
+				return
+			}
+			o.Logger.WarnContext(ctx, "routing: stopped delivering route", "hub", rn.r.Hub, "route", rn.r.Name, "err", err)
+			continue // claim again at once: the lease may be ours still
+		}
+		if !sleep(ctx, o.Lease/3, nil) {
+			return
+		}
+	}
+}
+
+// deliver runs the route from checkpoint while this node holds its lease
+// (claimed at renewed); it returns when ctx ends or the lease is lost.
+func (rn *runner) deliver(ctx context.Context, checkpoint int64, renewed time.Time) error {
+	o, r := rn.e.o, rn.r
+	var (
+		pending []dps.Message // the batch being delivered
+		through int64         // the checkpoint once pending is delivered
+		since   time.Time     // when pending first failed
+		attempt int
+	)
+	for ctx.Err() == nil {
+		if now := o.Now(); now.Sub(renewed) >= o.Lease/3 {
+			_, ok, err := o.Store.ClaimRoute(ctx, r.Hub, r.Name, o.Node, now, now.Add(o.Lease))
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return errors.New("another node took the route's lease over")
+			}
+			renewed = now
+		}
+		woken := rn.e.woken(r.Hub)
+		if pending == nil {
+			batch, upto, wait, err := rn.next(ctx, checkpoint)
+			if err != nil {
+				if isLeaseLost(err) {
+					return err
+				}
+				o.Logger.WarnContext(ctx, "routing: reading the event log failed", "hub", r.Hub, "route", r.Name, "err", err)
+				if !sleep(ctx, o.Poll, nil) {
+					return ctx.Err()
+				}
+				continue
+			}
+			if wait > 0 {
+				if !sleep(ctx, wait, woken) {
+					return ctx.Err()
+				}
+				continue
+			}
+			if len(batch) == 0 {
+				if upto > checkpoint {
+					if err := o.Store.AdvanceRoute(ctx, r.Hub, r.Name, o.Node, upto, "", o.Now()); err != nil {
+						return err
+					}
+					checkpoint = upto
+					continue
+				}
+				rn.lag(ctx, checkpoint, nil)
+				if !sleep(ctx, o.Poll, woken) {
+					return ctx.Err()
+				}
+				continue
+			}
+			pending, through = batch, upto
+		}
+		rn.lag(ctx, checkpoint, pending)
+		dctx, cancel := context.WithTimeout(ctx, o.DeliverTimeout)
+		err := r.Deliver.Deliver(dctx, pending)
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		now := o.Now()
+		if err == nil {
+			if err := o.Store.AdvanceRoute(ctx, r.Hub, r.Name, o.Node, through, "", now); err != nil {
+				return err
+			}
+			o.Observer.Delivered(r.Hub, r.Name, len(pending))
+			checkpoint, pending, attempt, since = through, nil, 0, time.Time{}
+			rn.set(func(rn *runner) { rn.state, rn.attempt, rn.retryAt = "delivering", 0, time.Time{} })
+			continue
+		}
+		o.Observer.Failed(r.Hub, r.Name, len(pending))
+		if since.IsZero() {
+			since = now
+		}
+		attempt++
+		msg := err.Error()
+		if aerr := o.Store.AdvanceRoute(ctx, r.Hub, r.Name, o.Node, checkpoint, msg, now); aerr != nil {
+			return aerr
+		}
+		if now.Sub(since) >= o.RetryBudget {
+			reason := fmt.Sprintf("not delivered to endpoint %s in %v (%d attempts): %s", r.Endpoint, o.RetryBudget, attempt, msg)
+			if err := o.Store.DeadLetterMessages(ctx, r.Hub, r.Name, o.Node, pending, reason, now); err != nil {
+				return err
+			}
+			if err := o.Store.AdvanceRoute(ctx, r.Hub, r.Name, o.Node, through, "", now); err != nil {
+				return err
+			}
+			o.Observer.DeadLettered(r.Hub, r.Name, "retries", len(pending))
+			o.Logger.WarnContext(ctx, "routing: messages dead-lettered", "hub", r.Hub, "route", r.Name, "messages", len(pending),
+				"first_seq", pending[0].Seq, "last_seq", pending[len(pending)-1].Seq, "reason", reason)
+			checkpoint, pending, attempt, since = through, nil, 0, time.Time{}
+			continue
+		}
+		wait := rn.backoff(attempt)
+		o.Logger.WarnContext(ctx, "routing: delivery failed", "hub", r.Hub, "route", r.Name, "endpoint", r.Endpoint,
+			"messages", len(pending), "attempt", attempt, "retry_in", wait.String(), "err", msg)
+		rn.set(func(rn *runner) {
+			rn.state, rn.attempt, rn.retryAt, rn.lastErr = "retrying", attempt, now.Add(wait), msg
+		})
+		// Renew the lease while backing off: sleep at most a third of it
+		// at a time.
+		for wait > 0 {
+			step := min(wait, o.Lease/3)
+			if !sleep(ctx, step, nil) {
+				return ctx.Err()
+			}
+			wait -= step
+			if wait > 0 {
+				now := o.Now()
+				_, ok, err := o.Store.ClaimRoute(ctx, r.Hub, r.Name, o.Node, now, now.Add(o.Lease))
+				if err != nil {
+					return err
+				}
+				if !ok {
+					return errors.New("another node took the route's lease over")
+				}
+				renewed = now
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+// backoff is the wait before retry attempt (1, 2, …): MinBackoff doubled
+// per attempt up to MaxBackoff, less up to a fifth at random.
+func (rn *runner) backoff(attempt int) time.Duration {
+	o := rn.e.o
+	d := o.MinBackoff
+	for i := 1; i < attempt && d < o.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, o.MaxBackoff)
+	j := rand.Float64
+	if o.Jitter != nil {
+		j = o.Jitter
+	}
+	return d - time.Duration(float64(d)/5*j())
+}
+
+// next reads the next batch after checkpoint: the messages of the
+// route's source its condition matches, at most BatchSize, and upto, the
+// checkpoint once they are delivered (the last message looked at). wait >
+// 0 asks to read again after it: the batch is not full and its oldest
+// message is younger than Linger. A route further behind than MaxLag
+// dead-letters its oldest messages first.
+func (rn *runner) next(ctx context.Context, checkpoint int64) (batch []dps.Message, upto int64, wait time.Duration, err error) {
+	o, r := rn.e.o, rn.r
+	last, err := o.Store.LastMessageSeq(ctx, r.Hub)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	if last-checkpoint > o.MaxLag {
+		return nil, checkpoint, 0, rn.overflow(ctx, checkpoint, last-o.MaxLag)
+	}
+	upto = checkpoint
+	for len(batch) < o.BatchSize && upto < last {
+		msgs, err := o.Store.Messages(ctx, r.Hub, upto, o.BatchSize)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		if len(msgs) == 0 {
+			break
+		}
+		if msgs[0].Seq > upto+1 && upto == checkpoint {
+			o.Logger.WarnContext(ctx, "routing: messages were deleted from the event log before the route delivered them",
+				"hub", r.Hub, "route", r.Name, "first_missing", upto+1, "last_missing", msgs[0].Seq-1)
+			o.Observer.DeadLettered(r.Hub, r.Name, "deleted", int(msgs[0].Seq-1-upto))
+		}
+		for _, m := range msgs {
+			upto = m.Seq
+			if SourceOf(m) == r.Source && r.Cond.Match(m) {
+				batch = append(batch, m)
+				if len(batch) == o.BatchSize {
+					break
+				}
+			}
+		}
+	}
+	if len(batch) > 0 && len(batch) < o.BatchSize && o.Linger > 0 {
+		if age := o.Now().Sub(batch[0].Enqueued); age >= 0 && age < o.Linger {
+			return nil, checkpoint, o.Linger - age, nil
+		}
+	}
+	return batch, upto, 0, nil
+}
+
+// overflow dead-letters the route's messages after checkpoint up to
+// through (MaxLag behind the log's end).
+func (rn *runner) overflow(ctx context.Context, checkpoint, through int64) error {
+	o, r := rn.e.o, rn.r
+	reason := fmt.Sprintf("the route fell more than %d messages behind the event log (routing.maxLag)", o.MaxLag)
+	total := 0
+	for checkpoint < through {
+		msgs, err := o.Store.Messages(ctx, r.Hub, checkpoint, o.BatchSize)
+		if err != nil {
+			return err
+		}
+		var give []dps.Message
+		next := through
+		for _, m := range msgs {
+			if m.Seq > through {
+				break
+			}
+			next = m.Seq
+			if SourceOf(m) == r.Source && r.Cond.Match(m) {
+				give = append(give, m)
+			}
+		}
+		if len(give) > 0 {
+			if err := o.Store.DeadLetterMessages(ctx, r.Hub, r.Name, o.Node, give, reason, o.Now()); err != nil {
+				return err
+			}
+		}
+		if err := o.Store.AdvanceRoute(ctx, r.Hub, r.Name, o.Node, next, "", o.Now()); err != nil {
+			return err
+		}
+		total += len(give)
+		checkpoint = next
+	}
+	o.Observer.DeadLettered(r.Hub, r.Name, "maxLag", total)
+	o.Logger.WarnContext(ctx, "routing: route too far behind, oldest messages dead-lettered", "hub", r.Hub, "route", r.Name,
+		"messages", total, "max_lag", o.MaxLag, "checkpoint", checkpoint)
+	return nil
+}
+
+func (rn *runner) lag(ctx context.Context, checkpoint int64, pending []dps.Message) {
+	o, r := rn.e.o, rn.r
+	last, err := o.Store.LastMessageSeq(ctx, r.Hub)
+	if err != nil {
+		return
+	}
+	var age time.Duration
+	if len(pending) > 0 {
+		age = o.Now().Sub(pending[0].Enqueued)
+	} else if last > checkpoint {
+		if m, err := o.Store.Messages(ctx, r.Hub, checkpoint, 1); err == nil && len(m) > 0 {
+			age = o.Now().Sub(m[0].Enqueued)
+		}
+	}
+	o.Observer.Lag(r.Hub, r.Name, max(last-checkpoint, 0), max(age, 0))
+}
+
+func isLeaseLost(err error) bool { return dps.KindOf(err) == dps.KindPrecondition }
