@@ -53,6 +53,16 @@ const (
 	CodeDeviceNotOnline    = 404103 // DeviceNotOnline: a direct method to a device that is not connected
 	CodeMessageLockLost    = 412002 // DeviceMessageLockLost: a C2D settlement with an unknown or expired lock
 	CodeGatewayTimeout     = 504101 // GatewayTimeout: the device did not answer a direct method in time
+
+	// IoT Hub's registry codes, answered by the built-in hub's service
+	// API. They share their numbers with dps's Kind defaults (each number
+	// is in the catalog once, under that name): the hub's transport names
+	// them DeviceAlreadyExists and PreconditionFailed by Kind. IoT Hub's
+	// DeviceNotFound is 404001 too, which is CodeNoSuchEndpoint here: a
+	// missing device carries no code (its Kind names it DeviceNotFound)
+	// so that a missing route is not reported as a missing device.
+	CodeDeviceAlreadyExists = CodeConflict     // 409001 DeviceAlreadyExists: a create of an existing device ID
+	CodePreconditionFailed  = CodePrecondition // 412001 PreconditionFailed: If-Match names another etag
 )
 
 // CodeEntry is one code of the catalog and the Kind it belongs to.

@@ -21,7 +21,8 @@ import (
 )
 
 // The built-in IoT hubs' HTTPS surface: a request whose Host names a
-// built-in hub and whose path starts with devices, twins or messages.
+// built-in hub and whose path starts with devices, twins, messages or
+// statistics.
 // Device telemetry (POST /devices/{id}/messages/events) authenticates the
 // device itself; the service routes (/twins/…) take a SAS token of one of
 // the hub's shared access policies. Errors are IoT Hub's: status per Kind,
@@ -43,8 +44,8 @@ const batchContentType = "application/vnd.microsoft.iothub.json"
 const hubMaxServiceBody = 256 * 1024
 
 // hubFor returns the built-in hub a request is for: its Host names one
-// (any case, port ignored) and its first path segment is devices, twins or
-// messages. The default hub is named localhost, as DPS is reached, so the
+// (any case, port ignored) and its first path segment is devices, twins,
+// messages or statistics. The default hub is named localhost, as DPS is reached, so the
 // path decides.
 func (h *Handler) hubFor(r *http.Request) (string, bool) {
 	if h.o.Hub == nil {
@@ -52,7 +53,7 @@ func (h *Handler) hubFor(r *http.Request) (string, bool) {
 	}
 	first, _, _ := strings.Cut(strings.TrimPrefix(r.URL.EscapedPath(), "/"), "/")
 	switch strings.ToLower(first) {
-	case "devices", "twins", "messages":
+	case "devices", "twins", "messages", "statistics":
 		return h.o.Hub.Hub(r.Host)
 	}
 	return "", false
@@ -113,8 +114,8 @@ func (h *Handler) serveHub(w http.ResponseWriter, r *http.Request, hub string) {
 		if h.hubMethod(w, r, http.MethodGet) {
 			h.hubService(w, r, hub, access.ServiceConnect, func() { h.readEvents(w, r, hub) })
 		}
+	case h.serveHubRegistry(w, r, hub, segs): // hubregistry.go
 	default:
-		// The registry and modules are not served yet.
 		h.writeHubError(w, r, &dps.Error{Kind: dps.KindNotFound, Code: dps.CodeNoSuchEndpoint,
 			Message: "no such endpoint on this hub: " + r.Method + " " + r.URL.Path}, nil)
 	}

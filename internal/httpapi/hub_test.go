@@ -478,7 +478,7 @@ func TestHubRouting(t *testing.T) {
 	if a := do(t, c, ts, "GET", "/enrollments/e1", nil, nil); a.status != http.StatusTeapot {
 		t.Errorf("DPS service API on the hub's host: %d %s", a.status, a.body)
 	}
-	for _, p := range []string{"/messages/serviceBound/feedback", "/twins/dev-1/modules/m1", "/devices/dev-1"} {
+	for _, p := range []string{"/messages/serviceBound/feedback", "/twins/dev-1/modules/m1", "/devices/dev-1/unknown"} {
 		a := do(t, c, ts, "GET", p, map[string]string{"Authorization": f.deviceToken("dev-1", f.key1)}, nil)
 		wantHubError(t, a, 404, "NotFound")
 	}
@@ -757,6 +757,10 @@ func FuzzHubRequest(f *testing.F) {
 	f.Add("DELETE", "/devices/dev-1/messages/deviceBound/%22lock%22?reject", "", []byte(nil))
 	f.Add("POST", "/devices/dev-1/messages/deviceBound/lock/abandon", "", []byte(nil))
 	f.Add("DELETE", "/devices/dev-1/commands", "", []byte(nil))
+	f.Add("PUT", "/devices/dev-2", "application/json", []byte(`{"deviceId":"dev-2","authentication":{"type":"sas","symmetricKey":{"primaryKey":""}}}`))
+	f.Add("POST", "/devices", "application/json", []byte(`[{"id":"b","importMode":"create","tags":{"a":1},"properties":{"reported":{"x":null}}}]`))
+	f.Add("GET", "/statistics/devices", "", []byte(nil))
+	f.Add("GET", "/devices/dev-1/modules", "", []byte(nil))
 	fx := newHubFixture(f, nil)
 	device := fx.deviceToken("dev-1", fx.key1)
 	service := fx.serviceToken("iothubowner", fx.owner)
@@ -769,7 +773,8 @@ func FuzzHubRequest(f *testing.F) {
 			return
 		}
 		lower := strings.ToLower(path)
-		if strings.HasPrefix(lower, "/twins") || strings.Contains(lower, "/commands") ||
+		if strings.HasPrefix(lower, "/twins") || strings.Contains(lower, "/commands") || strings.HasPrefix(lower, "/statistics") ||
+			strings.HasPrefix(lower, "/devices") && !strings.Contains(lower, "/messages") ||
 			method == "POST" && strings.Contains(lower, "/devicebound") && !strings.Contains(lower, "/abandon") {
 			req.Header.Set("Authorization", service)
 		} else {

@@ -67,6 +67,10 @@ type Options struct {
 	// routes' checkpoints (internal/routing; Events must then be a
 	// RoutedEventLog).
 	RouteFloor RouteFloor
+	// Registry deletes, lists and counts identities (registry.go); nil:
+	// Store's, if it implements RegistryStore (the SQLite and PostgreSQL
+	// stores do), else those operations answer KindUnavailable.
+	Registry RegistryStore
 }
 
 // DefaultMaxMessageSize is IoT Hub's device-to-cloud message limit.
@@ -95,6 +99,9 @@ func New(o Options) *Service {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if r, ok := o.Store.(RegistryStore); ok && o.Registry == nil {
+		o.Registry = r
 	}
 	s := &Service{o: o, hubs: make(map[string]string, len(o.Hubs))}
 	for _, h := range o.Hubs {

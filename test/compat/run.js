@@ -824,6 +824,179 @@ async function hubScenarios(t) {
   });
 }
 
+// The registry of the built-in hub through the real azure-iothub Registry:
+// identities created, read, replaced, listed, counted and deleted, in bulk
+// too, and what a device sees when its identity is disabled or deleted.
+const deviceKeys = ['deviceId', 'generationId', 'etag', 'connectionState', 'status', 'statusReason', 'connectionStateUpdatedTime',
+  'statusUpdatedTime', 'lastActivityTime', 'cloudToDeviceMessageCount', 'authentication', 'capabilities'];
+const never = '0001-01-01T00:00:00';
+
+// rawRegistryCall is a REST call through the SDK's own client (signed as
+// the Registry signs), for what the Registry API does not expose: Node's
+// update always sends If-Match "*".
+function rawRegistryCall(registry, method, path, headers, body) {
+  return new Promise((resolve, reject) => registry._restApiClient.executeApiCall(method, path + '?api-version=2021-04-12', headers, body,
+    (err, res) => (err ? reject(err) : resolve(res))));
+}
+
+function expectServiceError(err, status, name, what) {
+  const got = err.response && err.response.statusCode;
+  assert(got === status && err.name === name, what + ': want ' + status + ' ' + name + ', got ' + errText(err));
+}
+
+async function registryScenarios() {
+  const registry = registries[hubA];
+  const id = 'reg-' + run;
+  await scenario('registry: create/get/update (stale etag 412)/list/statistics/delete, device JSON exactly', 'https', async () => {
+    const created = plain((await registry.create({ deviceId: id })).responseBody);
+    // The SDK's Device object orders its members its own way: the wire
+    // order is checked on the raw answer.
+    const wire = await rawRegistryCall(registry, 'GET', '/devices/' + encodeURIComponent(id), {}, null);
+    assert(JSON.stringify(Object.keys(wire)) === JSON.stringify(deviceKeys), 'device members on the wire ' + JSON.stringify(Object.keys(wire)));
+    assert(JSON.stringify(Object.keys(wire.authentication)) === '["symmetricKey","x509Thumbprint","type"]', 'authentication members ' + JSON.stringify(Object.keys(wire.authentication)));
+    const keys = created.authentication.symmetricKey;
+    assert(/^\d{18}$/.test(created.generationId) && typeof created.etag === 'string' && created.etag.length > 0 && !created.etag.includes('"'), 'ids ' + JSON.stringify(created));
+    assert(keys.primaryKey.length === 44 && keys.secondaryKey.length === 44 && keys.primaryKey !== keys.secondaryKey, 'generated keys ' + JSON.stringify(keys));
+    const want = { deviceId: id, generationId: created.generationId, etag: created.etag, connectionState: 'Disconnected', status: 'enabled',
+      statusReason: null, connectionStateUpdatedTime: never, statusUpdatedTime: never, lastActivityTime: never, cloudToDeviceMessageCount: 0,
+      authentication: { symmetricKey: keys, x509Thumbprint: { primaryThumbprint: null, secondaryThumbprint: null }, type: 'sas' },
+      capabilities: { iotEdge: false } };
+    assert(deepEqual(created, want), 'created ' + JSON.stringify(created) + ', want ' + JSON.stringify(want));
+    expectServiceError(await expectServiceFailure(registry.create({ deviceId: id }), 'a second create'), 409, 'DeviceAlreadyExistsError', 'second create');
+    const got = plain((await registry.get(id)).responseBody);
+    assert(deepEqual(got, created), 'get ' + JSON.stringify(got));
+
+    got.statusReason = 'maintenance';
+    const updated = plain((await registry.update(got)).responseBody);
+    assert(updated.generationId === created.generationId && updated.etag !== created.etag && updated.statusReason === 'maintenance' &&
+      deepEqual(updated.authentication, created.authentication), 'updated ' + JSON.stringify(updated));
+    const stale = await expectFailure(rawRegistryCall(registry, 'PUT', '/devices/' + encodeURIComponent(id),
+      { 'Content-Type': 'application/json; charset=utf-8', 'If-Match': '"' + created.etag + '"' }, got), 'a replace with a stale etag');
+    expectServiceError(stale, 412, 'InvalidEtagError', 'stale etag');
+    const current = plain(await rawRegistryCall(registry, 'PUT', '/devices/' + encodeURIComponent(id),
+      { 'Content-Type': 'application/json; charset=utf-8', 'If-Match': '"' + updated.etag + '"' }, updated));
+    assert(current.generationId === created.generationId && current.statusReason === 'maintenance', 'replace with the current etag ' + JSON.stringify(current));
+
+    const list = plain((await registry.list()).responseBody);
+    const listed = list.find((d) => d.deviceId === id);
+    assert(listed && deepEqual(listed, current), 'list ' + JSON.stringify(listed));
+    const stats = plain((await registry.getRegistryStatistics()).responseBody);
+    assert(JSON.stringify(Object.keys(stats)) === '["totalDeviceCount","enabledDeviceCount","disabledDeviceCount"]' &&
+      stats.totalDeviceCount === list.length && stats.enabledDeviceCount + stats.disabledDeviceCount === stats.totalDeviceCount, 'statistics ' + JSON.stringify(stats));
+
+    await registry.delete(id);
+    expectServiceError(await expectServiceFailure(registry.get(id), 'get after delete'), 404, 'DeviceNotFoundError', 'get after delete');
+    expectServiceError(await expectServiceFailure(registry.delete(id), 'a second delete'), 404, 'DeviceNotFoundError', 'second delete');
+  });
+
+  await scenario('registry: addDevices/updateDevices/removeDevices (bulk) with per-item results', 'https', async () => {
+    const a = 'bulk-a-' + run;
+    const b = 'bulk-b-' + run;
+    const ok = { isSuccessful: true, errors: [], warnings: [] };
+    let r = plain((await registry.addDevices([{ deviceId: a }, { deviceId: b, status: 'disabled' }])).responseBody);
+    assert(deepEqual(r, ok), 'addDevices ' + JSON.stringify(r));
+    const gotB = plain((await registry.get(b)).responseBody);
+    assert(gotB.status === 'disabled' && gotB.authentication.symmetricKey.primaryKey.length === 44, 'b ' + JSON.stringify(gotB));
+    r = plain((await registry.addDevices([{ deviceId: a }])).responseBody);
+    assert(r.isSuccessful === false && r.errors.length === 1 && r.errors[0].deviceId === a && r.errors[0].errorCode === 'DeviceAlreadyExists', 'addDevices of an existing id ' + JSON.stringify(r));
+    r = plain((await registry.updateDevices([{ deviceId: a, eTag: 'stale', status: 'disabled' }], false)).responseBody);
+    assert(r.isSuccessful === false && r.errors.length === 1 && r.errors[0].errorCode === 'PreconditionFailed', 'updateDevices with a stale eTag ' + JSON.stringify(r));
+    r = plain((await registry.updateDevices([gotB].map((d) => Object.assign(d, { status: 'enabled' })), true)).responseBody);
+    assert(deepEqual(r, ok), 'updateDevices forced ' + JSON.stringify(r));
+    assert((await registry.get(b)).responseBody.status === 'enabled', 'b after updateDevices');
+    r = plain((await registry.removeDevices([{ deviceId: a }, { deviceId: b }], true)).responseBody);
+    assert(deepEqual(r, ok), 'removeDevices ' + JSON.stringify(r));
+    expectServiceError(await expectServiceFailure(registry.get(a), 'get after removeDevices'), 404, 'DeviceNotFoundError', 'get after removeDevices');
+  });
+
+  // A device of the registry connecting with the device SDK (MQTT).
+  const t = 'mqtt';
+  const did = 'reg-dev-' + run;
+  let key;
+  await scenario('registry: a device created through the Registry connects; its identity shows Connected', t, async () => {
+    key = (await registry.create({ deviceId: did })).responseBody.authentication.symmetricKey.primaryKey;
+    await withHubClient(t, hubA, did, { key }, async () => {
+      const d = plain((await registry.get(did)).responseBody);
+      assert(d.connectionState === 'Connected' && d.connectionStateUpdatedTime !== never, 'connected device ' + JSON.stringify(d));
+    });
+  });
+  await scenario('registry: a connected device is disconnected when disabled through Registry.update', t, async () => {
+    assert(key, 'not run: the device was not created');
+    const c = hubClient(t, hubA, did, { key });
+    try {
+      await within(10000, c.open(), 'open');
+      const d = plain((await registry.get(did)).responseBody);
+      d.status = 'disabled';
+      d.statusReason = 'stolen';
+      await registry.update(d);
+      await waitFor('the disconnect of the disabled device', 5000, () => c.disconnects.length > 0 || c.errors.length > 0);
+    } finally {
+      await closeQuietly(c);
+    }
+  });
+  await scenario('registry: a disabled device is refused (MQTT CONNACK 3, HTTPS 403); enabled again it connects', t, async () => {
+    assert(key, 'not run: the device was not created');
+    const err = await tryConnect('mqtt', hubA, did, { key });
+    assert(err, 'the disabled device connected over MQTT');
+    const text = String((err.transportError || err).message || err.message);
+    assert(text.includes('Server unavailable'), 'MQTT refusal of a disabled device: want CONNACK 3 (Server unavailable), got ' + errText(err));
+    const herr = await tryConnect('http', hubA, did, { key });
+    assert(herr && herr.response && herr.response.statusCode === 403, 'HTTPS refusal of a disabled device: want 403, got ' + errText(herr));
+    const d = plain((await registry.get(did)).responseBody);
+    d.status = 'enabled';
+    await registry.update(d);
+    const ok = await tryConnect('mqtt', hubA, did, { key });
+    assert(!ok, 'the enabled device was refused: ' + errText(ok));
+  });
+  await scenario('registry: a connected device is disconnected when deleted, and refused afterwards', t, async () => {
+    assert(key, 'not run: the device was not created');
+    const c = hubClient(t, hubA, did, { key });
+    try {
+      await within(10000, c.open(), 'open');
+      await registry.delete(did);
+      await waitFor('the disconnect of the deleted device', 5000, () => c.disconnects.length > 0 || c.errors.length > 0);
+    } finally {
+      await closeQuietly(c);
+    }
+    await expectConnectRefused('mqtt', hubA, did, { key }, 'the deleted device connecting over MQTT');
+    await expectConnectRefused('http', hubA, did, { key }, 'the deleted device sending over HTTPS');
+  });
+}
+
+async function queryScenarios() {
+  const registry = registries[hubB];
+  await scenario('query: createQuery with WHERE on tags, pages of 2, and COUNT()', 'https', async () => {
+    const site = 'site-' + run;
+    const ids = ['q1-' + run, 'q2-' + run, 'q3-' + run, 'q4-' + run];
+    for (const id of ids) await registry.create({ deviceId: id });
+    // Three of the four get the tag; the fourth another value.
+    for (const [i, id] of ids.entries()) {
+      const twin = plain((await registry.getTwin(id)).responseBody);
+      await registry.updateTwin(id, { tags: { site: i < 3 ? site : site + '-other', n: i } }, twin.etag);
+    }
+    const q = registry.createQuery("SELECT * FROM devices WHERE tags.site = '" + site + "'", 2);
+    const pages = [];
+    const seen = [];
+    while (q.hasMoreResults) {
+      const { result } = await q.nextAsTwin();
+      pages.push(result.length);
+      for (const t of result) {
+        assert(t.tags.site === site, 'a twin that does not match: ' + JSON.stringify(t.tags));
+        seen.push(t.deviceId);
+      }
+      assert(pages.length < 5, 'too many pages: ' + JSON.stringify(pages));
+    }
+    assert(JSON.stringify(pages) === '[2,1]', 'pages ' + JSON.stringify(pages));
+    assert(JSON.stringify(seen.sort()) === JSON.stringify(ids.slice(0, 3).sort()), 'matched ' + JSON.stringify(seen));
+    const c = registry.createQuery("SELECT COUNT() AS n FROM devices WHERE tags.site = '" + site + "' AND tags.n >= 1");
+    const { result } = await c.next();
+    assert(JSON.stringify(result) === '[{"n":2}]', 'count ' + JSON.stringify(result));
+    const bad = await expectFailure(registry.createQuery('SELECT * FROM devices ORDER BY deviceId').next(), 'an unsupported query');
+    assert(bad.response && bad.response.statusCode === 400, 'unsupported query: want 400, got ' + errText(bad));
+    for (const id of ids) await registry.delete(id);
+  });
+}
+
 (async () => {
   await serviceScenarios();
   await wireScenarios();
@@ -832,6 +1005,8 @@ async function hubScenarios(t) {
     if (t !== 'http') await sessionScenarios(t);
   }
   for (const t of transports) await hubScenarios(t);
+  await registryScenarios();
+  await queryScenarios();
   const failed = results.filter((r) => !r.ok);
   // The Go runner requires this line: without it, a promise that never
   // settled ended the script early.
