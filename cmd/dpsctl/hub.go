@@ -23,7 +23,7 @@ import (
 
 func newHub() *cobra.Command {
 	hub := &cobra.Command{Use: "hub", Short: "Built-in IoT hub commands (with a hub access policy's connection string)"}
-	hub.AddCommand(newHubEvents(), newHubDevice(), newHubTwin(), newHubMethod(), newHubC2D())
+	hub.AddCommand(newHubEvents(), newHubDevice(), newHubTwin(), newHubMethod(), newHubC2D(), newHubQuery())
 	return hub
 }
 

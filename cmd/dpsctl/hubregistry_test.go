@@ -93,6 +93,18 @@ func TestHubRegistryCommands(t *testing.T) {
 	if _, err := dpsctl(t, append([]string{"hub", "method", "invoke", "cli-2", "ping"}, common...)...); err == nil || !strings.Contains(err.Error(), "isn't online") {
 		t.Errorf("method to an offline device: %v", err)
 	}
+	// Queries, paged one twin at a time: every page is read.
+	run("hub", "device", "create", "cli-3")
+	run("hub", "twin", "update", "cli-3", "--set", "tags.site.name=berlin")
+	if out := run("hub", "query", "SELECT * FROM devices WHERE tags.site.name = 'berlin'", "--page-size", "1"); out != "cli-2\tenabled\t{\"site\":{\"name\":\"berlin\"}}\ncli-3\tenabled\t{\"site\":{\"name\":\"berlin\"}}\n" {
+		t.Errorf("query:\n%q", out)
+	}
+	if out := run("hub", "query", "SELECT COUNT() AS n FROM devices", "-o", "json"); strings.Join(strings.Fields(out), "") != `[{"n":3}]` {
+		t.Errorf("count query: %s", out)
+	}
+	if _, err := dpsctl(t, append([]string{"hub", "query", "SELECT * FROM devices ORDER BY deviceId"}, common...)...); err == nil {
+		t.Error("an unsupported query succeeded")
+	}
 	run("hub", "device", "delete", "cli-1")
 	if _, err := dpsctl(t, append([]string{"hub", "device", "show", "cli-1"}, common...)...); err == nil || !strings.Contains(err.Error(), "DeviceNotFound") {
 		t.Errorf("show after delete: %v", err)
