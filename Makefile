@@ -16,10 +16,13 @@ test: deps vet
 	$(MAKE) test-compat
 
 ## deps: what the tests need beyond Go — PostgreSQL's server binaries (the
-## tests start their own throwaway clusters) and Node.js for the compatibility suite.
+## tests start their own throwaway clusters), Mosquitto (the MQTT routing
+## endpoint's tests start their own brokers) and Node.js for the compatibility suite.
 deps:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends postgresql; }
+	@test -x /usr/sbin/mosquitto || command -v mosquitto >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends mosquitto; }
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends nodejs npm; }
 

@@ -57,6 +57,13 @@
 //     event logs: conditions, batches, checkpoints and leases in the
 //     store, retries, dead letters); internal/route/webhook: its HTTP
 //     webhook endpoint.
+//   - The message routing endpoints, each a client of the engine it
+//     delivers to: internal/route/kafka (franz-go; also Azure Event Hubs,
+//     Confluent, Redpanda, MSK), internal/route/nats (NATS JetStream),
+//     internal/route/mqtt (an external MQTT broker, QoS 1);
+//     internal/route: what they share (the header mapping, topic and
+//     subject templates, TLS files); internal/route/routetest: their test
+//     helpers.
 //   - internal/client: the Go client of the service API (dpsctl).
 //   - internal/prom: Prometheus metrics; internal/logkey: log attribute
 //     names; internal/pki: generated CA and server certificates.

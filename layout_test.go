@@ -56,6 +56,11 @@ var rules = map[string][]string{
 	"internal/route/webhook":           {module, module + "/webhook"},
 	"internal/ceiling":                 {module, module + "/internal/registration"},
 	"internal/bench":                   {module + "/device"},
+	"internal/route":                   {module},
+	"internal/route/routetest":         {module, module + "/internal/pki", module + "/internal/route"}, // test helpers
+	"internal/route/kafka":             {module, module + "/internal/route", "github.com/twmb/franz-go"},
+	"internal/route/nats":              {module, module + "/internal/route", "github.com/nats-io/nats.go"},
+	"internal/route/mqtt":              {module, module + "/internal/route", module + "/internal/hubproto", "github.com/eclipse/paho.mqtt.golang"},
 	"internal/dpstest":                 {module, module + "/internal/store/sqlite", "github.com/google/go-tpm"}, // test helpers
 }
 

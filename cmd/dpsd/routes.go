@@ -2,11 +2,17 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
+	"github.com/opendps/dps/internal/route"
+	"github.com/opendps/dps/internal/route/kafka"
+	"github.com/opendps/dps/internal/route/mqtt"
+	"github.com/opendps/dps/internal/route/nats"
 	"github.com/opendps/dps/internal/route/webhook"
 	"github.com/opendps/dps/internal/routing"
 )
@@ -31,6 +37,20 @@ type EndpointConfig struct {
 	CAFile   string   `yaml:"caFile"`
 	CertFile string   `yaml:"certFile"`
 	KeyFile  string   `yaml:"keyFile"`
+	// TLS turns TLS on for kafka (on by itself when caFile or certFile is
+	// set); nats and mqtt take it from the URL's scheme (tls://, mqtts://).
+	TLS bool `yaml:"tls"`
+	// SASLMechanism is kafka's SASL mechanism with username and
+	// password: PLAIN (Azure Event Hubs: username $ConnectionString),
+	// SCRAM-SHA-256 or SCRAM-SHA-512; empty: none.
+	SASLMechanism string `yaml:"saslMechanism"`
+	// Token and Creds authenticate to nats (a token, or a .creds file).
+	Token string `yaml:"token"`
+	Creds string `yaml:"creds"`
+	// Properties is how mqtt carries the message properties: "bag" (an
+	// IoT Hub property bag as the topic's last level, the default) or
+	// "none".
+	Properties string `yaml:"properties"`
 }
 
 // RouteConfig is one message route of a built-in hub
@@ -155,18 +175,54 @@ func applyRouteEnv(c *Config, getenv func(string) string) {
 }
 
 // newEndpoint makes the client of an endpoint.
-func newEndpoint(_ context.Context, e EndpointConfig) (routing.Endpoint, error) {
+func newEndpoint(ctx context.Context, e EndpointConfig, log *slog.Logger) (routing.Endpoint, error) {
+	wrap := func(ep routing.Endpoint, err error) (routing.Endpoint, error) {
+		if err != nil {
+			return nil, fmt.Errorf("endpoint %s: %w", e.Name, err)
+		}
+		return ep, nil
+	}
+	files := route.TLSFiles{CAFile: e.CAFile, CertFile: e.CertFile, KeyFile: e.KeyFile}
+	tlsFor := func(on bool) (*tls.Config, error) {
+		if !on && e.CAFile == "" && e.CertFile == "" {
+			return nil, nil
+		}
+		return files.Config()
+	}
+	log = log.With("endpoint", e.Name, "type", e.Type)
 	switch e.Type {
 	case "webhook":
 		tlsCfg, err := webhook.TLSConfig(e.CAFile, e.CertFile, e.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("endpoint %s: %w", e.Name, err)
+			return wrap(nil, err)
 		}
-		return webhook.New(webhook.Options{URL: e.URL, Secret: []byte(e.Secret), TLS: tlsCfg})
+		return wrap(webhook.New(webhook.Options{URL: e.URL, Secret: []byte(e.Secret), TLS: tlsCfg}))
+	case "kafka":
+		tlsCfg, err := tlsFor(e.TLS)
+		if err != nil {
+			return wrap(nil, err)
+		}
+		var sasl kafka.SASL
+		if e.SASLMechanism != "" {
+			sasl = kafka.SASL{Mechanism: e.SASLMechanism, User: e.Username, Password: e.Password}
+		}
+		return wrap(kafka.New(kafka.Options{Brokers: e.Brokers, Topic: e.Topic, TLS: tlsCfg, SASL: sasl, ClientID: e.ClientID, Logger: log}))
+	case "nats":
+		tlsCfg, err := tlsFor(strings.HasPrefix(e.URL, "tls://"))
+		if err != nil {
+			return wrap(nil, err)
+		}
+		return wrap(nats.New(ctx, nats.Options{URL: e.URL, Subject: e.Subject, Stream: e.Stream, TLS: tlsCfg, Creds: e.Creds, Token: e.Token,
+			User: e.Username, Password: e.Password, Name: e.ClientID, Logger: log}))
+	case "mqtt":
+		tlsCfg, err := tlsFor(strings.HasPrefix(e.URL, "mqtts://") || strings.HasPrefix(e.URL, "ssl://") || strings.HasPrefix(e.URL, "tls://"))
+		if err != nil {
+			return wrap(nil, err)
+		}
+		return wrap(mqtt.New(mqtt.Options{URL: e.URL, Topic: e.Topic, Properties: e.Properties, TLS: tlsCfg, Username: e.Username,
+			Password: e.Password, ClientID: e.ClientID, Logger: log}))
 	}
-	// Kafka, NATS and MQTT (internal/route/kafka, nats, mqtt) are wired
-	// here once they are part of this build.
-	return nil, fmt.Errorf("endpoint %s: endpoint type %s is not built into this dpsd", e.Name, e.Type)
+	return nil, fmt.Errorf("endpoint %s: endpoint type %q is not one of %s", e.Name, e.Type, strings.Join(endpointTypes, ", "))
 }
 
 // startRouting makes the endpoints and the routing engine of the built-in
@@ -194,7 +250,7 @@ func (s *server) newRouting(ctx context.Context, st routing.Store, obs routing.O
 			if !used {
 				continue
 			}
-			ep, err := newEndpoint(ctx, e)
+			ep, err := newEndpoint(ctx, e, s.log)
 			if err != nil {
 				return fail(fmt.Errorf("linkedHubs %s: %w", h.HostName, err))
 			}
