@@ -119,6 +119,8 @@ func TestNodeSDK(t *testing.T) {
 		return base64.StdEncoding.EncodeToString(key)
 	}
 	ownerKey, hubKeyA, hubKeyB := newKey(), newKey(), newKey()
+	// Hub A's telemetry is routed to Kafka and to an MQTT broker.
+	eng := startEngines(t)
 	cfg := fmt.Sprintf(`idScope: "0ne00C0MPAT"
 dataDir: %q
 listen: { https: ":443", mqtt: ":8883", admin: "127.0.0.1:0" }
@@ -127,12 +129,13 @@ retryAfterSeconds: 1
 linkedHubs:
   - hostName: %s
     accessPolicies: [ { name: iothubowner, primaryKey: %q, rights: [RegistryRead, RegistryWrite, ServiceConnect, DeviceConnect] } ]
-  - hostName: %s
+%s  - hostName: %s
     accessPolicies: [ { name: iothubowner, primaryKey: %q, rights: [RegistryRead, RegistryWrite, ServiceConnect, DeviceConnect] } ]
 accessPolicies:
   - { name: provisioningserviceowner, primaryKey: %q, rights: [ServiceConfig, EnrollmentRead, EnrollmentWrite, RegistrationStatusRead, RegistrationStatusWrite] }
 webhook: { caFile: %q }
-`, filepath.Join(dir, "data"), hubA, hubKeyA, hubB, hubKeyB, ownerKey, hookCA)
+routing: { minBackoff: 200ms, maxBackoff: 2s }
+`, filepath.Join(dir, "data"), hubA, hubKeyA, eng.config(), hubB, hubKeyB, ownerKey, hookCA)
 	cfgPath := filepath.Join(dir, "dpsd.yaml")
 	os.WriteFile(cfgPath, []byte(cfg), 0o600)
 
@@ -221,6 +224,8 @@ webhook: { caFile: %q }
 			results = append(results, r.result)
 		}
 	}
+	// ... and reach the routes' endpoints.
+	results = append(results, eng.checkRoutes(t, sent)...)
 	// What the devices were told was accepted must be in the hubs' event
 	// logs, exactly: read them once dpsd has stopped (SQLite, one process).
 	stop()
