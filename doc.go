@@ -65,6 +65,9 @@
 //     subject templates, TLS files); internal/route/routetest: their test
 //     helpers.
 //   - internal/client: the Go client of the service API (dpsctl).
+//   - internal/throttle: Azure's back-pressure (per registration ID
+//     register and poll limits, a per-instance registration limit);
+//     internal/faults: fault injection rules for device tests.
 //   - internal/prom: Prometheus metrics; internal/logkey: log attribute
 //     names; internal/pki: generated CA and server certificates.
 //   - internal/bench: the load generator of dpsctl bench; internal/ceiling:

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/faults"
 	"github.com/opendps/dps/internal/iothub"
 	"go.yaml.in/yaml/v3"
 )
@@ -41,6 +42,9 @@ type Config struct {
 	Webhook           WebhookConfig  `yaml:"webhook"`
 	X509              X509Config     `yaml:"x509"`
 	Log               LogConfig      `yaml:"log"`
+	// Throttling and fault injection (throttle.go).
+	Throttling ThrottlingConfig `yaml:"throttling"`
+	Faults     []faults.Rule    `yaml:"faults"`
 }
 
 // BuiltInConfig holds the settings every built-in hub shares.
@@ -139,6 +143,7 @@ func defaultConfig() Config {
 		Log:               LogConfig{Level: "info", Format: "text"},
 		Webhook:           WebhookConfig{Timeout: 5 * time.Second, RetryBudget: 20 * time.Second, MaxConcurrency: 128},
 		Hub:               BuiltInConfig{EventRetention: iothub.DefaultRetentionAge, EventRetentionMessages: iothub.DefaultRetentionMessages},
+		Throttling:        defaultThrottling(),
 	}
 }
 
@@ -229,6 +234,7 @@ func applyEnv(c *Config, getenv func(string) string) {
 	set("DPSD_SERVICEHOSTNAME", &c.ServiceHostName)
 	set("DPSD_LOCATION", &c.Location)
 	set("DPSD_WEBHOOK_SIGNINGSECRET", &c.Webhook.SigningSecret)
+	applyThrottlingEnv(&c.Throttling, getenv)
 	for i := range c.AccessPolicies {
 		p := &c.AccessPolicies[i]
 		n := strings.ToUpper(p.Name)
@@ -349,6 +355,8 @@ func (c Config) validate() error {
 	validatePolicies(bad, "accessPolicies", c.AccessPolicies, serviceRights())
 	c.Hub.validate(bad)
 	c.validateRoutes(bad)
+	c.Throttling.validate(bad)
+	validateFaults(bad, c.Faults)
 	if c.Webhook.Timeout <= 0 || c.Webhook.Timeout > 60*time.Second {
 		bad("webhook.timeout", "%s: must be between 1ms and 60s", c.Webhook.Timeout)
 	}

@@ -30,6 +30,11 @@ const testScope = "0ne00000E2E"
 func startServer(t *testing.T, dir, extra string) (*server, *http.Client) {
 	t.Helper()
 	yaml := "idScope: " + testScope + "\ndataDir: " + dir + "\nlisten: { https: \"127.0.0.1:0\", mqtt: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }\nretryAfterSeconds: 1\nlog: { level: debug }\n" + extra
+	if !strings.Contains(extra, "throttling") {
+		// Tests poll faster than Azure's 5 per 10 s; throttle_test.go
+		// tests the default.
+		yaml += "throttling: { device: { pollsPer10s: 0 } }\n"
+	}
 	if !strings.Contains(extra, "linkedHubs") {
 		yaml += "linkedHubs:\n  - { hostName: hub-a.example.net }\n  - { hostName: hub-b.example.net, allocationWeight: 2 }\n"
 	}

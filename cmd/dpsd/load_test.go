@@ -40,7 +40,8 @@ func startQuiet(t *testing.T, extra string) (*server, *http.Client) {
 	t.Helper()
 	dir := t.TempDir()
 	yaml := "idScope: " + testScope + "\ndataDir: " + dir + "\nlisten: { https: \"127.0.0.1:0\", mqtt: \"\", admin: \"\" }\nretryAfterSeconds: 1\nlog: { level: error }\n" +
-		"linkedHubs:\n  - { hostName: hub-a.example.net }\n  - { hostName: hub-b.example.net }\n" + fmt.Sprintf(policiesYAML, ownerKey, readerKey) + extra
+		"linkedHubs:\n  - { hostName: hub-a.example.net }\n  - { hostName: hub-b.example.net }\n" + fmt.Sprintf(policiesYAML, ownerKey, readerKey) +
+		"throttling: { device: { pollsPer10s: 0 } }\n" + extra
 	path := filepath.Join(dir, "dpsd.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -228,6 +229,7 @@ linkedHubs: [{hostName: hub-a.example.net}, {hostName: hub-b.example.net}]
 accessPolicies:
   - { name: provisioningserviceowner, primaryKey: %q, rights: [ServiceConfig, EnrollmentRead, EnrollmentWrite, RegistrationStatusRead, RegistrationStatusWrite] }
 log: { level: error }
+throttling: { device: { pollsPer10s: 0 } }
 `, killScope, dataDir, "sqlite:"+filepath.Join(dataDir, "dps.db"), files.ServerCert, files.ServerKey, ownerKey))
 	p := dpstest.StartDPSD(t, bin, cfg)
 	svc, err := client.FromConnectionString("HostName=localhost;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=" + ownerKey)

@@ -25,6 +25,7 @@ import (
 	"github.com/opendps/dps/internal/allocation"
 	"github.com/opendps/dps/internal/allocation/webhookalloc"
 	"github.com/opendps/dps/internal/enrollment"
+	"github.com/opendps/dps/internal/faults"
 	"github.com/opendps/dps/internal/httpapi"
 	"github.com/opendps/dps/internal/hub/builtin"
 	"github.com/opendps/dps/internal/iothub"
@@ -36,6 +37,7 @@ import (
 	"github.com/opendps/dps/internal/store/postgres"
 	"github.com/opendps/dps/internal/store/sqlite"
 	"github.com/opendps/dps/internal/symkey"
+	"github.com/opendps/dps/internal/throttle"
 	"github.com/opendps/dps/internal/tpmattest"
 	"github.com/opendps/dps/internal/x509attest"
 )
@@ -123,6 +125,9 @@ type server struct {
 	// stopRouting ends it and closes its endpoints.
 	routes      *routing.Engine
 	stopRouting func() error
+	// throttle and faults guard the device transports (throttle.go).
+	throttle *throttle.Limiter
+	faults   *faults.Injector
 }
 
 // startRetention runs the built-in hubs' event-log retention until Close.
@@ -172,6 +177,10 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 		return nil, err
 	}
 	metrics := prom.New()
+	s.throttle = cfg.Throttling.limiter(metrics)
+	if s.faults, err = newInjector(cfg.Faults, metrics, log); err != nil {
+		return nil, err
+	}
 	hubOpts := iothub.Options{Store: s.store, Hubs: cfg.builtInHubs(), Node: cfg.NodeID, Logger: log, Events: s.store,
 		Retention: iothub.Retention{Age: cfg.Hub.EventRetention, Messages: cfg.Hub.EventRetentionMessages}}
 	routes, endpoints, err := s.newRouting(ctx, s.store, metrics.Routes())
@@ -385,6 +394,7 @@ func (s *server) deviceAPI() (*httpapi.Handler, error) {
 		Manager:    enrollment.New(enrollment.Options{Store: s.store, LinkedHubs: s.cfg.linkedHubs(), AllowHTTPWebhooks: s.cfg.Webhook.AllowHTTP}),
 		Authorizer: checker,
 		Logger:     s.log,
+		Faults:     s.faults,
 	})
 	hubPolicies := map[string][]access.Policy{}
 	for _, h := range s.cfg.LinkedHubs {
@@ -406,6 +416,8 @@ func (s *server) deviceAPI() (*httpapi.Handler, error) {
 		HubPolicies: hubPolicies,
 		Logger:      s.log,
 		RetryAfter:  time.Duration(s.cfg.RetryAfterSeconds) * time.Second,
+		Throttle:    s.throttle,
+		Faults:      s.faults,
 	}), nil
 }
 
@@ -419,7 +431,8 @@ func (s *server) listen(tlsCfg *tls.Config) error {
 	}
 	if s.cfg.Listen.MQTT != "" {
 		s.mqtt, err = mqttapi.Listen(s.cfg.Listen.MQTT, mqttapi.BrokerOptions{
-			Adapter:   &mqttapi.Adapter{Registrar: s.reg, RetryAfter: time.Duration(s.cfg.RetryAfterSeconds) * time.Second},
+			Adapter: &mqttapi.Adapter{Registrar: s.reg, RetryAfter: time.Duration(s.cfg.RetryAfterSeconds) * time.Second,
+				Throttle: s.throttle, Faults: s.faults},
 			TLSConfig: tlsCfg,
 			Logger:    s.log,
 			Hub:       s.hub,

@@ -19,9 +19,11 @@ import (
 
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/access"
+	"github.com/opendps/dps/internal/faults"
 	"github.com/opendps/dps/internal/iothub"
 	"github.com/opendps/dps/internal/logkey"
 	"github.com/opendps/dps/internal/registration"
+	"github.com/opendps/dps/internal/throttle"
 	"github.com/opendps/dps/internal/wire"
 )
 
@@ -51,6 +53,11 @@ type Options struct {
 	// HubPolicies are each built-in hub's shared access policies (IoT Hub
 	// rights), by hub host name; they authorize the hub's service routes.
 	HubPolicies map[string][]access.Policy
+	// Throttle limits registers and polls (guard.go); nil: no limit.
+	Throttle *throttle.Limiter
+	// Faults injects configured faults into registers and polls
+	// (guard.go); nil: none.
+	Faults *faults.Injector
 }
 
 // Handler serves the device API.
@@ -176,6 +183,13 @@ func readBody(w http.ResponseWriter, r *http.Request) (wire.DeviceRegistration, 
 }
 
 func (h *Handler) register(w http.ResponseWriter, r *http.Request, scope, regID string) {
+	if h.throttled(w, r, throttle.Register, regID) {
+		return
+	}
+	answered, drop := h.injected(w, r, faults.Point{Transport: transportHTTPS, Operation: faults.OpRegister, RegistrationID: regID})
+	if answered {
+		return
+	}
 	body, err := readBody(w, r)
 	if err != nil {
 		h.writeError(w, r, err)
@@ -196,6 +210,9 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request, scope, regID 
 		req.Credential.TPM = &dps.TPMAttestation{EndorsementKey: body.TPM.EndorsementKey, StorageRootKey: body.TPM.StorageRootKey}
 	}
 	op, err := h.o.Registrar.Register(r.Context(), req)
+	if drop {
+		abort()
+	}
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -204,7 +221,22 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request, scope, regID 
 }
 
 func (h *Handler) operation(w http.ResponseWriter, r *http.Request, scope, regID, opID string) {
+	if h.throttled(w, r, throttle.Poll, regID) {
+		return
+	}
 	op, err := h.o.Registrar.Operation(r.Context(), scope, regID, opID, credential(r))
+	// Fault rules see the operation's group once it is read (a read
+	// changes nothing).
+	p := faults.Point{Transport: transportHTTPS, Operation: faults.OpPoll, RegistrationID: regID, Group: op.EnrollmentGroupID, GroupKnown: err == nil}
+	answered, drop := h.injected(w, r, p)
+	switch {
+	case answered:
+		return
+	case drop:
+		abort()
+	case err == nil && op.Status == dps.StatusAssigned && h.o.Faults.Hold(r.Context(), p, op.ID):
+		op = held(op)
+	}
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -271,6 +303,11 @@ func trackingID(w http.ResponseWriter) string {
 // code from the Kind table (wire.Error), the request's tracking ID, one log
 // line.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	h.writeErrorRetry(w, r, err, h.retryAfter)
+}
+
+// writeErrorRetry is writeError with the Retry-After of a 429 or 503.
+func (h *Handler) writeErrorRetry(w http.ResponseWriter, r *http.Request, err error, retryAfter string) {
 	if ch, ok := errors.AsType[*dps.TPMChallenge](err); ok {
 		// The TPM challenge: exactly {authenticationKey, keyName, message}
 		// (the C SDK reads a 401 without "status" as a challenge).
@@ -287,7 +324,7 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	h.o.Logger.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path, "status", status, logkey.ErrorCode, body.ErrorCode, logkey.RequestID, tracking, logkey.Error, err)
 	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
-		w.Header()["retry-after"] = []string{h.retryAfter}
+		w.Header()["retry-after"] = []string{retryAfter}
 	}
 	w.Header().Set("x-ms-error-code", strconv.Itoa(body.ErrorCode))
 	writeJSON(w, status, body)

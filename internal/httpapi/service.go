@@ -15,6 +15,7 @@ import (
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/access"
 	"github.com/opendps/dps/internal/enrollment"
+	"github.com/opendps/dps/internal/faults"
 	"github.com/opendps/dps/internal/wire"
 )
 
@@ -54,6 +55,8 @@ type ServiceOptions struct {
 	Now        func() time.Time
 	// MaxPageSize caps query pages (default 1000).
 	MaxPageSize int
+	// Faults, when set, is managed at /faults (faults.go).
+	Faults *faults.Injector
 }
 
 // ServiceHandler serves the DPS service (management) API.
@@ -131,8 +134,11 @@ func (h *ServiceHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ids = segs[1:2]
 		routes = []route{{http.MethodPost, access.RegistrationStatusRead, h.queryRegistrations}}
 	default:
-		h.notFound(w, r)
-		return
+		var found bool
+		if routes, ids, found = h.faultRoutes(segs); !found {
+			h.notFound(w, r)
+			return
+		}
 	}
 	var allowed []string
 	for _, rt := range routes {

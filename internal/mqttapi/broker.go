@@ -18,6 +18,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/faults"
 	"github.com/opendps/dps/internal/iothub"
 	"github.com/opendps/dps/internal/logkey"
 )
@@ -358,7 +359,11 @@ func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet, st *connState) p
 		}
 		return refusal(v, retry)
 	}
-	st.identity.Store(&Identity{IDScope: scope, RegistrationID: regID, Credential: cred})
+	transport := faults.TransportMQTT
+	if cl.Net.Listener == wsListenerID {
+		transport = faults.TransportMQTTWS
+	}
+	st.identity.Store(&Identity{IDScope: scope, RegistrationID: regID, Credential: cred, Transport: transport})
 	return packets.CodeSuccess
 }
 
@@ -579,7 +584,12 @@ func (h *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 	}
 	ctx, cancel := context.WithTimeout(st.ctx, h.o.RequestTimeout)
 	defer cancel()
-	topic, body, ok := h.o.Adapter.Handle(ctx, *id, pk.TopicName, pk.Payload)
+	topic, body, ok, drop := h.o.Adapter.HandleDrop(ctx, *id, pk.TopicName, pk.Payload)
+	if drop {
+		// An injected fault: the connection fails before the answer.
+		cl.Stop(errFaultDrop)
+		return
+	}
 	restartKeepalive(cl)
 	if !ok {
 		h.srv.DisconnectClient(cl, packets.ErrProtocolViolation)
@@ -644,9 +654,42 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 // OnSessionEstablished runs once CONNACK has been written: a hub
 // connection may now be written to by others (desired properties, methods).
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if h.dropAfterConnack(cl) {
+		return
+	}
 	if hc := hubOf(cl); hc != nil {
 		hc.established()
 	}
+}
+
+// errFaultDrop ends a connection an injected fault drops.
+var errFaultDrop = errors.New("mqttapi: connection dropped by an injected fault")
+
+// dropAfterConnack closes a connection just acknowledged when a fault rule
+// (drop: afterConnack) matches it: operation register for a DPS
+// connection, hubConnect for a hub one.
+func (h *hook) dropAfterConnack(cl *mqtt.Client) bool {
+	if h.o.Adapter.Faults == nil {
+		return false
+	}
+	transport := faults.TransportMQTT
+	if cl.Net.Listener == wsListenerID {
+		transport = faults.TransportMQTTWS
+	}
+	p := faults.Point{Transport: transport, Operation: faults.OpRegister, Connect: true}
+	st := stateOf(cl)
+	if hc := st.hub.Load(); hc != nil {
+		p.Operation, p.RegistrationID = faults.OpHubConnect, hc.id.DeviceID
+	} else if id := st.identity.Load(); id != nil {
+		p.RegistrationID = id.RegistrationID
+	} else {
+		return false
+	}
+	if _, ok := h.o.Adapter.Faults.Check(context.Background(), p); !ok {
+		return false
+	}
+	cl.Stop(errFaultDrop)
+	return true
 }
 
 // OnQosComplete sees the PUBACK of a QoS 1 publish the broker sent: a

@@ -398,6 +398,11 @@ func (c *hubConn) publish(pk packets.Packet) (packets.Packet, error) {
 	}
 	ctx, cancel := context.WithTimeout(c.st.ctx, c.h.o.RequestTimeout)
 	defer cancel()
+	refuse, dropAfter := c.telemetryFault(ctx) // guard.go
+	if refuse {
+		c.cl.Stop(errFaultDrop)
+		return pk, packets.ErrRejectPacket
+	}
 	if _, err := c.h.o.Hub.Send(ctx, c.id, telemetry(pk, p)); err != nil {
 		log := c.h.o.Logger.Debug
 		if k := dps.KindOf(err); k != dps.KindTooLarge && k != dps.KindInvalid {
@@ -405,6 +410,10 @@ func (c *hubConn) publish(pk packets.Packet) (packets.Packet, error) {
 		}
 		log("mqtt hub telemetry not accepted; connection closed, nothing acknowledged", logkey.Hub, c.hub, logDeviceID, c.id.DeviceID, logkey.Error, err)
 		c.cl.Stop(err)
+		return pk, packets.ErrRejectPacket
+	}
+	if dropAfter {
+		c.cl.Stop(errFaultDrop)
 		return pk, packets.ErrRejectPacket
 	}
 	return pk, packets.CodeSuccessIgnore
@@ -466,15 +475,20 @@ func (c *hubConn) published(pk packets.Packet) {
 	defer cancel()
 	var topic string
 	var body []byte
-	switch p.Kind {
-	case hubproto.KindTwinGet:
+	answered, dropAfter := false, false
+	if p.Kind == hubproto.KindTwinGet || p.Kind == hubproto.KindReportedPatch {
+		topic, body, answered, dropAfter = c.twinGuard(ctx, p.RequestID) // guard.go
+	}
+	switch {
+	case answered:
+	case p.Kind == hubproto.KindTwinGet:
 		twin, err := c.h.o.Hub.Twin(ctx, c.id)
 		if err != nil {
 			topic, body = c.twinError(p.RequestID, err)
 		} else {
 			topic, body = hubproto.TwinResponseTopic(200, p.RequestID), twin
 		}
-	case hubproto.KindReportedPatch:
+	case p.Kind == hubproto.KindReportedPatch:
 		version, err := c.h.o.Hub.PatchReported(ctx, c.id, pk.Payload)
 		if err != nil {
 			topic, body = c.twinError(p.RequestID, err)
@@ -482,6 +496,10 @@ func (c *hubConn) published(pk packets.Packet) {
 			topic = hubproto.ReportedResponseTopic(p.RequestID, version) // 204, empty body
 		}
 	default:
+		return
+	}
+	if dropAfter {
+		c.cl.Stop(errFaultDrop)
 		return
 	}
 	restartKeepalive(c.cl)

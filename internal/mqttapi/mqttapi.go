@@ -16,7 +16,10 @@ import (
 	"time"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/faults"
+	"github.com/opendps/dps/internal/httpapi"
 	"github.com/opendps/dps/internal/registration"
+	"github.com/opendps/dps/internal/throttle"
 	"github.com/opendps/dps/internal/wire"
 )
 
@@ -43,6 +46,16 @@ type Identity struct {
 	IDScope        string
 	RegistrationID string
 	Credential     dps.Credential
+	// Transport is "mqtt", or "mqttws" over WebSocket (throttling and
+	// fault rules); empty is "mqtt".
+	Transport string
+}
+
+func (id Identity) transport() string {
+	if id.Transport == "" {
+		return faults.TransportMQTT
+	}
+	return id.Transport
 }
 
 var errUsername = errors.New("mqttapi: username must be {idScope}/registrations/{registrationId}/api-version=…")
@@ -116,29 +129,108 @@ type Adapter struct {
 	Registrar  Registrar
 	RetryAfter time.Duration
 	Now        func() time.Time
+	// Throttle limits registers and polls; nil: no limit.
+	Throttle *throttle.Limiter
+	// Faults injects configured faults; nil: none.
+	Faults *faults.Injector
 }
 
 // Handle answers one publish of an authenticated connection. ok is false
 // when the topic cannot be answered (no $rid to address a response to); the
 // caller then disconnects.
 func (a *Adapter) Handle(ctx context.Context, id Identity, topic string, payload []byte) (respTopic string, body []byte, ok bool) {
+	respTopic, body, ok, _ = a.HandleDrop(ctx, id, topic, payload)
+	return respTopic, body, ok
+}
+
+// HandleDrop is Handle, and drop reports that a fault rule (drop:
+// beforeResponse) wants the connection closed instead of answered.
+func (a *Adapter) HandleDrop(ctx context.Context, id Identity, topic string, payload []byte) (respTopic string, body []byte, ok, drop bool) {
 	req, err := ParseTopic(topic)
 	if err != nil {
 		if req.RID == "" {
-			return "", nil, false
+			return "", nil, false, false
 		}
-		return a.fail(req.RID, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: err.Error()})
+		respTopic, body, ok = a.fail(req.RID, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: err.Error()})
+		return respTopic, body, ok, false
 	}
 	if len(payload) > MaxPayload {
-		return a.fail(req.RID, &dps.Error{Kind: dps.KindTooLarge, Message: "payload exceeds the 96 KB limit"})
+		respTopic, body, ok = a.fail(req.RID, &dps.Error{Kind: dps.KindTooLarge, Message: "payload exceeds the 96 KB limit"})
+		return respTopic, body, ok, false
+	}
+	op := throttle.Poll
+	if req.Register {
+		op = throttle.Register
+	}
+	if wait, allowed := a.Throttle.Allow(id.transport(), op, id.RegistrationID); !allowed {
+		respTopic, body = a.reply(req.RID, &dps.Error{Kind: dps.KindThrottled, Code: dps.CodeThrottled, Message: throttle.Message}, retrySeconds(wait))
+		return respTopic, body, true, false
 	}
 	if !req.Register {
 		op, err := a.Registrar.Operation(ctx, id.IDScope, id.RegistrationID, req.OperationID, id.Credential)
-		if err != nil {
-			return a.fail(req.RID, err)
+		p := faults.Point{Transport: id.transport(), Operation: faults.OpPoll, RegistrationID: id.RegistrationID, Group: op.EnrollmentGroupID, GroupKnown: err == nil}
+		if respTopic, body, answered, drop := a.injected(ctx, req.RID, p); answered || drop {
+			return respTopic, body, true, drop
 		}
-		return a.answer(req.RID, op, false)
+		if err != nil {
+			respTopic, body, ok = a.fail(req.RID, err)
+			return respTopic, body, ok, false
+		}
+		if op.Status == dps.StatusAssigned && a.Faults.Hold(ctx, p, op.ID) {
+			op.Status, op.Result = dps.StatusAssigning, nil
+		}
+		respTopic, body, ok = a.answer(req.RID, op, false)
+		return respTopic, body, ok, false
 	}
+	p := faults.Point{Transport: id.transport(), Operation: faults.OpRegister, RegistrationID: id.RegistrationID}
+	respTopic, body, answered, drop := a.injected(ctx, req.RID, p)
+	if answered {
+		return respTopic, body, true, false
+	}
+	respTopic, body, ok = a.register(ctx, id, req, payload)
+	return respTopic, body, ok, drop
+}
+
+// injected applies the fault rule matching p, if any: an error answer
+// (answered), a delay, or drop (the caller serves the request, then closes
+// the connection instead of answering).
+func (a *Adapter) injected(ctx context.Context, rid string, p faults.Point) (respTopic string, body []byte, answered, drop bool) {
+	f, ok := a.Faults.Check(ctx, p)
+	if !ok {
+		return "", nil, false, false
+	}
+	switch act := f.Action; {
+	case act.Status != 0:
+		status, eb := httpapi.FaultAnswer(act, wire.NewTrackingID(), a.now())
+		b, _ := wire.Marshal(eb)
+		return ResponseTopic(status, rid, act.RetryAfterSeconds), wire.ASCII(b), true, false
+	case act.DelayMs > 0:
+		t := time.NewTimer(time.Duration(act.DelayMs) * time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return "", nil, false, true // the connection went away or the request timed out
+		}
+	case act.Drop == faults.DropBeforeResponse:
+		return "", nil, false, true
+	}
+	return "", nil, false, false
+}
+
+// retrySeconds is a retry-after in whole seconds, at least 1.
+func retrySeconds(d time.Duration) int {
+	return max(1, int((d+time.Second-1)/time.Second))
+}
+
+func (a *Adapter) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
+}
+
+func (a *Adapter) register(ctx context.Context, id Identity, req Request, payload []byte) (string, []byte, bool) {
 	var reg wire.DeviceRegistration
 	if trimmed := strings.TrimSpace(string(payload)); trimmed != "" {
 		if err := json.Unmarshal(payload, &reg); err != nil {
@@ -187,15 +279,16 @@ func (a *Adapter) answer(rid string, op dps.Operation, register bool) (string, [
 }
 
 func (a *Adapter) fail(rid string, err error) (string, []byte, bool) {
-	now := time.Now
-	if a.Now != nil {
-		now = a.Now
-	}
-	status, eb := wire.Error(err, wire.NewTrackingID(), now())
+	topic, body := a.reply(rid, err, a.retryAfter())
+	return topic, body, true
+}
+
+// reply is the answer to a failed request; a 429 or 503 carries retry.
+func (a *Adapter) reply(rid string, err error, retry int) (string, []byte) {
+	status, eb := wire.Error(err, wire.NewTrackingID(), a.now())
 	body, _ := wire.Marshal(eb)
-	retry := 0
-	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
-		retry = a.retryAfter()
+	if status != http.StatusTooManyRequests && status != http.StatusServiceUnavailable {
+		retry = 0
 	}
-	return ResponseTopic(status, rid, retry), wire.ASCII(body), true
+	return ResponseTopic(status, rid, retry), wire.ASCII(body)
 }

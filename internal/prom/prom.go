@@ -14,11 +14,13 @@ import (
 
 // Metrics implements registration.Observer.
 type Metrics struct {
-	reg      *prometheus.Registry
-	outcomes *prometheus.CounterVec
-	rejected *prometheus.CounterVec
-	latency  prometheus.Histogram
-	inflight prometheus.Gauge
+	reg       *prometheus.Registry
+	outcomes  *prometheus.CounterVec
+	rejected  *prometheus.CounterVec
+	latency   prometheus.Histogram
+	inflight  prometheus.Gauge
+	throttled *prometheus.CounterVec
+	faults    *prometheus.CounterVec
 }
 
 // New creates the metrics on a fresh registry, with Go and process collectors.
@@ -42,8 +44,16 @@ func New() *Metrics {
 			Name: "dps_operations_in_flight",
 			Help: "Registration operations being processed now.",
 		}),
+		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dps_throttled_requests_total",
+			Help: "Device requests answered 429 (throttled), by transport (https, mqtt, mqttws) and operation (register, poll).",
+		}, []string{"transport", "operation"}),
+		faults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dps_faults_injected_total",
+			Help: "Faults injected by fault injection rules, by rule.",
+		}, []string{"rule"}),
 	}
-	m.reg.MustRegister(m.outcomes, m.rejected, m.latency, m.inflight,
+	m.reg.MustRegister(m.outcomes, m.rejected, m.latency, m.inflight, m.throttled, m.faults,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -58,6 +68,14 @@ func (m *Metrics) Completed(outcome dps.Status, latency time.Duration) {
 
 // Rejected records a refused request.
 func (m *Metrics) Rejected(kind dps.Kind) { m.rejected.WithLabelValues(kind.String()).Inc() }
+
+// Throttled records a request refused by throttling.
+func (m *Metrics) Throttled(transport, operation string) {
+	m.throttled.WithLabelValues(transport, operation).Inc()
+}
+
+// FaultInjected records a fault injected by rule.
+func (m *Metrics) FaultInjected(rule string) { m.faults.WithLabelValues(rule).Inc() }
 
 // InFlight adjusts the in-flight gauge.
 func (m *Metrics) InFlight(delta int) { m.inflight.Add(float64(delta)) }

@@ -13,6 +13,7 @@ const { Mqtt, MqttWs } = require('azure-iot-provisioning-device-mqtt');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 const { X509Security } = require('azure-iot-security-x509');
 const { ProvisioningServiceClient } = require('azure-iot-provisioning-service');
+const { faultScenarios } = require('./faults');
 const { Client: DeviceClient, Message } = require('azure-iot-device');
 const { Mqtt: DeviceMqtt, MqttWs: DeviceMqttWs } = require('azure-iot-device-mqtt');
 const { Http: DeviceHttp } = require('azure-iot-device-http');
@@ -1004,6 +1005,7 @@ async function queryScenarios() {
     await deviceScenarios(t);
     if (t !== 'http') await sessionScenarios(t);
   }
+  await faultScenarios({ scenario, register, service, connectionString, host, transports, run });
   for (const t of transports) await hubScenarios(t);
   await registryScenarios();
   await queryScenarios();
