@@ -33,3 +33,32 @@ type DeadLetter struct {
 	Reason  string
 	At      time.Time
 }
+
+// RouteStatus is a message route as the hub's service API shows it: its
+// configuration, its progress in the store (whichever node delivers it)
+// and what the node answering knows of it.
+type RouteStatus struct {
+	Hub, Name, Source, Condition, Endpoint string
+	Enabled                                bool
+	// State is the answering node's view: "delivering" or "retrying" (it
+	// holds the lease), "standby" (another node does, or none yet),
+	// "stopped", "disabled".
+	State      string
+	Owner      string // the node holding the lease ("" none)
+	LeaseUntil time.Time
+	Checkpoint int64
+	// Lag is how many positions of the log are after the checkpoint
+	// (messages of other sources included), LagAge how long the oldest of
+	// them has been in the log (0 with none).
+	Lag         int64
+	LagAge      time.Duration
+	LastError   string
+	LastErrorAt time.Time
+	Updated     time.Time
+	Attempt     int       // failed attempts of the current batch (this node)
+	RetryAt     time.Time // when it is tried again (this node)
+	// Delivered, Failed and DeadLettered count the route's messages on
+	// the answering node since it started: acknowledged by the endpoint,
+	// in a failed delivery (each attempt), given up on.
+	Delivered, Failed, DeadLettered int64
+}

@@ -24,6 +24,7 @@ import (
 func newHub() *cobra.Command {
 	hub := &cobra.Command{Use: "hub", Short: "Built-in IoT hub commands (with a hub access policy's connection string)"}
 	hub.AddCommand(newHubEvents(), newHubDevice(), newHubTwin(), newHubMethod(), newHubC2D(), newHubQuery())
+	hub.AddCommand(newHubRoutes()) // hubroutes.go
 	return hub
 }
 

@@ -189,6 +189,7 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 	}
 	if routes != nil {
 		s.routes, hubOpts.RouteFloor = routes, routes
+		hubOpts.OnAppend = routes.Wake // this node's appends; the routes poll for other nodes'
 		s.startRouting(routes, endpoints)
 	}
 	if db, ok := s.store.(*postgres.DB); ok {
@@ -409,7 +410,7 @@ func (s *server) deviceAPI() (*httpapi.Handler, error) {
 			hubPolicies[h.HostName] = append(hubPolicies[h.HostName], ap)
 		}
 	}
-	return httpapi.New(httpapi.Options{
+	o := httpapi.Options{
 		Registrar:   s.reg,
 		Service:     service,
 		Hub:         s.hub,
@@ -418,7 +419,11 @@ func (s *server) deviceAPI() (*httpapi.Handler, error) {
 		RetryAfter:  time.Duration(s.cfg.RetryAfterSeconds) * time.Second,
 		Throttle:    s.throttle,
 		Faults:      s.faults,
-	}), nil
+	}
+	if s.routes != nil { // a nil *routing.Engine in the interface would not be nil
+		o.Routes = s.routes
+	}
+	return httpapi.New(o), nil
 }
 
 // listen opens the HTTPS, MQTT and admin listeners, in that order, and

@@ -47,7 +47,7 @@ type Options struct {
 	Service http.Handler
 	Now     func() time.Time
 	// Hub, when set, serves the built-in IoT hubs: a request whose Host
-	// names one of them and whose path starts with devices, twins or
+	// names one of them and whose path starts with devices, twins, routes or
 	// messages (hub.go). nil: no hub.
 	Hub *iothub.Service
 	// HubPolicies are each built-in hub's shared access policies (IoT Hub
@@ -58,6 +58,9 @@ type Options struct {
 	// Faults injects configured faults into registers and polls
 	// (guard.go); nil: none.
 	Faults *faults.Injector
+	// Routes, when set, is the message routing engine GET /routes shows
+	// (hubroutes.go); nil: no hub has routes.
+	Routes Routes
 }
 
 // Handler serves the device API.

@@ -21,8 +21,8 @@ import (
 )
 
 // The built-in IoT hubs' HTTPS surface: a request whose Host names a
-// built-in hub and whose path starts with devices, twins, messages or
-// statistics.
+// built-in hub and whose path starts with devices, twins, messages,
+// statistics or routes.
 // Device telemetry (POST /devices/{id}/messages/events) authenticates the
 // device itself; the service routes (/twins/…) take a SAS token of one of
 // the hub's shared access policies. Errors are IoT Hub's: status per Kind,
@@ -45,7 +45,7 @@ const hubMaxServiceBody = 256 * 1024
 
 // hubFor returns the built-in hub a request is for: its Host names one
 // (any case, port ignored) and its first path segment is devices, twins,
-// messages or statistics. The default hub is named localhost, as DPS is reached, so the
+// messages, statistics or routes. The default hub is named localhost, as DPS is reached, so the
 // path decides.
 func (h *Handler) hubFor(r *http.Request) (string, bool) {
 	if h.o.Hub == nil {
@@ -53,7 +53,7 @@ func (h *Handler) hubFor(r *http.Request) (string, bool) {
 	}
 	first, _, _ := strings.Cut(strings.TrimPrefix(r.URL.EscapedPath(), "/"), "/")
 	switch strings.ToLower(first) {
-	case "devices", "twins", "messages", "statistics":
+	case "devices", "twins", "messages", "statistics", "routes":
 		return h.o.Hub.Hub(r.Host)
 	}
 	return "", false
@@ -110,6 +110,7 @@ func (h *Handler) serveHub(w http.ResponseWriter, r *http.Request, hub string) {
 			h.hubService(w, r, hub, access.ServiceConnect, func() { h.invokeMethod(w, r, hub, segs[1]) })
 		}
 	case h.serveHubC2D(w, r, hub, segs): // hubc2d.go
+	case h.serveHubRoutes(w, r, hub, segs): // hubroutes.go: GET /routes, /routes/{name}/deadletters
 	case len(segs) == 2 && is(0, "messages") && is(1, "events"):
 		if h.hubMethod(w, r, http.MethodGet) {
 			h.hubService(w, r, hub, access.ServiceConnect, func() { h.readEvents(w, r, hub) })

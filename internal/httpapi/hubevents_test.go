@@ -94,7 +94,7 @@ func TestHubEventsShape(t *testing.T) {
 	}
 	want := `{"sequenceNumber":1,"enqueuedTimeUtc":"` + enq + `","deviceId":"dev-1","moduleId":null,"messageId":"m-1","correlationId":"c-1","userId":"u-1",` +
 		`"contentType":"application/json","contentEncoding":"utf-8","properties":{"alert":"<high>"},` +
-		`"systemProperties":{"iothub-connection-auth-generation-id":"g-1","iothub-connection-auth-method":"{\"scope\":\"device\",\"type\":\"sas\",\"issuer\":\"iothub\"}","iothub-connection-device-id":"dev-1"},` +
+		`"systemProperties":{"iothub-connection-auth-generation-id":"g-1","iothub-connection-auth-method":"{\"scope\":\"device\",\"type\":\"sas\",\"issuer\":\"iothub\"}","iothub-connection-device-id":"dev-1","iothub-message-source":"Telemetry"},` +
 		`"body":"eyJ0IjoyMX0="}`
 	if string(raw.Messages[0]) != want {
 		t.Errorf("message\n%s\nwant\n%s", raw.Messages[0], want)

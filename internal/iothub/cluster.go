@@ -120,6 +120,7 @@ func (s *Service) Deliver(msg []byte) {
 	switch m.Kind {
 	case msgTakeover:
 		if a := s.conns.lookup(m.Hub, m.Device); a != nil && a.supersede(m.Version) {
+			a.replaced.Store(true)
 			a.c.Close(dps.Errorf(dps.KindConflict, "another connection of the device replaced this one"))
 		}
 	case msgDesired:
@@ -162,6 +163,7 @@ func (s *Service) claim(a *attached) {
 		return
 	}
 	if a.claimedAt(epoch) {
+		a.replaced.Store(true)
 		a.c.Close(dps.Errorf(dps.KindConflict, "another connection of the device replaced this one"))
 	}
 	if prev != "" && prev != s.cl.node {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opendps/dps"
@@ -52,6 +53,9 @@ type attached struct {
 	c     Conn
 	id    Identity
 	since time.Time
+	// replaced is set when another connection of the device replaced
+	// this one (here or on another node): its end is no disconnection.
+	replaced atomic.Bool
 
 	// With a Cluster: closed once the connection's claim is recorded
 	// (cluster.go), epoch that claim's, superseded the latest epoch of
@@ -71,8 +75,11 @@ func (r *registry) init() {
 func key(hub, deviceID string) string { return strings.ToLower(hub) + "\x00" + deviceID }
 
 // Attach records c as the device's connection on this node, replacing
-// (and closing) an earlier one. Detach with the returned function; it
-// removes c only if it is still the device's connection.
+// (and closing) an earlier one, and appends its deviceConnected event
+// (sources.go). Detach with the returned function; it removes c only if
+// it is still the device's connection, and appends the
+// deviceDisconnected event unless another connection of the device
+// replaced c.
 func (s *Service) Attach(id Identity, c Conn) (detach func()) {
 	k := key(id.Hub, id.DeviceID)
 	a := &attached{c: c, id: id, since: s.o.Now()}
@@ -81,8 +88,10 @@ func (s *Service) Attach(id Identity, c Conn) (detach func()) {
 	s.conns.conns[k] = a
 	s.conns.mu.Unlock()
 	if old != nil && old.c != c {
+		old.replaced.Store(true)
 		old.c.Close(dps.Errorf(dps.KindConflict, "another connection of the device replaced this one"))
 	}
+	s.DeviceConnected(context.Background(), id)
 	if s.o.Cluster != nil {
 		// Across the nodes: the node that held the device's connection
 		// closes it.
@@ -92,12 +101,18 @@ func (s *Service) Attach(id Identity, c Conn) (detach func()) {
 		}
 		go s.claim(a)
 	}
+	var once sync.Once
 	return func() {
 		s.conns.mu.Lock()
 		if s.conns.conns[k] == a {
 			delete(s.conns.conns, k)
 		}
 		s.conns.mu.Unlock()
+		once.Do(func() {
+			if !a.replaced.Load() {
+				s.DeviceDisconnected(context.Background(), id)
+			}
+		})
 		if s.o.Cluster != nil {
 			go s.release(a)
 		}

@@ -17,6 +17,7 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/opendps/dps"
@@ -71,6 +72,10 @@ type Options struct {
 	// Store's, if it implements RegistryStore (the SQLite and PostgreSQL
 	// stores do), else those operations answer KindUnavailable.
 	Registry RegistryStore
+	// OnAppend, when set, is called after messages were appended to a
+	// hub's event log by this node (telemetry and the hub's own events,
+	// sources.go): the routing engine's Wake. It must not block.
+	OnAppend func(hub string)
 }
 
 // DefaultMaxMessageSize is IoT Hub's device-to-cloud message limit.
@@ -84,6 +89,10 @@ type Service struct {
 	cl    clusterState
 	// events wakes the readers waiting on a hub's event log (events.go).
 	events notifier
+	// lost counts the hub's own events that could not be appended
+	// (sources.go); connSeq numbers the connection state events.
+	lost    atomic.Int64
+	connSeq atomic.Uint64
 }
 
 // New returns a Service.

@@ -13,15 +13,21 @@ import (
 // an identity that was removed (the device moved to another hub) is
 // closed, as is that of an identity that is disabled; a connected device
 // whose desired properties a provisioning replaced (a custom allocation
-// webhook's initial twin, dps.TwinApply) is notified of them.
+// webhook's initial twin, dps.TwinApply) is notified of them. A new
+// identity gets its createDeviceIdentity event, a removed one its
+// deleteDeviceIdentity event (sources.go).
 func (s *Service) Provisioned(ctx context.Context, put dps.HubDevice, removed *dps.HubDevice) {
 	if removed != nil {
 		if _, ok := s.Hub(removed.Hub); ok {
 			s.closeEverywhere(ctx, removed.Hub, removed.DeviceID, "", dps.Errorf(dps.KindNotFound, "the device %s was provisioned to another hub", removed.DeviceID))
+			s.DeviceRemoved(ctx, *removed)
 		}
 	}
 	if _, ok := s.Hub(put.Hub); !ok {
 		return
+	}
+	if put.Replaces == dps.ReplacesNothing && put.GenerationID != "" {
+		s.DeviceCreated(ctx, put)
 	}
 	switch {
 	case !put.Enabled():

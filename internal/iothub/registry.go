@@ -234,7 +234,7 @@ func (s *Service) createDevice(ctx context.Context, hub string, d Device, setup 
 	}
 	// A connection of an earlier identity of this ID is not this one's.
 	s.closeEverywhere(ctx, hub, rec.DeviceID, rec.GenerationID, dps.Errorf(dps.KindNotFound, "the device %s was created again", rec.DeviceID))
-	// Lifecycle hook (routing): a device identity was created.
+	s.DeviceCreated(ctx, rec) // the deviceLifecycle event
 	return s.toDevice(ctx, hub, rec)
 }
 
@@ -340,7 +340,7 @@ func (s *Service) DeleteDevice(ctx context.Context, hub, deviceID, ifMatch strin
 		return err
 	}
 	s.closeEverywhere(ctx, hub, d.DeviceID, "", dps.Errorf(dps.KindNotFound, "the device %s was deleted", d.DeviceID))
-	// Lifecycle hook (routing): a device identity was deleted.
+	s.DeviceRemoved(ctx, d) // the deviceLifecycle event
 	return nil
 }
 

@@ -273,3 +273,29 @@ func TestBulk(t *testing.T) {
 		t.Error("a refused bulk call created a device")
 	}
 }
+
+// TestRegistryLifecycleEvents: creating and deleting an identity through
+// the registry appends its deviceLifecycleEvents to the hub's event log.
+func TestRegistryLifecycleEvents(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if _, err := f.hub.CreateDevice(ctx, hub, iothub.Device{DeviceID: "life-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.hub.DeleteDevice(ctx, hub, "life-1", "*"); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := f.st.Messages(ctx, hub, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []string
+	for _, m := range msgs {
+		if m.DeviceID == "life-1" && m.System[iothub.PropMessageSource] == "deviceLifecycleEvents" {
+			ops = append(ops, m.Properties["opType"])
+		}
+	}
+	if strings.Join(ops, ",") != iothub.OpCreateDevice+","+iothub.OpDeleteDevice {
+		t.Errorf("lifecycle events = %q, want create then delete", ops)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"strconv"
 	"strings"
 	"time"
@@ -71,7 +72,7 @@ func (s *Service) ServiceTwin(ctx context.Context, hub, deviceID string) (Servic
 // KindPrecondition when ifMatch names another ETag (nothing changes);
 // KindInvalid for a body that is not JSON or breaks the twin rules.
 func (s *Service) UpdateTwin(ctx context.Context, hub, deviceID string, body []byte, ifMatch string) (ServiceTwin, error) {
-	return s.writeTwin(ctx, hub, deviceID, ifMatch, func(t *twin.Twin, now time.Time) ([]byte, error) {
+	return s.writeTwin(ctx, hub, deviceID, ifMatch, OpUpdateTwin, body, func(t *twin.Twin, now time.Time) ([]byte, error) {
 		return t.Update(body, now)
 	})
 }
@@ -81,16 +82,17 @@ func (s *Service) UpdateTwin(ctx context.Context, hub, deviceID string, body []b
 // its section) and the new desired properties are sent to the device if
 // it is connected and subscribed. ifMatch and the errors are UpdateTwin's.
 func (s *Service) ReplaceTwin(ctx context.Context, hub, deviceID string, body []byte, ifMatch string) (ServiceTwin, error) {
-	return s.writeTwin(ctx, hub, deviceID, ifMatch, func(t *twin.Twin, now time.Time) ([]byte, error) {
+	return s.writeTwin(ctx, hub, deviceID, ifMatch, OpReplaceTwin, body, func(t *twin.Twin, now time.Time) ([]byte, error) {
 		return t.Replace(body, now)
 	})
 }
 
 // writeTwin applies op to the twin of the identity's current generation,
-// if its ETag matches ifMatch, and notifies the device of a desired change.
+// if its ETag matches ifMatch, appends the twin change event (opType
+// with the request's body) and notifies the device of a desired change.
 // The ETag is checked again on every compare-and-set attempt, so a write
 // that lands between the read and the write fails the precondition.
-func (s *Service) writeTwin(ctx context.Context, hub, deviceID, ifMatch string, op func(*twin.Twin, time.Time) ([]byte, error)) (ServiceTwin, error) {
+func (s *Service) writeTwin(ctx context.Context, hub, deviceID, ifMatch, opType string, body []byte, op func(*twin.Twin, time.Time) ([]byte, error)) (ServiceTwin, error) {
 	d, err := s.serviceDevice(ctx, hub, deviceID)
 	if err != nil {
 		return ServiceTwin{}, err
@@ -115,10 +117,38 @@ func (s *Service) writeTwin(ctx context.Context, hub, deviceID, ifMatch string, 
 		}
 		return ServiceTwin{}, err
 	}
+	if change := twinChangeOf(opType, body, view, note, version); change != nil {
+		s.TwinChanged(ctx, hub, deviceID, opType, change)
+	}
 	if note != nil {
 		s.notifyDesired(ctx, hub, deviceID, version, note)
 	}
 	return s.serviceTwin(hub, d, view, etag), nil
+}
+
+// twinChangeOf is the body of the twin change event of a service twin
+// write: the tags as the request sent them (an update) or as they are now
+// (a replacement), and the desired properties as applied (note); nil when
+// the write changed nothing.
+func twinChangeOf(opType string, body []byte, view twin.Service, note []byte, desiredVersion int64) []byte {
+	var tags []byte
+	if opType == OpReplaceTwin {
+		tags = view.Tags
+		if tags == nil {
+			tags = []byte("{}")
+		}
+	} else {
+		var env struct {
+			Tags json.RawMessage `json:"tags"`
+		}
+		if json.Unmarshal(body, &env) == nil && len(env.Tags) > 0 && string(env.Tags) != "null" {
+			tags = env.Tags
+		}
+	}
+	if tags == nil && note == nil {
+		return nil // an update that named neither section changed nothing
+	}
+	return TwinChange(view.Version, tags, note, desiredVersion, nil, 0)
 }
 
 // serviceDevice reads a device's identity for the service API.

@@ -48,9 +48,10 @@ func (s *Service) Send(ctx context.Context, id Identity, msgs ...dps.Message) ([
 		for k, v := range m.System {
 			sys[k] = v
 		}
-		for _, k := range [...]string{PropConnectionDeviceID, PropConnectionModuleID, PropConnectionGenerationID, PropConnectionAuthMethod, PropEnqueuedTime} {
+		for _, k := range [...]string{PropConnectionDeviceID, PropConnectionModuleID, PropConnectionGenerationID, PropConnectionAuthMethod, PropEnqueuedTime, PropMessageSource} {
 			delete(sys, k)
 		}
+		sys[PropMessageSource] = SourceTelemetry // a device cannot pass its message off as a hub event
 		sys[PropConnectionDeviceID] = id.DeviceID
 		sys[PropConnectionGenerationID] = id.GenerationID
 		sys[PropConnectionAuthMethod] = string(method)
@@ -65,7 +66,7 @@ func (s *Service) Send(ctx context.Context, id Identity, msgs ...dps.Message) ([
 	if err != nil {
 		return nil, err
 	}
-	s.events.notify(id.Hub)
+	s.appended(id.Hub)
 	return stored, nil
 }
 

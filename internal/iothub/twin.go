@@ -57,12 +57,15 @@ func (s *Service) Twin(ctx context.Context, id Identity) ([]byte, error) {
 // and returns the new reported $version. A patch that is not JSON or breaks
 // IoT Hub's twin rules is KindInvalid and changes nothing.
 func (s *Service) PatchReported(ctx context.Context, id Identity, patch []byte) (int64, error) {
-	var version int64
+	var version, twinVersion int64
 	err := s.update(ctx, id.Hub, id.DeviceID, id.GenerationID, func(t *twin.Twin) error {
 		v, err := t.PatchReported(patch, s.o.Now())
-		version = v
+		version, twinVersion = v, t.Version()
 		return err
 	})
+	if err == nil {
+		s.TwinChanged(ctx, id.Hub, id.DeviceID, OpUpdateTwin, TwinChange(twinVersion, nil, nil, 0, patch, version))
+	}
 	return version, err
 }
 
@@ -81,6 +84,7 @@ func (s *Service) PatchDesired(ctx context.Context, hub, deviceID string, patch 
 	if err != nil {
 		return twin.Service{}, err
 	}
+	s.TwinChanged(ctx, hub, deviceID, OpUpdateTwin, TwinChange(view.Version, nil, note, version, nil, 0))
 	s.notifyDesired(ctx, hub, deviceID, version, note)
 	return view, nil
 }

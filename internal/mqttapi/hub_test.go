@@ -112,7 +112,13 @@ func (s *hubStore) AppendMessages(ctx context.Context, msgs []dps.Message) ([]dp
 func (s *hubStore) messages() []dps.Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]dps.Message(nil), s.msgs...)
+	var out []dps.Message
+	for _, m := range s.msgs {
+		if m.System[iothub.PropMessageSource] == iothub.SourceTelemetry { // not the hub's connection events
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // hubEnv is a broker serving DPS and the hubs hubA and hubB.

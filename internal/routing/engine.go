@@ -31,6 +31,17 @@ type runner struct {
 	attempt int
 	retryAt time.Time
 	lastErr string
+	// What the route's messages came to on this node (Status).
+	delivered, failed, deadLettered int64
+}
+
+// count adds to the route's counts on this node (Status).
+func (rn *runner) count(delivered, failed, deadLettered int) {
+	rn.set(func(rn *runner) {
+		rn.delivered += int64(delivered)
+		rn.failed += int64(failed)
+		rn.deadLettered += int64(deadLettered)
+	})
 }
 
 // New checks the routes (names unique in their hub, an endpoint each) and
@@ -243,11 +254,13 @@ func (rn *runner) deliver(ctx context.Context, checkpoint int64, renewed time.Ti
 				return err
 			}
 			o.Observer.Delivered(r.Hub, r.Name, len(pending))
+			rn.count(len(pending), 0, 0)
 			checkpoint, pending, attempt, since = through, nil, 0, time.Time{}
 			rn.set(func(rn *runner) { rn.state, rn.attempt, rn.retryAt = "delivering", 0, time.Time{} })
 			continue
 		}
 		o.Observer.Failed(r.Hub, r.Name, len(pending))
+		rn.count(0, len(pending), 0)
 		if since.IsZero() {
 			since = now
 		}
@@ -265,9 +278,11 @@ func (rn *runner) deliver(ctx context.Context, checkpoint int64, renewed time.Ti
 				return err
 			}
 			o.Observer.DeadLettered(r.Hub, r.Name, "retries", len(pending))
+			rn.count(0, 0, len(pending))
 			o.Logger.WarnContext(ctx, "routing: messages dead-lettered", "hub", r.Hub, "route", r.Name, "messages", len(pending),
 				"first_seq", pending[0].Seq, "last_seq", pending[len(pending)-1].Seq, "reason", reason)
 			checkpoint, pending, attempt, since = through, nil, 0, time.Time{}
+			rn.set(func(rn *runner) { rn.state, rn.attempt, rn.retryAt = "delivering", 0, time.Time{} })
 			continue
 		}
 		wait := rn.backoff(attempt)
@@ -397,6 +412,7 @@ func (rn *runner) overflow(ctx context.Context, checkpoint, through int64) error
 		checkpoint = next
 	}
 	o.Observer.DeadLettered(r.Hub, r.Name, "maxLag", total)
+	rn.count(0, 0, total)
 	o.Logger.WarnContext(ctx, "routing: route too far behind, oldest messages dead-lettered", "hub", r.Hub, "route", r.Name,
 		"messages", total, "max_lag", o.MaxLag, "checkpoint", checkpoint)
 	return nil

@@ -3,33 +3,12 @@ package routing
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/opendps/dps"
 )
 
-// RouteStatus is a route as the service API shows it: its configuration,
-// its progress in the store (whichever node delivers it) and what this
-// node knows of it.
-type RouteStatus struct {
-	Hub, Name, Source, Condition, Endpoint string
-	Enabled                                bool
-	// State is this node's view: "delivering" or "retrying" (this node
-	// holds the lease), "standby" (another node does, or none yet),
-	// "disabled".
-	State      string
-	Owner      string // the node holding the lease ("" none)
-	LeaseUntil time.Time
-	Checkpoint int64
-	// Lag is how many positions of the log are after the checkpoint
-	// (messages of other sources included).
-	Lag         int64
-	LastError   string
-	LastErrorAt time.Time
-	Updated     time.Time
-	Attempt     int       // failed attempts of the current batch (this node)
-	RetryAt     time.Time // when it is tried again (this node)
-}
+// RouteStatus is a route as the service API shows it (dps.RouteStatus).
+type RouteStatus = dps.RouteStatus
 
 // Status returns the routes of a hub, in configuration order; KindNotFound
 // when no route names the hub.
@@ -61,12 +40,18 @@ func (e *Engine) Status(ctx context.Context, hub string) ([]RouteStatus, error) 
 			} else {
 				s.Owner = ""
 			}
+			if s.Lag > 0 {
+				if m, err := e.o.Store.Messages(ctx, hub, st.Checkpoint, 1); err == nil && len(m) > 0 {
+					s.LagAge = max(e.o.Now().Sub(m[0].Enqueued), 0)
+				}
+			}
 		}
+		rn.mu.Lock()
 		if rn.r.Enabled {
-			rn.mu.Lock()
 			s.State, s.Attempt, s.RetryAt = rn.state, rn.attempt, rn.retryAt
-			rn.mu.Unlock()
 		}
+		s.Delivered, s.Failed, s.DeadLettered = rn.delivered, rn.failed, rn.deadLettered
+		rn.mu.Unlock()
 		out = append(out, s)
 	}
 	if out == nil {
