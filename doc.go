@@ -69,7 +69,8 @@
 //     register and poll limits, a per-instance registration limit);
 //     internal/faults: fault injection rules for device tests.
 //   - internal/prom: Prometheus metrics; internal/logkey: log attribute
-//     names; internal/pki: generated CA and server certificates.
+//     names; internal/pki: generated CA and server certificates;
+//     internal/buildinfo: the version dpsd --version and dpsctl version print.
 //   - internal/bench: the load generator of dpsctl bench; internal/ceiling:
 //     the benchmark ceiling (dpsd --ceiling).
 //   - internal/dpstest, internal/pgtest: test helpers (certificates, TPM

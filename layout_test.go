@@ -25,6 +25,7 @@ var rules = map[string][]string{
 	"internal/sas":                     {},
 	"internal/logkey":                  {},
 	"internal/pki":                     {},
+	"internal/buildinfo":               {},
 	"internal/pgtest":                  {},
 	"internal/wire":                    {module},
 	"internal/allocation":              {module},

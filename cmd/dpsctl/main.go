@@ -41,7 +41,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newRegister(), newKeys(), newEnrollment(), newGroup(), newRegistration(), newCA(), newBench(), newHub(), newFaults())
-	root.AddCommand(newDevice())
+	root.AddCommand(newDevice(), newVersion())
 	return root
 }
 

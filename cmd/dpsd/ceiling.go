@@ -23,6 +23,7 @@ func runCeiling(ctx context.Context, cfg Config, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	defer s.stopCerts()
 	reg := &ceiling.Registrar{}
 	retry := time.Duration(cfg.RetryAfterSeconds) * time.Second
 	ln, err := net.Listen("tcp", cfg.Listen.HTTPS)

@@ -2,6 +2,8 @@
 // that speaks the Azure IoT Hub DPS wire protocol.
 //
 //	dpsd [--config dpsd.yaml]
+//	dpsd --check-config [--config dpsd.yaml]
+//	dpsd --version
 //
 // With no configuration it starts a working instance with embedded defaults
 // (SQLite in ./dps-data, generated TLS, ID scope and owner key, one example
@@ -18,6 +20,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/opendps/dps/internal/buildinfo"
 )
 
 func main() {
@@ -34,12 +38,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs := flag.NewFlagSet("dpsd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "path of the YAML configuration file (none: embedded defaults)")
+	check := fs.Bool("check-config", false, "validate the configuration and the files it names, without starting; exit 0 with \"configuration OK\"")
+	version := fs.Bool("version", false, "print the version (module version, VCS revision and time, Go version) and exit")
 	ceilingMode := fs.Bool("ceiling", false, "benchmark ceiling: serve the device API with no authentication, storage or allocation (see docs/benchmarks.md)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
+	}
+	if *version {
+		fmt.Fprintln(stdout, buildinfo.Read().String("dpsd"))
+		return nil
+	}
+	if *check {
+		return checkConfig(*configPath, getenv, stdout, stderr, time.Now())
 	}
 	cfg, err := loadConfig(*configPath, getenv)
 	if err != nil {
@@ -54,7 +67,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	srv.printBanner(stdout)
 	<-ctx.Done()
+	srv.log.Info("dpsd shutting down", "reason", context.Cause(ctx))
 	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	return srv.Close(sctx)
+	began := time.Now()
+	err = srv.Close(sctx)
+	srv.log.Info("dpsd stopped", "duration", time.Since(began).Round(time.Millisecond), "err", err)
+	return err
 }

@@ -103,6 +103,9 @@ type server struct {
 	idScope string
 	caFile  string // "" when the operator supplied the certificate
 	owner   PolicyConfig
+	// ownerGenerated: dpsd generated the owner policy's keys (the banner
+	// prints a secret only then).
+	ownerGenerated bool
 	// hubOwners are the iothubowner policies dpsd generated, by hub (for
 	// the banner: configured secrets are never printed).
 	hubOwners map[string]PolicyConfig
@@ -128,6 +131,8 @@ type server struct {
 	// throttle and faults guard the device transports (throttle.go).
 	throttle *throttle.Limiter
 	faults   *faults.Injector
+	// stopCerts ends the server certificate's daily check (tlsreload.go).
+	stopCerts func()
 }
 
 // startRetention runs the built-in hubs' event-log retention until Close.
@@ -260,6 +265,7 @@ func (s *server) loadInstanceState(ctx context.Context) error {
 		s.owner = s.cfg.AccessPolicies[0]
 		return nil
 	}
+	s.ownerGenerated = true // the banner may print it
 	k1, err := s.store.Meta(ctx, "owner.primaryKey", newKey())
 	if err != nil {
 		return err
@@ -574,23 +580,26 @@ func (s *server) serviceHosts() []string {
 
 func (s *server) tlsConfig() (*tls.Config, error) {
 	certFile, keyFile := s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile
+	var renew func(time.Time) error
 	if certFile == "" {
-		files, err := pki.Ensure(filepath.Join(s.cfg.DataDir, "tls"), s.defaultHosts(), time.Now())
+		dir := filepath.Join(s.cfg.DataDir, "tls")
+		files, err := pki.Ensure(dir, s.defaultHosts(), time.Now())
 		if err != nil {
 			return nil, fmt.Errorf("tls: generate certificates in %s: %w", s.cfg.DataDir, err)
 		}
 		certFile, keyFile, s.caFile = files.ServerCert, files.ServerKey, files.CACert
+		renew = func(now time.Time) error { _, err := pki.Ensure(dir, s.defaultHosts(), now); return err }
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	certs, err := newCertSource(certFile, keyFile, s.log, time.Now)
 	if err != nil {
-		return nil, fmt.Errorf("tls.certFile/tls.keyFile: %w", err)
+		return nil, err
 	}
-	if s.cert, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-		return nil, fmt.Errorf("tls.certFile: %w", err)
-	}
+	certs.renew = renew
+	s.cert = certs.Leaf()
+	s.stopCerts = goUntilClose(certs.run)
 	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
+		GetCertificate: certs.GetCertificate, // reloaded when the files change (tlsreload.go)
+		MinVersion:     tls.VersionTLS12,
 		// Request, but do not require, a client certificate: X.509 devices
 		// present one, symmetric-key devices do not. Chains are verified
 		// against enrollments by the application.
@@ -659,37 +668,6 @@ func (s *server) serviceHost() string {
 	return "localhost"
 }
 
-func (s *server) printBanner(w io.Writer) {
-	fmt.Fprintf(w, "dpsd is ready.\n")
-	fmt.Fprintf(w, "  ID scope:            %s\n", s.idScope)
-	fmt.Fprintf(w, "  Device endpoint:     https://%s (HTTPS %s)\n", s.serviceHost(), s.httpsLn.Addr())
-	if s.mqtt != nil {
-		fmt.Fprintf(w, "  MQTT endpoint:       mqtts://%s (TLS %s)\n", s.serviceHost(), s.mqtt.Addr())
-	}
-	if s.adminLn != nil {
-		fmt.Fprintf(w, "  Admin:               http://%s/healthz /readyz /metrics\n", s.adminLn.Addr())
-	}
-	if s.caFile != "" {
-		abs, _ := filepath.Abs(s.caFile)
-		fmt.Fprintf(w, "  CA certificate:      %s (trust it on devices; Node: NODE_EXTRA_CA_CERTS)\n", abs)
-	}
-	fmt.Fprintf(w, "  Service connection:  HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s\n", s.serviceHost(), s.owner.Name, s.owner.PrimaryKey)
-	var hubs []string
-	for _, h := range s.cfg.LinkedHubs {
-		kind := "remote"
-		if h.BuiltIn() {
-			kind = "built-in"
-		}
-		hubs = append(hubs, h.HostName+" ("+kind+")")
-	}
-	for _, h := range s.cfg.builtInHubs() {
-		if p, ok := s.hubOwners[h]; ok {
-			fmt.Fprintf(w, "  Hub connection:      HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s\n", h, p.Name, p.PrimaryKey)
-		}
-	}
-	fmt.Fprintf(w, "  Linked hubs:         %s\n", strings.Join(hubs, ", "))
-}
-
 // Close stops the listeners, then the workers, then the store. Calls
 // after the first return nil.
 func (s *server) Close(ctx context.Context) error {
@@ -715,6 +693,9 @@ func (s *server) Close(ctx context.Context) error {
 	}
 	if s.stopRetention != nil {
 		s.stopRetention()
+	}
+	if s.stopCerts != nil {
+		s.stopCerts()
 	}
 	if s.stopRouting != nil {
 		errs = append(errs, s.stopRouting())

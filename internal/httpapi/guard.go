@@ -24,7 +24,9 @@ func (h *Handler) throttled(w http.ResponseWriter, r *http.Request, op throttle.
 	if ok {
 		return false
 	}
-	h.writeErrorRetry(w, r, &dps.Error{Kind: dps.KindThrottled, Code: dps.CodeThrottled, Message: throttle.Message}, retrySeconds(wait))
+	err := &dps.Error{Kind: dps.KindThrottled, Code: dps.CodeThrottled, Message: throttle.Message}
+	h.writeErrorRetry(w, r, err, retrySeconds(wait))
+	h.logRefusal(r, regID, err, trackingID(w))
 	return true
 }
 

@@ -195,11 +195,11 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request, scope, regID 
 	}
 	body, err := readBody(w, r)
 	if err != nil {
-		h.writeError(w, r, err)
+		h.deviceError(w, r, regID, err)
 		return
 	}
 	if body.RegistrationID != "" && !strings.EqualFold(body.RegistrationID, regID) {
-		h.writeError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "registrationId in the body does not match the registration ID in the path"})
+		h.deviceError(w, r, regID, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "registrationId in the body does not match the registration ID in the path"})
 		return
 	}
 	req := registration.Request{
@@ -217,7 +217,7 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request, scope, regID 
 		abort()
 	}
 	if err != nil {
-		h.writeError(w, r, err)
+		h.deviceError(w, r, regID, err)
 		return
 	}
 	h.writeOperation(w, r, op, true)
@@ -241,7 +241,7 @@ func (h *Handler) operation(w http.ResponseWriter, r *http.Request, scope, regID
 		op = held(op)
 	}
 	if err != nil {
-		h.writeError(w, r, err)
+		h.deviceError(w, r, regID, err)
 		return
 	}
 	h.writeOperation(w, r, op, false)
@@ -250,16 +250,16 @@ func (h *Handler) operation(w http.ResponseWriter, r *http.Request, scope, regID
 func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, scope, regID string) {
 	body, err := readBody(w, r)
 	if err != nil {
-		h.writeError(w, r, err)
+		h.deviceError(w, r, regID, err)
 		return
 	}
 	if body.CSR != "" {
-		h.writeError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "csr is not allowed in a registration status lookup"})
+		h.deviceError(w, r, regID, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "csr is not allowed in a registration status lookup"})
 		return
 	}
 	reg, err := h.o.Registrar.Lookup(r.Context(), scope, regID, credential(r))
 	if err != nil {
-		h.writeError(w, r, err)
+		h.deviceError(w, r, regID, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, wire.FromRegistration(reg))

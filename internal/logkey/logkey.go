@@ -10,6 +10,7 @@ const (
 	Attestation     = "attestation"
 	EnrollmentGroup = "enrollment_group"
 	RequestID       = "request_id"
+	TrackingID      = "tracking_id" // the trackingId of an error answer
 	Status          = "status"
 	ErrorCode       = "error_code"
 	Error           = "err"

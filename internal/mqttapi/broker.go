@@ -21,6 +21,7 @@ import (
 	"github.com/opendps/dps/internal/faults"
 	"github.com/opendps/dps/internal/iothub"
 	"github.com/opendps/dps/internal/logkey"
+	"github.com/opendps/dps/internal/wire"
 )
 
 // BrokerOptions configure a Broker.
@@ -85,6 +86,9 @@ func Listen(addr string, o BrokerOptions) (*Broker, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Adapter.Logger == nil {
+		o.Adapter.Logger = o.Logger
 	}
 	if o.MaxConnections <= 0 {
 		o.MaxConnections = defaultMaxConnections()
@@ -337,7 +341,8 @@ func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet, st *connState) p
 	v := pk.ProtocolVersion
 	scope, regID, err := ParseUsername(string(pk.Connect.Username))
 	if err != nil || !strings.EqualFold(regID, cl.ID) {
-		h.o.Logger.Debug("mqtt connect refused: bad username or client ID", "client_id", cl.ID)
+		h.o.Logger.Info("device refused", "reason", "mqtt connect: the username is not {idScope}/registrations/{registrationId}/… or the client ID is not the registration ID",
+			logkey.RegistrationID, cl.ID, "transport", transportOf(cl), "source", cl.Net.Remote)
 		return refusal(v, false)
 	}
 	cred := dps.Credential{SAS: string(pk.Connect.Password)}
@@ -348,6 +353,11 @@ func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet, st *connState) p
 	defer cancel()
 	if err := h.o.Adapter.Registrar.Authenticate(ctx, scope, regID, cred); err != nil {
 		retry := retryable(err)
+		if !retry { // the service's failures: the rate-limited error line below
+			_, eb := wire.Error(err, "", time.Now())
+			h.o.Logger.Info("device refused", "reason", "mqtt connect: "+dps.AsError(err).Message, logkey.ErrorCode, eb.ErrorCode,
+				logkey.RegistrationID, regID, "transport", transportOf(cl), "source", cl.Net.Remote)
+		}
 		h.o.Logger.Debug("mqtt connect refused", logkey.RegistrationID, regID, "retryable", retry, logkey.Error, err)
 		// During an outage every device that retries is refused again:
 		// one error line per logInterval, not one per connection.
@@ -359,12 +369,16 @@ func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet, st *connState) p
 		}
 		return refusal(v, retry)
 	}
-	transport := faults.TransportMQTT
-	if cl.Net.Listener == wsListenerID {
-		transport = faults.TransportMQTTWS
-	}
-	st.identity.Store(&Identity{IDScope: scope, RegistrationID: regID, Credential: cred, Transport: transport})
+	st.identity.Store(&Identity{IDScope: scope, RegistrationID: regID, Credential: cred, Transport: transportOf(cl), Source: cl.Net.Remote})
 	return packets.CodeSuccess
+}
+
+// transportOf is "mqtt", or "mqttws" for a connection over WebSocket.
+func transportOf(cl *mqtt.Client) string {
+	if cl.Net.Listener == wsListenerID {
+		return faults.TransportMQTTWS
+	}
+	return faults.TransportMQTT
 }
 
 // retryable reports whether a failed authentication was the service's

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -49,6 +50,8 @@ type Identity struct {
 	// Transport is "mqtt", or "mqttws" over WebSocket (throttling and
 	// fault rules); empty is "mqtt".
 	Transport string
+	// Source is the connection's remote address (logs).
+	Source string
 }
 
 func (id Identity) transport() string {
@@ -133,6 +136,9 @@ type Adapter struct {
 	Throttle *throttle.Limiter
 	// Faults injects configured faults; nil: none.
 	Faults *faults.Injector
+	// Logger receives a line per refused request (refusal.go); nil: the
+	// broker's logger.
+	Logger *slog.Logger
 }
 
 // Handle answers one publish of an authenticated connection. ok is false
@@ -151,11 +157,11 @@ func (a *Adapter) HandleDrop(ctx context.Context, id Identity, topic string, pay
 		if req.RID == "" {
 			return "", nil, false, false
 		}
-		respTopic, body, ok = a.fail(req.RID, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: err.Error()})
+		respTopic, body, ok = a.fail(id, req.RID, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: err.Error()})
 		return respTopic, body, ok, false
 	}
 	if len(payload) > MaxPayload {
-		respTopic, body, ok = a.fail(req.RID, &dps.Error{Kind: dps.KindTooLarge, Message: "payload exceeds the 96 KB limit"})
+		respTopic, body, ok = a.fail(id, req.RID, &dps.Error{Kind: dps.KindTooLarge, Message: "payload exceeds the 96 KB limit"})
 		return respTopic, body, ok, false
 	}
 	op := throttle.Poll
@@ -163,7 +169,7 @@ func (a *Adapter) HandleDrop(ctx context.Context, id Identity, topic string, pay
 		op = throttle.Register
 	}
 	if wait, allowed := a.Throttle.Allow(id.transport(), op, id.RegistrationID); !allowed {
-		respTopic, body = a.reply(req.RID, &dps.Error{Kind: dps.KindThrottled, Code: dps.CodeThrottled, Message: throttle.Message}, retrySeconds(wait))
+		respTopic, body = a.reply(id, req.RID, &dps.Error{Kind: dps.KindThrottled, Code: dps.CodeThrottled, Message: throttle.Message}, retrySeconds(wait))
 		return respTopic, body, true, false
 	}
 	if !req.Register {
@@ -173,7 +179,7 @@ func (a *Adapter) HandleDrop(ctx context.Context, id Identity, topic string, pay
 			return respTopic, body, true, drop
 		}
 		if err != nil {
-			respTopic, body, ok = a.fail(req.RID, err)
+			respTopic, body, ok = a.fail(id, req.RID, err)
 			return respTopic, body, ok, false
 		}
 		if op.Status == dps.StatusAssigned && a.Faults.Hold(ctx, p, op.ID) {
@@ -234,14 +240,14 @@ func (a *Adapter) register(ctx context.Context, id Identity, req Request, payloa
 	var reg wire.DeviceRegistration
 	if trimmed := strings.TrimSpace(string(payload)); trimmed != "" {
 		if err := json.Unmarshal(payload, &reg); err != nil {
-			return a.fail(req.RID, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "the register payload is not a valid DeviceRegistration JSON object"})
+			return a.fail(id, req.RID, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "the register payload is not a valid DeviceRegistration JSON object"})
 		}
 	}
 	if reg.RegistrationID != "" && !strings.EqualFold(reg.RegistrationID, id.RegistrationID) {
-		return a.fail(req.RID, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "registrationId in the payload does not match the connection's registration ID"})
+		return a.fail(id, req.RID, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "registrationId in the payload does not match the connection's registration ID"})
 	}
 	if reg.TPM != nil {
-		return a.fail(req.RID, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "TPM attestation is not supported over MQTT; register over HTTPS"})
+		return a.fail(id, req.RID, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "TPM attestation is not supported over MQTT; register over HTTPS"})
 	}
 	if string(reg.Payload) == "null" {
 		reg.Payload = nil
@@ -253,7 +259,7 @@ func (a *Adapter) register(ctx context.Context, id Identity, req Request, payloa
 		Payload:        reg.Payload,
 	})
 	if err != nil {
-		return a.fail(req.RID, err)
+		return a.fail(id, req.RID, err)
 	}
 	return a.answer(req.RID, op, true)
 }
@@ -269,7 +275,7 @@ func (a *Adapter) answer(rid string, op dps.Operation, register bool) (string, [
 	status := wire.OperationStatus(op, register)
 	body, err := wire.Marshal(wire.FromOperation(op, register))
 	if err != nil {
-		return a.fail(rid, err)
+		return a.fail(Identity{}, rid, err)
 	}
 	retry := 0
 	if status == http.StatusAccepted {
@@ -278,14 +284,16 @@ func (a *Adapter) answer(rid string, op dps.Operation, register bool) (string, [
 	return ResponseTopic(status, rid, retry), wire.ASCII(body), true
 }
 
-func (a *Adapter) fail(rid string, err error) (string, []byte, bool) {
-	topic, body := a.reply(rid, err, a.retryAfter())
+func (a *Adapter) fail(id Identity, rid string, err error) (string, []byte, bool) {
+	topic, body := a.reply(id, rid, err, a.retryAfter())
 	return topic, body, true
 }
 
 // reply is the answer to a failed request; a 429 or 503 carries retry.
-func (a *Adapter) reply(rid string, err error, retry int) (string, []byte) {
-	status, eb := wire.Error(err, wire.NewTrackingID(), a.now())
+func (a *Adapter) reply(id Identity, rid string, err error, retry int) (string, []byte) {
+	tracking := wire.NewTrackingID()
+	status, eb := wire.Error(err, tracking, a.now())
+	a.logRefusal(id, err, status, eb.ErrorCode, tracking)
 	body, _ := wire.Marshal(eb)
 	if status != http.StatusTooManyRequests && status != http.StatusServiceUnavailable {
 		retry = 0
