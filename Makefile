@@ -41,7 +41,7 @@ vet:
 
 build:
 	mkdir -p bin
-	$(GO) build -o bin/ ./cmd/...
+	$(GO) build -buildvcs=true -o bin/ ./cmd/...
 
 run:
 	$(GO) run ./cmd/dpsd
