@@ -154,6 +154,19 @@ func (c Config) validateRoutes(bad func(key, format string, args ...any)) {
 	if rc.MinBackoff > 0 && rc.MaxBackoff > 0 && rc.MinBackoff > rc.MaxBackoff {
 		bad("routing.minBackoff", "must not exceed routing.maxBackoff")
 	}
+	if rc.Poll != 0 && rc.Poll < 10*time.Millisecond {
+		bad("routing.poll", "%s: must be at least 10ms", rc.Poll)
+	}
+	if rc.DeadLetterRetention != 0 && rc.DeadLetterRetention < time.Minute {
+		bad("routing.deadLetterRetention", "%s: must be at least 1m", rc.DeadLetterRetention)
+	}
+	lease := rc.Lease
+	if lease == 0 {
+		lease = routing.DefaultLease
+	}
+	if rc.Linger*3 >= lease {
+		bad("routing.linger", "%s: must be under a third of routing.lease (%s), or the lease ends while a batch lingers", rc.Linger, lease)
+	}
 }
 
 // applyRouteEnv applies the endpoints' secret overrides:

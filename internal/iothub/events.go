@@ -282,15 +282,14 @@ func (s *Service) Sweep(ctx context.Context) error {
 		return err
 	}
 	r := s.o.Retention.withDefaults()
-	cutoff := s.o.Now().Add(-r.Age)
 	for _, hub := range s.o.Hubs {
 		var byAge, byCount int64
-		deleteBefore, keep, err := s.routedRetention(ctx, log, hub, r.Messages)
+		deleteBefore, trim, err := s.routedRetention(ctx, log, hub, r.Messages)
 		if err != nil {
 			return fmt.Errorf("iothub: event retention of %s: %w", hub, err)
 		}
 		for {
-			n, err := deleteBefore(ctx, hub, cutoff)
+			n, err := deleteBefore(ctx)
 			if err != nil {
 				return fmt.Errorf("iothub: event retention of %s: %w", hub, err)
 			}
@@ -299,7 +298,7 @@ func (s *Service) Sweep(ctx context.Context) error {
 			}
 		}
 		for {
-			n, err := log.TrimMessages(ctx, hub, keep)
+			n, err := trim(ctx)
 			if err != nil {
 				return fmt.Errorf("iothub: event retention of %s: %w", hub, err)
 			}

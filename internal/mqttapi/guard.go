@@ -13,8 +13,8 @@ import (
 )
 
 // Throttling and fault injection on a built-in hub's MQTT connections
-// (the DPS side is in mqttapi.go): twin requests share the per-device poll
-// limit's rate (counted apart, as operation "twin"); fault rules of
+// (the DPS side is in mqttapi.go): twin requests have their own
+// per-device limit (throttling.device.twinPer10s, off by default); fault rules of
 // operation twin and telemetry apply here.
 
 func (c *hubConn) transport() string {

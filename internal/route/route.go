@@ -31,6 +31,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -246,4 +247,28 @@ func (f TLSFiles) Config() (*tls.Config, error) {
 		c.Certificates = []tls.Certificate{cert}
 	}
 	return c, nil
+}
+
+// RedactURL is an endpoint URL (or a comma-separated list of them, as
+// NATS takes) as logs and errors may show it: a password or token in the
+// user information replaced by "xxxxx" (url.URL.Redacted; a user name
+// alone, such as a NATS token, is redacted too).
+func RedactURL(raw string) string {
+	if strings.Contains(raw, ",") { // a NATS server list
+		parts := strings.Split(raw, ",")
+		for i, p := range parts {
+			parts[i] = RedactURL(strings.TrimSpace(p))
+		}
+		return strings.Join(parts, ",")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(an unparsable URL)"
+	}
+	if u.User != nil {
+		if _, hasPassword := u.User.Password(); !hasPassword {
+			u.User = url.User("xxxxx")
+		}
+	}
+	return u.Redacted()
 }

@@ -2,6 +2,7 @@ package route_test
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,5 +70,20 @@ func TestTLSFiles(t *testing.T) {
 	c, err := route.TLSFiles{ServerName: "broker"}.Config()
 	if err != nil || c.ServerName != "broker" || c.RootCAs != nil {
 		t.Errorf("Config() = %v, %v", c, err)
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"mqtts://user:s3cret@broker:8883": "mqtts://user:xxxxx@broker:8883",
+		"nats://t0ken@127.0.0.1:4222":     "nats://xxxxx@127.0.0.1:4222",
+		"nats://127.0.0.1:4222":           "nats://127.0.0.1:4222",
+		"tls://a:b@h:1,tls://c:d@h2:2":    "tls://a:xxxxx@h:1,tls://c:xxxxx@h2:2",
+		"http://[bad":                     "(an unparsable URL)",
+	} {
+		got := route.RedactURL(in)
+		if got != want || strings.Contains(got, "s3cret") || strings.Contains(got, "t0ken") || strings.Contains(got, ":d@") {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -383,11 +383,19 @@ func (rn *runner) next(ctx context.Context, checkpoint int64) (batch []dps.Messa
 func (rn *runner) overflow(ctx context.Context, checkpoint, through int64) error {
 	o, r := rn.e.o, rn.r
 	reason := fmt.Sprintf("the route fell more than %d messages behind the event log (routing.maxLag)", o.MaxLag)
-	total := 0
+	total, gone := 0, int64(0)
 	for checkpoint < through {
 		msgs, err := o.Store.Messages(ctx, r.Hub, checkpoint, o.BatchSize)
 		if err != nil {
 			return err
+		}
+		// Messages the retention deleted already (it keeps no more than
+		// maxLag behind the log's end, Floor): lost to the route, counted.
+		switch {
+		case len(msgs) == 0:
+			gone += through - checkpoint
+		case msgs[0].Seq > checkpoint+1:
+			gone += min(msgs[0].Seq-1, through) - checkpoint
 		}
 		var give []dps.Message
 		next := through
@@ -415,6 +423,11 @@ func (rn *runner) overflow(ctx context.Context, checkpoint, through int64) error
 	rn.count(0, 0, total)
 	o.Logger.WarnContext(ctx, "routing: route too far behind, oldest messages dead-lettered", "hub", r.Hub, "route", r.Name,
 		"messages", total, "max_lag", o.MaxLag, "checkpoint", checkpoint)
+	if gone > 0 {
+		o.Observer.DeadLettered(r.Hub, r.Name, "deleted", int(gone))
+		o.Logger.WarnContext(ctx, "routing: messages past the route's cap were deleted by the event log's retention before they could be dead-lettered",
+			"hub", r.Hub, "route", r.Name, "positions", gone, "max_lag", o.MaxLag)
+	}
 	return nil
 }
 

@@ -120,12 +120,12 @@ type Endpoint struct {
 func New(o Options) (*Endpoint, error) {
 	u, err := url.Parse(o.URL)
 	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("mqtt: url %q: want mqtt://host:port or mqtts://host:port", o.URL)
+		return nil, fmt.Errorf("mqtt: url %q: want mqtt://host:port or mqtts://host:port", route.RedactURL(o.URL))
 	}
 	switch u.Scheme {
 	case "mqtt", "tcp", "mqtts", "ssl", "tls":
 	default:
-		return nil, fmt.Errorf("mqtt: url %q: scheme %q: not mqtt, mqtts, tcp, ssl or tls", o.URL, u.Scheme)
+		return nil, fmt.Errorf("mqtt: url %q: scheme %q: not mqtt, mqtts, tcp, ssl or tls", route.RedactURL(o.URL), u.Scheme)
 	}
 	if o.Topic == "" {
 		o.Topic = DefaultTopic
@@ -206,7 +206,7 @@ func (e *Endpoint) conn(ctx context.Context) (paho.Client, error) {
 		SetConnectTimeout(timeout).SetWriteTimeout(e.o.Timeout).
 		SetKeepAlive(30 * time.Second).SetPingTimeout(10 * time.Second).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
-			e.log.Warn("mqtt endpoint: connection lost", "url", e.o.URL, "err", err)
+			e.log.Warn("mqtt endpoint: connection lost", "url", route.RedactURL(e.o.URL), "err", err)
 		})
 	if e.o.Username != "" {
 		o.SetUsername(e.o.Username).SetPassword(e.o.Password)
@@ -217,7 +217,7 @@ func (e *Endpoint) conn(ctx context.Context) (paho.Client, error) {
 	c := paho.NewClient(o)
 	if err := wait(ctx, c.Connect()); err != nil {
 		c.Disconnect(0)
-		return nil, fmt.Errorf("mqtt: connect %s: %w", e.o.URL, err)
+		return nil, fmt.Errorf("mqtt: connect %s: %w", route.RedactURL(e.o.URL), err)
 	}
 	e.c = c
 	return c, nil

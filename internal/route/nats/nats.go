@@ -145,7 +145,7 @@ func New(ctx context.Context, o Options) (*Endpoint, error) {
 	}
 	e := &Endpoint{o: o, subject: t, filter: filter, log: o.Logger}
 	if _, err := e.conn(ctx); err != nil {
-		e.log.WarnContext(ctx, "nats endpoint: not connected yet", "url", o.URL, "err", err)
+		e.log.WarnContext(ctx, "nats endpoint: not connected yet", "url", route.RedactURL(o.URL), "err", err)
 	}
 	return e, nil
 }
