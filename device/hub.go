@@ -263,8 +263,10 @@ func (h *Hub) end(err error, disconnect bool) {
 		h.mu.Unlock()
 		close(h.done)
 		if disconnect {
-			h.wmu.Lock()
+			// The deadline first: it also ends a write stuck on a peer
+			// that stopped reading, which holds wmu.
 			h.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			h.wmu.Lock()
 			h.m.write(0xE0, nil) // DISCONNECT
 			h.wmu.Unlock()
 		}
@@ -465,6 +467,10 @@ func (h *Hub) waitAck(ctx context.Context, ch chan []byte) error {
 	}
 }
 
+// hubWriteTimeout bounds one packet's write: a hub that stops reading
+// ends the connection instead of blocking its writers for ever.
+const hubWriteTimeout = 30 * time.Second
+
 // write writes one packet.
 func (h *Hub) write(header byte, body []byte) error {
 	select {
@@ -473,6 +479,7 @@ func (h *Hub) write(header byte, body []byte) error {
 	default:
 	}
 	h.wmu.Lock()
+	h.conn.SetWriteDeadline(time.Now().Add(hubWriteTimeout))
 	err := h.m.write(header, body)
 	h.wmu.Unlock()
 	if err != nil {
