@@ -68,6 +68,8 @@
 //   - internal/throttle: Azure's back-pressure (per registration ID
 //     register and poll limits, a per-instance registration limit);
 //     internal/faults: fault injection rules for device tests.
+//   - internal/connlimit: the listeners' connection limits (overall and
+//     per source address), refusing before TLS.
 //   - internal/prom: Prometheus metrics; internal/logkey: log attribute
 //     names; internal/pki: generated CA and server certificates;
 //     internal/buildinfo: the version dpsd --version and dpsctl version print.

@@ -53,6 +53,7 @@ var rules = map[string][]string{
 	"internal/allocation/webhookalloc": {module, module + "/webhook", module + "/internal/wire", module + "/internal/logkey"},
 	"internal/wsstream":                {"github.com/gorilla/websocket"},
 	"internal/throttle":                {},
+	"internal/connlimit":               {},
 	"internal/faults":                  {module + "/internal/logkey"},
 	"internal/prom":                    {module, "github.com/prometheus/client_golang"},
 	"internal/routing":                 {module},

@@ -45,6 +45,8 @@ type Config struct {
 	// Throttling and fault injection (throttle.go).
 	Throttling ThrottlingConfig `yaml:"throttling"`
 	Faults     []faults.Rule    `yaml:"faults"`
+	// Connection limits and timeouts (limits.go).
+	Limits LimitsConfig `yaml:"limits"`
 }
 
 // BuiltInConfig holds the settings every built-in hub shares.
@@ -144,6 +146,7 @@ func defaultConfig() Config {
 		Webhook:           WebhookConfig{Timeout: 5 * time.Second, RetryBudget: 20 * time.Second, MaxConcurrency: 128},
 		Hub:               BuiltInConfig{EventRetention: iothub.DefaultRetentionAge, EventRetentionMessages: iothub.DefaultRetentionMessages},
 		Throttling:        defaultThrottling(),
+		Limits:            defaultLimits(),
 	}
 }
 
@@ -235,6 +238,7 @@ func applyEnv(c *Config, getenv func(string) string) {
 	set("DPSD_LOCATION", &c.Location)
 	set("DPSD_WEBHOOK_SIGNINGSECRET", &c.Webhook.SigningSecret)
 	applyThrottlingEnv(&c.Throttling, getenv)
+	applyLimitsEnv(&c.Limits, getenv)
 	for i := range c.AccessPolicies {
 		p := &c.AccessPolicies[i]
 		n := strings.ToUpper(p.Name)
@@ -356,6 +360,7 @@ func (c Config) validate() error {
 	c.Hub.validate(bad)
 	c.validateRoutes(bad)
 	c.Throttling.validate(bad)
+	c.Limits.validate(bad)
 	validateFaults(bad, c.Faults)
 	if c.Webhook.Timeout <= 0 || c.Webhook.Timeout > 60*time.Second {
 		bad("webhook.timeout", "%s: must be between 1ms and 60s", c.Webhook.Timeout)

@@ -24,6 +24,7 @@ import (
 	"github.com/opendps/dps/internal/access"
 	"github.com/opendps/dps/internal/allocation"
 	"github.com/opendps/dps/internal/allocation/webhookalloc"
+	"github.com/opendps/dps/internal/connlimit"
 	"github.com/opendps/dps/internal/enrollment"
 	"github.com/opendps/dps/internal/faults"
 	"github.com/opendps/dps/internal/httpapi"
@@ -133,6 +134,8 @@ type server struct {
 	faults   *faults.Injector
 	// stopCerts ends the server certificate's daily check (tlsreload.go).
 	stopCerts func()
+	// connLimits bound the HTTPS and MQTT listeners' connections (limits.go).
+	connLimits *connlimit.Limiter
 }
 
 // startRetention runs the built-in hubs' event-log retention until Close.
@@ -183,6 +186,7 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 	}
 	metrics := prom.New()
 	s.throttle = cfg.Throttling.limiter(metrics)
+	s.connLimits = cfg.Limits.connLimiter(metrics, log)
 	if s.faults, err = newInjector(cfg.Faults, metrics, log); err != nil {
 		return nil, err
 	}
@@ -228,7 +232,7 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 	if err := s.listen(tlsCfg); err != nil {
 		return nil, err
 	}
-	s.https = serveHTTPS(s.httpsLn, s.httpsHandler(device), tlsCfg, log)
+	s.https = serveHTTPS(s.httpsLn, s.httpsHandler(device), tlsCfg, cfg.Limits.httpsHeaderTimeout(), log)
 	if s.mqtt != nil {
 		if err := s.mqtt.Serve(); err != nil {
 			return nil, fmt.Errorf("listen.mqtt: %w", err)
@@ -440,8 +444,16 @@ func (s *server) listen(tlsCfg *tls.Config) error {
 	if err != nil {
 		return fmt.Errorf("listen.https %s: %w", s.cfg.Listen.HTTPS, err)
 	}
+	s.httpsLn = s.limitListener(s.httpsLn, "https")
 	if s.cfg.Listen.MQTT != "" {
+		mqttLn, err := net.Listen("tcp", s.cfg.Listen.MQTT)
+		if err != nil {
+			return fmt.Errorf("listen.mqtt %s: %w", s.cfg.Listen.MQTT, err)
+		}
 		s.mqtt, err = mqttapi.Listen(s.cfg.Listen.MQTT, mqttapi.BrokerOptions{
+			Listener:         s.limitListener(mqttLn, "mqtt"),
+			HandshakeTimeout: s.cfg.Limits.TLSHandshakeTimeout,
+			ConnectTimeout:   s.cfg.Limits.HeaderTimeout,
 			Adapter: &mqttapi.Adapter{Registrar: s.reg, RetryAfter: time.Duration(s.cfg.RetryAfterSeconds) * time.Second,
 				Throttle: s.throttle, Faults: s.faults},
 			TLSConfig: tlsCfg,
@@ -449,6 +461,7 @@ func (s *server) listen(tlsCfg *tls.Config) error {
 			Hub:       s.hub,
 		})
 		if err != nil {
+			mqttLn.Close()
 			return fmt.Errorf("listen.mqtt %s: %w", s.cfg.Listen.MQTT, err)
 		}
 	}
@@ -479,11 +492,13 @@ func (s *server) httpsHandler(device http.Handler) http.Handler {
 }
 
 // serveHTTPS serves handler over TLS on ln; Close shuts the server down.
-func serveHTTPS(ln net.Listener, handler http.Handler, tlsCfg *tls.Config, log *slog.Logger) *http.Server {
+// headerTimeout bounds the request headers and, as net/http bounds the TLS
+// handshake by its smallest timeout, the handshake.
+func serveHTTPS(ln net.Listener, handler http.Handler, tlsCfg *tls.Config, headerTimeout time.Duration, log *slog.Logger) *http.Server {
 	srv := &http.Server{
 		Handler:           handler,
 		TLSConfig:         tlsCfg,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: headerTimeout,
 		ReadTimeout:       60 * time.Second,
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       2 * time.Minute,

@@ -41,10 +41,16 @@ type BrokerOptions struct {
 	RequestTimeout time.Duration
 	// IdleTimeout closes a DPS connection that sends nothing for this long,
 	// whatever keep-alive it asked for (default 5 minutes; DPS sessions are
-	// short); hub connections have none (hub.go). ConnectTimeout bounds the
-	// TLS handshake and CONNECT (default 30s).
-	IdleTimeout    time.Duration
-	ConnectTimeout time.Duration
+	// short); hub connections have none (hub.go). HandshakeTimeout bounds
+	// the TLS handshake (default 10s), ConnectTimeout the wait for CONNECT
+	// after it (default 30s); a connection that misses either is closed.
+	IdleTimeout      time.Duration
+	HandshakeTimeout time.Duration
+	ConnectTimeout   time.Duration
+	// Listener, when set, is the TCP listener served instead of one opened
+	// on the address given to Listen (dpsd wraps it in its connection
+	// limits, internal/connlimit).
+	Listener net.Listener
 
 	// Hub serves the device protocol of dps's built-in IoT hubs on the
 	// same listeners (nil: no hub). A CONNECT whose username is
@@ -103,14 +109,20 @@ func Listen(addr string, o BrokerOptions) (*Broker, error) {
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = 30 * time.Second
 	}
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = 10 * time.Second
+	}
 	if o.HubSessionExpiry <= 0 {
 		o.HubSessionExpiry = time.Hour
 	}
 	// Plain TCP: TLS is layered on each connection after the connection
 	// limit, so connections over the limit cost no handshake.
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
+	ln := o.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return nil, err
+		}
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumQos = 1                    // a QoS 2 subscription is granted 1
@@ -251,13 +263,22 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 // serve runs one accepted connection until mochi is done with it.
 func (l *listener) serve(raw net.Conn, establish listeners.EstablishFn) {
 	defer l.b.conns.release()
-	raw.SetDeadline(time.Now().Add(l.b.o.ConnectTimeout)) // handshake and CONNECT
+	raw.SetDeadline(time.Now().Add(l.b.o.HandshakeTimeout))
 	c := &tlsConn{Conn: tls.Server(raw, l.b.o.TLSConfig), connState: newConnState(l.b.o.IdleTimeout)}
 	defer c.finish()
 	if !l.b.conns.track(c) {
 		c.Close()
 		return
 	}
+	// The handshake here, not on mochi's first read, so that it and the
+	// wait for CONNECT each have their own deadline. A client that stalls
+	// in either (slowloris) is closed.
+	if err := c.Conn.HandshakeContext(c.ctx); err != nil {
+		c.Close()
+		l.b.conns.untrack(c)
+		return
+	}
+	raw.SetDeadline(time.Now().Add(l.b.o.ConnectTimeout)) // CONNECT; mochi sets the keep-alive deadlines after it
 	establish(l.ID(), c)
 	c.Close()
 	l.b.hook.forget(&c.connState)

@@ -21,6 +21,7 @@ type Metrics struct {
 	inflight  prometheus.Gauge
 	throttled *prometheus.CounterVec
 	faults    *prometheus.CounterVec
+	refused   *prometheus.CounterVec
 }
 
 // New creates the metrics on a fresh registry, with Go and process collectors.
@@ -52,8 +53,12 @@ func New() *Metrics {
 			Name: "dps_faults_injected_total",
 			Help: "Faults injected by fault injection rules, by rule.",
 		}, []string{"rule"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dps_connections_refused_total",
+			Help: "Connections closed as soon as accepted, before TLS, by listener (https, mqtt) and the limit they were over (total, source).",
+		}, []string{"listener", "reason"}),
 	}
-	m.reg.MustRegister(m.outcomes, m.rejected, m.latency, m.inflight, m.throttled, m.faults,
+	m.reg.MustRegister(m.outcomes, m.rejected, m.latency, m.inflight, m.throttled, m.faults, m.refused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -76,6 +81,11 @@ func (m *Metrics) Throttled(transport, operation string) {
 
 // FaultInjected records a fault injected by rule.
 func (m *Metrics) FaultInjected(rule string) { m.faults.WithLabelValues(rule).Inc() }
+
+// ConnectionRefused records a connection refused by a connection limit.
+func (m *Metrics) ConnectionRefused(listener, reason string) {
+	m.refused.WithLabelValues(listener, reason).Inc()
+}
 
 // InFlight adjusts the in-flight gauge.
 func (m *Metrics) InFlight(delta int) { m.inflight.Add(float64(delta)) }
