@@ -20,7 +20,10 @@ type CloudMessage struct {
 	LockToken string
 	// LockedUntil is when that lock ends and the message may be delivered
 	// again.
-	LockedUntil     time.Time
+	LockedUntil time.Time
+	// GenerationID is the device's generation ID when the message was
+	// sent: its feedback records name it.
+	GenerationID    string
 	MessageID       string // message-id
 	CorrelationID   string // correlation-id
 	UserID          string // user-id
@@ -70,4 +73,61 @@ func (s Settlement) String() string {
 		return "release"
 	}
 	return "settlement(?)"
+}
+
+// CloudFeedback is a delivery acknowledgement of a CloudMessage, as IoT
+// Hub's feedback batches carry it: recorded when a message sent with
+// iothub-ack positive or full is completed, or one sent with negative or
+// full is dead-lettered, and read by the service from the hub's feedback
+// queue (under a lock, as C2D messages are).
+type CloudFeedback struct {
+	Hub string
+	// Seq orders a hub's records (the store's, greater than every earlier one).
+	Seq int64
+	// OriginalMessageID is the message's message-id.
+	OriginalMessageID string
+	// Enqueued is when the outcome happened (enqueuedTimeUtc).
+	Enqueued time.Time
+	// Status is one of the FeedbackStatus values.
+	Status       FeedbackStatus
+	Description  string
+	DeviceID     string
+	GenerationID string // deviceGenerationId
+}
+
+// FeedbackStatus is a feedback record's statusCode.
+type FeedbackStatus string
+
+const (
+	FeedbackSuccess               FeedbackStatus = "Success"
+	FeedbackExpired               FeedbackStatus = "Expired"
+	FeedbackDeliveryCountExceeded FeedbackStatus = "DeliveryCountExceeded"
+	FeedbackRejected              FeedbackStatus = "Rejected"
+	FeedbackPurged                FeedbackStatus = "Purged"
+)
+
+// Description is IoT Hub's description of a feedback status.
+func (s FeedbackStatus) Description() string {
+	switch s {
+	case FeedbackSuccess:
+		return "Success"
+	case FeedbackExpired:
+		return "Message expired"
+	case FeedbackDeliveryCountExceeded:
+		return "Message delivery count exceeded"
+	case FeedbackRejected:
+		return "Message rejected"
+	case FeedbackPurged:
+		return "Message purged"
+	}
+	return string(s)
+}
+
+// FeedbackAcks are the iothub-ack values that ask for a feedback record
+// of an outcome: positive for a completion, negative for a dead letter.
+func FeedbackAcks(s FeedbackStatus) []string {
+	if s == FeedbackSuccess {
+		return []string{"positive", "full"}
+	}
+	return []string{"negative", "full"}
 }

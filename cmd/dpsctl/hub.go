@@ -25,6 +25,7 @@ func newHub() *cobra.Command {
 	hub := &cobra.Command{Use: "hub", Short: "Built-in IoT hub commands (with a hub access policy's connection string)"}
 	hub.AddCommand(newHubEvents(), newHubDevice(), newHubTwin(), newHubMethod(), newHubC2D(), newHubQuery())
 	hub.AddCommand(newHubRoutes()) // hubroutes.go
+	hub.AddCommand(newHubConnectionString())
 	return hub
 }
 
@@ -33,9 +34,9 @@ const followWait = 30 * time.Second
 
 func newHubEvents() *cobra.Command {
 	var (
-		connectionString, hubName, endpoint, from, output string
-		follow                                            bool
-		tf                                                tlsFlags
+		connectionString, hubName, endpoint, from, output, consumer string
+		follow                                                      bool
+		tf                                                          tlsFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "events",
@@ -45,11 +46,15 @@ each: sequence number, enqueued time, device, message id, application properties
 body (as text when it is UTF-8, else base64:…). With -o json, one JSON object per line
 (the shape of GET /messages/events). Without --follow it prints what the log holds
 from --from on and exits; with --follow it then waits for new messages until interrupted.
+With --consumer NAME it resumes after that consumer's checkpoint (unless --from says
+otherwise) and stores the checkpoint after each page it printed, so that the next run
+with the same name goes on where this one stopped.
 
 The connection string is one of the hub's access policies with ServiceConnect
 (dpsd prints the generated iothubowner one at start as "Hub connection").`,
 		Example: `  dpsctl hub events --follow --hub-connection-string "$DPS_HUB_CONNECTION_STRING" --ca-file dps-data/tls/ca.pem
-  dpsctl hub events --from 1200 -o json`,
+  dpsctl hub events --from 1200 -o json
+  dpsctl hub events --consumer archiver -o json >> archive.jsonl`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if from != "" && from != "end" {
@@ -64,7 +69,7 @@ The connection string is one of the hub's access policies with ServiceConnect
 			if err != nil {
 				return err
 			}
-			return printEvents(cmd.Context(), c, from, follow, output == "json", cmd.OutOrStdout(), cmd.ErrOrStderr())
+			return printEvents(cmd.Context(), c, from, consumer, follow, output == "json", cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	f := cmd.Flags()
@@ -74,6 +79,7 @@ The connection string is one of the hub's access policies with ServiceConnect
 	f.StringVar(&from, "from", "", "sequence number of the first message to print, or end for only new ones (default: the oldest kept)")
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new messages until interrupted")
 	f.StringVarP(&output, "output", "o", "text", "output format: text or json")
+	f.StringVar(&consumer, "consumer", "", "a consumer name: resume after its checkpoint and checkpoint each printed page")
 	tf.add(cmd)
 	return cmd
 }
@@ -104,8 +110,10 @@ func hubClient(connectionString, hubName, endpoint string, tf tlsFlags) (*client
 	return c, nil
 }
 
-// printEvents reads the log from from and prints each message.
-func printEvents(ctx context.Context, c *client.Client, from string, follow, asJSON bool, stdout, stderr io.Writer) error {
+// printEvents reads the log from from (or after consumer's checkpoint)
+// and prints each message; with a consumer, it checkpoints each page it
+// printed.
+func printEvents(ctx context.Context, c *client.Client, from, consumer string, follow, asJSON bool, stdout, stderr io.Writer) error {
 	enc := json.NewEncoder(stdout)
 	enc.SetEscapeHTML(false)
 	for {
@@ -114,7 +122,7 @@ func printEvents(ctx context.Context, c *client.Client, from string, follow, asJ
 			wait = followWait
 		}
 		rctx, cancel := context.WithTimeout(ctx, wait+30*time.Second)
-		p, err := c.HubEvents(rctx, from, 0, wait)
+		p, err := c.HubConsumerEvents(rctx, consumer, from, 0, wait)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -143,6 +151,14 @@ func printEvents(ctx context.Context, c *client.Client, from string, follow, asJ
 				}
 			} else if _, err := fmt.Fprintln(stdout, eventLine(m)); err != nil {
 				return err
+			}
+		}
+		if consumer != "" && len(p.Messages) > 0 {
+			if err := c.HubCheckpoint(ctx, consumer, p.Next-1); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("checkpoint %s at %d: %w", consumer, p.Next-1, err)
 			}
 		}
 		from = strconv.FormatInt(p.Next, 10)
@@ -595,9 +611,9 @@ func newHubMethod() *cobra.Command {
 func newHubC2D() *cobra.Command {
 	cmd := &cobra.Command{Use: "c2d", Short: "Send cloud-to-device messages through a built-in hub (a dps extension of the REST API)"}
 	var (
-		h     hubFlags
-		props []string
-		id    string
+		h       hubFlags
+		props   []string
+		id, ack string
 	)
 	send := &cobra.Command{
 		Use:     "send <device-id> <body>",
@@ -608,6 +624,9 @@ func newHubC2D() *cobra.Command {
 			hdr := map[string]string{}
 			if id != "" {
 				hdr["iothub-messageid"] = id
+			}
+			if ack != "" {
+				hdr["iothub-ack"] = ack
 			}
 			for _, p := range props {
 				k, v, ok := strings.Cut(p, "=")
@@ -625,7 +644,120 @@ func newHubC2D() *cobra.Command {
 	}
 	send.Flags().StringArrayVar(&props, "prop", nil, "an application property name=value (repeatable)")
 	send.Flags().StringVar(&id, "message-id", "", "the message id")
+	send.Flags().StringVar(&ack, "ack", "", "the feedback to ask for (iothub-ack): none, positive, negative or full")
 	h.add(send)
-	cmd.AddCommand(send)
+	cmd.AddCommand(send, newHubC2DFeedback())
+	return cmd
+}
+
+// feedbackPoll is how often c2d feedback --follow asks for new records.
+const feedbackPoll = 2 * time.Second
+
+func newHubC2DFeedback() *cobra.Command {
+	var (
+		h      hubFlags
+		follow bool
+	)
+	cmd := &cobra.Command{
+		Use:   "feedback",
+		Short: "Print (and take) the delivery feedback of the hub's cloud-to-device messages",
+		Long: `Print the feedback records of the hub's cloud-to-device messages — the outcomes their
+iothub-ack asked for (Success, Expired, DeliveryCountExceeded, Rejected, Purged) — one line
+each (with -o json, one JSON object per line), and complete each batch once printed: a
+record is printed once. Without --follow it prints what is waiting and exits; with
+--follow it keeps asking every 2 s until interrupted.`,
+		Example: `  dpsctl hub c2d send sensor-1 reboot --message-id m-1 --ack full
+  dpsctl hub c2d feedback --follow`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if h.output != "text" && h.output != "json" {
+				return fmt.Errorf("--output %q: want text or json", h.output)
+			}
+			c, err := hubClient(h.connectionString, h.hubName, h.endpoint, h.tf)
+			if err != nil {
+				return err
+			}
+			return printFeedback(cmd.Context(), c, follow, h.output == "json", cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new feedback until interrupted")
+	h.add(cmd)
+	return cmd
+}
+
+// printFeedback takes the hub's feedback batch after batch, prints each
+// record and completes the batch.
+func printFeedback(ctx context.Context, c *client.Client, follow, asJSON bool, stdout io.Writer) error {
+	enc := json.NewEncoder(stdout)
+	enc.SetEscapeHTML(false)
+	for {
+		data, hdr, err := c.HubCall(ctx, "GET", "/messages/serviceBound/feedback", nil, nil)
+		if err != nil {
+			if follow && ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if len(data) > 0 {
+			var batch []wire.HubFeedback
+			if err := json.Unmarshal(data, &batch); err != nil {
+				return fmt.Errorf("feedback batch: %w", err)
+			}
+			for _, f := range batch {
+				if asJSON {
+					if err := enc.Encode(f); err != nil {
+						return err
+					}
+					continue
+				}
+				fmt.Fprintf(stdout, "%s  %s  %s  %s (generation %s)  %s\n", f.EnqueuedTimeUtc, f.StatusCode, f.OriginalMessageID, f.DeviceID, f.DeviceGenerationID, f.Description)
+			}
+			lock := strings.Trim(hdr.Get("ETag"), `"`)
+			if _, _, err := c.HubCall(ctx, "DELETE", "/messages/serviceBound/feedback/"+url.PathEscape(lock), nil, nil); err != nil {
+				return fmt.Errorf("complete the feedback batch: %w", err)
+			}
+			continue // there may be more
+		}
+		if !follow {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(feedbackPoll):
+		}
+	}
+}
+
+func newHubConnectionString() *cobra.Command {
+	var hub, policy, key string
+	cmd := &cobra.Command{
+		Use:   "connection-string",
+		Short: "Compose a built-in hub's service connection string from a policy name and key",
+		Long: `Compose the service connection string HostName=<hub>;SharedAccessKeyName=<policy>;SharedAccessKey=<key>
+of one of a built-in hub's access policies (those of linkedHubs[].accessPolicies in dpsd's
+configuration). dpsctl cannot read it from a running dpsd: dpsd prints the connection
+string of the iothubowner policy it generated at start ("Hub connection"), and a policy
+you configured has the key you gave it. The key must be base64.`,
+		Example: `  export DPS_HUB_CONNECTION_STRING=$(dpsctl hub connection-string --hub hub.example.net --policy iothubowner --key "$KEY")`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if hub == "" || policy == "" || key == "" {
+				return errors.New("--hub, --policy and --key are required")
+			}
+			if _, err := base64.StdEncoding.DecodeString(key); err != nil {
+				return fmt.Errorf("--key: not base64: %w", err)
+			}
+			if strings.ContainsAny(hub+policy, ";=") {
+				return errors.New("--hub and --policy may not contain ; or =")
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s\n", hub, policy, key)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&hub, "hub", "", "the built-in hub's host name")
+	f.StringVar(&policy, "policy", "iothubowner", "the access policy's name")
+	f.StringVar(&key, "key", "", "the policy's key (base64)")
 	return cmd
 }

@@ -110,6 +110,14 @@ func TestHubEvents(t *testing.T) {
 			t.Errorf("line %d = %q, want #%d <time>%s", i+2, lines[i], i+2, want)
 		}
 	}
+	// A named consumer: the first run prints everything and checkpoints;
+	// the next prints only what came since.
+	if out := run(append(hub, "--consumer", "archiver")...); len(strings.Split(strings.TrimSpace(out), "\n")) != 4 {
+		t.Errorf("first run of a consumer:\n%s", out)
+	}
+	if out := run(append(hub, "--consumer", "archiver")...); out != "" {
+		t.Errorf("second run of a consumer printed again:\n%s", out)
+	}
 	// JSON lines from a position; the connection string from the environment.
 	t.Setenv("DPS_HUB_CONNECTION_STRING", p.HubConnectionString)
 	out = run("hub", "events", "--endpoint", endpoint, "--ca-file", p.CAFile, "--from", "3", "-o", "json")
@@ -155,6 +163,13 @@ func TestHubEvents(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Error("--follow did not end on interrupt")
+	}
+	// The consumer goes on after its checkpoint: only m-4 (#5) is new.
+	if out := run(append(hub, "--consumer", "archiver")...); !strings.HasPrefix(out, "#5 ") || strings.Count(out, "\n") != 1 {
+		t.Errorf("a consumer after a new message:\n%s", out)
+	}
+	if out := run(append(hub, "--consumer", "other", "--from", "4")...); !strings.HasPrefix(out, "#4 ") || strings.Count(out, "\n") != 2 {
+		t.Errorf("another consumer from 4:\n%s", out)
 	}
 	// Refusals: no connection string; a wrong key.
 	t.Setenv("DPS_HUB_CONNECTION_STRING", "")

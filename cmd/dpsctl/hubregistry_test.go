@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/opendps/dps/internal/client"
 	"github.com/opendps/dps/internal/dpstest"
 )
 
@@ -89,6 +90,46 @@ func TestHubRegistryCommands(t *testing.T) {
 	}
 	if n := decodeCount(t, run("hub", "device", "show", "cli-2", "-o", "json")); n != 1 {
 		t.Errorf("cloudToDeviceMessageCount = %d after one send", n)
+	}
+	// Feedback: two messages that ask for negative feedback, purged
+	// (through the service API), give two Purged records, printed once.
+	if out := run("hub", "c2d", "feedback"); out != "" {
+		t.Errorf("feedback before any: %q", out)
+	}
+	run("hub", "c2d", "send", "cli-2", "a", "--message-id", "fb-1", "--ack", "negative")
+	run("hub", "c2d", "send", "cli-2", "b", "--message-id", "fb-2", "--ack", "full")
+	svc, err := client.FromConnectionString(p.HubConnectionString)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Endpoint = "https://" + p.HTTPS
+	if svc.HTTP, err = (&tlsFlags{caFile: p.CAFile}).client(0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := svc.HubCall(t.Context(), "DELETE", "/devices/cli-2/commands", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	out := run("hub", "c2d", "feedback", "-o", "json")
+	var recs []map[string]string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r map[string]string
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("feedback line %q: %v", line, err)
+		}
+		recs = append(recs, r)
+	}
+	if len(recs) != 2 || recs[0]["originalMessageId"] != "fb-1" || recs[1]["originalMessageId"] != "fb-2" || recs[0]["statusCode"] != "Purged" ||
+		recs[0]["deviceId"] != "cli-2" || recs[0]["deviceGenerationId"] == "" {
+		t.Errorf("feedback:\n%s", out)
+	}
+	if out := run("hub", "c2d", "feedback"); out != "" {
+		t.Errorf("feedback printed twice: %q", out)
+	}
+	if out, err := dpsctl(t, "hub", "connection-string", "--hub", "hub.example.net", "--key", "a2V5"); err != nil || out != "HostName=hub.example.net;SharedAccessKeyName=iothubowner;SharedAccessKey=a2V5\n" {
+		t.Errorf("connection-string: %q, %v", out, err)
+	}
+	if _, err := dpsctl(t, "hub", "connection-string", "--hub", "h", "--key", "not base64!"); err == nil {
+		t.Error("connection-string with a key that is not base64 succeeded")
 	}
 	if _, err := dpsctl(t, append([]string{"hub", "method", "invoke", "cli-2", "ping"}, common...)...); err == nil || !strings.Contains(err.Error(), "isn't online") {
 		t.Errorf("method to an offline device: %v", err)

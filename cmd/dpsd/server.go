@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -138,15 +139,14 @@ type server struct {
 	connLimits *connlimit.Limiter
 }
 
-// startRetention runs the built-in hubs' event-log retention until Close.
+// startRetention runs the built-in hubs' event-log retention and the
+// expiry sweep of their C2D queues until Close.
 func (s *server) startRetention() {
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.hub.RunRetention(ctx)
-	}()
-	s.stopRetention = func() { cancel(); <-done }
+	var wg sync.WaitGroup
+	wg.Go(func() { s.hub.RunRetention(ctx) })
+	wg.Go(func() { s.hub.RunC2DExpiry(ctx, 0) })
+	s.stopRetention = func() { cancel(); wg.Wait() }
 }
 
 func newLogger(cfg LogConfig, w io.Writer) *slog.Logger {

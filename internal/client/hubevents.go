@@ -27,7 +27,16 @@ const HubAPIVersion = "2021-04-12"
 // default page; wait > 0 waits that long (the hub allows at most 50s) for
 // a message when there is none yet.
 func (c *Client) HubEvents(ctx context.Context, from string, max int, wait time.Duration) (wire.HubEvents, error) {
+	return c.HubConsumerEvents(ctx, "", from, max, wait)
+}
+
+// HubConsumerEvents is HubEvents for a named consumer: without from, the
+// read starts after the consumer's checkpoint (HubCheckpoint).
+func (c *Client) HubConsumerEvents(ctx context.Context, consumer, from string, max int, wait time.Duration) (wire.HubEvents, error) {
 	q := url.Values{"api-version": {HubAPIVersion}}
+	if consumer != "" {
+		q.Set("consumer", consumer)
+	}
 	if from != "" {
 		q.Set("from", from)
 	}
@@ -72,4 +81,11 @@ func (c *Client) HubEvents(ctx context.Context, from string, max int, wait time.
 		return wire.HubEvents{}, fmt.Errorf("client: decode the event log page: %w", err)
 	}
 	return out, nil
+}
+
+// HubCheckpoint stores a named consumer's checkpoint of the hub's event
+// log: seq is the last sequence number it is done with.
+func (c *Client) HubCheckpoint(ctx context.Context, consumer string, seq int64) error {
+	_, _, err := c.HubCall(ctx, http.MethodPut, "/messages/events/checkpoints/"+url.PathEscape(consumer), nil, fmt.Appendf(nil, `{"sequenceNumber":%d}`, seq))
+	return err
 }

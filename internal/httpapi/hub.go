@@ -115,6 +115,8 @@ func (h *Handler) serveHub(w http.ResponseWriter, r *http.Request, hub string) {
 		if h.hubMethod(w, r, http.MethodGet) {
 			h.hubService(w, r, hub, access.ServiceConnect, func() { h.readEvents(w, r, hub) })
 		}
+	case len(segs) == 4 && is(0, "messages") && is(1, "events") && is(2, "checkpoints"):
+		h.hubService(w, r, hub, access.ServiceConnect, func() { h.serveCheckpoint(w, r, hub, segs[3]) }) // hubevents.go
 	case h.serveHubRegistry(w, r, hub, segs): // hubregistry.go
 	default:
 		h.writeHubError(w, r, &dps.Error{Kind: dps.KindNotFound, Code: dps.CodeNoSuchEndpoint,
@@ -146,6 +148,12 @@ func (h *Handler) hubService(w http.ResponseWriter, r *http.Request, hub string,
 		return
 	}
 	if err := c.Check(r.Header.Get("Authorization"), r.URL.Path, right); err != nil {
+		// IoT Hub answers a policy without the right as it answers a bad
+		// token: 401 401002 IotHubUnauthorizedAccess (the Node service
+		// SDK would call a 403 TooManyDevicesError).
+		if e := dps.AsError(err); e.Kind == dps.KindForbidden {
+			err = &dps.Error{Kind: dps.KindUnauthorized, Code: dps.CodeUnauthorized, Message: e.Message}
+		}
 		h.writeHubError(w, r, err, nil)
 		return
 	}

@@ -478,7 +478,7 @@ func TestHubRouting(t *testing.T) {
 	if a := do(t, c, ts, "GET", "/enrollments/e1", nil, nil); a.status != http.StatusTeapot {
 		t.Errorf("DPS service API on the hub's host: %d %s", a.status, a.body)
 	}
-	for _, p := range []string{"/messages/serviceBound/feedback", "/twins/dev-1/modules/m1", "/devices/dev-1/unknown"} {
+	for _, p := range []string{"/messages/serviceBound/filenotifications", "/twins/dev-1/modules/m1", "/devices/dev-1/unknown"} {
 		a := do(t, c, ts, "GET", p, map[string]string{"Authorization": f.deviceToken("dev-1", f.key1)}, nil)
 		wantHubError(t, a, 404, "NotFound")
 	}
@@ -604,7 +604,7 @@ func TestHubServiceRights(t *testing.T) {
 		status     int
 		code       string
 	}{
-		{"registryRead", reader, 403, "IotHubUnauthorizedAccess"},
+		{"registryRead", reader, 401, "IotHubUnauthorizedAccess"},
 		{"device token", f.deviceToken("dev-1", f.key1), 401, "IotHubUnauthorizedAccess"},
 		{"C SDK device token", f.cToken("dev-1", f.key1), 401, "IotHubUnauthorizedAccess"},
 		{"device key under the policy's name", sas.New(hubHost, f.key1, "iothubowner", time.Now().Add(time.Hour)), 401, "IotHubUnauthorizedAccess"},

@@ -15,6 +15,12 @@ package httpapi
 // POST /devices/{id}/messages/deviceBound sends a message — a dps
 // extension: IoT Hub sends C2D over AMQP only — and DELETE
 // /devices/{id}/commands purges the device's queue, as IoT Hub does.
+// The feedback of the messages (the outcomes their iothub-ack asked for)
+// is read as IoT Hub's HTTPS feedback operations read it: GET
+// /messages/serviceBound/feedback locks a batch (200, a JSON array, the
+// lock token as a quoted ETag; 204 when there is none), DELETE
+// …/feedback/{lockToken} completes it and POST …/{lockToken}/abandon
+// gives it back (204 each).
 
 import (
 	"errors"
@@ -28,6 +34,7 @@ import (
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/access"
 	"github.com/opendps/dps/internal/iothub"
+	"github.com/opendps/dps/internal/wire"
 )
 
 // serveHubC2D routes the C2D requests of serveHub; false when the path is
@@ -57,6 +64,8 @@ func (h *Handler) serveHubC2D(w http.ResponseWriter, r *http.Request, hub string
 		if h.hubMethod(w, r, http.MethodPost) {
 			h.c2dSettle(w, r, hub, segs[1], segs[4], dps.SettleAbandon)
 		}
+	case len(segs) >= 3 && is(0, "messages") && is(1, "serviceBound") && is(2, "feedback"):
+		h.serveFeedback(w, r, hub, segs[3:])
 	case len(segs) == 3 && is(0, "devices") && is(2, "commands"):
 		if h.hubMethod(w, r, http.MethodDelete) {
 			h.hubService(w, r, hub, access.ServiceConnect, func() { h.c2dPurge(w, r, hub, segs[1]) })
@@ -229,4 +238,57 @@ func (h *Handler) c2dPurge(w http.ResponseWriter, r *http.Request, hub, deviceID
 		return
 	}
 	writeJSON(w, http.StatusOK, purgeResult{TotalMessagesPurged: n, DeviceID: deviceID})
+}
+
+// serveFeedback serves the hub's feedback queue (rest: the path after
+// /messages/serviceBound/feedback).
+func (h *Handler) serveFeedback(w http.ResponseWriter, r *http.Request, hub string, rest []string) {
+	switch {
+	case len(rest) == 0:
+		if h.hubMethod(w, r, http.MethodGet) {
+			h.hubService(w, r, hub, access.ServiceConnect, func() { h.feedbackReceive(w, r, hub) })
+		}
+	case len(rest) == 1:
+		if h.hubMethod(w, r, http.MethodDelete) {
+			h.hubService(w, r, hub, access.ServiceConnect, func() { h.feedbackSettle(w, r, hub, rest[0], true) })
+		}
+	case len(rest) == 2 && strings.EqualFold(rest[1], "abandon"):
+		if h.hubMethod(w, r, http.MethodPost) {
+			h.hubService(w, r, hub, access.ServiceConnect, func() { h.feedbackSettle(w, r, hub, rest[0], false) })
+		}
+	default:
+		h.writeHubError(w, r, &dps.Error{Kind: dps.KindNotFound, Code: dps.CodeNoSuchEndpoint, Message: "No such feedback operation."}, nil)
+	}
+}
+
+func (h *Handler) feedbackReceive(w http.ResponseWriter, r *http.Request, hub string) {
+	lock, batch, err := h.o.Hub.ReceiveFeedback(r.Context(), hub)
+	if err != nil {
+		h.writeHubError(w, r, err, nil)
+		return
+	}
+	if len(batch) == 0 {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	out := make([]wire.HubFeedback, len(batch))
+	for i, f := range batch {
+		out[i] = wire.FromCloudFeedback(f)
+	}
+	w.Header()["ETag"] = []string{`"` + lock + `"`}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *Handler) feedbackSettle(w http.ResponseWriter, r *http.Request, hub, lock string, complete bool) {
+	var err error
+	if complete {
+		err = h.o.Hub.CompleteFeedback(r.Context(), hub, lock)
+	} else {
+		err = h.o.Hub.AbandonFeedback(r.Context(), hub, lock)
+	}
+	if err != nil {
+		h.writeHubError(w, r, err, nil)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }

@@ -10,7 +10,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/iothub"
 )
 
@@ -174,4 +176,116 @@ func TestHubC2DService(t *testing.T) {
 	}
 	a = do(t, c, ts, "DELETE", "/devices/nobody/commands?api-version=2021-04-12", svc, nil)
 	wantHubError(t, a, http.StatusNotFound, "DeviceNotFound")
+}
+
+const feedbackPath = "/messages/serviceBound/feedback"
+
+// C2D feedback over HTTPS: the outcomes the senders' iothub-ack asked for
+// (a completion with full, a rejection with negative; not a completion
+// with negative) come as one locked batch in IoT Hub's record shape with
+// the lock as a quoted ETag; a locked batch is not received again until
+// abandoned; completed it is gone (204); a settled lock is 412002. An
+// expired message that no device asked for gives Expired feedback through
+// the sweep. Only ServiceConnect reads feedback.
+func TestHubC2DFeedback(t *testing.T) {
+	f := newHubFixture(t, nil)
+	ts := f.server(t)
+	c := ts.Client()
+	svc := map[string]string{"Authorization": f.serviceToken("iothubowner", f.owner)}
+	dev := map[string]string{"Authorization": f.deviceToken("dev-1", f.key1)}
+	if a := do(t, c, ts, "GET", feedbackPath+"?api-version=2021-04-12", svc, nil); a.status != http.StatusNoContent || a.body != "" {
+		t.Fatalf("empty feedback: %d %s", a.status, a.body)
+	}
+	deliver := func(id, ack, settle string) {
+		t.Helper()
+		hdr := map[string]string{"Authorization": svc["Authorization"], "iothub-messageid": id, "iothub-ack": ack}
+		if a := do(t, c, ts, "POST", c2dPath, hdr, []byte(id)); a.status != http.StatusNoContent {
+			t.Fatalf("send %s: %d %s", id, a.status, a.body)
+		}
+		a := do(t, c, ts, "GET", c2dPath, dev, nil)
+		if a.status != http.StatusOK || a.body != id {
+			t.Fatalf("receive %s: %d %s", id, a.status, a.body)
+		}
+		lock := strings.Trim(a.header.Get("ETag"), `"`)
+		if a := do(t, c, ts, "DELETE", "/devices/dev-1/messages/deviceBound/"+lock+settle, dev, nil); a.status != http.StatusNoContent {
+			t.Fatalf("settle %s: %d %s", id, a.status, a.body)
+		}
+	}
+	deliver("m-full", "full", "")
+	deliver("m-quiet", "negative", "")
+	deliver("m-rejected", "negative", "?reject")
+
+	get := func() (string, []map[string]string) {
+		t.Helper()
+		a := do(t, c, ts, "GET", feedbackPath+"?api-version=2021-04-12", svc, nil)
+		if a.status != http.StatusOK || !strings.HasPrefix(a.header.Get("Content-Type"), "application/json") {
+			t.Fatalf("feedback: %d %s %s", a.status, a.header.Get("Content-Type"), a.body)
+		}
+		etag := a.header.Get("ETag")
+		if len(etag) < 3 || etag[0] != '"' || etag[len(etag)-1] != '"' {
+			t.Fatalf("feedback ETag %q, want a quoted lock token", etag)
+		}
+		var recs []map[string]string
+		if err := json.Unmarshal([]byte(a.body), &recs); err != nil {
+			t.Fatalf("feedback body %s: %v", a.body, err)
+		}
+		return etag, recs
+	}
+	etag, recs := get()
+	if len(recs) != 2 {
+		t.Fatalf("feedback %v, want m-full and m-rejected", recs)
+	}
+	for i, want := range []map[string]string{
+		{"originalMessageId": "m-full", "statusCode": "Success", "description": "Success", "deviceId": "dev-1", "deviceGenerationId": "g-dev-1"},
+		{"originalMessageId": "m-rejected", "statusCode": "Rejected", "description": "Message rejected", "deviceId": "dev-1", "deviceGenerationId": "g-dev-1"},
+	} {
+		got := recs[i]
+		if _, err := time.Parse(time.RFC3339Nano, got["enqueuedTimeUtc"]); err != nil {
+			t.Errorf("record %d enqueuedTimeUtc %q", i, got["enqueuedTimeUtc"])
+		}
+		delete(got, "enqueuedTimeUtc")
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("record %d = %v, want %v", i, got, want)
+		}
+	}
+	if a := do(t, c, ts, "GET", feedbackPath, svc, nil); a.status != http.StatusNoContent {
+		t.Errorf("a locked batch was received again: %d %s", a.status, a.body)
+	}
+	lock := strings.Trim(etag, `"`)
+	if a := do(t, c, ts, "POST", feedbackPath+"/"+lock+"/abandon?api-version=2021-04-12", svc, nil); a.status != http.StatusNoContent {
+		t.Fatalf("abandon: %d %s", a.status, a.body)
+	}
+	etag2, recs := get()
+	if etag2 == etag || len(recs) != 2 {
+		t.Errorf("after abandon: ETag %s (was %s), %d records", etag2, etag, len(recs))
+	}
+	lock = strings.Trim(etag2, `"`)
+	if a := do(t, c, ts, "DELETE", feedbackPath+"/"+lock+"?api-version=2021-04-12", svc, nil); a.status != http.StatusNoContent {
+		t.Fatalf("complete: %d %s", a.status, a.body)
+	}
+	wantHubError(t, do(t, c, ts, "DELETE", feedbackPath+"/"+lock, svc, nil), http.StatusPreconditionFailed, "DeviceMessageLockLost")
+	wantHubError(t, do(t, c, ts, "POST", feedbackPath+"/"+lock+"/abandon", svc, nil), http.StatusPreconditionFailed, "DeviceMessageLockLost")
+	if a := do(t, c, ts, "GET", feedbackPath, svc, nil); a.status != http.StatusNoContent {
+		t.Errorf("completed feedback received again: %d %s", a.status, a.body)
+	}
+
+	// An expired message of a device that never polls: the sweep.
+	past := time.Now().Add(-time.Hour)
+	if _, err := f.store.EnqueueCloudMessage(t.Context(), dps.CloudMessage{Hub: hubHost, DeviceID: "dev-1", GenerationID: "g-dev-1", MessageID: "m-old",
+		Ack: "negative", Enqueued: past, Expiry: past.Add(time.Minute)}, iothub.MaxC2DQueue); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.hub.ExpireC2D(t.Context()); err != nil || n != 1 {
+		t.Fatalf("ExpireC2D = %d, %v", n, err)
+	}
+	if _, recs := get(); len(recs) != 1 || recs[0]["originalMessageId"] != "m-old" || recs[0]["statusCode"] != "Expired" || recs[0]["description"] != "Message expired" {
+		t.Errorf("expiry feedback %v", recs)
+	}
+
+	for _, auth := range []string{f.serviceToken("registryRead", f.reader), dev["Authorization"]} {
+		hdr := map[string]string{"Authorization": auth}
+		wantHubError(t, do(t, c, ts, "GET", feedbackPath, hdr, nil), http.StatusUnauthorized, "IotHubUnauthorizedAccess")
+		wantHubError(t, do(t, c, ts, "DELETE", feedbackPath+"/x", hdr, nil), http.StatusUnauthorized, "IotHubUnauthorizedAccess")
+	}
+	wantHubError(t, do(t, c, ts, "PUT", feedbackPath, svc, nil), http.StatusMethodNotAllowed, "InvalidOperation")
 }

@@ -1,8 +1,11 @@
 package httpapi
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opendps/dps"
@@ -21,10 +24,25 @@ import (
 //	wait  with no message there yet, wait this long for one: a Go
 //	      duration (30s) or seconds (30); at most 50s; default 0
 //
-// The answer is wire.HubEvents.
+//	consumer  a named consumer: without from, read on after its
+//	      checkpoint (PUT /messages/events/checkpoints/{consumer})
+//
+// The answer is wire.HubEvents — or, when the request accepts
+// text/event-stream, a stream of server-sent events: one event per
+// message, its id the sequence number and its data the message as in
+// wire.HubEvents, until the reader goes away; a reconnect with
+// Last-Event-ID resumes after that message (before from and consumer).
 func (h *Handler) readEvents(w http.ResponseWriter, r *http.Request, hub string) {
 	q := r.URL.Query()
 	var from int64 = 1
+	if c := q.Get("consumer"); c != "" && q.Get("from") == "" {
+		n, err := h.o.Hub.ConsumerFrom(r.Context(), hub, c)
+		if err != nil {
+			h.writeHubError(w, r, err, nil)
+			return
+		}
+		from = n
+	}
 	if v := q.Get("from"); v == "end" {
 		from = iothub.FromEnd
 	} else if v != "" {
@@ -56,6 +74,18 @@ func (h *Handler) readEvents(w http.ResponseWriter, r *http.Request, hub string)
 		}
 		wait = d
 	}
+	if acceptsEventStream(r) {
+		if v := r.Header.Get("Last-Event-ID"); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				h.writeHubError(w, r, dps.Errorf(dps.KindInvalid, "Last-Event-ID %q: want a sequence number", v), nil)
+				return
+			}
+			from = n + 1
+		}
+		h.streamEvents(w, r, hub, from, limit)
+		return
+	}
 	p, err := h.o.Hub.Events(r.Context(), hub, from, limit, wait)
 	if err != nil {
 		if r.Context().Err() != nil {
@@ -69,4 +99,122 @@ func (h *Handler) readEvents(w http.ResponseWriter, r *http.Request, hub string)
 		out.Messages[i] = wire.HubEventOf(m)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// acceptsEventStream reports whether the request asks for server-sent
+// events.
+func acceptsEventStream(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept") {
+		for part := range strings.SplitSeq(v, ",") {
+			mt, _, _ := strings.Cut(part, ";")
+			if strings.EqualFold(strings.TrimSpace(mt), "text/event-stream") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// sseHeartbeat is how long an event stream stays silent at most: then a
+// comment line keeps proxies and the reader's timeouts from closing it.
+const sseHeartbeat = 15 * time.Second
+
+// streamEvents writes the hub's event log from from on as server-sent
+// events until the reader goes away or the server shuts down (event
+// waits ended).
+func (h *Handler) streamEvents(w http.ResponseWriter, r *http.Request, hub string, from int64, limit int) {
+	ctx := r.Context()
+	// Read once first: a bad hub or position is still an error answer.
+	p, err := h.o.Hub.Events(ctx, hub, from, limit, 0)
+	if err != nil {
+		if ctx.Err() == nil {
+			h.writeHubError(w, r, err, nil)
+		}
+		return
+	}
+	rc := http.NewResponseController(w)
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream; charset=utf-8")
+	hdr.Set("Cache-Control", "no-cache")
+	hdr.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	ended := h.o.Hub.EventWaitsEnded()
+	for {
+		var buf []byte
+		if p.Skipped > 0 {
+			buf = fmt.Appendf(buf, "event: skipped\ndata: {\"from\":%d,\"skipped\":%d}\n\n", p.Next-int64(len(p.Messages))-p.Skipped, p.Skipped)
+		}
+		for _, m := range p.Messages {
+			data, err := wire.Marshal(wire.HubEventOf(m))
+			if err != nil {
+				return
+			}
+			buf = fmt.Appendf(buf, "id: %d\ndata: %s\n\n", m.Seq, data)
+		}
+		if len(p.Messages) == 0 {
+			select {
+			case <-ended:
+				return
+			default:
+			}
+			buf = append(buf, ": keep-alive\n\n"...)
+		}
+		rc.SetWriteDeadline(time.Now().Add(sseHeartbeat + 30*time.Second))
+		if _, err := w.Write(buf); err != nil {
+			return
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+		from = p.Next
+		if p, err = h.o.Hub.Events(ctx, hub, from, limit, sseHeartbeat); err != nil {
+			if ctx.Err() == nil {
+				h.o.Logger.WarnContext(ctx, "event stream ended", "hub", hub, "err", err)
+			}
+			return
+		}
+	}
+}
+
+// checkpointBody is a consumer's checkpoint on the wire.
+type checkpointBody struct {
+	SequenceNumber *int64 `json:"sequenceNumber"`
+}
+
+// serveCheckpoint serves /messages/events/checkpoints/{consumer}: PUT
+// {"sequenceNumber":n} stores the consumer's checkpoint (204), GET reads
+// it (200 {"sequenceNumber":n}, 404 when it has none).
+func (h *Handler) serveCheckpoint(w http.ResponseWriter, r *http.Request, hub, consumer string) {
+	switch r.Method {
+	case http.MethodGet:
+		seq, ok, err := h.o.Hub.Checkpoint(r.Context(), hub, consumer)
+		switch {
+		case err != nil:
+			h.writeHubError(w, r, err, nil)
+		case !ok:
+			h.writeHubError(w, r, &dps.Error{Kind: dps.KindNotFound, Code: dps.CodeNoSuchEndpoint,
+				Message: "The consumer " + consumer + " has no checkpoint."}, nil)
+		default:
+			writeJSON(w, http.StatusOK, checkpointBody{SequenceNumber: &seq})
+		}
+	case http.MethodPut:
+		data, err := readHubBody(w, r)
+		if err != nil {
+			h.writeHubError(w, r, err, nil)
+			return
+		}
+		var b checkpointBody
+		if err := json.Unmarshal(data, &b); err != nil || b.SequenceNumber == nil {
+			h.writeHubError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeFormatError,
+				Message: "the body is not a checkpoint {\"sequenceNumber\":n}"}, nil)
+			return
+		}
+		if err := h.o.Hub.SetCheckpoint(r.Context(), hub, consumer, *b.SequenceNumber); err != nil {
+			h.writeHubError(w, r, err, nil)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		h.hubMethod(w, r, http.MethodGet, http.MethodPut)
+	}
 }

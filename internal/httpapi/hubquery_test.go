@@ -76,6 +76,6 @@ func TestHubQuery(t *testing.T) {
 	wantHubError(t, do(t, c, ts, "POST", queryPath, owner, []byte(`{}`)), 400, "ArgumentInvalid")
 	wantHubError(t, do(t, c, ts, "GET", queryPath, owner, nil), 405, "InvalidOperation")
 	// Queries need ServiceConnect; a device's token is no service token.
-	wantHubError(t, do(t, c, ts, "POST", queryPath, map[string]string{"Authorization": f.serviceToken("registryRead", f.reader)}, queryBody("SELECT * FROM devices")), 403, "IotHubUnauthorizedAccess")
+	wantHubError(t, do(t, c, ts, "POST", queryPath, map[string]string{"Authorization": f.serviceToken("registryRead", f.reader)}, queryBody("SELECT * FROM devices")), 401, "IotHubUnauthorizedAccess")
 	wantHubError(t, do(t, c, ts, "POST", queryPath, map[string]string{"Authorization": f.deviceToken("dev-1", f.key1)}, queryBody("SELECT * FROM devices")), 401, "IotHubUnauthorizedAccess")
 }

@@ -270,9 +270,9 @@ func TestHubRegistryRights(t *testing.T) {
 		{"GET", "/statistics/service", "", "ServiceConnect"},
 	} {
 		a := f.do(t, r.method, r.path, f.reader, map[string]string{"If-Match": "*"}, r.body)
-		wantHubError(t, a, 403, "IotHubUnauthorizedAccess")
+		wantHubError(t, a, 401, "IotHubUnauthorizedAccess")
 		if !strings.Contains(a.body, r.right) {
-			t.Errorf("%s %s: the 403 does not name %s: %s", r.method, r.path, r.right, a.body)
+			t.Errorf("%s %s: the 401 does not name %s: %s", r.method, r.path, r.right, a.body)
 		}
 	}
 	for _, p := range []string{"/devices", "/devices/r-1", "/statistics/devices"} {

@@ -114,7 +114,7 @@ func TestHubRoutesAPI(t *testing.T) {
 	wantHubError(t, do(t, c, ts, "GET", "/routes/life/deadletters?after=x", owner, nil), 400, "ArgumentInvalid")
 	wantHubError(t, do(t, c, ts, "GET", "/routes", nil, nil), 401, "IotHubUnauthorizedAccess")
 	reader := map[string]string{"Authorization": (&hubFixture{}).serviceToken("registryRead", key)}
-	wantHubError(t, do(t, c, ts, "GET", "/routes", reader, nil), 403, "IotHubUnauthorizedAccess")
+	wantHubError(t, do(t, c, ts, "GET", "/routes", reader, nil), 401, "IotHubUnauthorizedAccess")
 	wantHubError(t, do(t, c, ts, "POST", "/routes", owner, nil), 405, "InvalidOperation")
 
 	// A handler without a routing engine: no routes.

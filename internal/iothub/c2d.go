@@ -34,8 +34,20 @@ type CloudStore interface {
 	// KindPrecondition with dps.CodeMessageLockLost when that lock is
 	// unknown or ended.
 	SettleCloudMessage(ctx context.Context, hub, deviceID, lockToken string, how dps.Settlement, now time.Time, maxDeliveries int) error
-	PurgeCloudMessages(ctx context.Context, hub, deviceID string) (int, error)
+	// PurgeCloudMessages deletes the device's queue (Purged feedback at
+	// now where asked for) and reports how many messages it held.
+	PurgeCloudMessages(ctx context.Context, hub, deviceID string, now time.Time) (int, error)
 	CloudQueueDepth(ctx context.Context, hub, deviceID string, now time.Time) (int, error)
+	// ExpireCloudMessages dead-letters up to limit messages of any queue
+	// that expired by now and reports how many.
+	ExpireCloudMessages(ctx context.Context, now time.Time, limit int) (int, error)
+	// ReceiveCloudFeedback locks up to max of the hub's unlocked feedback
+	// records with lockToken until lockUntil, oldest first.
+	ReceiveCloudFeedback(ctx context.Context, hub, lockToken string, now, lockUntil time.Time, max int) ([]dps.CloudFeedback, error)
+	// SettleCloudFeedback completes (deletes) or abandons (unlocks) the
+	// batch locked with lockToken: KindPrecondition with
+	// dps.CodeMessageLockLost when that lock holds nothing.
+	SettleCloudFeedback(ctx context.Context, hub, lockToken string, complete bool, now time.Time) error
 }
 
 // IoT Hub's C2D limits.
@@ -93,7 +105,7 @@ func (s *Service) SendC2D(ctx context.Context, hub, deviceID string, m dps.Cloud
 	case !m.Expiry.After(now):
 		return dps.CloudMessage{}, dps.Errorf(dps.KindInvalid, "the message's expiry %s has passed", m.Expiry.UTC().Format(time.RFC3339))
 	}
-	m.Hub, m.DeviceID, m.Enqueued, m.Expiry = hub, d.DeviceID, now, m.Expiry.UTC()
+	m.Hub, m.DeviceID, m.GenerationID, m.Enqueued, m.Expiry = hub, d.DeviceID, d.GenerationID, now, m.Expiry.UTC()
 	m.Seq, m.LockToken, m.LockedUntil, m.DeliveryCount = 0, "", time.Time{}, 0
 	out, err := s.o.Store.EnqueueCloudMessage(ctx, m, MaxC2DQueue)
 	if err != nil {
@@ -185,7 +197,81 @@ func (s *Service) Purge(ctx context.Context, hub, deviceID string) (int, error) 
 	if err != nil {
 		return 0, err
 	}
-	return s.o.Store.PurgeCloudMessages(ctx, hub, d.DeviceID)
+	return s.o.Store.PurgeCloudMessages(ctx, hub, d.DeviceID, s.o.Now().UTC())
+}
+
+// Feedback limits: a batch holds at most MaxFeedbackBatch records and
+// stays locked for FeedbackLockTime; the expiry sweep dead-letters
+// C2DExpiryBatch messages per transaction, every C2DExpiryInterval.
+const (
+	MaxFeedbackBatch  = 100
+	FeedbackLockTime  = time.Minute
+	C2DExpiryBatch    = 500
+	C2DExpiryInterval = 10 * time.Second
+)
+
+// ReceiveFeedback locks the hub's oldest feedback records (at most
+// MaxFeedbackBatch) under a new lock token for FeedbackLockTime and
+// returns them with the token; none (an empty batch) when there are none.
+func (s *Service) ReceiveFeedback(ctx context.Context, hub string) (lockToken string, batch []dps.CloudFeedback, err error) {
+	lockToken = newLockToken()
+	now := s.o.Now().UTC()
+	batch, err = s.o.Store.ReceiveCloudFeedback(ctx, hub, lockToken, now, now.Add(FeedbackLockTime), MaxFeedbackBatch)
+	if err != nil || len(batch) == 0 {
+		return "", nil, err
+	}
+	return lockToken, batch, nil
+}
+
+// CompleteFeedback deletes the batch received with lockToken; Abandon
+// gives it back. Errors: KindPrecondition with dps.CodeMessageLockLost
+// when the lock is unknown or ended.
+func (s *Service) CompleteFeedback(ctx context.Context, hub, lockToken string) error {
+	return s.o.Store.SettleCloudFeedback(ctx, hub, strings.Trim(strings.TrimSpace(lockToken), `"`), true, s.o.Now().UTC())
+}
+
+// AbandonFeedback gives back the batch received with lockToken: its
+// records may be received again at once. Errors as CompleteFeedback's.
+func (s *Service) AbandonFeedback(ctx context.Context, hub, lockToken string) error {
+	return s.o.Store.SettleCloudFeedback(ctx, hub, strings.Trim(strings.TrimSpace(lockToken), `"`), false, s.o.Now().UTC())
+}
+
+// ExpireC2D dead-letters every C2D message that expired by now, of every
+// queue, in batches of C2DExpiryBatch, and reports how many: the Expired
+// feedback of a device that never asks for its messages.
+func (s *Service) ExpireC2D(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, err := s.o.Store.ExpireCloudMessages(ctx, s.o.Now().UTC(), C2DExpiryBatch)
+		total += n
+		if err != nil || n < C2DExpiryBatch || ctx.Err() != nil {
+			return total, err
+		}
+	}
+}
+
+// RunC2DExpiry runs ExpireC2D every interval (C2DExpiryInterval when 0)
+// until ctx ends; a failed sweep is logged and tried again next time.
+func (s *Service) RunC2DExpiry(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = C2DExpiryInterval
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := s.ExpireC2D(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.o.Logger.WarnContext(ctx, "C2D expiry sweep failed", "err", err)
+		case n > 0:
+			s.o.Logger.DebugContext(ctx, "C2D expiry sweep", "expired", n)
+		}
+	}
 }
 
 // QueueDepth counts the messages queued for a device that have not

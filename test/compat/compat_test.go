@@ -119,6 +119,8 @@ func TestNodeSDK(t *testing.T) {
 		return base64.StdEncoding.EncodeToString(key)
 	}
 	ownerKey, hubKeyA, hubKeyB := newKey(), newKey(), newKey()
+	// Hub A has a second policy that may only read the registry.
+	readKeyA := newKey()
 	// Hub A's telemetry is routed to Kafka and to an MQTT broker.
 	eng := startEngines(t)
 	cfg := fmt.Sprintf(`idScope: "0ne00C0MPAT"
@@ -128,14 +130,16 @@ serviceHostName: localhost
 retryAfterSeconds: 1
 linkedHubs:
   - hostName: %s
-    accessPolicies: [ { name: iothubowner, primaryKey: %q, rights: [RegistryRead, RegistryWrite, ServiceConnect, DeviceConnect] } ]
+    accessPolicies:
+      - { name: iothubowner, primaryKey: %q, rights: [RegistryRead, RegistryWrite, ServiceConnect, DeviceConnect] }
+      - { name: registryRead, primaryKey: %q, rights: [RegistryRead] }
 %s  - hostName: %s
     accessPolicies: [ { name: iothubowner, primaryKey: %q, rights: [RegistryRead, RegistryWrite, ServiceConnect, DeviceConnect] } ]
 accessPolicies:
   - { name: provisioningserviceowner, primaryKey: %q, rights: [ServiceConfig, EnrollmentRead, EnrollmentWrite, RegistrationStatusRead, RegistrationStatusWrite] }
 webhook: { caFile: %q }
 routing: { minBackoff: 200ms, maxBackoff: 2s }
-`, filepath.Join(dir, "data"), hubA, hubKeyA, eng.config(), hubB, hubKeyB, ownerKey, hookCA)
+`, filepath.Join(dir, "data"), hubA, hubKeyA, readKeyA, eng.config(), hubB, hubKeyB, ownerKey, hookCA)
 	cfgPath := filepath.Join(dir, "dpsd.yaml")
 	os.WriteFile(cfgPath, []byte(cfg), 0o600)
 
@@ -199,6 +203,7 @@ routing: { minBackoff: 200ms, maxBackoff: 2s }
 		"DPS_X509_DIR="+x509Dir,
 		"HUB_CONNECTION_STRING_A=HostName="+hubA+";SharedAccessKeyName=iothubowner;SharedAccessKey="+hubKeyA,
 		"HUB_CONNECTION_STRING_B=HostName="+hubB+";SharedAccessKeyName=iothubowner;SharedAccessKey="+hubKeyB,
+		"HUB_READ_CONNECTION_STRING_A=HostName="+hubA+";SharedAccessKeyName=registryRead;SharedAccessKey="+readKeyA,
 	)
 	var stderr bytes.Buffer
 	node.Stderr = &stderr

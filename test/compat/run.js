@@ -590,6 +590,48 @@ function sendC2D(hub, deviceId, body, headers) {
   });
 }
 
+// hubREST is one request to a hub's service REST API, signed with its
+// iothubowner policy.
+function hubREST(hub, method, path, headers, body) {
+  const https = require('https');
+  const cs = hubConnectionStrings.find((s) => csField(s, 'HostName') === hub);
+  const data = body === undefined ? '' : body;
+  return new Promise((resolve, reject) => {
+    const req = https.request({ host: hub, port: 443, method, path: path + (path.includes('?') ? '&' : '?') + 'api-version=2021-04-12',
+      headers: Object.assign({ Authorization: serviceSAS(cs), 'Content-Length': Buffer.byteLength(data) }, headers || {}) }, (res) => {
+      let text = '';
+      res.on('data', (c) => { text += c; });
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: text }));
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+// takeFeedback reads the hub's C2D feedback batch by batch (completing
+// each) until it finds the record of messageId, or ms pass.
+async function takeFeedback(hub, messageId, ms) {
+  const end = Date.now() + ms;
+  const seen = [];
+  for (;;) {
+    const r = await hubREST(hub, 'GET', '/messages/serviceBound/feedback');
+    if (r.status === 200) {
+      const etag = r.headers.etag;
+      assert(/^".+"$/.test(etag || ''), 'feedback ETag ' + etag);
+      const batch = JSON.parse(r.body);
+      const del = await hubREST(hub, 'DELETE', '/messages/serviceBound/feedback/' + encodeURIComponent(etag.slice(1, -1)));
+      assert(del.status === 204, 'complete the feedback batch: HTTP ' + del.status + ' ' + del.body);
+      seen.push(...batch);
+      const rec = batch.find((f) => f.originalMessageId === messageId);
+      if (rec) return rec;
+      continue;
+    }
+    assert(r.status === 204, 'feedback: HTTP ' + r.status + ' ' + r.body);
+    if (Date.now() > end) throw new Error('no feedback for ' + messageId + ' within ' + ms + ' ms; saw ' + JSON.stringify(seen));
+    await sleep(500);
+  }
+}
+
 async function hubScenarios(t) {
   const mqtt = t !== 'http';
   // mqtt: hub A (localhost); mqttws and http: hub B (127.0.0.2, a hub
@@ -804,7 +846,7 @@ async function hubScenarios(t) {
       if (mqtt) await within(10000, cb((done) => c._enableC2D(done)), 'subscribe to C2D');
       const messageId = id + '-c2d';
       const body = JSON.stringify({ command: 'reboot', delay: 5 });
-      const res = await sendC2D(d.hub, d.deviceId, body, { 'iothub-messageid': messageId, 'iothub-app-priority': 'high', 'iothub-app-path': 'a/b&c=d' });
+      const res = await sendC2D(d.hub, d.deviceId, body, { 'iothub-messageid': messageId, 'iothub-ack': 'full', 'iothub-app-priority': 'high', 'iothub-app-path': 'a/b&c=d' });
       assert(res.status === 204, 'C2D send: HTTP ' + res.status + ' ' + res.body);
       const msg = await waitFor('the C2D message', 10000, () => received[0]);
       const props = {};
@@ -822,6 +864,40 @@ async function hubScenarios(t) {
     } finally {
       await closeQuietly(c);
     }
+  });
+  await scenario('hub: the C2D message the device completed (iothub-ack full) has Success feedback (GET/DELETE /messages/serviceBound/feedback)', t, async () => {
+    const d = need(dev);
+    const rec = await takeFeedback(d.hub, id + '-c2d', 5000);
+    const twin = plain((await registries[d.hub].get(d.deviceId)).responseBody);
+    assert(rec.statusCode === 'Success' && rec.description === 'Success' && rec.deviceId === d.deviceId && rec.deviceGenerationId === twin.generationId &&
+      !Number.isNaN(Date.parse(rec.enqueuedTimeUtc)), 'feedback ' + JSON.stringify(rec) + ' (generation ' + twin.generationId + ')');
+  });
+}
+
+// Feedback of messages a device never took: one that expires while the
+// device is offline (the hub's expiry sweep, every 10 s, records it) and
+// one the service purges, both sent with iothub-ack negative.
+async function feedbackScenarios() {
+  const registry = registries[hubA];
+  const did = 'fb-' + run;
+  const pid = 'fb-purge-' + run;
+  await scenario('c2d feedback: a message that expires while its device is offline gives Expired feedback (the sweep); a purged one Purged', 'https', async () => {
+    await registry.create({ deviceId: did });
+    await registry.create({ deviceId: pid });
+    const expiry = new Date(Date.now() + 1000).toISOString();
+    let r = await sendC2D(hubA, did, 'short-lived', { 'iothub-messageid': did + '-expires', 'iothub-ack': 'negative', 'iothub-expiry': expiry });
+    assert(r.status === 204, 'send: HTTP ' + r.status + ' ' + r.body);
+    r = await sendC2D(hubA, pid, 'purged', { 'iothub-messageid': pid + '-purged', 'iothub-ack': 'full' });
+    assert(r.status === 204, 'send: HTTP ' + r.status + ' ' + r.body);
+    const purge = await hubREST(hubA, 'DELETE', '/devices/' + encodeURIComponent(pid) + '/commands');
+    assert(purge.status === 200 && JSON.parse(purge.body).totalMessagesPurged === 1, 'purge: HTTP ' + purge.status + ' ' + purge.body);
+    const purged = await takeFeedback(hubA, pid + '-purged', 5000);
+    assert(purged.statusCode === 'Purged' && purged.description === 'Message purged' && purged.deviceId === pid, 'purged feedback ' + JSON.stringify(purged));
+    // Nothing touches the first device's queue again: only the sweep can see the expiry.
+    const expired = await takeFeedback(hubA, did + '-expires', 25000);
+    assert(expired.statusCode === 'Expired' && expired.description === 'Message expired' && expired.deviceId === did, 'expired feedback ' + JSON.stringify(expired));
+    await registry.delete(did);
+    await registry.delete(pid);
   });
 }
 
@@ -964,6 +1040,120 @@ async function registryScenarios() {
   });
 }
 
+// Direct methods as IoT Hub fails them, through the real
+// azure-iothub Client.invokeDeviceMethod: a device that is not connected
+// (404 404103 DeviceNotOnline, which Node reports as a plain 'Not found'
+// error: its code is not DeviceNotFound), a connected device that never
+// answers (504 504101, GatewayTimeoutError, after responseTimeoutInSeconds),
+// and connectTimeoutInSeconds accepted.
+function methodError(err) {
+  try { return JSON.parse(err.responseBody); } catch (_) { return {}; }
+}
+
+async function methodScenarios() {
+  const registry = registries[hubA];
+  const client = methodClients[hubA];
+  const t = 'mqtt';
+  const did = 'meth-' + run;
+  let key;
+  await scenario('methods: invokeDeviceMethod to a device that is not connected fails 404 DeviceNotOnline', 'https', async () => {
+    key = (await registry.create({ deviceId: did })).responseBody.authentication.symmetricKey.primaryKey;
+    const started = Date.now();
+    const err = await expectFailure(within(20000, client.invokeDeviceMethod(did, { methodName: 'reboot', payload: { at: 1 } }), 'invokeDeviceMethod'), 'a method on an offline device');
+    const body = methodError(err);
+    assert(err.response && err.response.statusCode === 404 && err.message === 'Not found', 'want the SDK\'s 404 Not found, got ' + errText(err));
+    assert(body.errorCode === 404103 && typeof body.trackingId === 'string' && typeof body.message === 'string' && body.info && typeof body.timestampUtc === 'string',
+      'want a 404103 DeviceNotOnline body, got ' + err.responseBody);
+    assert(err.response.headers['iothub-errorcode'] === 'DeviceNotOnline', 'iothub-errorcode ' + err.response.headers['iothub-errorcode']);
+    assert(Date.now() - started < 3000, 'the offline answer took ' + (Date.now() - started) + ' ms (connectTimeoutInSeconds is 0)');
+  });
+  await scenario('methods: a connected device that never answers: responseTimeoutInSeconds 5 fails 504 GatewayTimeoutError after 5 s', t, async () => {
+    assert(key, 'not run: the device was not created');
+    await withHubClient(t, hubA, did, { key }, async (c) => {
+      const calls = [];
+      await onMethod(c, 'hang', (req) => calls.push(plain(req.payload))); // never answers
+      const started = Date.now();
+      // Node's own HTTP timeout is (response + connect) s: 10 s here.
+      const err = await expectFailure(within(20000, client.invokeDeviceMethod(did, { methodName: 'hang', payload: { n: 1 }, responseTimeoutInSeconds: 5, connectTimeoutInSeconds: 5 }), 'invokeDeviceMethod'), 'a method nobody answers');
+      const took = Date.now() - started;
+      const body = methodError(err);
+      assert(err.name === 'GatewayTimeoutError' && err.response && err.response.statusCode === 504, 'want GatewayTimeoutError (504), got ' + errText(err));
+      assert(body.errorCode === 504101 && body.info && body.info.timeout === '00:00:05', 'want a 504101 body with info.timeout 00:00:05, got ' + err.responseBody);
+      assert(took >= 4500 && took < 9000, 'the timeout came after ' + took + ' ms, want about 5000');
+      assert(deepEqual(calls, [{ n: 1 }]), 'the device got ' + JSON.stringify(calls));
+    });
+  });
+  await scenario('methods: connectTimeoutInSeconds is accepted; the connected device answers', t, async () => {
+    assert(key, 'not run: the device was not created');
+    await withHubClient(t, hubA, did, { key }, async (c) => {
+      await onMethod(c, 'echo', (req, res) => res.send(200, { echo: req.payload }, () => {}));
+      const r = await within(20000, client.invokeDeviceMethod(did, { methodName: 'echo', payload: 'hi', responseTimeoutInSeconds: 5, connectTimeoutInSeconds: 30 }), 'invokeDeviceMethod');
+      assert(r.result.status === 200 && deepEqual(r.result.payload, { echo: 'hi' }), 'service saw ' + JSON.stringify(r.result));
+    });
+    await registry.delete(did);
+  });
+}
+
+// Rights: a policy with RegistryRead alone reads the registry and can do
+// nothing else; a device's own SAS token is no service credential. IoT
+// Hub answers both 401 IotHubUnauthorizedAccess (UnauthorizedError).
+async function rightsScenarios() {
+  const readCS = env('HUB_READ_CONNECTION_STRING_A');
+  const reader = Registry.fromConnectionString(readCS);
+  const readerMethods = ServiceClient.fromConnectionString(readCS);
+  const owner = registries[hubA];
+  const did = 'rights-' + run;
+  let key;
+  await scenario('rights: a RegistryRead policy reads the registry but cannot create, update or delete a device, nor read a twin or call a method', 'https', async () => {
+    key = (await owner.create({ deviceId: did })).responseBody.authentication.symmetricKey.primaryKey;
+    const got = plain((await reader.get(did)).responseBody);
+    assert(got.deviceId === did, 'reader get ' + JSON.stringify(got));
+    assert(plain((await reader.list()).responseBody).some((d) => d.deviceId === did), 'reader list without the device');
+    const refused = async (p, what) => {
+      const err = await expectServiceFailure(p, what);
+      assert(err.name === 'UnauthorizedError' && err.response && err.response.statusCode === 401, what + ': want UnauthorizedError (401), got ' + errText(err));
+      assert(err.response.headers['iothub-errorcode'] === 'IotHubUnauthorizedAccess', what + ': iothub-errorcode ' + err.response.headers['iothub-errorcode']);
+    };
+    await refused(reader.create({ deviceId: did + '-new' }), 'create with RegistryRead');
+    await refused(reader.update(Object.assign(got, { status: 'disabled' })), 'update with RegistryRead');
+    await refused(reader.delete(did), 'delete with RegistryRead');
+    await refused(reader.getTwin(did), 'getTwin with RegistryRead');
+    await refused(readerMethods.invokeDeviceMethod(did, { methodName: 'm' }), 'invokeDeviceMethod with RegistryRead');
+    const after = plain((await owner.get(did)).responseBody);
+    assert(after.status === 'enabled' && after.etag === got.etag, 'the refused writes changed the device: ' + JSON.stringify(after));
+    expectServiceError(await expectServiceFailure(owner.get(did + '-new'), 'the device the reader created'), 404, 'DeviceNotFoundError', 'refused create');
+  });
+  await scenario('rights: a device SAS token cannot call the service API (401)', 'https', async () => {
+    assert(key, 'not run: the device was not created');
+    const https = require('https');
+    const sr = encodeURIComponent(hubA + '/devices/' + did);
+    const se = Math.floor(Date.now() / 1000) + 3600;
+    const sig = crypto.createHmac('sha256', Buffer.from(key, 'base64')).update(sr + '\n' + se).digest('base64');
+    const token = 'SharedAccessSignature sr=' + sr + '&sig=' + encodeURIComponent(sig) + '&se=' + se;
+    const call = (method, p, body) => new Promise((resolve, reject) => {
+      const data = body === undefined ? '' : JSON.stringify(body);
+      const req = https.request({ host: hubA, port: 443, method, path: p + '?api-version=2021-04-12',
+        headers: { Authorization: token, 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(data) } }, (res) => {
+        let text = '';
+        res.on('data', (c) => { text += c; });
+        res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: text }));
+      });
+      req.on('error', reject);
+      req.end(data);
+    });
+    // The token works where a device uses it...
+    const ok = await call('POST', '/devices/' + encodeURIComponent(did) + '/messages/events', { probe: 1 });
+    assert(ok.status === 204, 'the device token on the device endpoint: HTTP ' + ok.status + ' ' + ok.body);
+    // ...and nowhere on the service API.
+    for (const [method, p, body] of [['GET', '/devices/' + encodeURIComponent(did)], ['PUT', '/devices/' + encodeURIComponent(did + '-x'), { deviceId: did + '-x' }],
+      ['GET', '/twins/' + encodeURIComponent(did)], ['POST', '/twins/' + encodeURIComponent(did) + '/methods', { methodName: 'm' }], ['GET', '/statistics/devices']]) {
+      const r = await call(method, p, body);
+      assert(r.status === 401 && r.headers['iothub-errorcode'] === 'IotHubUnauthorizedAccess', method + ' ' + p + ' with a device token: HTTP ' + r.status + ' ' + r.body);
+    }
+    await owner.delete(did);
+  });
+}
+
 async function queryScenarios() {
   const registry = registries[hubB];
   await scenario('query: createQuery with WHERE on tags, pages of 2, and COUNT()', 'https', async () => {
@@ -1008,6 +1198,9 @@ async function queryScenarios() {
   await faultScenarios({ scenario, register, service, connectionString, host, transports, run });
   for (const t of transports) await hubScenarios(t);
   await registryScenarios();
+  await methodScenarios();
+  await feedbackScenarios();
+  await rightsScenarios();
   await queryScenarios();
   const failed = results.filter((r) => !r.ok);
   // The Go runner requires this line: without it, a promise that never

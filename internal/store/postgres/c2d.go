@@ -1,8 +1,11 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,7 +48,7 @@ func (db *DB) EnqueueCloudMessage(ctx context.Context, m dps.CloudMessage, max i
 		if err := lockQueue(ctx, tx, hub, dev); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM hub_c2d_messages WHERE hub = $1 AND device_id = $2 AND expiry <= $3`, hub, dev, now); err != nil {
+		if _, err := deadLetter(ctx, tx, `hub = $1 AND device_id = $2 AND expiry <= $3`, dps.FeedbackExpired, now, hub, dev, now); err != nil {
 			return err
 		}
 		var n int
@@ -56,9 +59,10 @@ func (db *DB) EnqueueCloudMessage(ctx context.Context, m dps.CloudMessage, max i
 			return docs.QueueFull(m.DeviceID, max)
 		}
 		return tx.QueryRow(ctx, `INSERT INTO hub_c2d_messages (hub, device_id, enqueued, expiry, message_id, correlation_id, user_id, ack,
-			content_type, content_encoding, properties, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING seq`,
+			content_type, content_encoding, properties, body, device_name, generation_id)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING seq`,
 			hub, dev, now, docs.Nanos(m.Expiry), m.MessageID, m.CorrelationID, m.UserID, m.Ack, m.ContentType, m.ContentEncoding,
-			pprops, m.Body).Scan(&m.Seq)
+			pprops, m.Body, m.DeviceID, m.GenerationID).Scan(&m.Seq)
 	})
 	if err != nil {
 		return dps.CloudMessage{}, err
@@ -74,7 +78,7 @@ func (db *DB) EnqueueCloudMessage(ctx context.Context, m dps.CloudMessage, max i
 func (db *DB) ReceiveCloudMessage(ctx context.Context, hub, deviceID, lockToken string, now, lockUntil time.Time) (m dps.CloudMessage, ok bool, err error) {
 	h, dev, n := dps.FoldID(hub), dps.FoldID(deviceID), docs.Nanos(now)
 	err = db.tx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `DELETE FROM hub_c2d_messages WHERE hub = $1 AND device_id = $2 AND expiry <= $3`, h, dev, n); err != nil {
+		if _, err := deadLetter(ctx, tx, `hub = $1 AND device_id = $2 AND expiry <= $3`, dps.FeedbackExpired, n, h, dev, n); err != nil {
 			return err
 		}
 		var enq, exp, until int64
@@ -83,9 +87,9 @@ func (db *DB) ReceiveCloudMessage(ctx context.Context, hub, deviceID, lockToken 
 			SELECT seq FROM hub_c2d_messages WHERE hub = $3 AND device_id = $4 AND locked_until <= $5 AND expiry > $5
 			ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
 			RETURNING seq, enqueued, expiry, lock_token, locked_until, delivery_count, message_id, correlation_id, user_id, ack,
-			content_type, content_encoding, properties, body`,
+			content_type, content_encoding, properties, body, generation_id`,
 			lockToken, docs.Nanos(lockUntil), h, dev, n).Scan(&m.Seq, &enq, &exp, &m.LockToken, &until, &m.DeliveryCount,
-			&m.MessageID, &m.CorrelationID, &m.UserID, &m.Ack, &m.ContentType, &m.ContentEncoding, &props, &m.Body)
+			&m.MessageID, &m.CorrelationID, &m.UserID, &m.Ack, &m.ContentType, &m.ContentEncoding, &props, &m.Body, &m.GenerationID)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}
@@ -126,34 +130,40 @@ func (db *DB) SettleCloudMessage(ctx context.Context, hub, deviceID, lockToken s
 		if err != nil {
 			return err
 		}
+		var outcome dps.FeedbackStatus
 		switch how {
 		case dps.SettleAbandon:
 			if count+1 < maxDeliveries {
 				_, err = tx.Exec(ctx, `UPDATE hub_c2d_messages SET lock_token = '', locked_until = 0, delivery_count = delivery_count + 1 WHERE seq = $1`, seq)
 				return err
 			}
+			outcome = dps.FeedbackDeliveryCountExceeded
 		case dps.SettleRelease:
 			_, err = tx.Exec(ctx, `UPDATE hub_c2d_messages SET lock_token = '', locked_until = 0 WHERE seq = $1`, seq)
 			return err
-		case dps.SettleComplete, dps.SettleReject:
+		case dps.SettleComplete:
+			outcome = dps.FeedbackSuccess
+		case dps.SettleReject:
+			outcome = dps.FeedbackRejected
 		default:
 			return dps.Errorf(dps.KindInvalid, "unknown settlement %v", how)
 		}
-		_, err = tx.Exec(ctx, `DELETE FROM hub_c2d_messages WHERE seq = $1`, seq)
+		_, err = deadLetter(ctx, tx, `seq = $1`, outcome, n, seq)
 		return err
 	})
 }
 
 // PurgeCloudMessages deletes every message of a device's queue and
-// reports how many there were.
-func (db *DB) PurgeCloudMessages(ctx context.Context, hub, deviceID string) (int, error) {
-	var n int64
+// reports how many there were; those whose sender asked for negative
+// feedback get a Purged record at now.
+func (db *DB) PurgeCloudMessages(ctx context.Context, hub, deviceID string, now time.Time) (int, error) {
+	var n int
 	err := db.tx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `DELETE FROM hub_c2d_messages WHERE hub = $1 AND device_id = $2`, dps.FoldID(hub), dps.FoldID(deviceID))
-		n = tag.RowsAffected()
+		var err error
+		n, err = deadLetter(ctx, tx, `hub = $1 AND device_id = $2`, dps.FeedbackPurged, docs.Nanos(now), dps.FoldID(hub), dps.FoldID(deviceID))
 		return err
 	})
-	return int(n), err
+	return n, err
 }
 
 // CloudQueueDepth counts the messages of a device's queue that have not
@@ -169,4 +179,100 @@ func (db *DB) CloudQueueDepth(ctx context.Context, hub, deviceID string, now tim
 func deleteCloudQueue(ctx context.Context, tx pgx.Tx, hub, deviceID string) error {
 	_, err := tx.Exec(ctx, `DELETE FROM hub_c2d_messages WHERE hub = $1 AND device_id = $2`, dps.FoldID(hub), dps.FoldID(deviceID))
 	return err
+}
+
+// deadLetter removes the queued messages matching where (its parameters
+// $1… are args) with the outcome status at now (Unix nanoseconds) and
+// reports how many: those whose sender asked for that feedback
+// (iothub-ack) leave a feedback record. One statement, so that two
+// transactions removing the same message record its feedback once.
+func deadLetter(ctx context.Context, tx pgx.Tx, where string, status dps.FeedbackStatus, now int64, args ...any) (int, error) {
+	acks := dps.FeedbackAcks(status)
+	k := len(args)
+	fargs := append(append([]any{}, args...), now, string(status), status.Description(), acks[0], acks[1])
+	var n int
+	err := tx.QueryRow(ctx, fmt.Sprintf(`WITH gone AS (
+			DELETE FROM hub_c2d_messages WHERE %s RETURNING seq, hub, message_id, ack, device_id, device_name, generation_id),
+		fb AS (INSERT INTO hub_c2d_feedback (hub, original_message_id, enqueued, status, description, device_id, generation_id)
+			SELECT hub, message_id, $%d, $%d, $%d, CASE WHEN device_name = '' THEN device_id ELSE device_name END, generation_id
+			FROM gone WHERE ack IN ($%d, $%d) ORDER BY seq)
+		SELECT count(*) FROM gone`, where, k+1, k+2, k+3, k+4, k+5), fargs...).Scan(&n)
+	return n, err
+}
+
+// ExpireCloudMessages dead-letters up to limit messages, of any queue,
+// that expired by now (their Expired feedback included) and reports how
+// many: the sweep that gives a device that never asks for its messages
+// the feedback of their expiry. Messages another transaction holds are
+// left to the next sweep.
+func (db *DB) ExpireCloudMessages(ctx context.Context, now time.Time, limit int) (int, error) {
+	var n int
+	err := db.tx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT seq FROM hub_c2d_messages WHERE expiry <= $1 ORDER BY expiry LIMIT $2 FOR UPDATE SKIP LOCKED`, docs.Nanos(now), limit)
+		if err != nil {
+			return err
+		}
+		seqs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return err
+		}
+		n, err = deadLetter(ctx, tx, `seq = ANY($1)`, dps.FeedbackExpired, docs.Nanos(now), seqs)
+		return err
+	})
+	return n, err
+}
+
+// ReceiveCloudFeedback locks up to max of the hub's feedback records that
+// are not locked at now with lockToken until lockUntil and returns them,
+// oldest first (none: an empty batch).
+func (db *DB) ReceiveCloudFeedback(ctx context.Context, hub, lockToken string, now, lockUntil time.Time, max int) ([]dps.CloudFeedback, error) {
+	var out []dps.CloudFeedback
+	err := db.tx(ctx, func(tx pgx.Tx) error {
+		out = nil
+		rows, err := tx.Query(ctx, `UPDATE hub_c2d_feedback SET lock_token = $1, locked_until = $2 WHERE seq IN (
+			SELECT seq FROM hub_c2d_feedback WHERE hub = $3 AND locked_until <= $4 ORDER BY seq LIMIT $5 FOR UPDATE SKIP LOCKED)
+			RETURNING seq, original_message_id, enqueued, status, description, device_id, generation_id`,
+			lockToken, docs.Nanos(lockUntil), dps.FoldID(hub), docs.Nanos(now), max)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			f := dps.CloudFeedback{Hub: hub}
+			var enq int64
+			var status string
+			if err := rows.Scan(&f.Seq, &f.OriginalMessageID, &enq, &status, &f.Description, &f.DeviceID, &f.GenerationID); err != nil {
+				return err
+			}
+			f.Enqueued, f.Status = docs.FromNanos(enq), dps.FeedbackStatus(status)
+			out = append(out, f)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b dps.CloudFeedback) int { return cmp.Compare(a.Seq, b.Seq) })
+	return out, nil
+}
+
+// SettleCloudFeedback ends the lock of a batch of the hub's feedback:
+// complete deletes its records, otherwise (abandon) they may be received
+// again at once. A lock token that locks no record at now is
+// KindPrecondition with dps.CodeMessageLockLost.
+func (db *DB) SettleCloudFeedback(ctx context.Context, hub, lockToken string, complete bool, now time.Time) error {
+	return db.tx(ctx, func(tx pgx.Tx) error {
+		q := `UPDATE hub_c2d_feedback SET lock_token = '', locked_until = 0`
+		if complete {
+			q = `DELETE FROM hub_c2d_feedback`
+		}
+		tag, err := tx.Exec(ctx, q+` WHERE hub = $1 AND lock_token = $2 AND lock_token <> '' AND locked_until > $3`, dps.FoldID(hub), lockToken, docs.Nanos(now))
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return docs.LockLost()
+		}
+		return nil
+	})
 }

@@ -253,12 +253,12 @@ func testC2DPurge(t *testing.T, f Factory) {
 	}
 	enqueue(t, s, c2dMessage("dev-q", "q", c2dT0))
 	receive(t, s, "dev-p", "l", c2dT0)
-	if n, err := s.PurgeCloudMessages(ctx(), c2dHub, "DEV-P"); err != nil || n != 3 {
+	if n, err := s.PurgeCloudMessages(ctx(), c2dHub, "DEV-P", c2dT0); err != nil || n != 3 {
 		t.Errorf("purge = %d, %v; want 3", n, err)
 	}
 	depth(t, s, "dev-p", c2dT0, 0)
 	depth(t, s, "dev-q", c2dT0, 1)
-	if n, err := s.PurgeCloudMessages(ctx(), c2dHub, "dev-p"); err != nil || n != 0 {
+	if n, err := s.PurgeCloudMessages(ctx(), c2dHub, "dev-p", c2dT0); err != nil || n != 0 {
 		t.Errorf("purge of an empty queue = %d, %v", n, err)
 	}
 

@@ -39,12 +39,17 @@ type Store interface {
 	LastMessageSeq(ctx context.Context, hub string) (int64, error)
 	DeleteMessagesBefore(ctx context.Context, hub string, t time.Time) (int64, error)
 	TrimMessages(ctx context.Context, hub string, keep int64) (int64, error)
+	EventCheckpoint(ctx context.Context, hub, consumer string) (int64, bool, error)
+	SetEventCheckpoint(ctx context.Context, hub, consumer string, seq int64, now time.Time) error
 	// The built-in hubs' cloud-to-device queues (c2d.go).
 	EnqueueCloudMessage(ctx context.Context, m dps.CloudMessage, max int) (dps.CloudMessage, error)
 	ReceiveCloudMessage(ctx context.Context, hub, deviceID, lockToken string, now, lockUntil time.Time) (dps.CloudMessage, bool, error)
 	SettleCloudMessage(ctx context.Context, hub, deviceID, lockToken string, how dps.Settlement, now time.Time, maxDeliveries int) error
-	PurgeCloudMessages(ctx context.Context, hub, deviceID string) (int, error)
+	PurgeCloudMessages(ctx context.Context, hub, deviceID string, now time.Time) (int, error)
 	CloudQueueDepth(ctx context.Context, hub, deviceID string, now time.Time) (int, error)
+	ExpireCloudMessages(ctx context.Context, now time.Time, limit int) (int, error)
+	ReceiveCloudFeedback(ctx context.Context, hub, lockToken string, now, lockUntil time.Time, max int) ([]dps.CloudFeedback, error)
+	SettleCloudFeedback(ctx context.Context, hub, lockToken string, complete bool, now time.Time) error
 	// The built-in hubs' identity registries.
 	ListHubDevices(ctx context.Context, hub, after string, limit int) ([]dps.HubDevice, error)
 	CountHubDevices(ctx context.Context, hub string) (total, disabled int, err error)
@@ -107,6 +112,7 @@ func Run(t *testing.T, f Factory) {
 		{"Messages/RetentionByTime", testMessagesRetentionByTime},
 		{"Messages/RetentionByCount", testMessagesRetentionByCount},
 		{"Messages/ReopenedKeepsEverything", testMessagesReopen},
+		{"Messages/ConsumerCheckpoints", testEventCheckpoints},
 		{"C2D/EnqueueReceiveInOrder", testC2DOrder},
 		{"C2D/DepthLimitNotCountingExpired", testC2DDepth},
 		{"C2D/LockHidesAndExpires", testC2DLock},
@@ -115,6 +121,8 @@ func Run(t *testing.T, f Factory) {
 		{"C2D/ExpiredNeverDelivered", testC2DExpiry},
 		{"C2D/PurgeAndDeviceDeletion", testC2DPurge},
 		{"C2D/ConcurrentReceiversAcrossHandles", testC2DConcurrent},
+		{"C2D/FeedbackOutcomes", testC2DFeedbackOutcomes},
+		{"C2D/FeedbackLockedBatches", testC2DFeedbackLock},
 		{"Routes/CheckpointsStartAtTheEndAndNeverGoBack", testRouteCheckpoints},
 		{"Routes/OneLeaseHolderAndTakeover", testRouteLeases},
 		{"Routes/ConcurrentClaimsOneWins", testRouteConcurrentClaims},
