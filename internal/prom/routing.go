@@ -36,6 +36,20 @@ func (m *Metrics) Routes() *RouteMetrics {
 	return r
 }
 
+// Declare exposes a route's series at zero before anything happened to
+// it (dead-lettered once per reason), so that /metrics names every
+// configured route from the start and rate() and alerts see the first
+// increase.
+func (r *RouteMetrics) Declare(hub, route string, reasons ...string) {
+	r.delivered.WithLabelValues(hub, route)
+	r.failed.WithLabelValues(hub, route)
+	for _, why := range reasons {
+		r.dead.WithLabelValues(hub, route, why)
+	}
+	r.lagMessages.WithLabelValues(hub, route)
+	r.lagSeconds.WithLabelValues(hub, route)
+}
+
 // Delivered counts acknowledged messages.
 func (r *RouteMetrics) Delivered(hub, route string, n int) {
 	r.delivered.WithLabelValues(hub, route).Add(float64(n))

@@ -72,6 +72,11 @@ func New(o Options) (*Engine, error) {
 		}
 		e.routes = append(e.routes, &runner{e: e, r: r, state: "standby"})
 	}
+	if d, ok := o.Observer.(Declarer); ok {
+		for _, rn := range e.routes {
+			d.Declare(rn.r.Hub, rn.r.Name, ReasonRetries, ReasonMaxLag, ReasonDeleted)
+		}
+	}
 	return e, nil
 }
 
@@ -220,7 +225,9 @@ func (rn *runner) deliver(ctx context.Context, checkpoint int64, renewed time.Ti
 				continue
 			}
 			if wait > 0 {
-				if !sleep(ctx, wait, woken) {
+				// Linger: appends do not cut the wait short, or a route
+				// would read the log again after every message.
+				if !sleep(ctx, wait, nil) {
 					return ctx.Err()
 				}
 				continue
@@ -277,7 +284,7 @@ func (rn *runner) deliver(ctx context.Context, checkpoint int64, renewed time.Ti
 			if err := o.Store.AdvanceRoute(ctx, r.Hub, r.Name, o.Node, through, "", now); err != nil {
 				return err
 			}
-			o.Observer.DeadLettered(r.Hub, r.Name, "retries", len(pending))
+			o.Observer.DeadLettered(r.Hub, r.Name, ReasonRetries, len(pending))
 			rn.count(0, 0, len(pending))
 			o.Logger.WarnContext(ctx, "routing: messages dead-lettered", "hub", r.Hub, "route", r.Name, "messages", len(pending),
 				"first_seq", pending[0].Seq, "last_seq", pending[len(pending)-1].Seq, "reason", reason)
@@ -358,7 +365,7 @@ func (rn *runner) next(ctx context.Context, checkpoint int64) (batch []dps.Messa
 		if msgs[0].Seq > upto+1 && upto == checkpoint {
 			o.Logger.WarnContext(ctx, "routing: messages were deleted from the event log before the route delivered them",
 				"hub", r.Hub, "route", r.Name, "first_missing", upto+1, "last_missing", msgs[0].Seq-1)
-			o.Observer.DeadLettered(r.Hub, r.Name, "deleted", int(msgs[0].Seq-1-upto))
+			o.Observer.DeadLettered(r.Hub, r.Name, ReasonDeleted, int(msgs[0].Seq-1-upto))
 		}
 		for _, m := range msgs {
 			upto = m.Seq
@@ -419,12 +426,12 @@ func (rn *runner) overflow(ctx context.Context, checkpoint, through int64) error
 		total += len(give)
 		checkpoint = next
 	}
-	o.Observer.DeadLettered(r.Hub, r.Name, "maxLag", total)
+	o.Observer.DeadLettered(r.Hub, r.Name, ReasonMaxLag, total)
 	rn.count(0, 0, total)
 	o.Logger.WarnContext(ctx, "routing: route too far behind, oldest messages dead-lettered", "hub", r.Hub, "route", r.Name,
 		"messages", total, "max_lag", o.MaxLag, "checkpoint", checkpoint)
 	if gone > 0 {
-		o.Observer.DeadLettered(r.Hub, r.Name, "deleted", int(gone))
+		o.Observer.DeadLettered(r.Hub, r.Name, ReasonDeleted, int(gone))
 		o.Logger.WarnContext(ctx, "routing: messages past the route's cap were deleted by the event log's retention before they could be dead-lettered",
 			"hub", r.Hub, "route", r.Name, "positions", gone, "max_lag", o.MaxLag)
 	}

@@ -120,6 +120,22 @@ type Observer interface {
 	Lag(hub, route string, messages int64, age time.Duration)
 }
 
+// Declarer is an Observer that wants to know every route before its first
+// measurement (internal/prom exposes the route's series at zero); New
+// tells it each route with the dead-letter reasons DeadLettered may pass.
+type Declarer interface {
+	Declare(hub, route string, reasons ...string)
+}
+
+// The reasons of Observer.DeadLettered: the retry budget ran out, the
+// route fell more than MaxLag behind, retention deleted the messages
+// before the route delivered them.
+const (
+	ReasonRetries = "retries"
+	ReasonMaxLag  = "maxLag"
+	ReasonDeleted = "deleted"
+)
+
 // Defaults of Options.
 const (
 	DefaultBatchSize   = 100
