@@ -44,6 +44,8 @@
 //     both stores share (ETags, continuation tokens, prune batches).
 //   - internal/hub/builtin: the built-in hub connector (the device records
 //     provisioning writes for the built-in hubs).
+//   - internal/hub/remote: the remote hub connector (Azure IoT Hubs, or
+//     another dps's hub, through the IoT Hub service REST API).
 //   - internal/iothub: the built-in IoT hubs' use case (device
 //     authentication, twins, telemetry into the event log, connected
 //     devices, direct methods), apart from any transport.

@@ -35,6 +35,7 @@ var rules = map[string][]string{
 	"internal/x509attest":              {module, module + "/internal/logkey"},
 	"internal/tpmattest":               {module, module + "/internal/sas", "github.com/google/go-tpm"},
 	"internal/hub/builtin":             {module, module + "/internal/twin"},
+	"internal/hub/remote":              {module, module + "/internal/sas"},
 	"internal/iothub":                  {module, module + "/internal/twin", module + "/internal/hubproto", module + "/internal/hubquery"},
 	"internal/hubquery":                {module},
 	"internal/twin":                    {module},

@@ -115,6 +115,13 @@ type HubConfig struct {
 	// Endpoints and Routes are a built-in hub's message routing (routes.go).
 	Endpoints []EndpointConfig `yaml:"endpoints"`
 	Routes    []RouteConfig    `yaml:"routes"`
+	// CAFile, Timeout and Endpoint are a remote hub's (remotehubs.go):
+	// the CA its certificate chains to (default: the system's), the
+	// timeout of each request to it (default 30 s), and the host:port to
+	// reach it at instead of hostName:443.
+	CAFile   string        `yaml:"caFile"`
+	Timeout  time.Duration `yaml:"timeout"`
+	Endpoint string        `yaml:"endpoint"`
 }
 
 // BuiltIn reports whether dpsd serves the hub itself.
@@ -355,6 +362,7 @@ func (c Config) validate() error {
 			bad(key+".accessPolicies", "only a built-in hub (no connectionString) has access policies here")
 		}
 		validatePolicies(bad, key+".accessPolicies", h.AccessPolicies, hubRights())
+		validateRemoteHub(bad, key, h)
 	}
 	validatePolicies(bad, "accessPolicies", c.AccessPolicies, serviceRights())
 	c.Hub.validate(bad)

@@ -113,6 +113,7 @@ type server struct {
 	hubOwners map[string]PolicyConfig
 	cert      *x509.Certificate // the server certificate
 	hub       *iothub.Service   // the built-in hubs
+	hubs      *hubs             // the hub connector: built-in and remote hubs (remotehubs.go)
 	// stopBus ends the hub cluster's listener (PostgreSQL), busDone is
 	// closed when it ended.
 	stopBus context.CancelFunc
@@ -220,7 +221,10 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 		s.hub = iothub.New(hubOpts)
 	}
 	s.startRetention()
-	if s.reg, err = startEngine(ctx, cfg, s.store, s.idScope, singleNode, metrics, s.hub, log); err != nil {
+	if s.hubs, err = newHubs(cfg, s.store); err != nil {
+		return nil, err
+	}
+	if s.reg, err = startEngine(ctx, cfg, s.store, s.idScope, singleNode, metrics, s.hub, s.hubs, log); err != nil {
 		return nil, err
 	}
 	device, err := s.deviceAPI()
@@ -324,7 +328,7 @@ func (c Config) builtInHubs() []string {
 // startEngine builds the registration engine on st and starts it (which
 // recovers unfinished operations). When it returns an engine, the caller
 // closes it; when it fails, nothing is left open.
-func startEngine(ctx context.Context, cfg Config, st store, idScope string, singleNode bool, metrics *prom.Metrics, hub *iothub.Service, log *slog.Logger) (*registration.Service, error) {
+func startEngine(ctx context.Context, cfg Config, st store, idScope string, singleNode bool, metrics *prom.Metrics, hub *iothub.Service, hubs *hubs, log *slog.Logger) (*registration.Service, error) {
 	webhookClient, err := webhookHTTPClient(cfg.Webhook)
 	if err != nil {
 		return nil, err
@@ -364,7 +368,7 @@ func startEngine(ctx context.Context, cfg Config, st store, idScope string, sing
 		LinkedHubs:         cfg.linkedHubs(),
 		DefaultPolicy:      policy,
 		Allocators:         allocators,
-		Hubs:               &builtin.Connector{Store: st},
+		Hubs:               hubs,
 		Store:              st,
 		Logger:             log,
 		Observer:           metrics,
@@ -375,9 +379,10 @@ func startEngine(ctx context.Context, cfg Config, st store, idScope string, sing
 		SweepInterval:      min(5*time.Second, cfg.OperationLease/2),
 		SingleNode:         singleNode,
 		// The built-in connector records devices in st, so the engine
-		// writes them in each operation's transaction.
-		RecordDevicesWithOperations: true,
-		HubEvents:                   hub, // the built-in hub acts on its connections
+		// writes built-in hubs' records in each operation's transaction;
+		// remote hubs are provisioned through their connectors.
+		RecordsDevices: hubs.records,
+		HubEvents:      hub, // the built-in hub acts on its connections
 	})
 	if err := reg.Start(ctx); err != nil {
 		reg.Close()
@@ -537,6 +542,7 @@ func (s *server) adminHandler(metrics *prom.Metrics) http.Handler {
 			return
 		}
 		io.WriteString(w, "ready\n")
+		s.hubs.report(ctx, w) // a remote hub that is down is reported, not fatal
 	})
 	mux.Handle("GET /metrics", metrics.Handler())
 	// Profiling for operators; the admin listener is loopback by default.

@@ -18,16 +18,37 @@ type hubEffects struct {
 	remove *dps.HubDevice // hub and device ID only
 }
 
+// any reports whether fx holds a device record to write or remove.
+func (fx *hubEffects) any() bool { return fx != nil && (fx.put != nil || fx.remove != nil) }
+
+// putOrNone is the record to put, or the zero HubDevice (no Hub: the store
+// puts nothing) when the device's new identity is on a remote hub.
+func (fx *hubEffects) putOrNone() dps.HubDevice {
+	if fx.put == nil {
+		return dps.HubDevice{}
+	}
+	return *fx.put
+}
+
 // effects returns an empty hubEffects for complete when device records
-// are written with operations (Options.RecordDevicesWithOperations: the
-// built-in connector records devices in this same store, and the store
-// writes both in one transaction); otherwise nil, and complete calls the
-// hub connector.
+// are written with operations (Options.RecordDevicesWithOperations or
+// RecordsDevices: the built-in connector records devices in this same
+// store, and the store writes both in one transaction); otherwise nil, and
+// complete calls the hub connector.
 func (s *Service) effects() *hubEffects {
-	if s.o.RecordDevicesWithOperations {
+	if s.o.RecordDevicesWithOperations || s.o.RecordsDevices != nil {
 		return &hubEffects{}
 	}
 	return nil
+}
+
+// records reports whether the store writes the device records of hub
+// with the operations.
+func (s *Service) records(hub string) bool {
+	if s.o.RecordsDevices != nil {
+		return s.o.RecordsDevices(hub)
+	}
+	return s.o.RecordDevicesWithOperations
 }
 
 // complete computes an operation's final state. It returns an error only for
@@ -200,8 +221,8 @@ func twinWrite(prev *dps.Registration, d reprovisionDecision) dps.TwinWrite {
 // through the hub connector. On a connector error it also returns what
 // failed, for hubFailed.
 func (s *Service) applyHubEffects(ctx context.Context, hd dps.HubDevice, prev *dps.Registration, d reprovisionDecision, fx *hubEffects) (string, error) {
-	if fx != nil {
-		// The store writes the device records with the operation.
+	if fx != nil && s.records(hd.Hub) {
+		// The store writes the device record with the operation.
 		if rec, ok := s.o.Hubs.(DeviceRecorder); ok {
 			r, err := rec.Record(ctx, hd)
 			if err != nil {
@@ -210,18 +231,16 @@ func (s *Service) applyHubEffects(ctx context.Context, hd dps.HubDevice, prev *d
 			hd = r
 		}
 		fx.put = &hd
-		if d.DeprovisionOld {
-			fx.remove = &dps.HubDevice{Hub: prev.AssignedHub, DeviceID: prev.DeviceID}
-		}
-		return "", nil
-	}
-	if err := s.o.Hubs.Provision(ctx, hd); err != nil {
+	} else if err := s.o.Hubs.Provision(ctx, hd); err != nil {
 		return "create the device on " + hd.Hub, err
 	}
-	if d.DeprovisionOld {
-		if err := s.o.Hubs.Deprovision(ctx, prev.AssignedHub, prev.DeviceID); err != nil {
-			return "remove the device from " + prev.AssignedHub, err
-		}
+	if !d.DeprovisionOld {
+		return "", nil
+	}
+	if fx != nil && s.records(prev.AssignedHub) {
+		fx.remove = &dps.HubDevice{Hub: prev.AssignedHub, DeviceID: prev.DeviceID}
+	} else if err := s.o.Hubs.Deprovision(ctx, prev.AssignedHub, prev.DeviceID); err != nil {
+		return "remove the device from " + prev.AssignedHub, err
 	}
 	return "", nil
 }

@@ -49,5 +49,21 @@ func (s *Service) hubFailed(ctx context.Context, op dps.Operation, prev *dps.Reg
 		s.log.WarnContext(ctx, "registration failed: hub connector retries exhausted", logkey.OperationID, op.ID, logkey.RegistrationID, op.RegistrationID, "attempts", r.Attempts, logkey.Error, err)
 		return s.fail(op, prev, now, dps.CodeHubUnavailable, msg), nil
 	}
-	return op, &engine.RetryAfter{Wait: time.Until(r.Due), Err: fmt.Errorf("hub connector: %s (attempt %d): %w", what, r.Attempts, err)}
+	wait := time.Until(r.Due)
+	if ra, ok := errors.AsType[retryAfterer](err); ok && ra.RetryAfter() > wait {
+		// The hub said when to come back (Retry-After), within reason.
+		wait = min(ra.RetryAfter(), maxHubRetryAfter)
+		s.eng.Postpone(op.ID, time.Now().Add(wait))
+	}
+	return op, &engine.RetryAfter{Wait: wait, Err: fmt.Errorf("hub connector: %s (attempt %d): %w", what, r.Attempts, err)}
 }
+
+// retryAfterer is a transient connector error that says how long to wait
+// before the next attempt (a hub's Retry-After); a longer wait than the
+// backoff's is honoured, up to maxHubRetryAfter.
+type retryAfterer interface {
+	error
+	RetryAfter() time.Duration
+}
+
+const maxHubRetryAfter = 5 * time.Minute

@@ -70,7 +70,8 @@ type Operations interface {
 	CreateOperation(ctx context.Context, op dps.Operation) (dps.Operation, error)
 	// CreateOperationWithDevice is CreateOperation that also writes the hub
 	// device records the operation produced (put, and remove when the
-	// device moved between hubs), in the same transaction.
+	// device moved between hubs), in the same transaction. A put without
+	// Hub writes no record (the device's new identity is on a remote hub).
 	CreateOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error)
 	// Operation returns an operation by ID; KindNotFound if none (never
 	// created, or pruned).

@@ -79,6 +79,13 @@ type Options struct {
 	// Deprovision, so a record and its device never disagree. Leave it
 	// false for a connector to real IoT hubs, or one recording elsewhere.
 	RecordDevicesWithOperations bool
+	// RecordsDevices, when not nil, decides per hub what
+	// RecordDevicesWithOperations decides for all: true for a hub whose
+	// device records the store writes with the operations (a built-in
+	// hub), false for one Hubs.Provision and Deprovision reach (a remote
+	// hub). A device moving between the two kinds has its record written
+	// or removed with the operation and the other side done through Hubs.
+	RecordsDevices func(hub string) bool
 	// HubEvents, when not nil, is told of the device records each
 	// registration wrote with its operation, once they are committed.
 	HubEvents HubEvents
@@ -368,12 +375,12 @@ func (s *Service) completeAndWrite(ctx context.Context, op dps.Operation, m *dps
 		again := final.Result != nil && final.Result.ETag != "" // it replaces an earlier record
 		var stored dps.Operation
 		switch {
-		case fx != nil && fx.put != nil && create:
-			stored, err = s.o.Store.CreateOperationWithDevice(ctx, final, *fx.put, fx.remove)
-		case fx != nil && fx.put != nil:
+		case fx.any() && create:
+			stored, err = s.o.Store.CreateOperationWithDevice(ctx, final, fx.putOrNone(), fx.remove)
+		case fx.any():
 			// The device records are written with the result, or not at all
 			// (another operation of the device changed its record meanwhile).
-			stored, err = s.o.Store.CompleteOperationWithDevice(ctx, final, *fx.put, fx.remove)
+			stored, err = s.o.Store.CompleteOperationWithDevice(ctx, final, fx.putOrNone(), fx.remove)
 		case create:
 			stored, err = s.o.Store.CreateOperation(ctx, final)
 		default:
@@ -383,8 +390,8 @@ func (s *Service) completeAndWrite(ctx context.Context, op dps.Operation, m *dps
 			if again {
 				s.trim(ctx, op.RegistrationID)
 			}
-			if fx != nil && fx.put != nil && s.o.HubEvents != nil {
-				s.o.HubEvents.Provisioned(ctx, *fx.put, fx.remove)
+			if fx.any() && s.o.HubEvents != nil {
+				s.o.HubEvents.Provisioned(ctx, fx.putOrNone(), fx.remove)
 			}
 			s.finished(ctx, stored)
 			return stored, nil

@@ -54,6 +54,18 @@ func (e *Engine) AttemptFailed(id string, now time.Time) Retries {
 	return r
 }
 
+// Postpone moves the next attempt of operation id, which failed
+// transiently, to due if that is later than its backoff (a hub's
+// Retry-After).
+func (e *Engine) Postpone(id string, due time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if r, ok := e.retries[id]; ok && due.After(r.Due) {
+		r.Due = due
+		e.retries[id] = r
+	}
+}
+
 // backingOff reports whether operation id waits for its next attempt.
 func (e *Engine) backingOff(id string) bool {
 	e.mu.Lock()

@@ -136,12 +136,14 @@ func (db *DB) CreateOperationWithDevice(ctx context.Context, op dps.Operation, p
 // putDevices writes a device record, honouring put.Replaces, and removes
 // the one it replaces.
 func putDevices(ctx context.Context, tx pgx.Tx, put dps.HubDevice, ddoc []byte, remove *dps.HubDevice) error {
-	if err := checkReplaces(ctx, tx, put); err != nil {
-		return docs.DeviceChanged(err)
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO hub_devices (hub, device_id, doc) VALUES ($1, $2, $3)
+	if put.Hub != "" { // none: the device's new identity is on a remote hub
+		if err := checkReplaces(ctx, tx, put); err != nil {
+			return docs.DeviceChanged(err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO hub_devices (hub, device_id, doc) VALUES ($1, $2, $3)
 		ON CONFLICT (hub, device_id) DO UPDATE SET doc = excluded.doc`, dps.FoldID(put.Hub), dps.FoldID(put.DeviceID), ddoc); err != nil {
-		return err
+			return err
+		}
 	}
 	if remove != nil {
 		if _, err := tx.Exec(ctx, `DELETE FROM hub_devices WHERE hub = $1 AND device_id = $2`, dps.FoldID(remove.Hub), dps.FoldID(remove.DeviceID)); err != nil {

@@ -276,11 +276,13 @@ func (db *DB) CreateOperationWithDevice(ctx context.Context, op dps.Operation, p
 // putDevices writes a device record, honouring put.Replaces, and removes
 // the one it replaces.
 func (db *DB) putDevices(tx *sql.Tx, put dps.HubDevice, ddoc []byte, remove *dps.HubDevice) error {
-	if err := db.checkReplaces(tx, put); err != nil {
-		return docs.DeviceChanged(err)
-	}
-	if _, err := db.txExec(tx, qPutHubDevice, dps.FoldID(put.Hub), dps.FoldID(put.DeviceID), ddoc); err != nil {
-		return err
+	if put.Hub != "" { // none: the device's new identity is on a remote hub
+		if err := db.checkReplaces(tx, put); err != nil {
+			return docs.DeviceChanged(err)
+		}
+		if _, err := db.txExec(tx, qPutHubDevice, dps.FoldID(put.Hub), dps.FoldID(put.DeviceID), ddoc); err != nil {
+			return err
+		}
 	}
 	if remove != nil {
 		if _, err := db.txExec(tx, qDeleteHubDevice, dps.FoldID(remove.Hub), dps.FoldID(remove.DeviceID)); err != nil {

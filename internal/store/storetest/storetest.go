@@ -709,6 +709,23 @@ func testWithDevice(t *testing.T, f Factory) {
 	third.Result = &dps.Registration{RegistrationID: "dev-w", AssignedHub: "new.example.net", DeviceID: "dev-w", Status: dps.StatusAssigned, ETag: r.ETag}
 	_, err = s.CreateOperationWithDevice(ctx(), third, gone, nil)
 	kind(t, "operation with a device record computed from a deleted one", err, dps.KindConflict)
+
+	// A device moving to a remote hub: a put without Hub writes no record,
+	// the old one is removed with the operation.
+	local := dps.HubDevice{Hub: "local.example.net", DeviceID: "dev-r"}
+	if _, err := s.PutHubDevice(ctx(), local); err != nil {
+		t.Fatal(err)
+	}
+	away := op("op-r", "dev-r")
+	away.Status = dps.StatusAssigned
+	away.Result = &dps.Registration{RegistrationID: "dev-r", AssignedHub: "remote.example.net", DeviceID: "dev-r", Status: dps.StatusAssigned}
+	if _, err := s.CreateOperationWithDevice(ctx(), away, dps.HubDevice{}, &local); err != nil {
+		t.Fatalf("operation moving its device to a remote hub: %v", err)
+	}
+	_, err = s.HubDevice(ctx(), "local.example.net", "dev-r")
+	kind(t, "device moved to a remote hub, on its old hub", err, dps.KindNotFound)
+	_, err = s.HubDevice(ctx(), "", "")
+	kind(t, "the record of no device", err, dps.KindNotFound)
 }
 
 func testRegistrationCAS(t *testing.T, f Factory) {
