@@ -133,8 +133,12 @@ func (h *hubs) Record(ctx context.Context, d dps.HubDevice) (dps.HubDevice, erro
 	return h.builtin.Record(ctx, d)
 }
 
-// probeEvery is how long a remote hub's readiness probe is trusted.
-const probeEvery = 15 * time.Second
+// probeEvery is how long a remote hub's readiness probe is trusted;
+// probeTimeout bounds one probe.
+const (
+	probeEvery   = 15 * time.Second
+	probeTimeout = 2 * time.Second
+)
 
 // report writes the state of the remote hubs for /readyz: a hub that does
 // not answer is reported, the instance stays ready (its other hubs work,
@@ -146,7 +150,12 @@ func (h *hubs) report(ctx context.Context, w io.Writer) {
 		p, ok := h.probed[name]
 		h.mu.Unlock()
 		if !ok || time.Since(p.at) > probeEvery {
-			p = probe{at: time.Now(), err: r.Probe(ctx)}
+			// A short probe of its own: a hub that hangs must not hold
+			// /readyz (probes time out in a few seconds), and a caller that
+			// gives up must not record the hub as down.
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), probeTimeout)
+			p = probe{at: time.Now(), err: r.Probe(pctx)}
+			cancel()
 			h.mu.Lock()
 			h.probed[name] = p
 			h.mu.Unlock()

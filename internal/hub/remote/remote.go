@@ -472,6 +472,11 @@ func (h *Hub) writeTwin(ctx context.Context, d dps.HubDevice, created bool) erro
 	if err != nil {
 		return err
 	}
+	if r.status == http.StatusNotFound && created {
+		// IoT Hub's registry is eventually consistent: the identity just
+		// created may not be visible to the twins API yet.
+		return &Transient{Status: r.status, Msg: fmt.Sprintf("%s: the twin of the new device %s is not found yet (HTTP 404); retrying", h.HostName(), d.DeviceID)}
+	}
 	if r.status != http.StatusOK {
 		return h.failure(r, "write the twin of "+d.DeviceID)
 	}

@@ -343,3 +343,20 @@ func TestParseConnectionString(t *testing.T) {
 		}
 	}
 }
+
+// TestNewDeviceTwinNotFoundYet: the twin of a device just created may
+// answer 404 for a moment (IoT Hub's registry is eventually consistent):
+// transient, retried; a 404 on the twin of an existing device is not.
+func TestNewDeviceTwinNotFoundYet(t *testing.T) {
+	h, _ := start(t, func(r request) (int, http.Header, string) {
+		if strings.HasPrefix(r.Path, "/twins/") {
+			return http.StatusNotFound, nil, `{"Message":"ErrorCode:DeviceNotFound;not yet"}`
+		}
+		return ok(`{}`)
+	}, nil)
+	err := h.Provision(context.Background(), symDevice())
+	var tr *remote.Transient
+	if !errors.As(err, &tr) || tr.Status != http.StatusNotFound {
+		t.Fatalf("Provision = %v (%T), want a transient 404", err, err)
+	}
+}
