@@ -41,6 +41,9 @@ type CloudStore interface {
 	// ExpireCloudMessages dead-letters up to limit messages of any queue
 	// that expired by now and reports how many.
 	ExpireCloudMessages(ctx context.Context, now time.Time, limit int) (int, error)
+	// DeleteCloudFeedbackBefore deletes the feedback records of every hub
+	// whose outcome happened before t.
+	DeleteCloudFeedbackBefore(ctx context.Context, t time.Time) (int64, error)
 	// ReceiveCloudFeedback locks up to max of the hub's unlocked feedback
 	// records with lockToken until lockUntil, oldest first.
 	ReceiveCloudFeedback(ctx context.Context, hub, lockToken string, now, lockUntil time.Time, max int) ([]dps.CloudFeedback, error)
@@ -208,6 +211,9 @@ const (
 	FeedbackLockTime  = time.Minute
 	C2DExpiryBatch    = 500
 	C2DExpiryInterval = 10 * time.Second
+	// FeedbackTTL is how long a feedback record waits to be read (IoT
+	// Hub's default feedback time to live, one hour).
+	FeedbackTTL = time.Hour
 )
 
 // ReceiveFeedback locks the hub's oldest feedback records (at most
@@ -238,8 +244,13 @@ func (s *Service) AbandonFeedback(ctx context.Context, hub, lockToken string) er
 
 // ExpireC2D dead-letters every C2D message that expired by now, of every
 // queue, in batches of C2DExpiryBatch, and reports how many: the Expired
-// feedback of a device that never asks for its messages.
+// feedback of a device that never asks for its messages. It also deletes
+// feedback records older than FeedbackTTL.
 func (s *Service) ExpireC2D(ctx context.Context) (int, error) {
+	// Feedback nobody read within its time to live goes, as on IoT Hub.
+	if _, err := s.o.Store.DeleteCloudFeedbackBefore(ctx, s.o.Now().UTC().Add(-FeedbackTTL)); err != nil {
+		return 0, err
+	}
 	total := 0
 	for {
 		n, err := s.o.Store.ExpireCloudMessages(ctx, s.o.Now().UTC(), C2DExpiryBatch)

@@ -276,3 +276,14 @@ func (db *DB) SettleCloudFeedback(ctx context.Context, hub, lockToken string, co
 		return nil
 	})
 }
+
+// DeleteCloudFeedbackBefore deletes the feedback records of every hub
+// whose outcome happened before t (nobody read them in time) and reports
+// how many went.
+func (db *DB) DeleteCloudFeedbackBefore(ctx context.Context, t time.Time) (int64, error) {
+	tag, err := db.pool.Exec(ctx, `DELETE FROM hub_c2d_feedback WHERE enqueued < $1`, docs.Nanos(t))
+	if err != nil {
+		return 0, translate(err)
+	}
+	return tag.RowsAffected(), nil
+}

@@ -273,3 +273,18 @@ func (db *DB) SettleCloudFeedback(ctx context.Context, hub, lockToken string, co
 		return nil
 	})
 }
+
+// DeleteCloudFeedbackBefore deletes the feedback records of every hub
+// whose outcome happened before t (nobody read them in time) and reports
+// how many went.
+func (db *DB) DeleteCloudFeedbackBefore(ctx context.Context, t time.Time) (int64, error) {
+	var n int64
+	err := db.exec(ctx, func(tx *sql.Tx) error {
+		res, err := tx.Exec(`DELETE FROM hub_c2d_feedback WHERE enqueued < ?`, docs.Nanos(t))
+		if err == nil {
+			n, _ = res.RowsAffected()
+		}
+		return err
+	})
+	return n, err
+}

@@ -175,3 +175,24 @@ func testC2DFeedbackLock(t *testing.T, f Factory) {
 		t.Errorf("completed records received again: %v", statuses(got))
 	}
 }
+
+// testC2DFeedbackExpires: feedback records older than a time are deleted,
+// newer ones stay.
+func testC2DFeedbackExpires(t *testing.T, f Factory) {
+	s := f.New(t)
+	for i, at := range []time.Time{c2dT0, c2dT0.Add(2 * time.Hour)} {
+		m := c2dMessage("dev-x", fmt.Sprint("x", i), at)
+		m.Ack = "positive"
+		enqueue(t, s, m)
+		if err := s.SettleCloudMessage(ctx(), c2dHub, "dev-x", receive(t, s, "dev-x", fmt.Sprint("lx", i), at).LockToken, dps.SettleComplete, at, c2dMax); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.DeleteCloudFeedbackBefore(ctx(), c2dT0.Add(time.Hour))
+	if err != nil || n != 1 {
+		t.Fatalf("DeleteCloudFeedbackBefore = %d, %v; want 1", n, err)
+	}
+	if got := statuses(feedbackOf(t, s, "after", c2dT0.Add(3*time.Hour))); len(got) != 1 || got[0] != "x1:Success" {
+		t.Errorf("feedback left = %v, want only x1's", got)
+	}
+}

@@ -50,6 +50,7 @@ type Store interface {
 	ExpireCloudMessages(ctx context.Context, now time.Time, limit int) (int, error)
 	ReceiveCloudFeedback(ctx context.Context, hub, lockToken string, now, lockUntil time.Time, max int) ([]dps.CloudFeedback, error)
 	SettleCloudFeedback(ctx context.Context, hub, lockToken string, complete bool, now time.Time) error
+	DeleteCloudFeedbackBefore(ctx context.Context, t time.Time) (int64, error)
 	// The built-in hubs' identity registries.
 	ListHubDevices(ctx context.Context, hub, after string, limit int) ([]dps.HubDevice, error)
 	CountHubDevices(ctx context.Context, hub string) (total, disabled int, err error)
@@ -123,6 +124,7 @@ func Run(t *testing.T, f Factory) {
 		{"C2D/ConcurrentReceiversAcrossHandles", testC2DConcurrent},
 		{"C2D/FeedbackOutcomes", testC2DFeedbackOutcomes},
 		{"C2D/FeedbackLockedBatches", testC2DFeedbackLock},
+		{"C2D/FeedbackExpires", testC2DFeedbackExpires},
 		{"Routes/CheckpointsStartAtTheEndAndNeverGoBack", testRouteCheckpoints},
 		{"Routes/OneLeaseHolderAndTakeover", testRouteLeases},
 		{"Routes/ConcurrentClaimsOneWins", testRouteConcurrentClaims},

@@ -21,3 +21,4 @@ CREATE TABLE IF NOT EXISTS hub_c2d_feedback (
 	locked_until        BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS hub_c2d_feedback_by_hub ON hub_c2d_feedback (hub, seq);
+CREATE INDEX IF NOT EXISTS hub_c2d_feedback_by_enqueued ON hub_c2d_feedback (enqueued);

@@ -21,3 +21,4 @@ CREATE TABLE hub_c2d_feedback (
 	locked_until        INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX hub_c2d_feedback_by_hub ON hub_c2d_feedback (hub, seq);
+CREATE INDEX hub_c2d_feedback_by_enqueued ON hub_c2d_feedback (enqueued);
