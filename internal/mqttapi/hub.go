@@ -44,6 +44,7 @@ package mqttapi
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -174,18 +175,18 @@ func (c *hubConn) authenticate(cl *mqtt.Client, pk packets.Packet, _ *connState)
 	switch pk.ProtocolVersion {
 	case 4:
 	case 5:
-		log.Debug("mqtt hub connect refused: MQTT 5 (IoT Hub speaks MQTT 3.1.1)")
+		c.logRefusal(cl, "MQTT 5: IoT Hub speaks MQTT 3.1.1", nil)
 		return packets.ErrUnsupportedProtocolVersion // 0x84
 	default:
-		log.Debug("mqtt hub connect refused: MQTT 3.1 (IoT Hub speaks MQTT 3.1.1)")
+		c.logRefusal(cl, "MQTT 3.1: IoT Hub speaks MQTT 3.1.1", nil)
 		return packets.Err3UnsupportedProtocolVersion // 1
 	}
 	if c.user.ModuleID != "" {
-		log.Debug("mqtt hub connect refused: module identities are not supported", "module_id", c.user.ModuleID)
+		c.logRefusal(cl, "module identities are not supported", nil, slog.String("module_id", c.user.ModuleID))
 		return packets.Err3NotAuthorized
 	}
 	if err := c.user.CheckClientID(pk.Connect.ClientIdentifier); err != nil {
-		log.Debug("mqtt hub connect refused: the client ID is not the username's device", "client_id", pk.Connect.ClientIdentifier)
+		c.logRefusal(cl, "the client ID is not the username's device", nil, slog.String("client_id", pk.Connect.ClientIdentifier))
 		return packets.Err3NotAuthorized
 	}
 	cred := dps.Credential{SAS: string(pk.Connect.Password)}
@@ -198,10 +199,10 @@ func (c *hubConn) authenticate(cl *mqtt.Client, pk packets.Packet, _ *connState)
 	if err != nil {
 		switch kind := dps.KindOf(err); kind {
 		case dps.KindUnauthorized:
-			log.Debug("mqtt hub connect refused", logkey.Error, err)
+			c.logRefusal(cl, "not authenticated", err)
 			return packets.Err3NotAuthorized
 		case dps.KindForbidden: // disabled: the SDKs keep retrying on 3
-			log.Debug("mqtt hub connect refused: the device is disabled", logkey.Error, err)
+			c.logRefusal(cl, "the device is disabled", err)
 			return packets.Err3ServerUnavailable
 		default:
 			log.Debug("mqtt hub connect refused (retryable)", logkey.Error, err)

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -705,5 +706,54 @@ func TestHubKeepsTheDPSPacketLimit(t *testing.T) {
 			c.publish(1, 2, "$dps/registrations/PUT/iotdps-register/?$rid=big", make([]byte, 120*1024))
 			c.closed(5 * time.Second)
 		})
+	}
+}
+
+// lockedLog is a log sink safe for the broker's goroutines.
+type lockedLog struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// TestHubConnectRefusalLogged: a refused hub CONNECT is logged at info
+// with the reason, hub, device ID, transport and source address, never the
+// SAS token.
+func TestHubConnectRefusalLogged(t *testing.T) {
+	var out lockedLog
+	e := newHubEnv(t, mqttapi.BrokerOptions{Logger: slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	e.device(t, hubA, "dev-log", "")
+	tok := hubToken(hubA, "dev-log", make([]byte, 32), time.Now().Add(time.Hour))
+	c := e.dial["tls"](t, 4)
+	if ack := c.connect(hubConnect(hubA, "dev-log", tok)); ack.ReasonCode != 5 {
+		t.Fatalf("CONNACK %#x, want 5", ack.ReasonCode)
+	}
+	c.closed(5 * time.Second)
+	var line string
+	for end := time.Now().Add(5 * time.Second); line == "" && time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		for _, l := range strings.Split(out.String(), "\n") {
+			if strings.Contains(l, `msg="device refused"`) && strings.Contains(l, "device_id=dev-log") {
+				line = l
+			}
+		}
+	}
+	for _, want := range []string{"level=INFO", `reason="not authenticated"`, "hub=" + hubA, "transport=mqtt", "source=127.0.0.1:", "signature does not match"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("refusal log line %q lacks %q", line, want)
+		}
+	}
+	if sig := tok[strings.Index(tok, "sig=")+4:]; strings.Contains(out.String(), sig[:10]) {
+		t.Error("the log holds the token's signature")
 	}
 }
