@@ -58,7 +58,7 @@ var rules = map[string][]string{
 	"internal/faults":                  {module + "/internal/logkey"},
 	"internal/prom":                    {module, "github.com/prometheus/client_golang"},
 	"internal/routing":                 {module},
-	"internal/route/webhook":           {module, module + "/webhook"},
+	"internal/route/webhook":           {module, module + "/webhook", module + "/internal/route"},
 	"internal/ceiling":                 {module, module + "/internal/registration"},
 	"internal/bench":                   {module + "/device"},
 	"internal/route":                   {module},

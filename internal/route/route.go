@@ -272,3 +272,13 @@ func RedactURL(raw string) string {
 	}
 	return u.Redacted()
 }
+
+// Refused is an endpoint's error for messages it will never take as they
+// are (a webhook's 4xx, a message over the endpoint's limits): the routing
+// engine dead-letters them at once instead of retrying (its Permanent
+// method).
+type Refused struct{ Err error }
+
+func (e *Refused) Error() string   { return e.Err.Error() }
+func (e *Refused) Unwrap() error   { return e.Err }
+func (e *Refused) Permanent() bool { return true }

@@ -74,7 +74,7 @@ func New(o Options) (*Engine, error) {
 	}
 	if d, ok := o.Observer.(Declarer); ok {
 		for _, rn := range e.routes {
-			d.Declare(rn.r.Hub, rn.r.Name, ReasonRetries, ReasonMaxLag, ReasonDeleted)
+			d.Declare(rn.r.Hub, rn.r.Name, ReasonRetries, ReasonMaxLag, ReasonDeleted, ReasonRefused)
 		}
 	}
 	return e, nil
@@ -266,6 +266,24 @@ func (rn *runner) deliver(ctx context.Context, checkpoint int64, renewed time.Ti
 			rn.set(func(rn *runner) { rn.state, rn.attempt, rn.retryAt = "delivering", 0, time.Time{} })
 			continue
 		}
+		if IsPermanent(err) {
+			// Refused for good: one by one, so that only the messages the
+			// endpoint will never take are dead-lettered, now.
+			rest, cp, ierr := rn.isolate(ctx, pending, checkpoint, err)
+			if ierr != nil {
+				return ierr
+			}
+			checkpoint = cp
+			if len(rest) == 0 {
+				if err := o.Store.AdvanceRoute(ctx, r.Hub, r.Name, o.Node, through, "", o.Now()); err != nil {
+					return err
+				}
+				checkpoint, pending, attempt, since = through, nil, 0, time.Time{}
+				rn.set(func(rn *runner) { rn.state, rn.attempt, rn.retryAt = "delivering", 0, time.Time{} })
+				continue
+			}
+			pending = rest // a transient failure among them: retried as usual
+		}
 		o.Observer.Failed(r.Hub, r.Name, len(pending))
 		rn.count(0, len(pending), 0)
 		if since.IsZero() {
@@ -456,3 +474,47 @@ func (rn *runner) lag(ctx context.Context, checkpoint int64, pending []dps.Messa
 }
 
 func isLeaseLost(err error) bool { return dps.KindOf(err) == dps.KindPrecondition }
+
+// isolate delivers msgs one at a time after a permanent refusal of the
+// batch (first): a message delivered advances the checkpoint to it, one
+// refused for good is dead-lettered at once. It stops at the first
+// transient failure and returns the messages still to deliver and the
+// checkpoint reached.
+func (rn *runner) isolate(ctx context.Context, msgs []dps.Message, checkpoint int64, first error) ([]dps.Message, int64, error) {
+	o, r := rn.e.o, rn.r
+	for i, m := range msgs {
+		var err error
+		if len(msgs) == 1 {
+			err = first // a batch of one was refused already
+		} else {
+			dctx, cancel := context.WithTimeout(ctx, o.DeliverTimeout)
+			err = r.Deliver.Deliver(dctx, msgs[i:i+1])
+			cancel()
+			if ctx.Err() != nil {
+				return nil, checkpoint, ctx.Err()
+			}
+		}
+		now := o.Now()
+		switch {
+		case err == nil:
+			o.Observer.Delivered(r.Hub, r.Name, 1)
+			rn.count(1, 0, 0)
+		case IsPermanent(err):
+			reason := fmt.Sprintf("refused for good by endpoint %s: %s", r.Endpoint, err)
+			if err := o.Store.DeadLetterMessages(ctx, r.Hub, r.Name, o.Node, msgs[i:i+1], reason, now); err != nil {
+				return nil, checkpoint, err
+			}
+			o.Observer.DeadLettered(r.Hub, r.Name, ReasonRefused, 1)
+			rn.count(0, 0, 1)
+			o.Logger.WarnContext(ctx, "routing: a message the endpoint refused for good was dead-lettered", "hub", r.Hub, "route", r.Name,
+				"seq", m.Seq, "reason", reason)
+		default:
+			return msgs[i:], checkpoint, nil
+		}
+		if err := o.Store.AdvanceRoute(ctx, r.Hub, r.Name, o.Node, m.Seq, "", now); err != nil {
+			return nil, checkpoint, err
+		}
+		checkpoint = m.Seq
+	}
+	return nil, checkpoint, nil
+}

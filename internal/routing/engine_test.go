@@ -312,3 +312,52 @@ func TestTakeover(t *testing.T) {
 		stopA()
 	})
 }
+
+// refusing is an endpoint that refuses for good any batch holding the
+// message of sequence number bad (as a webhook answering 4xx).
+type refusing struct {
+	endpoint
+	bad int64
+}
+
+type refusal struct{}
+
+func (refusal) Error() string   { return "refused: 400" }
+func (refusal) Permanent() bool { return true }
+
+func (e *refusing) Deliver(ctx context.Context, msgs []dps.Message) error {
+	for _, m := range msgs {
+		if m.Seq == e.bad {
+			return refusal{}
+		}
+	}
+	return e.endpoint.Deliver(ctx, msgs)
+}
+
+// TestRefusedMessageDeadLetteredAtOnce: a batch the endpoint refuses for
+// good is delivered one message at a time; only the refused message is
+// dead-lettered, at once (not after the retry budget), and the others are
+// delivered in order.
+func TestRefusedMessageDeadLetteredAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := openStore(t, filepath.Join(t.TempDir(), "dps.db"), false)
+		ep := &refusing{bad: 3}
+		m := &metrics{}
+		stop := run(t, Options{Store: db, Node: "node-a", BatchSize: 5, RetryBudget: time.Hour, Observer: m,
+			Jitter: func() float64 { return 0 }, Routes: []Route{{Hub: hub, Name: "r", Endpoint: "ep", Deliver: ep, Enabled: true}}})
+		defer stop()
+		time.Sleep(time.Second)
+		send(t, db, 5, 1, nil)
+		time.Sleep(10 * time.Second) // far less than the retry budget
+		if got := seqsOf(ep.received()); fmt.Sprint(got) != "[1 2 4 5]" {
+			t.Errorf("delivered %v, want [1 2 4 5]", got)
+		}
+		dl, err := db.DeadLetters(context.Background(), hub, "r", 0, 0)
+		if err != nil || len(dl) != 1 || dl[0].Message.Seq != 3 || !strings.Contains(dl[0].Reason, "refused") {
+			t.Fatalf("dead letters = %+v, %v; want message 3, refused", dl, err)
+		}
+		if st, _ := db.Routes(context.Background(), hub); st[0].Checkpoint != 5 {
+			t.Errorf("checkpoint %d, want 5", st[0].Checkpoint)
+		}
+	})
+}

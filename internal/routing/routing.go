@@ -10,6 +10,7 @@ package routing
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -21,10 +22,33 @@ import (
 // endpoint acknowledged every message of msgs (in order); on an error
 // none counts as delivered and the engine retries the whole batch later
 // (duplicates are allowed).
+//
+// An error that has a method Permanent() bool answering true says the
+// endpoint will never take the batch as it is (a webhook's 4xx, a message
+// over the endpoint's size limit): the engine then delivers the batch's
+// messages one by one and dead-letters at once each one that is refused
+// for good, instead of retrying the whole batch for the retry budget.
 type Endpoint interface {
 	Deliver(ctx context.Context, msgs []dps.Message) error
 	Close() error
 }
+
+// permanent is the ability of an endpoint's error to say it is final.
+type permanent interface {
+	error
+	Permanent() bool
+}
+
+// IsPermanent reports whether err says the endpoint will never take the
+// messages it was given.
+func IsPermanent(err error) bool {
+	p, ok := errors.AsType[permanent](err)
+	return ok && p.Permanent()
+}
+
+// ReasonRefused is the dead-letter reason of a message an endpoint refused
+// for good.
+const ReasonRefused = "refused"
 
 // Store is what the engine needs of the store: the hubs' event logs and
 // the routes' checkpoints, leases and dead letters (see the stores'

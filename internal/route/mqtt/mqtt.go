@@ -252,7 +252,7 @@ func (e *Endpoint) Deliver(ctx context.Context, msgs []dps.Message) (err error) 
 	for i, m := range msgs {
 		topics[i] = e.Topic(m)
 		if len(topics[i]) > maxTopic {
-			return fmt.Errorf("mqtt: %s: the topic with its properties is %d bytes, over MQTT's %d", route.EventID(m), len(topics[i]), maxTopic)
+			return &route.Refused{Err: fmt.Errorf("mqtt: %s: the topic with its properties is %d bytes, over MQTT's %d", route.EventID(m), len(topics[i]), maxTopic)}
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.o.Timeout)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/route"
 	"github.com/opendps/dps/webhook"
 )
 
@@ -116,7 +117,13 @@ func (e *Endpoint) Deliver(ctx context.Context, msgs []dps.Message) error {
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("webhook: status %d: %s", resp.StatusCode, bytes.TrimSpace(snippet))
+		err := fmt.Errorf("webhook: status %d: %s", resp.StatusCode, bytes.TrimSpace(snippet))
+		if resp.StatusCode/100 == 4 && resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests {
+			// The endpoint refuses these messages for good; the engine
+			// finds which and dead-letters them.
+			return &route.Refused{Err: err}
+		}
+		return err
 	}
 	return nil
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/opendps/dps"
 	routehook "github.com/opendps/dps/internal/route/webhook"
+	"github.com/opendps/dps/internal/routing"
 	"github.com/opendps/dps/webhook"
 )
 
@@ -155,5 +156,27 @@ func TestMutualTLS(t *testing.T) {
 	}
 	if _, err := routehook.TLSConfig("", filepath.Join(dir, "client.pem"), ""); err == nil {
 		t.Error("a certificate without its key was accepted")
+	}
+}
+
+// TestRefusalsArePermanent: a 4xx (but 408 and 429) says the webhook will
+// never take the batch (routing dead-letters it at once); 5xx, 408 and 429
+// are retried.
+func TestRefusalsArePermanent(t *testing.T) {
+	rc := &receiver{}
+	srv := httptest.NewTLSServer(rc)
+	defer srv.Close()
+	ep, err := routehook.New(routehook.Options{URL: srv.URL, Secret: secret, TLS: pool(srv)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for status, permanent := range map[int]bool{400: true, 413: true, 404: true, 408: false, 429: false, 500: false, 503: false} {
+		rc.mu.Lock()
+		rc.status = status
+		rc.mu.Unlock()
+		err := ep.Deliver(context.Background(), msgs())
+		if err == nil || routing.IsPermanent(err) != permanent {
+			t.Errorf("status %d: err %v, permanent %v; want permanent %v", status, err, routing.IsPermanent(err), permanent)
+		}
 	}
 }
