@@ -121,10 +121,12 @@ func (ln *listener) Accept() (net.Conn, error) {
 		}
 		src := source(c.RemoteAddr())
 		if reason := ln.l.acquire(src); reason != "" {
-			c.Close()
+			// Counted before the close, so that whoever sees the close
+			// also sees the refusal counted.
 			if ln.l.o.Refused != nil {
 				ln.l.o.Refused(ln.name, reason)
 			}
+			c.Close()
 			continue
 		}
 		return &conn{Conn: c, l: ln.l, src: src}, nil
