@@ -64,6 +64,7 @@ load against "dpsd --ceiling" (no authentication, storage or allocation) to comp
 		},
 	}
 	sf.add(cmd)
+	cmd.AddCommand(newBenchHub(&sf)) // benchhub.go
 	f := cmd.Flags()
 	f.StringVar(&o.Endpoint, "device-endpoint", "https://localhost", "device endpoint")
 	f.StringVar(&o.MQTTAddress, "mqtt-address", "", "host:port of the MQTT endpoint (default: the device endpoint's host, port 8883)")

@@ -2,6 +2,8 @@
 // devices against a DPS endpoint with symmetric keys derived from a group
 // key, C registrations in flight, over HTTPS (kept-alive or a fresh TLS
 // connection per device) or MQTT, and reports throughput and latency.
+// RunHub (hub.go) is `dpsctl bench hub`: MQTT devices publishing QoS 1
+// telemetry to a built-in hub, with PUBACK latency.
 package bench
 
 import (

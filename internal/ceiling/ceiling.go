@@ -2,6 +2,8 @@
 // no authentication, storage or allocation. Served by the real HTTPS and
 // MQTT adapters (`dpsd --ceiling`), it measures what TLS, HTTP/MQTT and JSON
 // cost on a machine, so dps's throughput can be reported as a ratio to it.
+// HubStore (hub.go) is the same for the built-in hub's telemetry: a store
+// that knows every device and keeps no message.
 package ceiling
 
 import (
