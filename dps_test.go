@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opendps/dps"
 )
@@ -77,4 +78,11 @@ func FuzzParseTPMPublicRSA(f *testing.F) {
 			t.Fatalf("modulus of %d bytes accepted", len(mod))
 		}
 	})
+}
+
+func TestNewGenerationID(t *testing.T) {
+	at := time.Date(2019, 11, 14, 14, 51, 33, 658001600, time.UTC) // Azure's 637093398936580016
+	if got := dps.NewGenerationID(at); got != "637093398936580016" {
+		t.Errorf("NewGenerationID = %s, want 637093398936580016 (.NET ticks)", got)
+	}
 }

@@ -2,6 +2,7 @@ package dps
 
 import (
 	"encoding/json"
+	"strconv"
 	"time"
 )
 
@@ -142,3 +143,11 @@ const (
 	// webhook returned an initial twin for a device that stays).
 	TwinApply
 )
+
+// NewGenerationID returns a hub device's generation ID as IoT Hub writes
+// them: its creation time in .NET ticks (100 ns since 0001-01-01), 18
+// digits.
+func NewGenerationID(now time.Time) string {
+	const unixEpochTicks = 621355968000000000
+	return strconv.FormatInt(now.UnixNano()/100+unixEpochTicks, 10)
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/hubquery"
+	"github.com/opendps/dps/internal/twin"
 )
 
 // Query page sizes (x-ms-max-item-count): IoT Hub's default and maximum.
@@ -110,7 +111,7 @@ func (s *Service) Query(ctx context.Context, hub, text, continuation string, max
 // evaluates: the members of the service twin JSON (GET /twins/{id}), tags
 // and properties decoded only when the query reads them.
 func (s *Service) queryDoc(hub string, d dps.HubDevice, q *hubquery.Query) (ServiceTwin, map[string]any, error) {
-	t, err := s.liveTwin(d)
+	t, err := twin.Of(d)
 	if err != nil {
 		return ServiceTwin{}, nil, err
 	}

@@ -165,14 +165,6 @@ func newDeviceKey() dps.Key {
 	return dps.Key(base64.StdEncoding.EncodeToString(b))
 }
 
-// newGenerationID is a generation ID as IoT Hub writes them (and as
-// internal/hub/builtin.NewGenerationID does): the creation time in .NET
-// ticks.
-func newGenerationID(now time.Time) string {
-	const unixEpochTicks = 621355968000000000
-	return strconv.FormatInt(now.UnixNano()/100+unixEpochTicks, 10)
-}
-
 func deviceExists(deviceID string, other string) error {
 	msg := "A device with ID " + strconv.Quote(deviceID) + " is already registered."
 	if other != deviceID {
@@ -224,7 +216,7 @@ func (s *Service) createDevice(ctx context.Context, hub string, d Device, setup 
 		return Device{}, err
 	}
 	rec, err := s.o.Store.PutHubDevice(ctx, dps.HubDevice{Hub: hub, DeviceID: d.DeviceID, Auth: d.Auth, IoTEdge: d.IoTEdge,
-		Status: d.Status, StatusReason: d.StatusReason, GenerationID: newGenerationID(now), LiveTwin: live, Updated: now.UTC(),
+		Status: d.Status, StatusReason: d.StatusReason, GenerationID: dps.NewGenerationID(now), LiveTwin: live, Updated: now.UTC(),
 		Replaces: dps.ReplacesNothing}) // created only if still absent: a concurrent create wins, this one is 409
 	if dps.KindOf(err) == dps.KindConflict {
 		return Device{}, deviceExists(d.DeviceID, d.DeviceID)
@@ -274,7 +266,7 @@ func (s *Service) replaceDevice(ctx context.Context, hub string, d Device, ifMat
 		var note []byte
 		var version int64
 		if setup != nil {
-			t, err := s.liveTwin(cur)
+			t, err := twin.Of(cur)
 			if err != nil {
 				return Device{}, err
 			}

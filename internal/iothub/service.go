@@ -54,7 +54,7 @@ func (s *Service) ServiceTwin(ctx context.Context, hub, deviceID string) (Servic
 	if err != nil {
 		return ServiceTwin{}, err
 	}
-	t, err := s.liveTwin(d)
+	t, err := twin.Of(d)
 	if err != nil {
 		return ServiceTwin{}, err
 	}

@@ -105,7 +105,7 @@ type lifecycleTwin struct {
 }
 
 func (s *Service) lifecycleBody(d dps.HubDevice) ([]byte, error) {
-	t, err := s.liveTwin(d)
+	t, err := twin.Of(d)
 	if err != nil {
 		return nil, err
 	}

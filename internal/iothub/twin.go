@@ -26,19 +26,6 @@ func (s *Service) device(ctx context.Context, id Identity) (dps.HubDevice, error
 	return d, nil
 }
 
-// liveTwin decodes a record's twin; a record written before the hub kept
-// twins gets one from its initial twin.
-func (s *Service) liveTwin(d dps.HubDevice) (twin.Twin, error) {
-	var t twin.Twin
-	if len(d.LiveTwin) == 0 {
-		return twin.New(d.Twin, d.Updated)
-	}
-	if err := json.Unmarshal(d.LiveTwin, &t); err != nil {
-		return t, dps.AsError(err)
-	}
-	return t, nil
-}
-
 // Twin returns the device's twin as a device reads it (the body of the
 // answer to a twin GET): {"desired":{…,"$version":n},"reported":{…,"$version":m}}.
 func (s *Service) Twin(ctx context.Context, id Identity) ([]byte, error) {
@@ -46,7 +33,7 @@ func (s *Service) Twin(ctx context.Context, id Identity) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := s.liveTwin(d)
+	t, err := twin.Of(d)
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +88,7 @@ func (s *Service) update(ctx context.Context, hub, deviceID, generation string, 
 		if d.DeviceID != deviceID || generation != "" && d.GenerationID != generation {
 			return dps.Errorf(dps.KindNotFound, "the device %s no longer exists", deviceID)
 		}
-		t, err := s.liveTwin(d)
+		t, err := twin.Of(d)
 		if err != nil {
 			return err
 		}

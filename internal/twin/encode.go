@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/opendps/dps"
 )
 
 // storedTime is how the stored form writes times: fixed 7 digits, so that
@@ -211,4 +213,18 @@ func mirrors(props map[string]any, m *meta) error {
 		}
 	}
 	return nil
+}
+
+// Of returns the live twin of a hub device record (its LiveTwin); a
+// record written before the hub kept twins gets one from its initial
+// twin. A stored twin that does not decode is a *dps.Error.
+func Of(d dps.HubDevice) (Twin, error) {
+	if len(d.LiveTwin) == 0 {
+		return New(d.Twin, d.Updated)
+	}
+	var t Twin
+	if err := t.UnmarshalJSON(d.LiveTwin); err != nil {
+		return Twin{}, dps.AsError(err)
+	}
+	return t, nil
 }

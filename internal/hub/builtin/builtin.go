@@ -14,7 +14,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -78,7 +77,7 @@ func (c *Connector) Record(ctx context.Context, d dps.HubDevice) (dps.HubDevice,
 	cur, err := c.Store.HubDevice(ctx, d.Hub, d.DeviceID)
 	switch {
 	case dps.KindOf(err) == dps.KindNotFound:
-		d.Status, d.StatusReason, d.GenerationID, d.Replaces = dps.DeviceEnabled, "", NewGenerationID(now), dps.ReplacesNothing
+		d.Status, d.StatusReason, d.GenerationID, d.Replaces = dps.DeviceEnabled, "", dps.NewGenerationID(now), dps.ReplacesNothing
 		t, err := twin.New(d.Twin, now)
 		if err != nil {
 			return d, invalidTwin(err)
@@ -99,7 +98,7 @@ func (c *Connector) Record(ctx context.Context, d dps.HubDevice) (dps.HubDevice,
 	case dps.TwinReplace:
 		t, err = twin.New(d.Twin, now)
 	case dps.TwinKeep, dps.TwinApply:
-		t, err = live(cur)
+		t, err = twin.Of(cur)
 		if err == nil && d.TwinWrite == dps.TwinApply {
 			_, err = t.Replace(d.Twin, now)
 		}
@@ -138,24 +137,6 @@ func noTwin(t json.RawMessage) bool {
 	return s == "" || s == "null"
 }
 
-// live decodes a record's live twin; a record written before the hub kept
-// twins gets one from its initial twin.
-func live(d dps.HubDevice) (twin.Twin, error) {
-	if len(d.LiveTwin) == 0 {
-		return twin.New(d.Twin, d.Updated)
-	}
-	var t twin.Twin
-	err := json.Unmarshal(d.LiveTwin, &t)
-	return t, err
-}
-
-// NewGenerationID returns a generation ID as IoT Hub writes them: the
-// creation time in .NET ticks (100 ns since 0001-01-01), 18 digits.
-func NewGenerationID(now time.Time) string {
-	const unixEpochTicks = 621355968000000000
-	return strconv.FormatInt(now.UnixNano()/100+unixEpochTicks, 10)
-}
-
 // Deprovision removes the device identity; absent is not an error.
 func (c *Connector) Deprovision(ctx context.Context, hub, deviceID string) error {
 	return c.Store.DeleteHubDevice(ctx, hub, deviceID)
@@ -169,7 +150,7 @@ func (c *Connector) Twin(ctx context.Context, hub, deviceID string) (json.RawMes
 	if err != nil {
 		return nil, err
 	}
-	t, err := live(d)
+	t, err := twin.Of(d)
 	if err != nil {
 		return nil, err
 	}
