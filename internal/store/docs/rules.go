@@ -173,3 +173,25 @@ func DeviceChanged(err error) error {
 	}
 	return err
 }
+
+// CheckReplaces decides a hub device write's precondition (d.Replaces,
+// not "") from the device's current record as the store read it in the
+// write's transaction: cur its document, found false when there is none.
+func CheckReplaces(d dps.HubDevice, cur []byte, found bool) error {
+	switch {
+	case d.Replaces == dps.ReplacesNothing && found:
+		return dps.Errorf(dps.KindConflict, "hub device %s/%s exists", d.Hub, d.DeviceID)
+	case d.Replaces == dps.ReplacesNothing:
+		return nil
+	case !found:
+		return dps.Errorf(dps.KindNotFound, "hub device %s/%s not found", d.Hub, d.DeviceID)
+	}
+	old, err := DecodeHubDevice(cur)
+	if err != nil {
+		return err
+	}
+	if !SameETag(d.Replaces, old.ETag) {
+		return dps.Errorf(dps.KindConflict, "hub device %s/%s changed meanwhile", d.Hub, d.DeviceID)
+	}
+	return nil
+}

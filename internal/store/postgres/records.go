@@ -340,29 +340,10 @@ func checkReplaces(ctx context.Context, tx pgx.Tx, d dps.HubDevice) error {
 	}
 	var cur []byte
 	err := tx.QueryRow(ctx, `SELECT doc FROM hub_devices WHERE hub = $1 AND device_id = $2 FOR UPDATE`, dps.FoldID(d.Hub), dps.FoldID(d.DeviceID)).Scan(&cur)
-	if d.Replaces == dps.ReplacesNothing {
-		if err == nil {
-			return dps.Errorf(dps.KindConflict, "hub device %s/%s exists", d.Hub, d.DeviceID)
-		}
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return err
 	}
-	if errors.Is(err, pgx.ErrNoRows) {
-		return dps.Errorf(dps.KindNotFound, "hub device %s/%s not found", d.Hub, d.DeviceID)
-	}
-	if err != nil {
-		return err
-	}
-	old, err := docs.DecodeHubDevice(cur)
-	if err != nil {
-		return err
-	}
-	if !docs.SameETag(d.Replaces, old.ETag) {
-		return dps.Errorf(dps.KindConflict, "hub device %s/%s changed meanwhile", d.Hub, d.DeviceID)
-	}
-	return nil
+	return docs.CheckReplaces(d, cur, err == nil)
 }
 
 // HubDevice returns a recorded device identity.

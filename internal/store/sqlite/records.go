@@ -448,29 +448,10 @@ func (db *DB) checkReplaces(tx *sql.Tx, d dps.HubDevice) error {
 	}
 	var cur []byte
 	err := tx.QueryRow(`SELECT doc FROM hub_devices WHERE hub = ? AND device_id = ?`, dps.FoldID(d.Hub), dps.FoldID(d.DeviceID)).Scan(&cur)
-	if d.Replaces == dps.ReplacesNothing {
-		if err == nil {
-			return dps.Errorf(dps.KindConflict, "hub device %s/%s exists", d.Hub, d.DeviceID)
-		}
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		}
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return err
 	}
-	if errors.Is(err, sql.ErrNoRows) {
-		return dps.Errorf(dps.KindNotFound, "hub device %s/%s not found", d.Hub, d.DeviceID)
-	}
-	if err != nil {
-		return err
-	}
-	old, err := docs.DecodeHubDevice(cur)
-	if err != nil {
-		return err
-	}
-	if !docs.SameETag(d.Replaces, old.ETag) {
-		return dps.Errorf(dps.KindConflict, "hub device %s/%s changed meanwhile", d.Hub, d.DeviceID)
-	}
-	return nil
+	return docs.CheckReplaces(d, cur, err == nil)
 }
 
 // HubDevice returns a device identity recorded by the built-in hub connector.
