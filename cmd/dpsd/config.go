@@ -47,6 +47,10 @@ type Config struct {
 	Faults     []faults.Rule    `yaml:"faults"`
 	// Connection limits and timeouts (limits.go).
 	Limits LimitsConfig `yaml:"limits"`
+
+	// HubRetryBudget is how long a registration retries a hub that fails
+	// transiently (remotehubs.go; 0: 10 minutes).
+	HubRetryBudget time.Duration `yaml:"hubRetryBudget"`
 }
 
 // BuiltInConfig holds the settings every built-in hub shares.
@@ -364,6 +368,7 @@ func (c Config) validate() error {
 		validatePolicies(bad, key+".accessPolicies", h.AccessPolicies, hubRights())
 		validateRemoteHub(bad, key, h)
 	}
+	validateHubRetryBudget(bad, c.HubRetryBudget)
 	validatePolicies(bad, "accessPolicies", c.AccessPolicies, serviceRights())
 	c.Hub.validate(bad)
 	c.validateRoutes(bad)

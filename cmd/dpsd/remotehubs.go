@@ -49,6 +49,15 @@ func validateRemoteHub(bad func(key, format string, args ...any), key string, h 
 	}
 }
 
+// validateHubRetryBudget checks hubRetryBudget: how long a registration
+// retries a hub's transient failures (429, 5xx, timeouts, a hub that is
+// down) before it fails with 503201.
+func validateHubRetryBudget(bad func(key, format string, args ...any), d time.Duration) {
+	if d != 0 && (d < time.Second || d > 24*time.Hour) {
+		bad("hubRetryBudget", "%s: must be 0 (10m) or between 1s and 24h", d)
+	}
+}
+
 func readCAs(file string) (*x509.CertPool, error) {
 	pem, err := os.ReadFile(file)
 	if err != nil {
@@ -131,6 +140,12 @@ func (h *hubs) Twin(ctx context.Context, hub, deviceID string) (json.RawMessage,
 // engine asks only for built-in hubs' records.
 func (h *hubs) Record(ctx context.Context, d dps.HubDevice) (dps.HubDevice, error) {
 	return h.builtin.Record(ctx, d)
+}
+
+// Removal is the built-in connector's (registration.DeviceRemover): the
+// engine asks only for built-in hubs' records.
+func (h *hubs) Removal(ctx context.Context, hub, deviceID string) (*dps.HubDevice, error) {
+	return h.builtin.Removal(ctx, hub, deviceID)
 }
 
 // probeEvery is how long a remote hub's readiness probe is trusted;

@@ -254,6 +254,12 @@ func (f *flakyHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusInternalServerError)
 	case mode == "t401":
 		fail(http.StatusUnauthorized)
+	case mode == "t403":
+		fail(http.StatusForbidden)
+	case mode == "t400":
+		fail(http.StatusBadRequest)
+	case mode == "t500x":
+		fail(http.StatusInternalServerError, "Retry-After", "1")
 	case mode == "hang" && n == 1:
 		select {
 		case <-r.Context().Done():
@@ -266,11 +272,15 @@ func (f *flakyHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// TestRemoteHubFailures: a remote hub answering 429 (with and without
-// Retry-After), 500, 409 or hanging has the registration retried (it
-// stays assigning) and then assigned; 401 fails it with 400210 and a
-// message naming the hub and the policy, never the key; a device whose
-// registration waits on a hung request is no obstacle to others.
+// TestRemoteHubFailures: the failure table end to end. A remote hub
+// answering 429 (with and without Retry-After), 500, 409 or hanging has
+// the registration retried (it stays assigning) and then assigned, never
+// before the hub's Retry-After; 401, 403 and 400 fail it at once with
+// 400210 and a message naming the hub and the cause (for 401/403 the
+// policy), never the key; a hub that keeps failing (500) or is down fails
+// it with 503201 once hubRetryBudget has passed, naming the hub; devices
+// of the same hub and of other hubs are not held up meanwhile, and a hub
+// that is down is reported by /readyz without failing the instance.
 func TestRemoteHubFailures(t *testing.T) {
 	ctx := context.Background()
 	fake := &flakyHub{calls: map[string]int{}, times: map[string][]time.Time{}}
@@ -282,7 +292,8 @@ func TestRemoteHubFailures(t *testing.T) {
 	}
 	hubKey := dpstest.Key(32)
 	// httptest's certificate is for example.com.
-	a, ahc := startServer(t, t.TempDir(), fmt.Sprintf(`linkedHubs:
+	a, ahc := startServer(t, t.TempDir(), fmt.Sprintf(`hubRetryBudget: 6s
+linkedHubs:
   - hostName: example.com
     connectionString: "HostName=example.com;SharedAccessKeyName=provisioner;SharedAccessKey=%s"
     caFile: %s
@@ -291,6 +302,8 @@ func TestRemoteHubFailures(t *testing.T) {
   - hostName: down.example.com
     connectionString: "HostName=down.example.com;SharedAccessKeyName=provisioner;SharedAccessKey=%s"
     endpoint: 127.0.0.1:1
+    applyAllocationPolicy: false
+  - hostName: local.example.com
     applyAllocationPolicy: false
 `, hubKey, ca, srv.Listener.Addr(), hubKey))
 	// A hub that is down is reported; the instance stays ready.
@@ -304,21 +317,66 @@ func TestRemoteHubFailures(t *testing.T) {
 		!strings.Contains(string(body), "remote hub example.com: ok") || strings.Contains(string(body), hubKey) {
 		t.Fatalf("/readyz: %d %q", resp.StatusCode, body)
 	}
-	register := func(id string) (*device.Result, time.Duration) {
-		e := dpstest.MustPutEnrollment(t, a.store, dpstest.SymmetricKeyEnrollment(id))
+	enroll := func(id string, hubs ...string) device.Credential {
+		e := dpstest.SymmetricKeyEnrollment(id)
+		e.IoTHubs = hubs
+		e = dpstest.MustPutEnrollment(t, a.store, e)
+		return device.SymmetricKey(string(e.Attestation.SymmetricKey.PrimaryKey))
+	}
+	register := func(id string, hubs ...string) (*device.Result, time.Duration) {
+		cred := enroll(id, hubs...)
 		begin := time.Now()
-		c := a.client(ahc)
-		res, err := c.Register(ctx, id, device.SymmetricKey(string(e.Attestation.SymmetricKey.PrimaryKey)), nil)
+		res, err := a.client(ahc).Register(ctx, id, cred, nil)
 		if err != nil {
 			t.Fatalf("%s: %v", id, err)
 		}
 		return res, time.Since(begin)
+	}
+	// Two devices whose hub keeps failing: each stays assigning through
+	// its retries, then fails with 503201 once the 6 s budget has passed.
+	type exhausted struct {
+		id, hub string
+		res     *device.Result
+		took    time.Duration
+		polled  string // status of a poll 2 s in
+	}
+	gaveUp := make(chan exhausted, 2)
+	for _, tc := range []struct{ id, hub string }{{"t500x-1", "example.com"}, {"down-1", "down.example.com"}} {
+		cred := enroll(tc.id, tc.hub)
+		go func() {
+			c := a.client(ahc)
+			begin := time.Now()
+			first, _, err := c.Start(ctx, tc.id, cred, nil)
+			if err != nil {
+				gaveUp <- exhausted{id: tc.id, hub: tc.hub, polled: err.Error()}
+				return
+			}
+			time.Sleep(2 * time.Second)
+			mid, _, err := c.Poll(ctx, tc.id, first.OperationID, cred)
+			polled := first.Status + " then "
+			if err != nil {
+				polled += err.Error()
+			} else {
+				polled += mid.Status
+			}
+			rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			res, err := c.Register(rctx, tc.id, cred, nil) // the operation in flight, to its end
+			if err != nil {
+				polled += "; " + err.Error()
+				res = nil
+			}
+			gaveUp <- exhausted{tc.id, tc.hub, res, time.Since(begin), polled}
+		}()
 	}
 	hung := make(chan *device.Result, 1)
 	go func() { res, _ := register("hang-1"); hung <- res }()
 	time.Sleep(200 * time.Millisecond) // hang-1's request hangs now
 	if res, took := register("fine-1"); res.Status != "assigned" || took > 900*time.Millisecond {
 		t.Fatalf("fine-1 next to a hung request: %+v after %s", res, took)
+	}
+	if res, took := register("local-1", "local.example.com"); res.Status != "assigned" || took > 900*time.Millisecond {
+		t.Fatalf("local-1 on a built-in hub while the remote hubs fail: %+v after %s", res, took)
 	}
 	for _, id := range []string{"t429-1", "t500-1", "t409-1"} {
 		if res, _ := register(id); res.Status != "assigned" || res.RegistrationState.AssignedHub != "example.com" {
@@ -331,22 +389,49 @@ func TestRemoteHubFailures(t *testing.T) {
 	if res := <-hung; res.Status != "assigned" {
 		t.Fatalf("hang-1: %+v", res)
 	}
-	res, _ := register("t401-1")
-	rs := res.RegistrationState
-	if res.Status != "failed" || rs.ErrorCode != 400210 || !strings.Contains(rs.ErrorMessage, "example.com") ||
-		!strings.Contains(rs.ErrorMessage, `"provisioner"`) || strings.Contains(rs.ErrorMessage, hubKey) {
-		t.Fatalf("t401-1: %+v %+v", res, rs)
+	for _, tc := range []struct{ id, says string }{
+		{"t401-1", `the shared access policy "provisioner" was refused`},
+		{"t403-1", `the hub refused the shared access policy "provisioner" (it needs RegistryWrite and ServiceConnect)`},
+		{"t400-1", "the hub rejected the request"},
+	} {
+		res, _ := register(tc.id)
+		rs := res.RegistrationState
+		if res.Status != "failed" || rs.ErrorCode != 400210 || !strings.Contains(rs.ErrorMessage, "IoT hub example.com") ||
+			!strings.Contains(rs.ErrorMessage, tc.says) || strings.Contains(rs.ErrorMessage, hubKey) {
+			t.Errorf("%s: %+v %+v", tc.id, res, rs)
+		}
+	}
+	for range 2 {
+		g := <-gaveUp
+		if g.res == nil {
+			t.Errorf("%s: %s", g.id, g.polled)
+			continue
+		}
+		rs := g.res.RegistrationState
+		if g.polled != "assigning then assigning" || g.res.Status != "failed" || rs.ErrorCode != 503201 ||
+			!strings.Contains(rs.ErrorMessage, "could not create the device on "+g.hub) || strings.Contains(rs.ErrorMessage, hubKey) ||
+			g.took < 6*time.Second || g.took > 15*time.Second {
+			t.Errorf("%s on a hub that keeps failing: %s, then %+v %+v after %s; want assigning, then failed with 503201 after the 6 s budget", g.id, g.polled, g.res, rs, g.took)
+		}
 	}
 	fake.mu.Lock()
 	defer fake.mu.Unlock()
-	if fake.calls["t401-1"] != 1 {
-		t.Fatalf("a 401 was retried: %d calls", fake.calls["t401-1"])
+	for _, id := range []string{"t401-1", "t403-1", "t400-1"} {
+		if fake.calls[id] != 1 {
+			t.Errorf("%s was retried: %d calls", id, fake.calls[id])
+		}
 	}
 	if n := fake.calls["t500-1"]; n != 3 { // two 500s, then the create
 		t.Fatalf("t500-1: %d calls", n)
 	}
 	if n := fake.calls["t409-1"]; n != 3 { // PUT 409, GET, PUT If-Match
 		t.Fatalf("t409-1: %d calls", n)
+	}
+	if at := fake.times["t429ra-1"]; len(at) < 2 || at[1].Sub(at[0]) < 3*time.Second {
+		t.Errorf("t429ra-1 was retried before the hub's Retry-After (3 s): %v", at)
+	}
+	if n := fake.calls["t500x-1"]; n < 3 || n > 6 { // 0, 1, 3, 7 s: backoff with the hub's Retry-After: 1 as its floor
+		t.Errorf("t500x-1: %d calls in its 6 s budget", n)
 	}
 }
 
@@ -382,6 +467,16 @@ func TestRemoteHubConfig(t *testing.T) {
 		}
 		if err != nil && strings.Contains(err.Error(), key) {
 			t.Errorf("%s: the error shows the key: %v", tc.name, err)
+		}
+	}
+	// hubRetryBudget: 0 is the default (10 minutes); otherwise 1s to 24h.
+	for budget, wantErr := range map[string]bool{"0s": false, "1s": false, "30m": false, "500ms": true, "25h": true, "-1m": true} {
+		cfg, err := loadConfig(writeConfig(t, "idScope: 0ne00000E2E\nhubRetryBudget: "+budget+"\n"), func(string) string { return "" })
+		if wantErr != (err != nil) || err != nil && !strings.Contains(err.Error(), "hubRetryBudget") {
+			t.Errorf("hubRetryBudget %s: %v", budget, err)
+		}
+		if err == nil && budget == "30m" && cfg.HubRetryBudget != 30*time.Minute {
+			t.Errorf("hubRetryBudget %s read as %s", budget, cfg.HubRetryBudget)
 		}
 	}
 }

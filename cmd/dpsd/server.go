@@ -378,6 +378,7 @@ func startEngine(ctx context.Context, cfg Config, st store, idScope string, sing
 		WebhookConcurrency: cfg.Webhook.MaxConcurrency,
 		SweepInterval:      min(5*time.Second, cfg.OperationLease/2),
 		SingleNode:         singleNode,
+		HubRetryFor:        cfg.HubRetryBudget, // 0: the default
 		// The built-in connector records devices in st, so the engine
 		// writes built-in hubs' records in each operation's transaction;
 		// remote hubs are provisioned through their connectors.

@@ -9,13 +9,19 @@ import (
 	"time"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/logkey"
+	"github.com/opendps/dps/internal/registration/engine"
 )
 
-// hubEffects are the device records a registration produced, when the
-// store writes them with the operation (the built-in hub connector).
+// hubEffects are what a registration does to device identities besides
+// calling the hub connector before it commits: the device records the
+// store writes with the operation (the built-in hub connector), and the
+// identity the device left on a hub the store does not record (a remote
+// hub), deleted only once the operation committed.
 type hubEffects struct {
 	put    *dps.HubDevice
-	remove *dps.HubDevice // hub and device ID only
+	remove *dps.HubDevice // hub and device ID, and Replaces (DeviceRemover)
+	leave  *dps.HubDevice // hub and device ID only
 }
 
 // any reports whether fx holds a device record to write or remove.
@@ -30,17 +36,13 @@ func (fx *hubEffects) putOrNone() dps.HubDevice {
 	return *fx.put
 }
 
-// effects returns an empty hubEffects for complete when device records
-// are written with operations (Options.RecordDevicesWithOperations or
-// RecordsDevices: the built-in connector records devices in this same
-// store, and the store writes both in one transaction); otherwise nil, and
-// complete calls the hub connector.
-func (s *Service) effects() *hubEffects {
-	if s.o.RecordDevicesWithOperations || s.o.RecordsDevices != nil {
-		return &hubEffects{}
-	}
-	return nil
-}
+// effects returns the empty hubEffects of one computation of an
+// operation. Device records are written with operations for the hubs
+// records says (Options.RecordDevicesWithOperations or RecordsDevices:
+// the built-in connector records devices in this same store, and the
+// store writes both in one transaction); for the others complete calls
+// the hub connector.
+func (s *Service) effects() *hubEffects { return &hubEffects{} }
 
 // records reports whether the store writes the device records of hub
 // with the operations.
@@ -97,11 +99,19 @@ func (s *Service) complete(ctx context.Context, op dps.Operation, known *dps.Att
 		return s.fail(op, prev, now, f.code, f.msg), nil
 	}
 	d := decideReprovision(prev, set.Reprovision(), asg.Hub, deviceID, len(asg.InitialTwin) > 0)
+	var removal *dps.HubDevice
+	if d.DeprovisionOld && s.records(prev.AssignedHub) {
+		// The record the device leaves, read before its twin is (migration):
+		// removed only if unchanged since.
+		if removal, err = s.removal(ctx, prev); err != nil {
+			return op, err
+		}
+	}
 	hd, proof, f := s.hubDevice(ctx, op, m, set, prev, asg, deviceID, d, now)
 	if f != nil {
 		return s.fail(op, prev, now, f.code, f.msg), nil
 	}
-	if what, err := s.applyHubEffects(ctx, hd, prev, d, fx); err != nil {
+	if what, err := s.applyHubEffects(ctx, hd, prev, d, fx, removal); err != nil {
 		return s.hubFailed(ctx, op, prev, now, what, err)
 	}
 	return assignedOp(op, prev, asg, deviceID, d, proof, now), nil
@@ -216,12 +226,15 @@ func twinWrite(prev *dps.Registration, d reprovisionDecision) dps.TwinWrite {
 	return dps.TwinKeep
 }
 
-// applyHubEffects creates hd and removes the identity the device left:
-// recorded in fx when the store writes them with the operation, otherwise
-// through the hub connector. On a connector error it also returns what
-// failed, for hubFailed.
-func (s *Service) applyHubEffects(ctx context.Context, hd dps.HubDevice, prev *dps.Registration, d reprovisionDecision, fx *hubEffects) (string, error) {
-	if fx != nil && s.records(hd.Hub) {
+// applyHubEffects creates hd, recorded in fx when the store writes it
+// with the operation, otherwise through the hub connector, and records in
+// fx what becomes of the identity the device left: removal (see
+// removal), removed with the operation, or an identity on a hub the store
+// does not record, deleted once the operation committed (leave), so that
+// a device whose operation is computed again or fails keeps it. On a
+// connector error it also returns what failed, for hubFailed.
+func (s *Service) applyHubEffects(ctx context.Context, hd dps.HubDevice, prev *dps.Registration, d reprovisionDecision, fx *hubEffects, removal *dps.HubDevice) (string, error) {
+	if s.records(hd.Hub) {
 		// The store writes the device record with the operation.
 		if rec, ok := s.o.Hubs.(DeviceRecorder); ok {
 			r, err := rec.Record(ctx, hd)
@@ -234,15 +247,70 @@ func (s *Service) applyHubEffects(ctx context.Context, hd dps.HubDevice, prev *d
 	} else if err := s.o.Hubs.Provision(ctx, hd); err != nil {
 		return "create the device on " + hd.Hub, err
 	}
-	if !d.DeprovisionOld {
-		return "", nil
-	}
-	if fx != nil && s.records(prev.AssignedHub) {
-		fx.remove = &dps.HubDevice{Hub: prev.AssignedHub, DeviceID: prev.DeviceID}
-	} else if err := s.o.Hubs.Deprovision(ctx, prev.AssignedHub, prev.DeviceID); err != nil {
-		return "remove the device from " + prev.AssignedHub, err
+	switch {
+	case !d.DeprovisionOld:
+	case s.records(prev.AssignedHub):
+		fx.remove = removal
+	default:
+		fx.leave = &dps.HubDevice{Hub: prev.AssignedHub, DeviceID: prev.DeviceID}
 	}
 	return "", nil
+}
+
+// removal is the record of the identity prev names that an operation
+// removes: guarded by its current ETag when the connector can tell it
+// (DeviceRemover; nil when there is no record), else unguarded. Its error
+// is the store's (transient).
+func (s *Service) removal(ctx context.Context, prev *dps.Registration) (*dps.HubDevice, error) {
+	if r, ok := s.o.Hubs.(DeviceRemover); ok {
+		return r.Removal(ctx, prev.AssignedHub, prev.DeviceID)
+	}
+	return &dps.HubDevice{Hub: prev.AssignedHub, DeviceID: prev.DeviceID}, nil
+}
+
+// leave deletes the identity old (hub and device ID) that a device left on
+// a hub the store does not record, once the operation that moved the
+// device committed: at once, and after a failure again in the background
+// with the hub retries' backoff until Options.HubRetryFor has passed. A
+// delete of an absent identity succeeds (HubConnector), so repeating one
+// is harmless. The device has its new identity whatever happens here; an
+// identity that could not be deleted (a permanent failure, the retries
+// exhausted, or a shutdown meanwhile) is logged for the operator.
+func (s *Service) leave(ctx context.Context, opID string, old dps.HubDevice) {
+	err := s.o.Hubs.Deprovision(ctx, old.Hub, old.DeviceID)
+	if err == nil {
+		return
+	}
+	attrs := []any{logkey.OperationID, opID, logkey.Hub, old.Hub, "device_id", old.DeviceID}
+	if !s.eng.Go(func(ctx context.Context) { s.leaveRetry(ctx, old, err, attrs) }) {
+		s.log.ErrorContext(ctx, "the identity the device left was not deleted (shutting down): delete it on its hub", append(attrs, logkey.Error, err)...)
+	}
+}
+
+func (s *Service) leaveRetry(ctx context.Context, old dps.HubDevice, err error, attrs []any) {
+	first := time.Now()
+	for attempt := 1; ; attempt++ {
+		if _, permanent := errors.AsType[*dps.HubFailure](err); permanent || time.Since(first) >= s.o.HubRetryFor {
+			s.log.ErrorContext(ctx, "the identity the device left was not deleted: delete it on its hub", append(attrs, "attempts", attempt, logkey.Error, err)...)
+			return
+		}
+		var floor time.Duration
+		if ra, ok := errors.AsType[retryAfterer](err); ok {
+			floor = min(ra.RetryAfter(), maxHubRetryAfter)
+		}
+		t := time.NewTimer(engine.Backoff(attempt, floor))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			s.log.ErrorContext(ctx, "the identity the device left was not deleted (shutting down): delete it on its hub", append(attrs, "attempts", attempt, logkey.Error, err)...)
+			return
+		case <-t.C:
+		}
+		if err = s.o.Hubs.Deprovision(ctx, old.Hub, old.DeviceID); err == nil {
+			s.log.InfoContext(ctx, "the identity the device left was deleted", append(attrs, "attempts", attempt+1)...)
+			return
+		}
+	}
 }
 
 // assignedOp is op, assigned as d decided.

@@ -13,10 +13,11 @@ import (
 )
 
 // Transient hub connector failures are retried with the engine's
-// exponential backoff (engine.Engine.AttemptFailed: 1 s doubling up to a
-// minute between attempts), until Options.HubRetryFor has passed since an
-// operation's first failure (or HubRetryLimit attempts failed); then the
-// registration fails.
+// exponential backoff and jitter (engine.Engine.AttemptFailed: 1 s
+// doubling up to a minute between attempts, never less than the hub's
+// Retry-After, plus up to a quarter more at random), until
+// Options.HubRetryFor has passed since an operation's first failure (or
+// HubRetryLimit attempts failed); then the registration fails.
 
 // hubFailed ends op as failed for a hub connector error err while trying to
 // do what: at once for a *dps.HubFailure, or for a transient error once the
@@ -37,7 +38,12 @@ func (s *Service) hubFailed(ctx context.Context, op dps.Operation, prev *dps.Reg
 	if ctx.Err() != nil {
 		return op, err // shutting down: not the hub's failure
 	}
-	r := s.eng.AttemptFailed(op.ID, now)
+	var floor time.Duration
+	if ra, ok := errors.AsType[retryAfterer](err); ok {
+		// The hub said when to come back (Retry-After), within reason.
+		floor = min(ra.RetryAfter(), maxHubRetryAfter)
+	}
+	r := s.eng.AttemptFailed(op.ID, now, floor)
 	if now.Sub(r.First) >= s.o.HubRetryFor || s.o.HubRetryLimit > 0 && r.Attempts >= s.o.HubRetryLimit {
 		// The cause stays in the log: a connector's error may name its
 		// internals; a domain error's message is safe to show.
@@ -49,18 +55,12 @@ func (s *Service) hubFailed(ctx context.Context, op dps.Operation, prev *dps.Reg
 		s.log.WarnContext(ctx, "registration failed: hub connector retries exhausted", logkey.OperationID, op.ID, logkey.RegistrationID, op.RegistrationID, "attempts", r.Attempts, logkey.Error, err)
 		return s.fail(op, prev, now, dps.CodeHubUnavailable, msg), nil
 	}
-	wait := time.Until(r.Due)
-	if ra, ok := errors.AsType[retryAfterer](err); ok && ra.RetryAfter() > wait {
-		// The hub said when to come back (Retry-After), within reason.
-		wait = min(ra.RetryAfter(), maxHubRetryAfter)
-		s.eng.Postpone(op.ID, time.Now().Add(wait))
-	}
-	return op, &engine.RetryAfter{Wait: wait, Err: fmt.Errorf("hub connector: %s (attempt %d): %w", what, r.Attempts, err)}
+	return op, &engine.RetryAfter{Wait: r.Wait, Err: fmt.Errorf("hub connector: %s (attempt %d): %w", what, r.Attempts, err)}
 }
 
 // retryAfterer is a transient connector error that says how long to wait
-// before the next attempt (a hub's Retry-After); a longer wait than the
-// backoff's is honoured, up to maxHubRetryAfter.
+// before the next attempt (a hub's Retry-After): the floor of the
+// backoff, up to maxHubRetryAfter.
 type retryAfterer interface {
 	error
 	RetryAfter() time.Duration

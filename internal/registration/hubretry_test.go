@@ -3,6 +3,7 @@ package registration_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -156,7 +157,7 @@ func TestHubPermanentFailureEndsAtOnce(t *testing.T) {
 }
 
 // TestHubTransientThenOK: transient failures are retried with growing
-// waits (1 s, 2 s, 4 s), and the registration is assigned once the hub
+// waits (1 s, 2 s, 4 s, each plus a jitter of up to a quarter), and the registration is assigned once the hub
 // answers.
 func TestHubTransientThenOK(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -176,8 +177,8 @@ func TestHubTransientThenOK(t *testing.T) {
 			t.Fatalf("%d attempts, want 4", len(calls))
 		}
 		for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
-			if gap := calls[i+1].Sub(calls[i]); gap < want || gap > want+500*time.Millisecond {
-				t.Errorf("wait before attempt %d = %s, want about %s", i+2, gap, want)
+			if gap := calls[i+1].Sub(calls[i]); gap < want || gap > want+want/4 {
+				t.Errorf("wait before attempt %d = %s, want %s plus at most a quarter", i+2, gap, want)
 			}
 		}
 	})
@@ -218,6 +219,90 @@ func TestHubRetriesCountWhenNotListed(t *testing.T) {
 		}
 		if n := len(hub.attempts()); n != 6 {
 			t.Errorf("%d attempts, want the limit of 6", n)
+		}
+	})
+}
+
+// throttled is a hub's 429 with Retry-After, as the remote connector
+// returns it.
+type throttled struct{ wait time.Duration }
+
+func (e throttled) Error() string             { return "HTTP 429: throttled" }
+func (e throttled) RetryAfter() time.Duration { return e.wait }
+
+// perDeviceHub is a hub connector whose Provision answers from a script
+// per device: fail(n) is the error of the device's n-th call (0-based).
+type perDeviceHub struct {
+	fail  func(n int) error
+	mu    sync.Mutex
+	calls map[string][]time.Time
+}
+
+func (h *perDeviceHub) Provision(ctx context.Context, d dps.HubDevice) error {
+	h.mu.Lock()
+	n := len(h.calls[d.DeviceID])
+	h.calls[d.DeviceID] = append(h.calls[d.DeviceID], time.Now())
+	h.mu.Unlock()
+	return h.fail(n)
+}
+
+func (h *perDeviceHub) Deprovision(context.Context, string, string) error { return nil }
+
+func (h *perDeviceHub) attempts(id string) []time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]time.Time(nil), h.calls[id]...)
+}
+
+// TestHubRetryJitter: devices throttled by their hub at the same instant
+// (429, Retry-After: 3) come back at different times, none before the
+// hub's Retry-After, and are assigned; the backoff's jitter keeps a
+// throttled fleet from returning as one.
+func TestHubRetryJitter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hub := &perDeviceHub{calls: map[string][]time.Time{}, fail: func(n int) error {
+			if n == 0 {
+				return fmt.Errorf("create the device: %w", throttled{3 * time.Second})
+			}
+			return nil
+		}}
+		db := dpstest.OpenSQLite(t, filepath.Join(t.TempDir(), "dps.db"))
+		ids := []string{"dev-j1", "dev-j2", "dev-j3", "dev-j4"}
+		creds := map[string]dps.Credential{}
+		for _, id := range ids {
+			e := dpstest.MustPutEnrollment(t, db, dpstest.SymmetricKeyEnrollment(id))
+			creds[id] = cred(t, id, string(e.Attestation.SymmetricKey.PrimaryKey))
+		}
+		s := newService(t, db, hub, func(o *registration.Options) { o.SweepInterval = 5 * time.Second })
+		start := time.Now()
+		ops := map[string]dps.Operation{}
+		for _, id := range ids {
+			op, err := s.Register(context.Background(), registration.Request{IDScope: scope, RegistrationID: id, Credential: creds[id]})
+			if err != nil || op.Status != dps.StatusAssigning {
+				t.Fatalf("Register(%s) = %s, %v; want assigning", id, op.Status, err)
+			}
+			ops[id] = op
+		}
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		retried := map[time.Time]string{}
+		for _, id := range ids {
+			calls := hub.attempts(id)
+			if len(calls) != 2 || !calls[0].Equal(start) {
+				t.Fatalf("%s: attempts at %v, want one at once and one retry", id, calls)
+			}
+			wait := calls[1].Sub(calls[0])
+			if wait < 3*time.Second || wait > 3*time.Second+750*time.Millisecond {
+				t.Errorf("%s retried %s after the 429, want the Retry-After (3 s) plus at most a quarter", id, wait)
+			}
+			if other, dup := retried[calls[1]]; dup {
+				t.Errorf("%s and %s retried at the same instant (+%s)", id, other, wait)
+			}
+			retried[calls[1]] = id
+			op, err := s.Operation(context.Background(), scope, id, ops[id].ID, creds[id])
+			if err != nil || op.Status != dps.StatusAssigned {
+				t.Errorf("%s: %s, %v; want assigned", id, op.Status, err)
+			}
 		}
 	})
 }

@@ -72,6 +72,8 @@ type Operations interface {
 	// device records the operation produced (put, and remove when the
 	// device moved between hubs), in the same transaction. A put without
 	// Hub writes no record (the device's new identity is on a remote hub).
+	// Both honour their Replaces (dps.HubDevice): a record that changed
+	// meanwhile is KindConflict, and nothing is written.
 	CreateOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error)
 	// Operation returns an operation by ID; KindNotFound if none (never
 	// created, or pruned).
@@ -84,7 +86,8 @@ type Operations interface {
 	CompleteOperation(ctx context.Context, op dps.Operation) (dps.Operation, error)
 	// CompleteOperationWithDevice is CompleteOperation that also writes the
 	// hub device records (put, and remove when the device moved), in the
-	// same transaction: after a KindConflict no device record is written.
+	// same transaction, honouring their Replaces: after a KindConflict no
+	// device record is written.
 	CompleteOperationWithDevice(ctx context.Context, op dps.Operation, put dps.HubDevice, remove *dps.HubDevice) (dps.Operation, error)
 	// PendingOperations returns the unfinished operations, oldest first.
 	PendingOperations(ctx context.Context) ([]dps.Operation, error)
@@ -147,6 +150,19 @@ type TwinReader interface {
 // written as the registration computed them.
 type DeviceRecorder interface {
 	Record(ctx context.Context, d dps.HubDevice) (dps.HubDevice, error)
+}
+
+// DeviceRemover is the optional HubConnector ability that guards the
+// removal of a device record the store deletes with an operation (the
+// device left a hub whose records the store writes): Removal returns the
+// record to remove with Replaces set to its current ETag, so that the
+// store removes it only if it did not change since (KindConflict
+// otherwise, and the operation is computed again: what a migration
+// carries over is what is removed); nil when the device has no record
+// there. It is read before the twin a migration carries. A connector
+// without it has the record removed whatever it became.
+type DeviceRemover interface {
+	Removal(ctx context.Context, hub, deviceID string) (*dps.HubDevice, error)
 }
 
 // HubEvents is told of the device records a registration wrote with its

@@ -394,6 +394,9 @@ func (s *Service) completeAndWrite(ctx context.Context, op dps.Operation, m *dps
 				s.o.HubEvents.Provisioned(ctx, fx.putOrNone(), fx.remove)
 			}
 			s.finished(ctx, stored)
+			if fx.leave != nil && sameAssignment(stored, final) {
+				s.leave(ctx, stored.ID, *fx.leave) // committed: the device has its new identity
+			}
 			return stored, nil
 		}
 		if dps.KindOf(err) != dps.KindConflict || ctx.Err() != nil {
@@ -401,6 +404,14 @@ func (s *Service) completeAndWrite(ctx context.Context, op dps.Operation, m *dps
 		}
 	}
 	return op, err
+}
+
+// sameAssignment reports whether the stored operation assigns its device
+// where final does (final was written, or another node wrote the same).
+func sameAssignment(stored, final dps.Operation) bool {
+	a, b := stored.Result, final.Result
+	return stored.Status == dps.StatusAssigned && a != nil && b != nil &&
+		strings.EqualFold(a.AssignedHub, b.AssignedHub) && strings.EqualFold(a.DeviceID, b.DeviceID)
 }
 
 // Operation returns the state of an operation after authenticating the

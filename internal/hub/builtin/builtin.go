@@ -30,7 +30,8 @@ type Store interface {
 
 // Connector records device identities in a Store. It also reads twins
 // (registration.TwinReader) and works out the records a registration
-// writes with its operation (registration.DeviceRecorder): when Store is
+// writes and removes with its operation (registration.DeviceRecorder,
+// registration.DeviceRemover): when Store is
 // the registration store, dpsd sets
 // registration.Options.RecordDevicesWithOperations, and the engine writes
 // the records Record returns in each operation's transaction instead of
@@ -135,6 +136,21 @@ func invalidTwin(err error) error {
 func noTwin(t json.RawMessage) bool {
 	s := strings.TrimSpace(string(t))
 	return s == "" || s == "null"
+}
+
+// Removal returns the record of the device identity a registration
+// removes with its operation (registration.DeviceRemover): hub, device ID
+// and Replaces set to the record's ETag, so that a store removes it only
+// if it did not change since; nil when the device has no record on hub.
+func (c *Connector) Removal(ctx context.Context, hub, deviceID string) (*dps.HubDevice, error) {
+	cur, err := c.Store.HubDevice(ctx, hub, deviceID)
+	switch {
+	case dps.KindOf(err) == dps.KindNotFound:
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	return &dps.HubDevice{Hub: cur.Hub, DeviceID: cur.DeviceID, Replaces: cur.ETag}, nil
 }
 
 // Deprovision removes the device identity; absent is not an error.

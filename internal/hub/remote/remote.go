@@ -120,10 +120,12 @@ type Options struct {
 	// RootCAs, when not nil, are the CAs the hub's certificate must chain
 	// to (a dps hub with a private CA); nil: the system's.
 	RootCAs *x509.CertPool
-	// Timeout bounds each request (default DefaultTimeout).
+	// Timeout bounds each request, its wait for a turn (MaxInFlight)
+	// included (default DefaultTimeout).
 	Timeout time.Duration
 	// MaxInFlight bounds the requests in flight to this hub (default
-	// DefaultMaxInFlight); more wait for a turn, within their context.
+	// DefaultMaxInFlight); more wait for a turn, within their context and
+	// their Timeout.
 	MaxInFlight int
 	// Transport, when not nil, replaces the HTTP transport (tests).
 	Transport http.RoundTripper
@@ -219,23 +221,25 @@ type response struct {
 // do sends one request: within the hub's concurrency bound and the
 // request timeout. An error is a transport failure (transient).
 //
-// A request waits for a turn at most the request timeout: then it fails
-// transiently, so the registration engine's worker is free for other
-// hubs' registrations while this hub's backs off.
-func (h *Hub) do(ctx context.Context, method, path string, ifMatch string, body any) (response, error) {
-	turn := time.NewTimer(h.timeout)
+// Waiting for a turn (one of the hub's MaxInFlight slots) and the request
+// share one budget, the request timeout: a request that waited for its
+// turn has that much less time for its answer, and one that waited all of
+// it fails transiently without being sent, so the registration engine's
+// worker is free for other hubs' registrations while this hub's back off.
+func (h *Hub) do(parent context.Context, method, path string, ifMatch string, body any) (response, error) {
+	ctx, cancel := context.WithTimeout(parent, h.timeout)
+	defer cancel()
+	// timedOut reports that the budget ran out, not the caller's context.
+	timedOut := func() bool { return ctx.Err() == context.DeadlineExceeded && parent.Err() == nil }
 	select {
 	case h.slots <- struct{}{}:
-		turn.Stop()
 	case <-ctx.Done():
-		turn.Stop()
-		return response{}, ctx.Err()
-	case <-turn.C:
-		return response{}, &Transient{Msg: fmt.Sprintf("IoT hub %s: %d requests still in flight after %s", h.cs.HostName, cap(h.slots), h.timeout)}
+		if timedOut() {
+			return response{}, &Transient{Msg: fmt.Sprintf("IoT hub %s: %d requests still in flight after %s", h.cs.HostName, cap(h.slots), h.timeout)}
+		}
+		return response{}, parent.Err()
 	}
 	defer func() { <-h.slots }()
-	ctx, cancel := context.WithTimeout(ctx, h.timeout)
-	defer cancel()
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -260,7 +264,7 @@ func (h *Hub) do(ctx context.Context, method, path string, ifMatch string, body 
 	}
 	resp, err := h.client.Do(req)
 	if err != nil {
-		if ctx.Err() == context.DeadlineExceeded {
+		if timedOut() {
 			return response{}, fmt.Errorf("IoT hub %s did not answer %s %s within %s", h.cs.HostName, method, path, h.timeout)
 		}
 		return response{}, fmt.Errorf("IoT hub %s: %s %s: %w", h.cs.HostName, method, path, err)

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/opendps/dps"
@@ -295,8 +296,8 @@ func TestHungHub(t *testing.T) {
 	if m := most.Load(); m > 2 || m == 0 {
 		t.Fatalf("%d requests in flight at once", m)
 	}
-	// Two requests time out after 300 ms; the others waited at most as
-	// long for a turn, and then at most as long for an answer.
+	// Two requests time out after 300 ms; the others wait for a turn
+	// within the same 300 ms (TestTurnAndRequestShareTheTimeout).
 	if el := time.Since(begin); el < 300*time.Millisecond || el > 5*time.Second {
 		t.Fatalf("took %s", el)
 	}
@@ -359,4 +360,70 @@ func TestNewDeviceTwinNotFoundYet(t *testing.T) {
 	if !errors.As(err, &tr) || tr.Status != http.StatusNotFound {
 		t.Fatalf("Provision = %v (%T), want a transient 404", err, err)
 	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestTurnAndRequestShareTheTimeout: waiting for one of the hub's request
+// slots and the request itself share one Timeout: with the only slot held
+// by a hung request, a provisioning that waited 9 s of its 10 s for its
+// turn has 1 s left for the hub's answer, and one that never got a turn
+// gives up at its 10 s too; both fail transiently. The caller's own
+// deadline is not reported as the hub's.
+func TestTurnAndRequestShareTheTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hung := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			<-r.Context().Done()
+			return nil, r.Context().Err()
+		})
+		cs, err := remote.ParseConnectionString("HostName=" + hubName + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + policyKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := remote.New(remote.Options{ConnectionString: cs, Timeout: 10 * time.Second, MaxInFlight: 1, Transport: hung})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		go h.Provision(ctx, symDevice()) // holds the slot until +10 s
+		time.Sleep(time.Second)
+		type outcome struct {
+			took time.Duration
+			err  error
+		}
+		results := make(chan outcome, 2)
+		for range 2 {
+			go func() {
+				begin := time.Now()
+				err := h.Provision(ctx, symDevice())
+				results <- outcome{time.Since(begin), err}
+			}()
+		}
+		var answered, waited int
+		for range 2 {
+			r := <-results
+			if r.took != 10*time.Second {
+				t.Errorf("a provisioning behind a hung request failed after %s, want its 10 s timeout: %v", r.took, r.err)
+			}
+			if _, ok := errors.AsType[*dps.HubFailure](r.err); ok || r.err == nil {
+				t.Errorf("error = %v, want a transient failure", r.err)
+			}
+			switch {
+			case r.err != nil && strings.Contains(r.err.Error(), "did not answer"):
+				answered++
+			case r.err != nil && strings.Contains(r.err.Error(), "1 requests still in flight after 10s"):
+				waited++
+			}
+		}
+		if answered != 1 || waited != 1 {
+			t.Errorf("%d timed out waiting for the answer, %d waiting for a turn; want one each", answered, waited)
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if err := h.Provision(cctx, symDevice()); !errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "did not answer") {
+			t.Errorf("the caller's deadline: %v, want its context's error", err)
+		}
+	})
 }

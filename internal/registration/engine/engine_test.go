@@ -426,9 +426,9 @@ func TestRetryAfterBacksOff(t *testing.T) {
 			if len(seen) == 3 {
 				return nil
 			}
-			r := e.AttemptFailed(op.ID, time.Now())
+			r := e.AttemptFailed(op.ID, time.Now(), 0)
 			seen = append(seen, r)
-			return &RetryAfter{Wait: time.Until(r.Due), Err: errors.New("hub busy")}
+			return &RetryAfter{Wait: r.Wait, Err: errors.New("hub busy")}
 		}}
 		// Sweeps every 450 ms: several in each wait, none when an attempt is due.
 		e = newEngine(st, w, func(o *Options) { o.SweepInterval, o.Lease = 450*time.Millisecond, time.Hour })
@@ -453,9 +453,16 @@ func TestRetryAfterBacksOff(t *testing.T) {
 		if len(calls) != 4 {
 			t.Fatalf("%d attempts, want 4 (1 s, 2 s, 4 s apart)", len(calls))
 		}
-		for i, at := range []time.Duration{0, time.Second, 3 * time.Second, 7 * time.Second} {
-			if !calls[i].Equal(start.Add(at)) {
-				t.Errorf("attempt %d at +%s, want +%s", i+1, calls[i].Sub(start), at)
+		if !calls[0].Equal(start) {
+			t.Errorf("first attempt at +%s, want at once", calls[0].Sub(start))
+		}
+		for i, backoff := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
+			// The backoff plus its jitter, exactly as the failure said.
+			if w := seen[i].Wait; w < backoff || w > backoff*5/4 {
+				t.Errorf("wait after failed attempt %d = %s, want %s plus at most a quarter", i+1, w, backoff)
+			}
+			if gap := calls[i+1].Sub(calls[i]); gap != seen[i].Wait || !calls[i+1].Equal(seen[i].Due) {
+				t.Errorf("attempt %d came %s after the one before, want its wait %s (due +%s)", i+2, gap, seen[i].Wait, seen[i].Due.Sub(start))
 			}
 		}
 		for i, r := range seen {
@@ -489,14 +496,14 @@ func TestRetriesKeptWhenNotListed(t *testing.T) {
 		st.hidden = true
 		e := newEngine(st, &fakeWork{}, func(o *Options) { o.Lease = 30 * time.Second })
 		stopLanes(e)
-		e.AttemptFailed("op-hub", time.Now())
-		e.AttemptFailed("op-hub", time.Now()) // due in 2 s
-		time.Sleep(31 * time.Second)
+		e.AttemptFailed("op-hub", time.Now(), 0)
+		r := e.AttemptFailed("op-hub", time.Now(), 0) // due in 2-2.5 s
+		time.Sleep(30*time.Second + r.Wait - time.Millisecond)
 		e.untrackFinished(time.Now(), nil)
 		if r, ok := e.retries["op-hub"]; !ok || r.Attempts != 2 {
 			t.Fatalf("retry state after an unlisting sweep within the lease = %+v, %v; want kept", r, ok)
 		}
-		time.Sleep(2 * time.Second)
+		time.Sleep(2 * time.Millisecond)
 		e.untrackFinished(time.Now(), nil)
 		if r, ok := e.retries["op-hub"]; ok {
 			t.Errorf("retry state a lease past its due attempt = %+v, want gone", r)
@@ -573,4 +580,43 @@ func TestRecentRetention(t *testing.T) {
 	if _, ok := e.Recent("op-done"); ok {
 		t.Errorf("an operation past its retention is answered from memory")
 	}
+}
+
+// TestBackoffJitter: the wait after a failed attempt is the backoff (1 s
+// doubling up to a minute), or the floor when longer, plus a jitter of up
+// to a quarter of it: never less, and not the same for every operation.
+func TestBackoffJitter(t *testing.T) {
+	for _, tt := range []struct {
+		attempts int
+		floor    time.Duration
+		base     time.Duration
+	}{
+		{1, 0, time.Second}, {2, 0, 2 * time.Second}, {4, 0, 8 * time.Second}, {7, 0, time.Minute}, {40, 0, time.Minute},
+		{1, 3 * time.Second, 3 * time.Second},  // Retry-After longer than the backoff
+		{5, 3 * time.Second, 16 * time.Second}, // shorter
+	} {
+		seen := map[time.Duration]bool{}
+		for range 200 {
+			w := Backoff(tt.attempts, tt.floor)
+			if w < tt.base || w > tt.base+tt.base/4 {
+				t.Fatalf("Backoff(%d, %s) = %s, want %s plus at most a quarter", tt.attempts, tt.floor, w, tt.base)
+			}
+			seen[w] = true
+		}
+		if len(seen) < 100 {
+			t.Errorf("Backoff(%d, %s): %d different waits in 200, want them spread", tt.attempts, tt.floor, len(seen))
+		}
+	}
+	synctest.Test(t, func(t *testing.T) {
+		e := newEngine(newMemStore(), &fakeWork{})
+		stopLanes(e)
+		r := e.AttemptFailed("op-1", time.Now(), 5*time.Second)
+		if r.Wait < 5*time.Second || !r.Due.Equal(time.Now().Add(r.Wait)) || !e.backingOff("op-1") {
+			t.Fatalf("retry state with a 5 s floor = %+v", r)
+		}
+		time.Sleep(r.Wait)
+		if e.backingOff("op-1") {
+			t.Errorf("still backing off once the wait passed")
+		}
+	})
 }

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"context"
+	"math/rand/v2"
 	"time"
 
 	"github.com/opendps/dps"
@@ -9,7 +11,9 @@ import (
 
 // An operation whose attempt failed transiently (Work.Complete returned a
 // *RetryAfter) waits with exponential backoff, from backoffMin up to
-// backoffMax between attempts; when to give up is the caller's policy.
+// backoffMax between attempts, plus a random jitter of up to a quarter of
+// the wait (so devices that failed together do not come back together);
+// when to give up is the caller's policy.
 const (
 	backoffMin = time.Second
 	backoffMax = time.Minute
@@ -21,15 +25,18 @@ const (
 type Retries struct {
 	First    time.Time // first failure (the caller's clock)
 	Attempts int       // failed attempts
-	Due      time.Time // next attempt, not before (time.Now: the sweeper's clock)
-	since    time.Time // when recorded (time.Now), for untrackFinished
+	// Wait is how long the next attempt waits from the failure just
+	// recorded: the backoff (at least the caller's floor) and its jitter.
+	Wait  time.Duration
+	Due   time.Time // next attempt, not before (time.Now: the sweeper's clock)
+	since time.Time // when recorded (time.Now), for untrackFinished
 }
 
 // RetryAfter is a transient failure of Work.Complete: the operation is
 // tried again after Wait, on this node, which keeps its lease meanwhile.
 // Work records the failure with AttemptFailed before returning it (Wait is
-// then the time until its Due), so sweeps leave the operation alone
-// through the wait.
+// then the Retries' Wait), so sweeps leave the operation alone through the
+// wait.
 type RetryAfter struct {
 	Wait time.Duration
 	Err  error
@@ -39,9 +46,12 @@ func (e *RetryAfter) Error() string { return e.Err.Error() }
 func (e *RetryAfter) Unwrap() error { return e.Err }
 
 // AttemptFailed records a failed attempt of operation id at now and returns
-// the operation's retry state, its next attempt due after the backoff. The
-// state goes when the operation finishes (Finished).
-func (e *Engine) AttemptFailed(id string, now time.Time) Retries {
+// the operation's retry state: its next attempt waits the backoff, or
+// floor when that is longer (a hub's Retry-After), plus a jitter of up to
+// a quarter of that, so the attempt is never before floor. The wait and
+// the due time are the engine's clock's (time.Now), the one its sweeps
+// and timers use. The state goes when the operation finishes (Finished).
+func (e *Engine) AttemptFailed(id string, now time.Time, floor time.Duration) Retries {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	r, ok := e.retries[id]
@@ -49,21 +59,18 @@ func (e *Engine) AttemptFailed(id string, now time.Time) Retries {
 		r = Retries{First: now, since: time.Now()}
 	}
 	r.Attempts++
-	r.Due = time.Now().Add(min(backoffMin<<min(r.Attempts-1, 16), backoffMax))
+	r.Wait = Backoff(r.Attempts, floor)
+	r.Due = time.Now().Add(r.Wait)
 	e.retries[id] = r
 	return r
 }
 
-// Postpone moves the next attempt of operation id, which failed
-// transiently, to due if that is later than its backoff (a hub's
-// Retry-After).
-func (e *Engine) Postpone(id string, due time.Time) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if r, ok := e.retries[id]; ok && due.After(r.Due) {
-		r.Due = due
-		e.retries[id] = r
-	}
+// Backoff is the wait before the attempt after the attempts-th failed one:
+// 1 s doubling up to a minute, or floor when longer, plus a random jitter
+// in [0, a quarter of that).
+func Backoff(attempts int, floor time.Duration) time.Duration {
+	d := max(min(backoffMin<<min(max(attempts, 1)-1, 16), backoffMax), floor)
+	return d + rand.N(d/4+1)
 }
 
 // backingOff reports whether operation id waits for its next attempt.
@@ -102,4 +109,18 @@ func (e *Engine) Requeue(op dps.Operation, wait time.Duration) {
 			}
 		}
 	})
+}
+
+// Go runs f in the background with the engine's context, which Close
+// cancels before it waits for f to return: work that follows an
+// operation's commit (the deletion of an identity the device left on a
+// remote hub). False, and f is not run, once the engine is closed.
+func (e *Engine) Go(f func(ctx context.Context)) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ctx.Err() != nil {
+		return false
+	}
+	e.wg.Go(func() { f(e.ctx) })
+	return true
 }

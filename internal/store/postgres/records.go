@@ -134,7 +134,7 @@ func (db *DB) CreateOperationWithDevice(ctx context.Context, op dps.Operation, p
 }
 
 // putDevices writes a device record, honouring put.Replaces, and removes
-// the one it replaces.
+// the one it replaces, honouring remove.Replaces.
 func putDevices(ctx context.Context, tx pgx.Tx, put dps.HubDevice, ddoc []byte, remove *dps.HubDevice) error {
 	if put.Hub != "" { // none: the device's new identity is on a remote hub
 		if err := checkReplaces(ctx, tx, put); err != nil {
@@ -146,6 +146,9 @@ func putDevices(ctx context.Context, tx pgx.Tx, put dps.HubDevice, ddoc []byte, 
 		}
 	}
 	if remove != nil {
+		if err := checkReplaces(ctx, tx, *remove); err != nil { // the record it was computed from, if remove says
+			return docs.DeviceChanged(err)
+		}
 		if _, err := tx.Exec(ctx, `DELETE FROM hub_devices WHERE hub = $1 AND device_id = $2`, dps.FoldID(remove.Hub), dps.FoldID(remove.DeviceID)); err != nil {
 			return err
 		}

@@ -274,7 +274,7 @@ func (db *DB) CreateOperationWithDevice(ctx context.Context, op dps.Operation, p
 }
 
 // putDevices writes a device record, honouring put.Replaces, and removes
-// the one it replaces.
+// the one it replaces, honouring remove.Replaces.
 func (db *DB) putDevices(tx *sql.Tx, put dps.HubDevice, ddoc []byte, remove *dps.HubDevice) error {
 	if put.Hub != "" { // none: the device's new identity is on a remote hub
 		if err := db.checkReplaces(tx, put); err != nil {
@@ -285,6 +285,9 @@ func (db *DB) putDevices(tx *sql.Tx, put dps.HubDevice, ddoc []byte, remove *dps
 		}
 	}
 	if remove != nil {
+		if err := db.checkReplaces(tx, *remove); err != nil { // the record it was computed from, if remove says
+			return docs.DeviceChanged(err)
+		}
 		if _, err := db.txExec(tx, qDeleteHubDevice, dps.FoldID(remove.Hub), dps.FoldID(remove.DeviceID)); err != nil {
 			return err
 		}

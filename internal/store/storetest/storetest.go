@@ -728,6 +728,58 @@ func testWithDevice(t *testing.T, f Factory) {
 	kind(t, "device moved to a remote hub, on its old hub", err, dps.KindNotFound)
 	_, err = s.HubDevice(ctx(), "", "")
 	kind(t, "the record of no device", err, dps.KindNotFound)
+
+	// The removal's precondition: the record the device leaves is removed
+	// only if it did not change since it was read (its twin migrated, say);
+	// otherwise the operation is a conflict and nothing of it stays.
+	left, err := s.PutHubDevice(ctx(), dps.HubDevice{Hub: "local.example.net", DeviceID: "dev-l", StatusReason: "as read"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	changedLeft, err := s.PutHubDevice(ctx(), dps.HubDevice{Hub: "local.example.net", DeviceID: "dev-l", StatusReason: "changed meanwhile"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaving := op("op-l", "dev-l")
+	leaving.Status = dps.StatusAssigned
+	leaving.Result = &dps.Registration{RegistrationID: "dev-l", AssignedHub: "remote.example.net", DeviceID: "dev-l", Status: dps.StatusAssigned}
+	_, err = s.CreateOperationWithDevice(ctx(), leaving, dps.HubDevice{}, &dps.HubDevice{Hub: "local.example.net", DeviceID: "dev-l", Replaces: left.ETag})
+	kind(t, "operation removing a record that changed since it was read", err, dps.KindConflict)
+	if got, err := s.HubDevice(ctx(), "local.example.net", "dev-l"); err != nil || got.ETag != changedLeft.ETag {
+		t.Errorf("record after the refused removal = %+v, %v; want the concurrent write kept", got, err)
+	}
+	if _, err := s.Operation(ctx(), "op-l"); dps.KindOf(err) != dps.KindNotFound {
+		t.Errorf("the refused operation was stored: %v", err)
+	}
+	if _, err := s.CreateOperationWithDevice(ctx(), leaving, dps.HubDevice{}, &dps.HubDevice{Hub: "local.example.net", DeviceID: "dev-l", Replaces: changedLeft.ETag}); err != nil {
+		t.Fatalf("operation removing the record as it is: %v", err)
+	}
+	_, err = s.HubDevice(ctx(), "local.example.net", "dev-l")
+	kind(t, "record removed over its current ETag", err, dps.KindNotFound)
+	// The same through CompleteOperationWithDevice.
+	if _, err := s.PutHubDevice(ctx(), dps.HubDevice{Hub: "local.example.net", DeviceID: "dev-m"}); err != nil {
+		t.Fatal(err)
+	}
+	now, err := s.PutHubDevice(ctx(), dps.HubDevice{Hub: "local.example.net", DeviceID: "dev-m", StatusReason: "changed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := op("op-m", "dev-m")
+	if _, err := s.CreateOperation(ctx(), pending); err != nil {
+		t.Fatal(err)
+	}
+	pending.Status = dps.StatusAssigned
+	pending.Result = &dps.Registration{RegistrationID: "dev-m", AssignedHub: "remote.example.net", DeviceID: "dev-m", Status: dps.StatusAssigned}
+	_, err = s.CompleteOperationWithDevice(ctx(), pending, dps.HubDevice{}, &dps.HubDevice{Hub: "local.example.net", DeviceID: "dev-m", Replaces: "\"stale\""})
+	kind(t, "completion removing a record that changed since it was read", err, dps.KindConflict)
+	if got, _ := s.Operation(ctx(), "op-m"); got.Status != dps.StatusAssigning {
+		t.Errorf("the refused completion finished the operation: %s", got.Status)
+	}
+	if _, err := s.CompleteOperationWithDevice(ctx(), pending, dps.HubDevice{}, &dps.HubDevice{Hub: "local.example.net", DeviceID: "dev-m", Replaces: now.ETag}); err != nil {
+		t.Fatalf("completion removing the record as it is: %v", err)
+	}
+	_, err = s.HubDevice(ctx(), "local.example.net", "dev-m")
+	kind(t, "record removed by a completion over its current ETag", err, dps.KindNotFound)
 }
 
 func testRegistrationCAS(t *testing.T, f Factory) {
