@@ -74,6 +74,7 @@ type RoutingConfig struct {
 	MaxBackoff          time.Duration `yaml:"maxBackoff"`          // default 1m
 	MaxLag              int64         `yaml:"maxLag"`              // default 1000000
 	DeadLetterRetention time.Duration `yaml:"deadLetterRetention"` // default 168h
+	MaxDeadLetters      int           `yaml:"maxDeadLetters"`      // per route, oldest deleted past it; default 10000
 }
 
 var endpointTypes = []string{"kafka", "nats", "mqtt", "webhook"}
@@ -148,7 +149,7 @@ func (c Config) validateRoutes(bad func(key, format string, args ...any)) {
 	if rc.Lease != 0 && (rc.Lease < 3*time.Second || rc.Lease > 10*time.Minute) {
 		bad("routing.lease", "%s: must be between 3s and 10m", rc.Lease)
 	}
-	if rc.RetryBudget < 0 || rc.MinBackoff < 0 || rc.MaxBackoff < 0 || rc.MaxLag < 0 || rc.Linger < 0 || rc.Poll < 0 {
+	if rc.RetryBudget < 0 || rc.MinBackoff < 0 || rc.MaxBackoff < 0 || rc.MaxLag < 0 || rc.Linger < 0 || rc.Poll < 0 || rc.MaxDeadLetters < 0 {
 		bad("routing", "durations and counts must not be negative")
 	}
 	if rc.MinBackoff > 0 && rc.MaxBackoff > 0 && rc.MinBackoff > rc.MaxBackoff {
@@ -290,7 +291,7 @@ func (s *server) newRouting(ctx context.Context, st routing.Store, obs routing.O
 	rc := s.cfg.Routing
 	e, err := routing.New(routing.Options{Store: st, Routes: routes, Node: s.cfg.NodeID, BatchSize: rc.BatchSize, Linger: rc.Linger,
 		Poll: rc.Poll, Lease: rc.Lease, RetryBudget: rc.RetryBudget, MinBackoff: rc.MinBackoff, MaxBackoff: rc.MaxBackoff,
-		MaxLag: rc.MaxLag, DeadLetterRetention: rc.DeadLetterRetention, Observer: obs, Logger: s.log})
+		MaxLag: rc.MaxLag, DeadLetterRetention: rc.DeadLetterRetention, MaxDeadLetters: rc.MaxDeadLetters, Observer: obs, Logger: s.log})
 	if err != nil {
 		return fail(err)
 	}

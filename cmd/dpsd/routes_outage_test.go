@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,12 +17,15 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/opendps/dps/device"
 	"github.com/opendps/dps/internal/dpstest"
 	"github.com/opendps/dps/internal/hubproto"
 	"github.com/opendps/dps/internal/route"
 	"github.com/opendps/dps/internal/route/routetest"
+	routehook "github.com/opendps/dps/internal/route/webhook"
 )
 
 // outageDevices enrolls and registers devices on the built-in hub
@@ -192,6 +198,133 @@ func TestRoutingMQTTOutageUnderLoad(t *testing.T) {
 		b.stop, func() { b.start("") }, read)
 }
 
+// TestRoutingKafkaOutageUnderLoad: the Kafka broker (kfake, its data on
+// disk) behind a route stops for 10 s while devices publish and starts
+// again on the same port with its records; a consumer that stays
+// connected through the outage collects every record.
+func TestRoutingKafkaOutageUnderLoad(t *testing.T) {
+	port, dir := routetest.FreePort(t), t.TempDir()
+	var mu sync.Mutex
+	var c *kfake.Cluster
+	start := func() {
+		var err error
+		for range 50 { // the port may be busy for a moment after a stop
+			var cl *kfake.Cluster
+			if cl, err = kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.SeedTopics(3, "telemetry"), kfake.DataDir(dir)); err == nil {
+				mu.Lock()
+				c = cl
+				mu.Unlock()
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatalf("kfake did not start on port %d: %v", port, err)
+	}
+	stop := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		c.Close()
+	}
+	start()
+	defer stop()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	consumer, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics("telemetry"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.RetryBackoffFn(func(int) time.Duration { return 100 * time.Millisecond }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var cmu sync.Mutex
+	var got []arrival
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			consumer.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+				n := ""
+				for _, h := range r.Headers {
+					if h.Key == "n" {
+						n = string(h.Value)
+					}
+				}
+				cmu.Lock()
+				got = append(got, arrival{string(r.Key), counter(n)})
+				cmu.Unlock()
+			})
+		}
+	})
+	defer func() { cancel(); wg.Wait(); consumer.Close() }()
+	read := func() []arrival {
+		cmu.Lock()
+		defer cmu.Unlock()
+		return append([]arrival(nil), got...)
+	}
+	checkEndpointOutage(t, fmt.Sprintf(`{ name: ep, type: kafka, brokers: [%q], topic: telemetry }`, addr), stop, start, read)
+}
+
+// TestRoutingWebhookOutageUnderLoad: the webhook behind a route answers 503
+// for 5 s, then refuses connections (its listener closed) for 5 s, while
+// devices publish; then it listens again on the same port.
+func TestRoutingWebhookOutageUnderLoad(t *testing.T) {
+	var mu sync.Mutex
+	var got []arrival
+	var down atomic.Bool
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+			return
+		}
+		var batch []routehook.Message
+		if err := json.NewDecoder(r.Body).Decode(&batch); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		for _, m := range batch {
+			got = append(got, arrival{m.DeviceID, counter(m.Properties["n"])})
+		}
+		mu.Unlock()
+	})
+	port := routetest.FreePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	var srv *http.Server
+	serve := func() {
+		var l net.Listener
+		var err error
+		for range 50 {
+			if l, err = net.Listen("tcp", addr); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv = &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(l)
+	}
+	serve()
+	closed := make(chan struct{})
+	stop := func() {
+		down.Store(true)
+		time.AfterFunc(5*time.Second, func() {
+			srv.Close() // connections refused from now on
+			close(closed)
+		})
+	}
+	start := func() {
+		<-closed
+		down.Store(false)
+		serve()
+	}
+	defer func() { srv.Close() }()
+	read := func() []arrival {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]arrival(nil), got...)
+	}
+	checkEndpointOutage(t, fmt.Sprintf(`{ name: ep, type: webhook, url: "http://%s/events" }`, addr), stop, start, read)
+}
+
 // TestRouteMetricsExposed: /metrics on the admin listener names every
 // configured route in each routing series from the start, before any
 // message (dead letters once per reason), at zero.
@@ -219,7 +352,7 @@ func TestRouteMetricsExposed(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, why := range []string{"retries", "maxLag", "deleted"} {
+	for _, why := range []string{"retries", "maxLag", "deleted", "refused"} {
 		if want := `dps_route_dead_lettered_messages_total{hub="localhost",reason="` + why + `",route="quiet-route"} 0`; !strings.Contains(string(body), want) {
 			t.Errorf("/metrics has no %s", want)
 		}

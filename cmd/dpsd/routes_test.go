@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/opendps/dps"
 	"github.com/opendps/dps/device"
 	"github.com/opendps/dps/internal/dpstest"
 	routehook "github.com/opendps/dps/internal/route/webhook"
@@ -67,6 +69,12 @@ func TestRoutesConfig(t *testing.T) {
 		if _, err := loadConfig(write(body), func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error with %q", tc.route, err, tc.want)
 		}
+	}
+	if _, err := loadConfig(write("routing: { maxDeadLetters: -1 }\n"), func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "routing") {
+		t.Errorf("a negative routing.maxDeadLetters: %v", err)
+	}
+	if cfg, err := loadConfig(write("routing: { maxDeadLetters: 5 }\n"), func(string) string { return "" }); err != nil || cfg.Routing.MaxDeadLetters != 5 {
+		t.Errorf("routing.maxDeadLetters 5: %+v, %v", cfg.Routing, err)
 	}
 	body := "linkedHubs:\n  - hostName: localhost\n    endpoints:\n      - { name: x, type: carrier-pigeon }\n"
 	if _, err := loadConfig(write(body), func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "type") {
@@ -207,5 +215,68 @@ linkedHubs:
 	st, err := s.routes.Status(context.Background(), "localhost")
 	if err != nil || len(st) != 1 || st[0].LastError == "" || st[0].State != "delivering" {
 		t.Errorf("status = %+v, %v; want delivering, with the outage's error kept", st, err)
+	}
+}
+
+// TestRoutingDeadLettersCapped: a webhook that refuses every message (400)
+// fills the route's dead letters only up to routing.maxDeadLetters, the
+// newest kept.
+func TestRoutingDeadLettersCapped(t *testing.T) {
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "poison", http.StatusBadRequest)
+	}))
+	defer hook.Close()
+	s, _ := startServer(t, t.TempDir(), fmt.Sprintf(`routing: { maxDeadLetters: 4, batchSize: 5 }
+linkedHubs:
+  - hostName: localhost
+    endpoints:
+      - { name: hook, type: webhook, url: %q }
+    routes:
+      - { name: r, endpoint: hook }
+`, hook.URL))
+	ctx := context.Background()
+	deadline := time.Now().Add(10 * time.Second)
+	for { // the route starts at the end of the log once it is claimed
+		st, err := s.routes.Status(ctx, "localhost")
+		if err == nil && len(st) == 1 && st[0].Owner != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the route was not claimed: %+v, %v", st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var msgs []dps.Message
+	for i := range 12 {
+		msgs = append(msgs, dps.Message{Hub: "localhost", DeviceID: fmt.Sprint("dev-", i%2), Body: []byte(fmt.Sprint(i))})
+	}
+	msgs, err := s.store.AppendMessages(ctx, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := msgs[len(msgs)-1].Seq
+	for {
+		st, err := s.routes.Status(ctx, "localhost")
+		if err == nil && st[0].Checkpoint >= last {
+			break
+		}
+		if time.Now().After(deadline.Add(20 * time.Second)) {
+			t.Fatalf("the route did not get through the refused messages: %+v, %v", st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	dl, err := s.store.DeadLetters(ctx, "localhost", "r", 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	for _, d := range dl {
+		got = append(got, d.Message.Seq)
+	}
+	if want := []int64{last - 3, last - 2, last - 1, last}; !slices.Equal(got, want) {
+		t.Errorf("dead letters %v, want the newest 4 %v", got, want)
+	}
+	if v, _ := routeMetric(t, s.adminLn.Addr().String(), "dps_route_dead_lettered_messages_total", "r"); v != 12 {
+		t.Errorf("dps_route_dead_lettered_messages_total = %v, want 12 (every refused message counts)", v)
 	}
 }

@@ -25,7 +25,7 @@ func (m *Metrics) Routes() *RouteMetrics {
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dps_route_failed_messages_total",
 			Help: "Messages of failed deliveries (each attempt counts its batch)."}, labels),
 		dead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dps_route_dead_lettered_messages_total",
-			Help: "Messages a route gave up on, by reason: retries (the retry budget ran out), maxLag (the route fell too far behind), deleted (retention removed them before delivery)."},
+			Help: "Messages a route gave up on, by reason: retries (the retry budget ran out), maxLag (the route fell too far behind), deleted (retention removed them before delivery), refused (the endpoint refused them for good)."},
 			[]string{"hub", "route", "reason"}),
 		lagMessages: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dps_route_lag_messages",
 			Help: "Positions of the hub's event log after the route's checkpoint."}, labels),

@@ -130,6 +130,9 @@ func (e *Engine) pruneDeadLetters(ctx context.Context) {
 				break
 			}
 		}
+		for _, rn := range e.routes {
+			rn.trimDeadLetters(ctx)
+		}
 		if !sleep(ctx, every, nil) {
 			return
 		}
@@ -306,6 +309,7 @@ func (rn *runner) deliver(ctx context.Context, checkpoint int64, renewed time.Ti
 			rn.count(0, 0, len(pending))
 			o.Logger.WarnContext(ctx, "routing: messages dead-lettered", "hub", r.Hub, "route", r.Name, "messages", len(pending),
 				"first_seq", pending[0].Seq, "last_seq", pending[len(pending)-1].Seq, "reason", reason)
+			rn.trimDeadLetters(ctx)
 			checkpoint, pending, attempt, since = through, nil, 0, time.Time{}
 			rn.set(func(rn *runner) { rn.state, rn.attempt, rn.retryAt = "delivering", 0, time.Time{} })
 			continue
@@ -408,7 +412,7 @@ func (rn *runner) next(ctx context.Context, checkpoint int64) (batch []dps.Messa
 func (rn *runner) overflow(ctx context.Context, checkpoint, through int64) error {
 	o, r := rn.e.o, rn.r
 	reason := fmt.Sprintf("the route fell more than %d messages behind the event log (routing.maxLag)", o.MaxLag)
-	total, gone := 0, int64(0)
+	total, gone, trimmed := 0, int64(0), 0
 	for checkpoint < through {
 		msgs, err := o.Store.Messages(ctx, r.Hub, checkpoint, o.BatchSize)
 		if err != nil {
@@ -443,6 +447,13 @@ func (rn *runner) overflow(ctx context.Context, checkpoint, through int64) error
 		}
 		total += len(give)
 		checkpoint = next
+		if trimmed += len(give); trimmed >= o.MaxDeadLetters {
+			rn.trimDeadLetters(ctx) // at most twice the cap while a large overflow runs
+			trimmed = 0
+		}
+	}
+	if total > 0 {
+		rn.trimDeadLetters(ctx)
 	}
 	o.Observer.DeadLettered(r.Hub, r.Name, ReasonMaxLag, total)
 	rn.count(0, 0, total)
@@ -454,6 +465,29 @@ func (rn *runner) overflow(ctx context.Context, checkpoint, through int64) error
 			"hub", r.Hub, "route", r.Name, "positions", gone, "max_lag", o.MaxLag)
 	}
 	return nil
+}
+
+// trimDeadLetters deletes the route's oldest dead letters beyond
+// MaxDeadLetters.
+func (rn *runner) trimDeadLetters(ctx context.Context) {
+	o, r := rn.e.o, rn.r
+	var deleted int64
+	for {
+		n, err := o.Store.TrimDeadLetters(ctx, r.Hub, r.Name, o.MaxDeadLetters)
+		if err != nil {
+			if ctx.Err() == nil {
+				o.Logger.WarnContext(ctx, "routing: trimming dead letters failed", "hub", r.Hub, "route", r.Name, "err", err)
+			}
+			break
+		}
+		if deleted += n; n == 0 {
+			break
+		}
+	}
+	if deleted > 0 {
+		o.Logger.InfoContext(ctx, "routing: oldest dead letters deleted past the route's cap (routing.maxDeadLetters)", "hub", r.Hub, "route", r.Name,
+			"deleted", deleted, "max_dead_letters", o.MaxDeadLetters)
+	}
 }
 
 func (rn *runner) lag(ctx context.Context, checkpoint int64, pending []dps.Message) {
@@ -508,6 +542,7 @@ func (rn *runner) isolate(ctx context.Context, msgs []dps.Message, checkpoint in
 			rn.count(0, 0, 1)
 			o.Logger.WarnContext(ctx, "routing: a message the endpoint refused for good was dead-lettered", "hub", r.Hub, "route", r.Name,
 				"seq", m.Seq, "reason", reason)
+			rn.trimDeadLetters(ctx)
 		default:
 			return msgs[i:], checkpoint, nil
 		}

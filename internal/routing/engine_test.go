@@ -361,3 +361,59 @@ func TestRefusedMessageDeadLetteredAtOnce(t *testing.T) {
 		}
 	})
 }
+
+// poison refuses for good every message whose body starts with "poison".
+type poison struct{ endpoint }
+
+func (e *poison) Deliver(ctx context.Context, msgs []dps.Message) error {
+	for _, m := range msgs {
+		if strings.HasPrefix(string(m.Body), "poison") {
+			return refusal{}
+		}
+	}
+	return e.endpoint.Deliver(ctx, msgs)
+}
+
+// TestDeadLettersCapped: a flood of messages the endpoint refuses keeps
+// only the route's newest MaxDeadLetters dead letters; the good messages
+// among them are delivered in order.
+func TestDeadLettersCapped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := openStore(t, filepath.Join(t.TempDir(), "dps.db"), false)
+		ep := &poison{}
+		stop := run(t, Options{Store: db, Node: "node-a", BatchSize: 10, MaxDeadLetters: 7,
+			Routes: []Route{{Hub: hub, Name: "r", Endpoint: "ep", Deliver: ep, Enabled: true}}})
+		defer stop()
+		time.Sleep(time.Second)
+		var msgs []dps.Message
+		for i := range 60 {
+			body := "poison"
+			if i%6 == 0 {
+				body = "good"
+			}
+			msgs = append(msgs, dps.Message{Hub: hub, DeviceID: fmt.Sprint("dev-", i%3), Body: []byte(fmt.Sprint(body, i))})
+		}
+		if _, err := db.AppendMessages(context.Background(), msgs); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Second)
+		if st, _ := db.Routes(context.Background(), hub); st[0].Checkpoint != 60 {
+			t.Fatalf("checkpoint %d, want 60", st[0].Checkpoint)
+		}
+		dl, err := db.DeadLetters(context.Background(), hub, "r", 0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(seqsOf(func() (out []dps.Message) {
+			for _, d := range dl {
+				out = append(out, d.Message)
+			}
+			return out
+		}())); got != "[53 54 56 57 58 59 60]" {
+			t.Errorf("dead letters %s, want the newest 7 of the 50 poison messages", got)
+		}
+		if got := fmt.Sprint(seqsOf(ep.received())); got != "[1 7 13 19 25 31 37 43 49 55]" {
+			t.Errorf("delivered %s", got)
+		}
+	})
+}

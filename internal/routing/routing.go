@@ -63,6 +63,7 @@ type Store interface {
 	DeadLetterMessages(ctx context.Context, hub, route, node string, msgs []dps.Message, reason string, now time.Time) error
 	DeadLetters(ctx context.Context, hub, route string, after int64, limit int) ([]dps.DeadLetter, error)
 	DeleteDeadLettersBefore(ctx context.Context, t time.Time) (int64, error)
+	TrimDeadLetters(ctx context.Context, hub, route string, keep int) (int64, error)
 }
 
 // Source is where the messages of a route come from: the value of a
@@ -171,6 +172,8 @@ const (
 	DefaultMaxBackoff  = time.Minute
 	DefaultMaxLag      = 1_000_000
 	DefaultDeadLetters = 7 * 24 * time.Hour
+	// DefaultMaxDeadLetters is how many dead letters a route keeps.
+	DefaultMaxDeadLetters = 10_000
 )
 
 // Options configure an Engine.
@@ -206,9 +209,14 @@ type Options struct {
 	// DeadLetterRetention is how long dead letters are kept
 	// (DefaultDeadLetters).
 	DeadLetterRetention time.Duration
-	Observer            Observer
-	Logger              *slog.Logger
-	Now                 func() time.Time
+	// MaxDeadLetters is how many dead letters a route keeps at most
+	// (DefaultMaxDeadLetters): past it its oldest ones (lowest Seq) are
+	// deleted, so that a flood of messages the endpoint refuses does not
+	// grow the store without bound.
+	MaxDeadLetters int
+	Observer       Observer
+	Logger         *slog.Logger
+	Now            func() time.Time
 	// Jitter returns a number in [0, 1) (default math/rand/v2).
 	Jitter func() float64
 }
@@ -232,6 +240,9 @@ func (o Options) withDefaults() Options {
 	def(&o.DeadLetterRetention, DefaultDeadLetters)
 	if o.MaxLag <= 0 {
 		o.MaxLag = DefaultMaxLag
+	}
+	if o.MaxDeadLetters <= 0 {
+		o.MaxDeadLetters = DefaultMaxDeadLetters
 	}
 	if o.Observer == nil {
 		o.Observer = nopObserver{}

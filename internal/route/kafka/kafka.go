@@ -30,6 +30,12 @@
 // times out while a request is in flight fails the batch without waiting
 // for its outcome; the routing engine's retry of the batch may then write
 // some records twice (at least once, the same order).
+//
+// A record the cluster will never take as it is (see [Permanent]: over the
+// size limits, invalid, a topic this client may not write to) fails the
+// batch with a *route.Refused: the engine then delivers the batch one
+// message at a time and dead-letters the refused ones at once instead of
+// retrying them for its retry budget.
 package kafka
 
 import (
@@ -43,6 +49,7 @@ import (
 
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/route"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
@@ -191,19 +198,45 @@ func (e *Endpoint) Deliver(ctx context.Context, msgs []dps.Message) error {
 	}
 	res := e.cl.ProduceSync(ctx, recs...)
 	failed := 0
-	var first error
+	var first, final error
 	for _, r := range res {
 		if r.Err != nil {
 			failed++
 			if first == nil {
 				first = r.Err
 			}
+			if final == nil && Permanent(r.Err) {
+				final = r.Err
+			}
 		}
 	}
-	if failed > 0 {
-		return fmt.Errorf("kafka: topic %s: %d of %d records not acknowledged: %w", e.topic, failed, len(msgs), first)
+	if failed == 0 {
+		return nil
 	}
-	return nil
+	if final != nil {
+		// The engine delivers the batch one message at a time and
+		// dead-letters the ones refused for good.
+		return &route.Refused{Err: fmt.Errorf("kafka: topic %s: %d of %d records not acknowledged, refused for good: %w", e.topic, failed, len(msgs), final)}
+	}
+	return fmt.Errorf("kafka: topic %s: %d of %d records not acknowledged: %w", e.topic, failed, len(msgs), first)
+}
+
+// Permanent reports whether a record's produce error says the cluster will
+// never take the record as it is, however often it is sent: a record or
+// batch over the broker's or topic's size limit (MESSAGE_TOO_LARGE,
+// RECORD_LIST_TOO_LARGE, or the client's own limit), a record the broker
+// finds invalid (INVALID_RECORD, e.g. a compacted topic and no key), a topic
+// name it refuses (INVALID_TOPIC_EXCEPTION) and a topic this client may not
+// write to (TOPIC_AUTHORIZATION_FAILED). Every other error (the broker
+// down, a leader moving, a timeout) is retried.
+func Permanent(err error) bool {
+	for _, k := range []*kerr.Error{kerr.MessageTooLarge, kerr.RecordListTooLarge, kerr.InvalidRecord,
+		kerr.InvalidTopicException, kerr.TopicAuthorizationFailed} {
+		if errors.Is(err, k) {
+			return true
+		}
+	}
+	return false
 }
 
 // Close closes the connections to the brokers.

@@ -3,6 +3,9 @@ package kafka_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -12,8 +15,10 @@ import (
 	"github.com/opendps/dps/internal/route"
 	"github.com/opendps/dps/internal/route/kafka"
 	"github.com/opendps/dps/internal/route/routetest"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // endpoint is the routing engine's view of an endpoint.
@@ -294,4 +299,71 @@ func BenchmarkDeliver(b *testing.B) {
 		n += len(batch)
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// TestTooLargeRefused: a record over the broker's message.max.bytes is
+// refused for good (the engine dead-letters it alone), not retried; the
+// client goes on producing the others, alone or in a batch.
+func TestTooLargeRefused(t *testing.T) {
+	c := newCluster(t, kfake.BrokerConfigs(map[string]string{"message.max.bytes": "4096"}))
+	e := newEndpoint(t, kafka.Options{Brokers: c.ListenAddrs(), Topic: topic, Timeout: 10 * time.Second})
+	g := routetest.Gen{}
+	batch := g.Next(6, "a", "b", "c")
+	batch[3].Body = make([]byte, 8<<10)
+	rand.Read(batch[3].Body) // the client compresses: random bytes stay large
+	var refused *route.Refused
+	if err := e.Deliver(context.Background(), batch); !errors.As(err, &refused) {
+		t.Fatalf("Deliver: %v, want a *route.Refused", err)
+	} else {
+		t.Logf("batch: %v", err)
+	}
+	start := time.Now()
+	if err := e.Deliver(context.Background(), batch[3:4]); !errors.As(err, &refused) || !kafka.Permanent(err) {
+		t.Fatalf("Deliver of the large record alone: %v, want a permanent *route.Refused", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the refusal took %v: retried instead of failing at once", d)
+	}
+	rest := append(slices.Clone(batch[:3]), batch[4:]...)
+	for _, m := range rest {
+		if err := e.Deliver(context.Background(), []dps.Message{m}); err != nil {
+			t.Fatalf("%s after the refusal: %v", route.EventID(m), err)
+		}
+	}
+	if err := e.Deliver(context.Background(), g.Next(20, "a", "b", "c")); err != nil {
+		t.Fatalf("a batch after the refusal: %v", err)
+	}
+	recs := byPartition(consume(t, c.ListenAddrs(), len(rest)+20))
+	routetest.CheckDelivered(t, rest, got(recs))
+}
+
+// TestTopicAuthorizationRefused: a topic the client may not write to
+// refuses every record for good.
+func TestTopicAuthorizationRefused(t *testing.T) {
+	c := newCluster(t, kfake.EnableSASL(), kfake.EnableACLs(), kfake.Superuser(kafka.MechanismPlain, "admin", "admin"),
+		kfake.User(kafka.MechanismPlain, "dps", "s3cret",
+			kfake.ACL{Resource: kmsg.ACLResourceTypeTopic, Name: "other", Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationAll, Allow: true},
+			kfake.ACL{Resource: kmsg.ACLResourceTypeCluster, Name: "kafka-cluster", Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationAll, Allow: true}))
+	e := newEndpoint(t, kafka.Options{Brokers: c.ListenAddrs(), Topic: topic, Timeout: 10 * time.Second,
+		SASL: kafka.SASL{Mechanism: kafka.MechanismPlain, User: "dps", Password: "s3cret"}})
+	g := routetest.Gen{}
+	start := time.Now()
+	err := e.Deliver(context.Background(), g.Next(3, "a"))
+	var refused *route.Refused
+	if !errors.As(err, &refused) {
+		t.Fatalf("Deliver: %v, want a *route.Refused", err)
+	}
+	t.Logf("%v (after %v)", err, time.Since(start).Round(time.Millisecond))
+}
+
+func TestPermanent(t *testing.T) {
+	for err, want := range map[error]bool{
+		kerr.MessageTooLarge: true, fmt.Errorf("x: %w", kerr.InvalidRecord): true, kerr.TopicAuthorizationFailed: true,
+		kerr.RecordListTooLarge: true, kerr.InvalidTopicException: true,
+		kerr.NotLeaderForPartition: false, kerr.RequestTimedOut: false, context.DeadlineExceeded: false, kerr.CorruptMessage: false,
+	} {
+		if got := kafka.Permanent(err); got != want {
+			t.Errorf("Permanent(%v) = %v, want %v", err, got, want)
+		}
+	}
 }

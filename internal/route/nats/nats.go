@@ -39,11 +39,22 @@
 //
 // The endpoint connects on first use and does not reconnect by itself: a
 // Deliver that fails closes the connection, and the next one dials anew.
-// All messages of one batch thus travel over one connection, so the
-// stream stores a prefix of the batch, in order; the engine's retry of the
-// whole batch then adds the rest (the prefix dropped as duplicates), and
-// a device's messages never overtake one another. Publishes are not
-// retried by the client on "no responders" for the same reason.
+// Within a batch each device has one message in flight: its next message
+// is published only once the stream acknowledged the one before, while
+// different devices' messages are published side by side. A stream may
+// refuse one message and take the next (a stream with discard new that is
+// full for a large message but not for a small one, a cluster electing a
+// stream leader); had the device's next message been published already, it
+// would be in the stream before the refused one once the engine's retry
+// adds it. So on a failure nothing of the device after the failed message
+// is in the stream, and the engine's retry of the whole batch re-sends
+// each device's messages from its first unacknowledged one, in order (the
+// stream drops those it holds as duplicates, by Nats-Msg-Id). Publishes are
+// not retried by the client on "no responders" for the same reason.
+//
+// A message over the stream's maximum message size (or the server's
+// maximum payload) is refused for good (*route.Refused): the engine
+// dead-letters it alone, at once.
 package nats
 
 import (
@@ -287,8 +298,15 @@ func headerValue(s string) string {
 	return route.Escape(s, func(c byte) bool { return c == '\r' || c == '\n' })
 }
 
-// Deliver publishes msgs in order and returns nil once the stream
-// acknowledged each of them (a duplicate acknowledged as such counts).
+// Deliver publishes msgs and returns nil once the stream acknowledged each
+// of them (a duplicate acknowledged as such counts). A device has one
+// message in flight at a time: its next message is published only once
+// the stream acknowledged the one before (see the package comment), while
+// the messages of different devices travel side by side.
+//
+// An error says how many messages were acknowledged; a message the stream
+// will never take as it is (over the stream's or the server's size limit)
+// makes it a *route.Refused.
 func (e *Endpoint) Deliver(ctx context.Context, msgs []dps.Message) (err error) {
 	if len(msgs) == 0 {
 		return nil
@@ -300,33 +318,82 @@ func (e *Endpoint) Deliver(ctx context.Context, msgs []dps.Message) (err error) 
 		return err
 	}
 	defer func() {
-		if err != nil {
-			e.drop(js)
+		if _, ok := errors.AsType[*route.Refused](err); err != nil && !ok {
+			e.drop(js) // a refusal leaves the connection as good as it was
 		}
 	}()
 	opts := []jetstream.PublishOpt{nil, jetstream.WithRetryAttempts(0)}
 	if e.o.Stream != "" {
 		opts = append(opts, jetstream.WithExpectStream(e.o.Stream))
 	}
-	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
-	for _, m := range msgs {
+	publish := func(m dps.Message) (jetstream.PubAckFuture, error) {
 		opts[0] = jetstream.WithMsgID(route.EventID(m))
 		f, err := js.PublishMsgAsync(e.Msg(m), opts...)
 		if err != nil {
-			return fmt.Errorf("nats: publish %s: %w", route.EventID(m), err)
+			return nil, fmt.Errorf("nats: publish %s: %w", route.EventID(m), refused(err))
 		}
-		futures = append(futures, f)
+		return f, nil
 	}
-	for i, f := range futures {
+	// Each device's messages (indexes into msgs, in log order), devices in
+	// the order of their first message.
+	byDevice := map[string][]int{}
+	var devices []string
+	for i, m := range msgs {
+		if _, ok := byDevice[m.DeviceID]; !ok {
+			devices = append(devices, m.DeviceID)
+		}
+		byDevice[m.DeviceID] = append(byDevice[m.DeviceID], i)
+	}
+	type flight struct {
+		device string
+		k      int // the message's index in byDevice[device]
+		f      jetstream.PubAckFuture
+	}
+	queue := make([]flight, 0, len(devices)) // in publish order
+	for _, d := range devices {
+		f, err := publish(msgs[byDevice[d][0]])
+		if err != nil {
+			return err
+		}
+		queue = append(queue, flight{d, 0, f})
+	}
+	acked := 0
+	for len(queue) > 0 {
+		fl := queue[0]
+		queue = queue[1:]
+		m := msgs[byDevice[fl.device][fl.k]]
 		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("nats: %d of %d messages acknowledged; %s: %w", i, len(msgs), route.EventID(msgs[i]), err)
+		case <-fl.f.Ok():
+		case err := <-fl.f.Err():
+			// The device's later messages were not published: none of
+			// them is in the stream ahead of this one. The engine's
+			// retry of the batch re-sends from here (the stream drops
+			// what it holds already as duplicates).
+			return fmt.Errorf("nats: %d of %d messages acknowledged; %s: %w", acked, len(msgs), route.EventID(m), refused(err))
 		case <-ctx.Done():
-			return fmt.Errorf("nats: %d of %d messages acknowledged: %w", i, len(msgs), ctx.Err())
+			return fmt.Errorf("nats: %d of %d messages acknowledged: %w", acked, len(msgs), ctx.Err())
+		}
+		acked++
+		if k := fl.k + 1; k < len(byDevice[fl.device]) {
+			f, err := publish(msgs[byDevice[fl.device][k]])
+			if err != nil {
+				return err
+			}
+			queue = append(queue, flight{fl.device, k, f})
 		}
 	}
 	return nil
+}
+
+// refused wraps in a *route.Refused an error that says the message will
+// never be taken as it is: over the stream's maximum message size, or over
+// the server's maximum payload.
+func refused(err error) error {
+	var api *jetstream.APIError
+	if errors.Is(err, nats.ErrMaxPayload) || errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum {
+		return &route.Refused{Err: err}
+	}
+	return err
 }
 
 // Close closes the connection.

@@ -3,6 +3,7 @@ package nats_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/url"
 	"slices"
 	"strings"
@@ -127,8 +128,12 @@ func TestDeliver(t *testing.T) {
 		t.Fatalf("stream holds %d messages, want %d", len(stored), len(want))
 	}
 	routetest.CheckDelivered(t, want, got(stored))
-	for i, sm := range stored {
-		m := want[i] // one connection, in order: the stream order is the log order
+	byID := map[string]dps.Message{}
+	for _, m := range want {
+		byID[route.EventID(m)] = m
+	}
+	for _, sm := range stored {
+		m := byID[sm.Header.Get("Nats-Msg-Id")]
 		wantSubj := "dps." + strings.ReplaceAll(routetest.Hub, ".", "%2E") + "." + nats.EscapeToken(m.DeviceID)
 		if sm.Subject != wantSubj {
 			t.Errorf("subject %q, want %q", sm.Subject, wantSubj)
@@ -316,4 +321,98 @@ func BenchmarkDeliver(b *testing.B) {
 		n += 100
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// TestPartialFailureKeepsDeviceOrder: a full stream (discard new) refuses a
+// device's large message and would take its next, small one. The next one
+// must not be published before the refused one is in the stream, or the
+// retry stores the refused message after it.
+func TestPartialFailureKeepsDeviceOrder(t *testing.T) {
+	s := startServer(t, t.TempDir(), 0, nil)
+	nc, err := natsgo.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	cfg := jetstream.StreamConfig{Name: "DPS", Subjects: []string{"dps.*"}, MaxBytes: 16 << 10, Discard: jetstream.DiscardNew}
+	st, err := js.CreateStream(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEndpoint(t, nats.Options{URL: s.ClientURL(), Subject: "dps.{deviceId}", Stream: "DPS", Timeout: 5 * time.Second})
+	g := routetest.Gen{}
+	batch := g.Next(12, "a", "b", "c")
+	big := 6 // a's third message: too large for the room the stream has left
+	batch[big].Body = bytes.Repeat([]byte("x"), 32<<10)
+	err = e.Deliver(ctx, batch)
+	if err == nil {
+		t.Fatal("a batch with a message the full stream refuses was acknowledged")
+	}
+	var refused *route.Refused
+	if errors.As(err, &refused) {
+		t.Fatalf("a full stream's refusal is permanent: %v", err)
+	}
+	t.Logf("first delivery: %v", err)
+	after := map[string]bool{} // a's messages after the refused one
+	for _, m := range batch[big+1:] {
+		if m.DeviceID == "a" {
+			after[route.EventID(m)] = true
+		}
+	}
+	for _, m := range read(t, s.ClientURL(), "DPS") {
+		if id := m.Header.Get("Nats-Msg-Id"); after[id] {
+			t.Errorf("%s is in the stream before %s", id, route.EventID(batch[big]))
+		}
+	}
+	cfg.MaxBytes = -1
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Deliver(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	stored := read(t, s.ClientURL(), "DPS")
+	if dups := routetest.CheckDelivered(t, batch, got(stored)); dups != 0 {
+		t.Errorf("%d duplicates stored", dups)
+	}
+	if info, _ := st.Info(ctx); info != nil && info.State.Msgs != uint64(len(batch)) {
+		t.Errorf("stream holds %d messages, want %d", info.State.Msgs, len(batch))
+	}
+}
+
+// TestOverMaxMsgSizeRefused: a message over the stream's maximum message
+// size is refused for good; the others of its batch are delivered one by
+// one afterwards.
+func TestOverMaxMsgSizeRefused(t *testing.T) {
+	s := startServer(t, t.TempDir(), 0, nil)
+	nc, err := natsgo.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "DPS", Subjects: []string{"dps.*"}, MaxMsgSize: 4 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	e := newEndpoint(t, nats.Options{URL: s.ClientURL(), Subject: "dps.{deviceId}", Stream: "DPS", Timeout: 5 * time.Second})
+	g := routetest.Gen{}
+	batch := g.Next(4, "a", "b")
+	batch[2].Body = bytes.Repeat([]byte("x"), 8<<10)
+	var refused *route.Refused
+	if err := e.Deliver(context.Background(), batch); !errors.As(err, &refused) {
+		t.Fatalf("Deliver: %v, want a *route.Refused", err)
+	}
+	if err := e.Deliver(context.Background(), batch[2:3]); !errors.As(err, &refused) {
+		t.Fatalf("Deliver of the large message alone: %v, want a *route.Refused", err)
+	}
+	for _, i := range []int{0, 1, 3} {
+		if err := e.Deliver(context.Background(), batch[i:i+1]); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	if n := len(read(t, s.ClientURL(), "DPS")); n != 3 {
+		t.Errorf("stream holds %d messages, want 3", n)
+	}
 }

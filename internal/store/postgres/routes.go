@@ -165,6 +165,21 @@ func (db *DB) DeleteDeadLettersBefore(ctx context.Context, t time.Time) (int64, 
 	return tag.RowsAffected(), nil
 }
 
+// TrimDeadLetters deletes a hub's route's oldest dead letters (lowest Seq)
+// beyond its newest keep, up to Options.PruneBatch of them, and reports how
+// many it deleted; the caller calls it again while it deletes a full batch.
+// keep ≤ 0 keeps none.
+func (db *DB) TrimDeadLetters(ctx context.Context, hub, route string, keep int) (int64, error) {
+	tag, err := db.pool.Exec(ctx, `DELETE FROM hub_route_dead_letters WHERE hub = $1 AND route = $2 AND seq IN (
+		SELECT seq FROM hub_route_dead_letters WHERE hub = $1 AND route = $2 AND seq <= (
+			SELECT seq FROM hub_route_dead_letters WHERE hub = $1 AND route = $2 ORDER BY seq DESC OFFSET $3 LIMIT 1)
+		ORDER BY seq LIMIT $4)`, dps.FoldID(hub), route, max(keep, 0), db.pruneBatch)
+	if err != nil {
+		return 0, translate(err)
+	}
+	return tag.RowsAffected(), nil
+}
+
 // DeleteRoutedMessagesBefore is DeleteMessagesBefore that keeps every
 // message after through (the slowest route's checkpoint): it deletes only
 // messages with a Seq up to through.

@@ -548,4 +548,34 @@ func CheckMessagePruneBatch(t *testing.T, s Store) {
 		}
 	}
 	sameSeqs(t, "batch-c", readLog(t, s, "batch-c.example.net"), "c2:3", "c3:4", "c4:5")
+	// A route's dead letters are trimmed 3 at a time too.
+	msgs = msgs[:0]
+	for i := range 9 {
+		msgs = append(msgs, message("batch-d.example.net", "dev", fmt.Sprintf("d%d", i)))
+	}
+	msgs, err := s.AppendMessages(ctx(), msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if _, ok, err := s.ClaimRoute(ctx(), "batch-d.example.net", "r", "node-a", now, now.Add(time.Minute)); err != nil || !ok {
+		t.Fatalf("claim: %v, %v", ok, err)
+	}
+	if err := s.DeadLetterMessages(ctx(), "batch-d.example.net", "r", "node-a", msgs, "poison", now); err != nil {
+		t.Fatal(err)
+	}
+	got = got[:0]
+	for range 4 {
+		n, err := s.TrimDeadLetters(ctx(), "batch-d.example.net", "r", 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, n)
+	}
+	if fmt.Sprint(got) != "[3 3 1 0]" {
+		t.Errorf("dead letters trimmed %v in successive calls, want [3 3 1 0]", got)
+	}
+	if dl, err := s.DeadLetters(ctx(), "batch-d.example.net", "r", 0, 0); err != nil || len(dl) != 2 || dl[0].Message.Seq != msgs[7].Seq {
+		t.Errorf("dead letters left: %d, %v; want the newest 2", len(dl), err)
+	}
 }

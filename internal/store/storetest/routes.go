@@ -224,6 +224,57 @@ func testRouteDeadLetters(t *testing.T, f Factory) {
 	}
 }
 
+// testRouteDeadLetterTrim: TrimDeadLetters keeps a route's newest dead
+// letters (by Seq) and deletes the older ones, leaving other routes alone.
+func testRouteDeadLetterTrim(t *testing.T, f Factory) {
+	s := f.New(t)
+	claim(t, s, "r", "node-a", routeT0)
+	claim(t, s, "q", "node-a", routeT0)
+	msgs := appendN(t, s, routeHub, 12)
+	at := routeT0.Add(time.Second)
+	for _, batch := range [][]dps.Message{msgs[:3], msgs[3:4], msgs[4:10]} {
+		if err := s.DeadLetterMessages(ctx(), routeHub, "r", "node-a", batch, "poison", at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeadLetterMessages(ctx(), routeHub, "q", "node-a", msgs[:2], "other route", at); err != nil {
+		t.Fatal(err)
+	}
+	seqsOf := func(route string) []int64 {
+		t.Helper()
+		dl, err := s.DeadLetters(ctx(), routeHub, route, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []int64
+		for _, d := range dl {
+			out = append(out, d.Message.Seq)
+		}
+		return out
+	}
+	want := fmt.Sprint([]int64{msgs[6].Seq, msgs[7].Seq, msgs[8].Seq, msgs[9].Seq})
+	for i, wantN := range []int64{6, 0} {
+		if n, err := s.TrimDeadLetters(ctx(), "HUB-R.example.net", "r", 4); err != nil || n != wantN {
+			t.Errorf("trim %d to 4: deleted %d, %v; want %d", i, n, err, wantN)
+		}
+		if got := fmt.Sprint(seqsOf("r")); got != want {
+			t.Errorf("after trim %d: dead letters %s, want the newest 4 %s", i, got, want)
+		}
+	}
+	if n, err := s.TrimDeadLetters(ctx(), routeHub, "q", 10); err != nil || n != 0 || len(seqsOf("q")) != 2 {
+		t.Errorf("trim of q to 10: deleted %d, %v; q keeps %v", n, err, seqsOf("q"))
+	}
+	if n, err := s.TrimDeadLetters(ctx(), routeHub, "none", 1); err != nil || n != 0 {
+		t.Errorf("trim of a route without dead letters: %d, %v", n, err)
+	}
+	if n, err := s.TrimDeadLetters(ctx(), routeHub, "r", 0); err != nil || n != 4 || len(seqsOf("r")) != 0 {
+		t.Errorf("trim to 0: deleted %d, %v; left %v", n, err, seqsOf("r"))
+	}
+	if len(seqsOf("q")) != 2 {
+		t.Errorf("trimming r deleted q's dead letters: %v", seqsOf("q"))
+	}
+}
+
 // testRouteRetention: DeleteRoutedMessagesBefore deletes by time from the
 // start of the log, never past the slowest route's checkpoint.
 func testRouteRetention(t *testing.T, f Factory) {

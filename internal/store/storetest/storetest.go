@@ -62,6 +62,7 @@ type Store interface {
 	DeadLetterMessages(ctx context.Context, hub, route, node string, msgs []dps.Message, reason string, now time.Time) error
 	DeadLetters(ctx context.Context, hub, route string, after int64, limit int) ([]dps.DeadLetter, error)
 	DeleteDeadLettersBefore(ctx context.Context, t time.Time) (int64, error)
+	TrimDeadLetters(ctx context.Context, hub, route string, keep int) (int64, error)
 	DeleteRoutedMessagesBefore(ctx context.Context, hub string, t time.Time, through int64) (int64, error)
 }
 
@@ -129,6 +130,7 @@ func Run(t *testing.T, f Factory) {
 		{"Routes/OneLeaseHolderAndTakeover", testRouteLeases},
 		{"Routes/ConcurrentClaimsOneWins", testRouteConcurrentClaims},
 		{"Routes/DeadLettersUnderTheLease", testRouteDeadLetters},
+		{"Routes/DeadLettersTrimmedToTheNewest", testRouteDeadLetterTrim},
 		{"Routes/RetentionBehindTheCheckpoint", testRouteRetention},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
