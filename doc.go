@@ -68,8 +68,10 @@
 //     helpers.
 //   - internal/client: the Go client of the service API (dpsctl).
 //   - internal/throttle: Azure's back-pressure (per registration ID
-//     register and poll limits, a per-instance registration limit);
-//     internal/faults: fault injection rules for device tests.
+//     register and poll limits, a per-instance registration limit, the
+//     service APIs' quotas, a log of refusals limited to a line per key
+//     per interval); internal/faults: fault injection rules for device
+//     tests.
 //   - internal/connlimit: the listeners' connection limits (overall and
 //     per source address), refusing before TLS.
 //   - internal/prom: Prometheus metrics; internal/logkey: log attribute

@@ -18,8 +18,14 @@ import (
 // the CA file.
 func startDPSD(t *testing.T) (https, mqtt, scope, cs, ca string) {
 	t.Helper()
+	return startDPSDWith(t, "")
+}
+
+// startDPSDWith is startDPSD with extra configuration lines.
+func startDPSDWith(t *testing.T, extra string) (https, mqtt, scope, cs, ca string) {
+	t.Helper()
 	dir := t.TempDir()
-	cfg := dpstest.WriteFile(t, "dpsd.yaml", fmt.Sprintf("dataDir: %q\nlisten: { https: \"127.0.0.1:0\", mqtt: \"127.0.0.1:0\", admin: \"\" }\nretryAfterSeconds: 1\nlinkedHubs:\n  - { hostName: hub-a.example.net }\n  - { hostName: hub-b.example.net }\n", filepath.Join(dir, "data")))
+	cfg := dpstest.WriteFile(t, "dpsd.yaml", fmt.Sprintf("dataDir: %q\nlisten: { https: \"127.0.0.1:0\", mqtt: \"127.0.0.1:0\", admin: \"\" }\nretryAfterSeconds: 1\nlinkedHubs:\n  - { hostName: hub-a.example.net }\n  - { hostName: hub-b.example.net }\n", filepath.Join(dir, "data"))+extra)
 	p := dpstest.StartDPSD(t, dpstest.BuildDPSD(t), cfg)
 	return p.HTTPS, p.MQTT, p.Scope, p.ConnectionString, p.CAFile
 }

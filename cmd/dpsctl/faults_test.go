@@ -9,7 +9,7 @@ import (
 // TestFaultsCommands: dpsctl faults set makes a device's register fail as
 // told, list shows the count, delete removes the rule.
 func TestFaultsCommands(t *testing.T) {
-	https, _, scope, cs, ca := startDPSD(t)
+	https, _, scope, cs, ca := startDPSDWith(t, "faults: { enabled: true }\n")
 	endpoint := "https://" + https
 	svc := []string{"--connection-string", cs, "--endpoint", endpoint, "--ca-file", ca}
 	run := func(args ...string) (string, error) {
@@ -51,5 +51,18 @@ func TestFaultsCommands(t *testing.T) {
 	}
 	if out, err := run("faults", "list"); err != nil || strings.Contains(out, "fw-503") {
 		t.Fatalf("list after delete: %v\n%s", err, out)
+	}
+}
+
+// TestFaultsOff: against a dpsd whose fault injection was not configured,
+// every faults command fails with dpsd's answer: 409 and how to turn it on.
+func TestFaultsOff(t *testing.T) {
+	https, _, _, cs, ca := startDPSD(t)
+	svc := []string{"--connection-string", cs, "--endpoint", "https://" + https, "--ca-file", ca}
+	for _, args := range [][]string{{"faults", "list"}, {"faults", "set", "x", "--status", "503"}, {"faults", "delete", "x"}} {
+		out, err := dpsctl(t, append(args, svc...)...)
+		if err == nil || !strings.Contains(err.Error(), "HTTP 409") || !strings.Contains(err.Error(), "Fault injection is off on this instance: set faults.enabled: true") {
+			t.Errorf("dpsctl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
 	}
 }

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/opendps/dps"
-	"github.com/opendps/dps/internal/faults"
 	"github.com/opendps/dps/internal/iothub"
 	"go.yaml.in/yaml/v3"
 )
@@ -44,7 +43,7 @@ type Config struct {
 	Log               LogConfig      `yaml:"log"`
 	// Throttling and fault injection (throttle.go).
 	Throttling ThrottlingConfig `yaml:"throttling"`
-	Faults     []faults.Rule    `yaml:"faults"`
+	Faults     FaultsConfig     `yaml:"faults"`
 	// Connection limits and timeouts (limits.go).
 	Limits LimitsConfig `yaml:"limits"`
 
@@ -249,6 +248,7 @@ func applyEnv(c *Config, getenv func(string) string) {
 	set("DPSD_LOCATION", &c.Location)
 	set("DPSD_WEBHOOK_SIGNINGSECRET", &c.Webhook.SigningSecret)
 	applyThrottlingEnv(&c.Throttling, getenv)
+	applyFaultsEnv(&c.Faults, getenv)
 	applyLimitsEnv(&c.Limits, getenv)
 	for i := range c.AccessPolicies {
 		p := &c.AccessPolicies[i]
@@ -374,7 +374,7 @@ func (c Config) validate() error {
 	c.validateRoutes(bad)
 	c.Throttling.validate(bad)
 	c.Limits.validate(bad)
-	validateFaults(bad, c.Faults)
+	c.Faults.validate(bad)
 	if c.Webhook.Timeout <= 0 || c.Webhook.Timeout > 60*time.Second {
 		bad("webhook.timeout", "%s: must be between 1ms and 60s", c.Webhook.Timeout)
 	}

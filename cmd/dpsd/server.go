@@ -131,9 +131,11 @@ type server struct {
 	// stopRouting ends it and closes its endpoints.
 	routes      *routing.Engine
 	stopRouting func() error
-	// throttle and faults guard the device transports (throttle.go).
-	throttle *throttle.Limiter
-	faults   *faults.Injector
+	// throttle and faults guard the device transports, serviceThrottle
+	// the service APIs (throttle.go).
+	throttle        *throttle.Limiter
+	serviceThrottle *throttle.ServiceLimiter
+	faults          *faults.Injector
 	// stopCerts ends the server certificate's daily check (tlsreload.go).
 	stopCerts func()
 	// connLimits bound the HTTPS and MQTT listeners' connections (limits.go).
@@ -187,6 +189,7 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 	}
 	metrics := prom.New()
 	s.throttle = cfg.Throttling.limiter(metrics)
+	s.serviceThrottle = cfg.Throttling.serviceLimiter(metrics)
 	s.connLimits = cfg.Limits.connLimiter(metrics, log)
 	if s.faults, err = newInjector(cfg.Faults, metrics, log); err != nil {
 		return nil, err
@@ -412,6 +415,7 @@ func (s *server) deviceAPI() (*httpapi.Handler, error) {
 		Authorizer: checker,
 		Logger:     s.log,
 		Faults:     s.faults,
+		Throttle:   s.serviceThrottle,
 	})
 	hubPolicies := map[string][]access.Policy{}
 	for _, h := range s.cfg.LinkedHubs {
@@ -435,6 +439,9 @@ func (s *server) deviceAPI() (*httpapi.Handler, error) {
 		RetryAfter:  time.Duration(s.cfg.RetryAfterSeconds) * time.Second,
 		Throttle:    s.throttle,
 		Faults:      s.faults,
+		// The built-in hubs' service API (the DPS service API's is the
+		// service handler's).
+		ServiceThrottle: s.serviceThrottle,
 	}
 	if s.routes != nil { // a nil *routing.Engine in the interface would not be nil
 		o.Routes = s.routes

@@ -21,21 +21,39 @@ import (
 //
 // Rules set here last until the process ends; the configuration's are set
 // again at every start.
+//
+// Fault injection is off unless configured (faults.enabled, or rules in
+// the configuration): then every request here, once authorized, is
+// answered 409 with 409001 and a message that says how to turn it on. Not
+// 404: the endpoint exists and the caller may use it — it is the
+// instance's state that refuses (and DELETE already answers 404 for a rule
+// that does not exist, which a script must be able to tell apart).
+
+// faultsOffMessage is the answer of /faults when fault injection is off.
+const faultsOffMessage = "Fault injection is off on this instance: set faults.enabled: true (or list faults: rules) in dpsd's configuration and restart dpsd."
 
 func (h *ServiceHandler) faultRoutes(segs []string) ([]route, []string, bool) {
-	if h.o.Faults == nil || !strings.EqualFold(segs[0], "faults") {
+	if !strings.EqualFold(segs[0], "faults") {
 		return nil, nil, false
+	}
+	list, put, del := h.listFaults, h.putFault, h.deleteFault
+	if h.o.Faults == nil {
+		list, put, del = h.faultsOff, h.faultsOff, h.faultsOff
 	}
 	switch len(segs) {
 	case 1:
-		return []route{{http.MethodGet, access.ServiceConfig, h.listFaults}}, nil, true
+		return []route{{http.MethodGet, access.ServiceConfig, list}}, nil, true
 	case 2:
 		return []route{
-			{http.MethodPut, access.ServiceConfig, h.putFault},
-			{http.MethodDelete, access.ServiceConfig, h.deleteFault},
+			{http.MethodPut, access.ServiceConfig, put},
+			{http.MethodDelete, access.ServiceConfig, del},
 		}, segs[1:], true
 	}
 	return nil, nil, false
+}
+
+func (h *ServiceHandler) faultsOff(w http.ResponseWriter, r *http.Request, _ []string) {
+	h.err.writeError(w, r, &dps.Error{Kind: dps.KindConflict, Code: dps.CodeConflict, Message: faultsOffMessage})
 }
 
 func (h *ServiceHandler) listFaults(w http.ResponseWriter, r *http.Request, _ []string) {

@@ -2,12 +2,14 @@ package httpapi
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/faults"
+	"github.com/opendps/dps/internal/logkey"
 	"github.com/opendps/dps/internal/throttle"
 	"github.com/opendps/dps/internal/wire"
 )
@@ -18,7 +20,9 @@ import (
 const transportHTTPS = "https"
 
 // throttled answers 429 (with Retry-After and 429001) when regID is over
-// its op limit; false lets the request go on. No store is read first.
+// its op limit; false lets the request go on. No store is read first. The
+// refusal is logged at info at most once per 10 s per registration ID and
+// operation, with the count of refusals not logged since (throttle.LogGate).
 func (h *Handler) throttled(w http.ResponseWriter, r *http.Request, op throttle.Op, regID string) bool {
 	wait, ok := h.o.Throttle.Allow(transportHTTPS, op, regID)
 	if ok {
@@ -26,7 +30,9 @@ func (h *Handler) throttled(w http.ResponseWriter, r *http.Request, op throttle.
 	}
 	err := &dps.Error{Kind: dps.KindThrottled, Code: dps.CodeThrottled, Message: throttle.Message}
 	h.writeErrorRetry(w, r, err, retrySeconds(wait))
-	h.logRefusal(r, regID, err, trackingID(w))
+	if n, log := h.o.Throttle.LogThrottled(op, regID); log {
+		h.logRefusal(r, regID, err, trackingID(w), slog.Int64(logkey.Suppressed, n))
+	}
 	return true
 }
 

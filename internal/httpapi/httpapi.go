@@ -58,6 +58,9 @@ type Options struct {
 	// Faults injects configured faults into registers and polls
 	// (guard.go); nil: none.
 	Faults *faults.Injector
+	// ServiceThrottle limits the built-in hubs' service requests
+	// (servicethrottle.go); nil: no limit.
+	ServiceThrottle *throttle.ServiceLimiter
 	// Routes, when set, is the message routing engine GET /routes shows
 	// (hubroutes.go); nil: no hub has routes.
 	Routes Routes

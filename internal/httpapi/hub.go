@@ -157,6 +157,9 @@ func (h *Handler) hubService(w http.ResponseWriter, r *http.Request, hub string,
 		h.writeHubError(w, r, err, nil)
 		return
 	}
+	if h.hubThrottled(w, r, hub) {
+		return
+	}
 	serve()
 }
 
@@ -563,6 +566,11 @@ func hubErrorName(e *dps.Error, code int) string {
 // table as the DPS answers), iothub-errorcode, the tracking ID of
 // x-ms-request-id, one log line. info goes into a direct method's failure.
 func (h *Handler) writeHubError(w http.ResponseWriter, r *http.Request, err error, info map[string]string) {
+	h.writeHubErrorRetry(w, r, err, info, h.retryAfter)
+}
+
+// writeHubErrorRetry is writeHubError with the Retry-After of a 429 or 503.
+func (h *Handler) writeHubErrorRetry(w http.ResponseWriter, r *http.Request, err error, info map[string]string, retryAfter string) {
 	tracking := trackingID(w)
 	now := h.o.Now()
 	status, body := wire.Error(err, tracking, now)
@@ -574,7 +582,7 @@ func (h *Handler) writeHubError(w http.ResponseWriter, r *http.Request, err erro
 	}
 	h.o.Logger.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path, "status", status, logkey.ErrorCode, body.ErrorCode, logkey.RequestID, tracking, logkey.Error, err)
 	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
-		w.Header()["retry-after"] = []string{h.retryAfter}
+		w.Header()["retry-after"] = []string{retryAfter}
 	}
 	w.Header()["iothub-errorcode"] = []string{name}
 	if body.ErrorCode == dps.CodeDeviceNotOnline || body.ErrorCode == dps.CodeGatewayTimeout {

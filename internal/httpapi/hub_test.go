@@ -186,7 +186,7 @@ func selfSigned(t testing.TB, cn string) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
 }
 
-func newHubFixture(t testing.TB, dpsSide http.Handler) *hubFixture {
+func newHubFixture(t testing.TB, dpsSide http.Handler, opts ...func(*httpapi.Options)) *hubFixture {
 	t.Helper()
 	f := &hubFixture{store: &hubStore{CloudStore: dpstest.NewSQLite(t), devices: map[string]dps.HubDevice{}}, key1: randomKey(), owner: randomKey(), reader: randomKey(),
 		cert: selfSigned(t, "dev-x")}
@@ -204,7 +204,7 @@ func newHubFixture(t testing.TB, dpsSide http.Handler) *hubFixture {
 		}
 	}
 	f.hub = iothub.New(iothub.Options{Store: f.store, Hubs: []string{hubHost}})
-	f.handler = httpapi.New(httpapi.Options{
+	o := httpapi.Options{
 		Registrar: fake(),
 		Service:   dpsSide,
 		Hub:       f.hub,
@@ -212,7 +212,11 @@ func newHubFixture(t testing.TB, dpsSide http.Handler) *hubFixture {
 			{Name: "iothubowner", PrimaryKey: b64(f.owner), Rights: access.HubRights()},
 			{Name: "registryRead", PrimaryKey: b64(f.reader), Rights: []access.Right{access.RegistryRead}},
 		}},
-	})
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	f.handler = httpapi.New(o)
 	return f
 }
 

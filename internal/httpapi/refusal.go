@@ -20,8 +20,9 @@ func (h *Handler) deviceError(w http.ResponseWriter, r *http.Request, regID stri
 	h.logRefusal(r, regID, err, trackingID(w))
 }
 
-// logRefusal is deviceError's log line, for an answer already written.
-func (h *Handler) logRefusal(r *http.Request, regID string, err error, tracking string) {
+// logRefusal is deviceError's log line, for an answer already written;
+// attrs are added to it.
+func (h *Handler) logRefusal(r *http.Request, regID string, err error, tracking string, attrs ...slog.Attr) {
 	if _, ok := errors.AsType[*dps.TPMChallenge](err); ok {
 		return // the first step of TPM attestation, not a refusal
 	}
@@ -29,8 +30,8 @@ func (h *Handler) logRefusal(r *http.Request, regID string, err error, tracking 
 	if status >= http.StatusInternalServerError {
 		return
 	}
-	h.o.Logger.LogAttrs(r.Context(), slog.LevelInfo, "device refused",
+	h.o.Logger.LogAttrs(r.Context(), slog.LevelInfo, "device refused", append([]slog.Attr{
 		slog.String("reason", dps.AsError(err).Message), slog.Int(logkey.ErrorCode, body.ErrorCode), slog.Int(logkey.Status, status),
 		slog.String(logkey.RegistrationID, regID), slog.String("transport", transportHTTPS),
-		slog.String("source", r.RemoteAddr), slog.String(logkey.TrackingID, tracking))
+		slog.String("source", r.RemoteAddr), slog.String(logkey.TrackingID, tracking)}, attrs...)...)
 }

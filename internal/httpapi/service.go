@@ -16,6 +16,7 @@ import (
 	"github.com/opendps/dps/internal/access"
 	"github.com/opendps/dps/internal/enrollment"
 	"github.com/opendps/dps/internal/faults"
+	"github.com/opendps/dps/internal/throttle"
 	"github.com/opendps/dps/internal/wire"
 )
 
@@ -55,8 +56,12 @@ type ServiceOptions struct {
 	Now        func() time.Time
 	// MaxPageSize caps query pages (default 1000).
 	MaxPageSize int
-	// Faults, when set, is managed at /faults (faults.go).
+	// Faults, when set, is managed at /faults (faults.go); nil: fault
+	// injection is off and /faults says so.
 	Faults *faults.Injector
+	// Throttle limits the requests of authorized callers
+	// (servicethrottle.go; /faults is not limited); nil: no limit.
+	Throttle *throttle.ServiceLimiter
 }
 
 // ServiceHandler serves the DPS service (management) API.
@@ -148,6 +153,9 @@ func (h *ServiceHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if err := h.o.Authorizer.Check(r.Header.Get("Authorization"), r.URL.Path, rt.right); err != nil {
 			h.err.writeError(w, r, err)
+			return
+		}
+		if kind != "faults" && h.throttled(w, r) {
 			return
 		}
 		rt.serve(w, r, ids)

@@ -15,4 +15,7 @@ const (
 	ErrorCode       = "error_code"
 	Error           = "err"
 	Duration        = "duration"
+	// Suppressed: how many like lines were not logged since this key's
+	// previous line (a rate-limited log line, throttle.LogGate).
+	Suppressed = "suppressed"
 )

@@ -169,7 +169,7 @@ func (a *Adapter) HandleDrop(ctx context.Context, id Identity, topic string, pay
 		op = throttle.Register
 	}
 	if wait, allowed := a.Throttle.Allow(id.transport(), op, id.RegistrationID); !allowed {
-		respTopic, body = a.reply(id, req.RID, &dps.Error{Kind: dps.KindThrottled, Code: dps.CodeThrottled, Message: throttle.Message}, retrySeconds(wait))
+		respTopic, body = a.throttled(id, req.RID, op, wait)
 		return respTopic, body, true, false
 	}
 	if !req.Register {

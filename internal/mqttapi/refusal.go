@@ -4,25 +4,43 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/logkey"
+	"github.com/opendps/dps/internal/throttle"
+	"github.com/opendps/dps/internal/wire"
 )
 
 // logRefusal logs a refused DPS request at info: the reason, registration
 // ID, transport, source address and the tracking ID of the answer. The
 // credential (SAS token, key, signature) is never logged. A failure of the
 // service itself (5xx) is no refusal of the device and is not logged here.
-func (a *Adapter) logRefusal(id Identity, err error, status, code int, tracking string) {
+func (a *Adapter) logRefusal(id Identity, err error, status, code int, tracking string, attrs ...slog.Attr) {
 	if a.Logger == nil || status >= http.StatusInternalServerError {
 		return
 	}
-	a.Logger.LogAttrs(context.Background(), slog.LevelInfo, "device refused",
+	a.Logger.LogAttrs(context.Background(), slog.LevelInfo, "device refused", append([]slog.Attr{
 		slog.String("reason", dps.AsError(err).Message), slog.Int(logkey.ErrorCode, code), slog.Int(logkey.Status, status),
 		slog.String(logkey.RegistrationID, id.RegistrationID), slog.String("transport", id.transport()),
-		slog.String("source", id.Source), slog.String(logkey.TrackingID, tracking))
+		slog.String("source", id.Source), slog.String(logkey.TrackingID, tracking)}, attrs...)...)
+}
+
+// throttled is the answer to a request over its op limit: 429 with
+// retry-after and 429001. The refusal is logged at most once per 10 s per
+// registration ID and operation, with the count of refusals not logged
+// since (throttle.LogGate): a storm stays readable.
+func (a *Adapter) throttled(id Identity, rid string, op throttle.Op, wait time.Duration) (string, []byte) {
+	err := &dps.Error{Kind: dps.KindThrottled, Code: dps.CodeThrottled, Message: throttle.Message}
+	tracking := wire.NewTrackingID()
+	status, eb := wire.Error(err, tracking, a.now())
+	if n, ok := a.Throttle.LogThrottled(op, id.RegistrationID); ok {
+		a.logRefusal(id, err, status, eb.ErrorCode, tracking, slog.Int64(logkey.Suppressed, n))
+	}
+	body, _ := wire.Marshal(eb)
+	return ResponseTopic(status, rid, retrySeconds(wait)), wire.ASCII(body)
 }
 
 // logRefusal logs a refused hub CONNECT at info: why, the hub, the device

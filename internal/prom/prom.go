@@ -47,8 +47,8 @@ func New() *Metrics {
 		}),
 		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dps_throttled_requests_total",
-			Help: "Device requests answered 429 (throttled), by transport (https, mqtt, mqttws) and operation (register, poll).",
-		}, []string{"transport", "operation"}),
+			Help: "Requests answered 429 (throttled), by API (device, service, hubService), transport (https, mqtt, mqttws) and operation (device: register, poll, twin; service: operations; hubService: registry, twinRead, twinUpdate, query, method, c2dSend).",
+		}, []string{"api", "transport", "operation"}),
 		faults: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dps_faults_injected_total",
 			Help: "Faults injected by fault injection rules, by rule.",
@@ -75,8 +75,8 @@ func (m *Metrics) Completed(outcome dps.Status, latency time.Duration) {
 func (m *Metrics) Rejected(kind dps.Kind) { m.rejected.WithLabelValues(kind.String()).Inc() }
 
 // Throttled records a request refused by throttling.
-func (m *Metrics) Throttled(transport, operation string) {
-	m.throttled.WithLabelValues(transport, operation).Inc()
+func (m *Metrics) Throttled(api, transport, operation string) {
+	m.throttled.WithLabelValues(api, transport, operation).Inc()
 }
 
 // FaultInjected records a fault injected by rule.

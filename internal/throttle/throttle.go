@@ -1,6 +1,9 @@
 // Package throttle is Azure DPS's back-pressure: per registration ID limits
 // on register and on operation-status (poll) requests, kept separately, and
-// a per-instance limit on registrations. Limits are token buckets: a limit
+// a per-instance limit on registrations (Limiter); limits on the DPS
+// service API and on the built-in hubs' service API, modelled on Azure's
+// quotas (ServiceLimiter, service.go); and a LogGate that keeps the log of
+// refusals to one line per key per interval. Limits are token buckets: a limit
 // of N per window admits a burst of N and then one request every window/N.
 // The time source is injected (Options.Now), so tests run in a synctest
 // bubble or with a fake clock.
@@ -75,6 +78,7 @@ type Limiter struct {
 	twin     *keyed
 	instance *bucket // nil: no instance limit
 	instRate rate
+	logs     *LogGate
 }
 
 // New returns a Limiter, or nil when o sets no limit.
@@ -88,7 +92,7 @@ func New(o Options) *Limiter {
 	if o.MaxTracked <= 0 {
 		o.MaxTracked = DefaultMaxTracked
 	}
-	l := &Limiter{o: o}
+	l := &Limiter{o: o, logs: NewLogGate(LogInterval, DefaultLogKeys, o.Now)}
 	if o.RegistersPer10s > 0 {
 		l.register = newKeyed(rate{o.RegistersPer10s, 10 * time.Second}, o.MaxTracked)
 	}
@@ -152,6 +156,17 @@ func (l *Limiter) Allow(transport string, op Op, regID string) (retryAfter time.
 		l.o.Throttled(transport, op)
 	}
 	return wait, false
+}
+
+// LogThrottled reports whether to log a refusal of regID's op: the first,
+// then at most one a LogInterval per registration ID and operation
+// (LogGate); suppressed is then the number of refusals not logged since
+// the previous line.
+func (l *Limiter) LogThrottled(op Op, regID string) (suppressed int64, ok bool) {
+	if l == nil {
+		return 0, true
+	}
+	return l.logs.Allow(op.String() + "/" + strings.ToLower(regID))
 }
 
 // Tracked returns how many registration IDs the limiter holds for op (tests,

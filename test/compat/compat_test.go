@@ -139,6 +139,7 @@ accessPolicies:
   - { name: provisioningserviceowner, primaryKey: %q, rights: [ServiceConfig, EnrollmentRead, EnrollmentWrite, RegistrationStatusRead, RegistrationStatusWrite] }
 webhook: { caFile: %q }
 routing: { minBackoff: 200ms, maxBackoff: 2s }
+faults: { enabled: true }   # faults.js sets its rules at run time
 `, filepath.Join(dir, "data"), hubA, hubKeyA, readKeyA, eng.config(), hubB, hubKeyB, ownerKey, hookCA)
 	cfgPath := filepath.Join(dir, "dpsd.yaml")
 	os.WriteFile(cfgPath, []byte(cfg), 0o600)
