@@ -49,7 +49,7 @@ func (s *Service) routedRetention(ctx context.Context, log EventLog, hub string,
 			return func(ctx context.Context) (int64, error) {
 					return routed.DeleteRoutedMessagesBefore(ctx, hub, cutoff, through)
 				}, func(ctx context.Context) (int64, error) {
-					return routed.DeleteRoutedMessagesBefore(ctx, hub, farFuture, bound)
+					return routed.DeleteRoutedMessagesBefore(ctx, hub, farFuture(), bound)
 				}, nil
 		}
 	}
@@ -58,7 +58,7 @@ func (s *Service) routedRetention(ctx context.Context, log EventLog, hub string,
 		// Bounded by the position, not by a count of the log as it is
 		// when each batch runs.
 		return byAge, func(ctx context.Context) (int64, error) {
-			return routed.DeleteRoutedMessagesBefore(ctx, hub, farFuture, bound)
+			return routed.DeleteRoutedMessagesBefore(ctx, hub, farFuture(), bound)
 		}, nil
 	}
 	return byAge, func(ctx context.Context) (int64, error) { return log.TrimMessages(ctx, hub, keep) }, nil
@@ -66,4 +66,4 @@ func (s *Service) routedRetention(ctx context.Context, log EventLog, hub string,
 
 // farFuture is a cutoff every message is older than (the latest time
 // whose UnixNano the stores can compare).
-var farFuture = time.Unix(0, math.MaxInt64)
+func farFuture() time.Time { return time.Unix(0, math.MaxInt64) }
