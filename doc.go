@@ -67,6 +67,9 @@
 //     subject templates, TLS files); internal/route/routetest: their test
 //     helpers.
 //   - internal/client: the Go client of the service API (dpsctl).
+//   - internal/manifest: declarative enrollments (dpsctl apply, dpsd's
+//     manifest), the JSON-lines export and import, and the copy from
+//     another DPS service API, on one comparison of objects.
 //   - internal/throttle: Azure's back-pressure (per registration ID
 //     register and poll limits, a per-instance registration limit, the
 //     service APIs' quotas, a log of refusals limited to a line per key

@@ -51,6 +51,7 @@ var rules = map[string][]string{
 	"internal/enrollment":              {module},
 	"internal/access":                  {module, module + "/internal/sas"},
 	"internal/client":                  {module, module + "/internal/wire", module + "/internal/sas", module + "/internal/faults"},
+	"internal/manifest":                {module, module + "/internal/wire", module + "/internal/client", "go.yaml.in/yaml/v3"},
 	"internal/allocation/webhookalloc": {module, module + "/webhook", module + "/internal/wire", module + "/internal/logkey"},
 	"internal/wsstream":                {"github.com/gorilla/websocket"},
 	"internal/throttle":                {},

@@ -42,6 +42,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.AddCommand(newRegister(), newKeys(), newEnrollment(), newGroup(), newRegistration(), newCA(), newBench(), newHub(), newFaults())
 	root.AddCommand(newDevice(), newVersion())
+	root.AddCommand(newApply(), newExport(), newImport()) // apply.go
 	return root
 }
 

@@ -24,6 +24,11 @@ func checkConfig(path string, getenv func(string) string, stdout, stderr io.Writ
 		problems = append(problems, splitJoined(err)...)
 	}
 	warnings, fileErrs := checkFiles(cfg, now)
+	if m, err := cfg.Manifest.load(getenv); err != nil { // manifest.go
+		fileErrs = append(fileErrs, err)
+	} else if err := cfg.checkManifestHubs(m); err != nil {
+		fileErrs = append(fileErrs, err)
+	}
 	for _, e := range fileErrs {
 		problems = append(problems, splitJoined(e)...)
 	}

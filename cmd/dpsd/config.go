@@ -50,6 +50,11 @@ type Config struct {
 	// HubRetryBudget is how long a registration retries a hub that fails
 	// transiently (remotehubs.go; 0: 10 minutes).
 	HubRetryBudget time.Duration `yaml:"hubRetryBudget"`
+	// Manifest applies declarative enrollments at start (manifest.go).
+	Manifest ManifestConfig `yaml:"manifest"`
+
+	// getenv is the environment loadConfig read (the manifests' ${…}).
+	getenv func(string) string
 }
 
 // BuiltInConfig holds the settings every built-in hub shares.
@@ -199,6 +204,7 @@ func loadConfig(path string, getenv func(string) string) (Config, error) {
 		}
 	}
 	applyEnv(&cfg, getenv)
+	cfg.getenv = getenv
 	if cfg.Storage == "" {
 		cfg.Storage = "sqlite:" + filepath.Join(cfg.DataDir, "dps.db")
 	}
@@ -375,6 +381,7 @@ func (c Config) validate() error {
 	c.Throttling.validate(bad)
 	c.Limits.validate(bad)
 	c.Faults.validate(bad)
+	c.Manifest.validate(bad)
 	if c.Webhook.Timeout <= 0 || c.Webhook.Timeout > 60*time.Second {
 		bad("webhook.timeout", "%s: must be between 1ms and 60s", c.Webhook.Timeout)
 	}

@@ -234,6 +234,9 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 	if err != nil {
 		return nil, err
 	}
+	if err := s.applyManifests(ctx, device); err != nil { // manifest.go
+		return nil, err
+	}
 
 	// Listeners open only now, when the instance can serve.
 	if err := s.listen(tlsCfg); err != nil {

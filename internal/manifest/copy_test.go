@@ -1,0 +1,223 @@
+package manifest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/dpstest"
+)
+
+// seed fills a service with the fleet, a verified CA certificate and a
+// TPM enrollment; it returns the environment the fleet was parsed with.
+func seed(t *testing.T, s *testService) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	root := dpstest.NewRoot(t, "Factory Root")
+	vars := fleetEnv(t)
+	vars["DPS_CA"] = root.PEM()
+	ek, _ := dpstest.SoftwareTPMKeys(t)
+	vars["DPSD_EK"] = ek
+	doc := strings.Replace(fleet, "hubDevices:", `  - registrationId: tpm-1
+    attestation: {type: tpm, tpm: {endorsementKey: "${DPSD_EK}"}}
+  - registrationId: dev-4
+    attestation: {type: symmetricKey}
+    credentialPolicyName: p1
+  - registrationId: dev-5
+    attestation: {type: symmetricKey}
+hubDevices:`, 1)
+	if _, res := apply(t, s, parse(t, doc, vars), false); len(res.Failures) != 0 || res.Created != 10 {
+		t.Fatalf("seed: %v %v", res, res.Failures)
+	}
+	code, err := s.t.Service.GenerateVerificationCode(ctx, "factory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.t.Service.VerifyCA(ctx, "factory", root.Leaf(t, code.VerificationCode).PEM()); err != nil {
+		t.Fatal(err)
+	}
+	return vars
+}
+
+// sameObjects compares what two services hold: every enrollment and group
+// with its keys, and the CA certificates.
+func sameObjects(t *testing.T, a, b *testService) {
+	t.Helper()
+	ctx := context.Background()
+	for _, kind := range []Kind{Certificate, Group, Enrollment} {
+		as, err := a.t.all(ctx, kind, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs, err := b.t.all(ctx, kind, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(as) != len(bs) {
+			t.Errorf("%ss: %d and %d", kind, len(as), len(bs))
+			continue
+		}
+		for i := range as {
+			id := idOf(kind, as[i])
+			if kind != Certificate && symmetric(as[i]) {
+				ka, _ := a.t.keys(ctx, kind, id)
+				kb, _ := b.t.keys(ctx, kind, id)
+				as[i]["attestation"], bs[i]["attestation"] = ka, kb
+			}
+			if d := Diff(kind, as[i], bs[i], nil); len(d) != 0 || id != idOf(kind, bs[i]) {
+				t.Errorf("%s %s differs: %v", kind, id, d)
+			}
+		}
+	}
+}
+
+// TestCopyResumes: a copy stopped after --limit objects goes on from the
+// state file, skipping what it copied; the copy has every object with its
+// keys; the report says what was not copied whole; a copy run again
+// changes nothing.
+func TestCopyResumes(t *testing.T) {
+	src, dst := newService(t), newService(t)
+	seed(t, src)
+	state := filepath.Join(t.TempDir(), "copy.state.json")
+	ctx := context.Background()
+	var seen []string
+	o := CopyOptions{StateFile: state, Limit: 4, Progress: func(k Kind, done, total int) {
+		seen = append(seen, string(k)+":"+itoa(done)+"/"+itoa(total))
+	}}
+	source := &Target{Service: src.t.Service, PageSize: 2}
+	rep, err := Copy(ctx, source, dst.t, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Stopped || rep.Resumed || rep.Created != 4 {
+		t.Fatalf("first run: %+v", rep)
+	}
+	if _, err := os.Stat(state); err != nil {
+		t.Fatalf("no state file after a stop: %v", err)
+	}
+	if want := []string{"certificate:0/1", "certificate:1/1", "group:0/2", "group:1/2", "group:2/2", "enrollment:0/6", "enrollment:1/6"}; !slices.Equal(seen, want) {
+		t.Errorf("progress %v, want %v", seen, want)
+	}
+	writes := dst.writes.Load()
+
+	o.Limit, seen = 0, nil
+	rep, err = Copy(ctx, source, dst.t, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Stopped || !rep.Resumed || rep.Created != 9 || len(rep.Failures) != 0 {
+		t.Fatalf("second run: %+v", rep)
+	}
+	// Only what was left was written: 5 enrollments.
+	if n := dst.writes.Load() - writes; n != 5 {
+		t.Errorf("the resumed copy wrote %d times, want 5", n)
+	}
+	if seen[0] != "enrollment:1/6" || seen[len(seen)-1] != "enrollment:6/6" {
+		t.Errorf("resumed progress: %v", seen)
+	}
+	if _, err := os.Stat(state); !os.IsNotExist(err) {
+		t.Errorf("the state file was kept after the copy completed: %v", err)
+	}
+	sameObjects(t, src, dst)
+	notes := strings.Join(rep.Notes, "\n")
+	for _, want := range []string{
+		noteUnverified + ": factory",
+		noteCARef + ": line-1 (factory)",
+		noteTPM + ": tpm-1",
+		noteUnknownPrefix + "credentialPolicyName: enrollment dev-4",
+	} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("the report lacks %q:\n%s", want, notes)
+		}
+	}
+	ca, _ := dst.t.Service.CA(ctx, "factory")
+	if ca.IsVerified {
+		t.Error("the copied CA certificate is verified")
+	}
+
+	writes = dst.writes.Load()
+	rep, err = Copy(ctx, source, dst.t, CopyOptions{StateFile: state})
+	if err != nil || rep.Unchanged != 9 || rep.Created+rep.Updated != 0 || rep.Resumed {
+		t.Fatalf("third run: %v %+v", err, rep)
+	}
+	if n := dst.writes.Load() - writes; n != 0 {
+		t.Errorf("a copy of what is there wrote %d times", n)
+	}
+}
+
+// TestCopyReportsRefusals: what the target refuses is reported with its
+// message, and the copy goes on; --map-hub rewrites hub names.
+func TestCopyReportsRefusals(t *testing.T) {
+	src, dst := newService(t), newService(t)
+	ctx := context.Background()
+	// The source links a hub the target does not.
+	if _, err := src.t.Service.PutEnrollment(ctx, e2("a-1"), ""); err != nil {
+		t.Fatal(err)
+	}
+	e := e2("a-2")
+	e.IoTHubs = []string{testHub}
+	if _, err := src.t.Service.PutEnrollment(ctx, e, ""); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(t.TempDir(), "s.json")
+	// dst's enrollment manager links hub.test too; map it to a hub it does not know.
+	rep, err := Copy(ctx, &Target{Service: src.t.Service}, dst.t, CopyOptions{StateFile: state, MapHubs: map[string]string{"HUB.test": "gone.example.net"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Created != 1 || len(rep.Failures) != 1 || !strings.Contains(rep.Failures[0], `enrollment a-2: iotHubs: "gone.example.net" is not a linked IoT hub`) {
+		t.Errorf("report: %+v", rep)
+	}
+	if _, err := dst.store.Enrollment(ctx, "a-2"); dps.KindOf(err) != dps.KindNotFound {
+		t.Errorf("a-2: %v", err)
+	}
+}
+
+// TestExportImport: an export read back into another service gives the
+// same objects, keys and hub devices (with their twins) included; an
+// import of it again changes nothing.
+func TestExportImport(t *testing.T) {
+	a, b := newService(t), newService(t)
+	vars := seed(t, a)
+	ctx := context.Background()
+	var out bytes.Buffer
+	counts, err := Export(ctx, a.t, &out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := counts.Objects; c[Certificate] != 1 || c[Group] != 2 || c[Enrollment] != 6 || c[HubDevice] != 1 {
+		t.Errorf("counts: %v", c)
+	}
+	for i, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		if !strings.HasPrefix(l, `{"kind":"`) || !json.Valid([]byte(l)) {
+			t.Errorf("line %d: %s", i+1, l)
+		}
+	}
+	if !strings.Contains(out.String(), vars["DPSD_DEV1_KEY"]) || !strings.Contains(out.String(), vars["DPSD_SENSOR_KEY"]) {
+		t.Error("the export lacks keys")
+	}
+	m, err := Parse("export.jsonl", out.Bytes(), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, res := apply(t, b, m, false); res.Created != 10 || len(res.Failures) != 0 {
+		t.Fatalf("import: %v %v", res, res.Failures)
+	}
+	sameObjects(t, a, b)
+	dev, _, _ := b.t.Hubs[testHub].HubCall(ctx, "GET", "/devices/sensor-1", nil, nil)
+	tw, _, _ := b.t.Hubs[testHub].HubCall(ctx, "GET", "/twins/sensor-1", nil, nil)
+	if !strings.Contains(string(dev), vars["DPSD_SENSOR_KEY"]) || !strings.Contains(string(tw), `"interval":30`) {
+		t.Errorf("sensor-1 on b: %s %s", dev, tw)
+	}
+	if p := plan(t, b, m, false); p.Changes() {
+		t.Errorf("a second import:\n%s", written(p))
+	}
+}
+
+func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
