@@ -1,7 +1,7 @@
 # Thin aliases over the go command; `go build ./...` and `go test ./...` work without make.
 GO ?= go
 
-.PHONY: test test-short test-compat deps build run fuzz bench vet
+.PHONY: test test-short test-compat deps build install static release image image-deps run fuzz bench vet
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -17,8 +17,12 @@ test: deps vet
 
 ## deps: what the tests need beyond Go — PostgreSQL's server binaries (the
 ## tests start their own throwaway clusters), Mosquitto (the MQTT routing
-## endpoint's tests start their own brokers) and Node.js for the compatibility suite.
-deps:
+## endpoint's tests start their own brokers), Node.js for the compatibility
+## suite, buildah for the image test (test/packaging) and iproute2 for the
+## README walkthrough test (test/walkthrough, in a network namespace).
+deps: image-deps
+	@command -v ip >/dev/null 2>&1 || test -x /usr/sbin/ip || \
+		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends iproute2; }
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends postgresql; }
 	@test -x /usr/sbin/mosquitto || command -v mosquitto >/dev/null 2>&1 || \
@@ -39,9 +43,66 @@ vet:
 	$(GO) vet ./...
 	$(GO) vet -tags tpmsimulator ./...
 
+## build: bin/dpsd and bin/dpsctl for this machine.
 build:
 	mkdir -p bin
 	$(GO) build -buildvcs=true -o bin/ ./cmd/...
+
+## install: bin/dpsd and bin/dpsctl into PREFIX/bin (default /usr/local/bin).
+PREFIX ?= /usr/local
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 bin/dpsd bin/dpsctl $(DESTDIR)$(PREFIX)/bin/
+
+# Release binaries and the container image: static (no cgo), without local
+# paths, stamped by the go command with the module version (the VCS tag, or a
+# pseudo-version), the commit and its time (dpsd --version, dpsctl version).
+DIST ?= dist
+ARCH ?= $(shell $(GO) env GOARCH)
+RELEASE_ARCHES := amd64 arm64
+STATIC_BUILD = CGO_ENABLED=0 GOOS=linux GOARCH=$(1) $(GO) build -trimpath -buildvcs=true -ldflags='-s -w'
+
+## static: DIST/dpsd-linux-ARCH and DIST/dpsctl-linux-ARCH (ARCH: this machine's unless given).
+static:
+	mkdir -p $(DIST)
+	$(call STATIC_BUILD,$(ARCH)) -o $(DIST)/dpsd-linux-$(ARCH) ./cmd/dpsd
+	$(call STATIC_BUILD,$(ARCH)) -o $(DIST)/dpsctl-linux-$(ARCH) ./cmd/dpsctl
+
+## release: static dpsd and dpsctl for linux/amd64 and linux/arm64 in DIST, with DIST/SHA256SUMS.
+release:
+	rm -f $(DIST)/SHA256SUMS
+	for a in $(RELEASE_ARCHES); do $(MAKE) --no-print-directory static ARCH=$$a || exit 1; done
+	cd $(DIST) && sha256sum $(foreach a,$(RELEASE_ARCHES),dpsd-linux-$(a) dpsctl-linux-$(a)) > SHA256SUMS
+	cat $(DIST)/SHA256SUMS
+
+## image: the container image (Containerfile: FROM scratch, the static binaries
+## of `make static`), tagged IMAGE and saved as DIST/dpsd-image.oci.tar (OCI
+## archive) and DIST/dpsd-image.docker.tar (Docker archive: it keeps the
+## HEALTHCHECK, which the OCI image format has no field for). Built with
+## Debian's buildah; no registry is contacted. BUILDAH_STORAGE takes buildah's
+## storage options (e.g. --storage-driver vfs where overlay is unavailable).
+IMAGE ?= localhost/dpsd:latest
+BUILDAH ?= buildah
+BUILDAH_STORAGE ?=
+SOURCE_EPOCH := $(shell git log -1 --format=%ct 2>/dev/null)
+IMAGE_VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+image: image-deps
+	$(MAKE) --no-print-directory static ARCH=$(ARCH)
+	rm -rf $(DIST)/image && mkdir -p $(DIST)/image/data
+	cp $(DIST)/dpsd-linux-$(ARCH) $(DIST)/image/dpsd
+	cp $(DIST)/dpsctl-linux-$(ARCH) $(DIST)/image/dpsctl
+	$(BUILDAH) $(BUILDAH_STORAGE) bud --format docker --isolation chroot --arch $(ARCH) \
+		$(if $(SOURCE_EPOCH),--timestamp $(SOURCE_EPOCH)) \
+		--label org.opencontainers.image.version=$(IMAGE_VERSION) \
+		-f Containerfile -t $(IMAGE) $(DIST)/image
+	rm -f $(DIST)/dpsd-image.oci.tar $(DIST)/dpsd-image.docker.tar
+	$(BUILDAH) $(BUILDAH_STORAGE) push $(IMAGE) oci-archive:$(DIST)/dpsd-image.oci.tar:$(IMAGE)
+	$(BUILDAH) $(BUILDAH_STORAGE) push $(IMAGE) docker-archive:$(DIST)/dpsd-image.docker.tar:$(IMAGE)
+
+## image-deps: Debian's buildah, for make image.
+image-deps:
+	@command -v $(BUILDAH) >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends buildah; }
 
 run:
 	$(GO) run ./cmd/dpsd

@@ -84,6 +84,9 @@
 //     the benchmark ceiling (dpsd --ceiling).
 //   - internal/dpstest, internal/pgtest: test helpers (certificates, TPM
 //     devices, dpsd processes; throwaway PostgreSQL clusters).
+//   - test/packaging: tests of what ships beside the packages (the
+//     container image, release binaries, compose.yaml, the systemd unit);
+//     test/walkthrough: the README's walkthroughs, run as written.
 //   - cmd/dpsd, cmd/dpsctl: the server and the CLI, the only wiring.
 //   - device: a Go client for devices (provisioning over HTTPS and MQTT,
 //     and the built-in hub over MQTT); webhook: types for webhook authors;

@@ -68,6 +68,8 @@ var rules = map[string][]string{
 	"internal/route/nats":              {module, module + "/internal/route", "github.com/nats-io/nats.go"},
 	"internal/route/mqtt":              {module, module + "/internal/route", module + "/internal/hubproto", "github.com/eclipse/paho.mqtt.golang"},
 	"internal/dpstest":                 {module, module + "/internal/store/sqlite", "github.com/google/go-tpm"}, // test helpers
+	"test/packaging":                   {module + "/internal/dpstest", "go.yaml.in/yaml/v3"},                    // tests only: image, release, compose, systemd
+	"test/walkthrough":                 {},                                                                      // tests only: the README's walkthroughs
 }
 
 func TestImportRules(t *testing.T) {

@@ -4,6 +4,7 @@
 //	dpsd [--config dpsd.yaml]
 //	dpsd --check-config [--config dpsd.yaml]
 //	dpsd --version
+//	dpsd --healthcheck [--config dpsd.yaml]
 //
 // With no configuration it starts a working instance with embedded defaults
 // (SQLite in ./dps-data, generated TLS, ID scope and owner key, one example
@@ -40,6 +41,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	configPath := fs.String("config", "", "path of the YAML configuration file (none: embedded defaults)")
 	check := fs.Bool("check-config", false, "validate the configuration and the files it names, without starting; exit 0 with \"configuration OK\"")
 	version := fs.Bool("version", false, "print the version (module version, VCS revision and time, Go version) and exit")
+	health := fs.Bool("healthcheck", false, "ask the admin listener's /readyz (listen.admin of the configuration); exit 0 only when it answers 200 (the container image's HEALTHCHECK)")
 	ceilingMode := fs.Bool("ceiling", false, "benchmark ceiling: serve the device API with no authentication, storage or allocation (see docs/benchmarks.md)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -50,6 +52,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if *version {
 		fmt.Fprintln(stdout, buildinfo.Read().String("dpsd"))
 		return nil
+	}
+	if *health {
+		return healthcheck(ctx, *configPath, getenv, stdout)
 	}
 	if *check {
 		return checkConfig(*configPath, getenv, stdout, stderr, time.Now())
