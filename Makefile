@@ -18,8 +18,9 @@ test: deps vet
 ## deps: what the tests need beyond Go — PostgreSQL's server binaries (the
 ## tests start their own throwaway clusters), Mosquitto (the MQTT routing
 ## endpoint's tests start their own brokers), Node.js for the compatibility
-## suite, buildah for the image test (test/packaging) and iproute2 for the
-## README walkthrough test (test/walkthrough, in a network namespace).
+## suite, buildah for the image test (test/packaging), iproute2 for the
+## README walkthrough test (test/walkthrough, in a network namespace) and
+## Chromium for the web console's browser tests.
 deps: image-deps
 	@command -v ip >/dev/null 2>&1 || test -x /usr/sbin/ip || \
 		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends iproute2; }
@@ -29,6 +30,8 @@ deps: image-deps
 		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends mosquitto; }
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends nodejs npm; }
+	@test -x /usr/bin/chromium || \
+		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium; }
 
 ## test-compat: the Azure IoT Node SDK compatibility suite alone.
 test-compat:

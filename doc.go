@@ -66,6 +66,9 @@
 //     internal/route: what they share (the header mapping, topic and
 //     subject templates, TLS files); internal/route/routetest: their test
 //     helpers.
+//   - internal/console: the web console under /console/ on the HTTPS
+//     listener (server-rendered pages over the use cases, sessions signed
+//     in with service access policies, live feeds as server-sent events).
 //   - internal/client: the Go client of the service API (dpsctl).
 //   - internal/manifest: declarative enrollments (dpsctl apply, dpsd's
 //     manifest), the JSON-lines export and import, and the copy from

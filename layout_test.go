@@ -60,6 +60,7 @@ var rules = map[string][]string{
 	"internal/prom":                    {module, "github.com/prometheus/client_golang"},
 	"internal/routing":                 {module},
 	"internal/route/webhook":           {module, module + "/webhook", module + "/internal/route"},
+	"internal/console":                 {module, module + "/internal/access", module + "/internal/sas", module + "/internal/iothub", module + "/internal/faults", module + "/internal/wire"},
 	"internal/ceiling":                 {module, module + "/internal/registration"},
 	"internal/bench":                   {module + "/device"},
 	"internal/route":                   {module},

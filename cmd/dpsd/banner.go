@@ -28,6 +28,9 @@ func (s *server) bannerFields() []bannerField {
 	if s.mqtt != nil {
 		f = append(f, bannerField{"MQTT endpoint", "mqtt_endpoint", endpointURL("mqtts", host, s.mqtt.Addr(), "8883") + " (TLS " + s.mqtt.Addr().String() + ")"})
 	}
+	if s.console != nil {
+		f = append(f, bannerField{"Console", "console", endpointURL("https", host, s.httpsLn.Addr(), "443") + "/console/"})
+	}
 	if s.adminLn != nil {
 		f = append(f, bannerField{"Admin", "admin", "http://" + s.adminLn.Addr().String() + "/healthz /readyz /metrics"})
 	}

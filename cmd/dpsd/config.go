@@ -55,6 +55,8 @@ type Config struct {
 
 	// getenv is the environment loadConfig read (the manifests' ${…}).
 	getenv func(string) string
+	// Console is the web console (console.go).
+	Console ConsoleConfig `yaml:"console"`
 }
 
 // BuiltInConfig holds the settings every built-in hub shares.
@@ -382,6 +384,7 @@ func (c Config) validate() error {
 	c.Limits.validate(bad)
 	c.Faults.validate(bad)
 	c.Manifest.validate(bad)
+	c.Console.validate(bad)
 	if c.Webhook.Timeout <= 0 || c.Webhook.Timeout > 60*time.Second {
 		bad("webhook.timeout", "%s: must be between 1ms and 60s", c.Webhook.Timeout)
 	}

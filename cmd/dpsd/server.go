@@ -26,6 +26,7 @@ import (
 	"github.com/opendps/dps/internal/allocation"
 	"github.com/opendps/dps/internal/allocation/webhookalloc"
 	"github.com/opendps/dps/internal/connlimit"
+	"github.com/opendps/dps/internal/console"
 	"github.com/opendps/dps/internal/enrollment"
 	"github.com/opendps/dps/internal/faults"
 	"github.com/opendps/dps/internal/httpapi"
@@ -140,6 +141,9 @@ type server struct {
 	stopCerts func()
 	// connLimits bound the HTTPS and MQTT listeners' connections (limits.go).
 	connLimits *connlimit.Limiter
+	// console is the web console on the HTTPS listener (console.go); nil
+	// when disabled.
+	console *console.Handler
 }
 
 // startRetention runs the built-in hubs' event-log retention and the
@@ -413,8 +417,9 @@ func (s *server) deviceAPI() (*httpapi.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	manager := enrollment.New(enrollment.Options{Store: s.store, LinkedHubs: s.cfg.linkedHubs(), AllowHTTPWebhooks: s.cfg.Webhook.AllowHTTP})
 	service := httpapi.NewService(httpapi.ServiceOptions{
-		Manager:    enrollment.New(enrollment.Options{Store: s.store, LinkedHubs: s.cfg.linkedHubs(), AllowHTTPWebhooks: s.cfg.Webhook.AllowHTTP}),
+		Manager:    manager,
 		Authorizer: checker,
 		Logger:     s.log,
 		Faults:     s.faults,
@@ -432,6 +437,9 @@ func (s *server) deviceAPI() (*httpapi.Handler, error) {
 			}
 			hubPolicies[h.HostName] = append(hubPolicies[h.HostName], ap)
 		}
+	}
+	if s.console, err = s.newConsole(checker, manager, hubPolicies); err != nil {
+		return nil, err
 	}
 	o := httpapi.Options{
 		Registrar:   s.reg,
@@ -494,6 +502,9 @@ func (s *server) listen(tlsCfg *tls.Config) error {
 // and, with the MQTT broker, MQTT over WebSocket, which shares the HTTPS
 // port as on Azure.
 func (s *server) httpsHandler(device http.Handler) http.Handler {
+	if s.console != nil {
+		device = withConsole(s.console, device)
+	}
 	if s.mqtt == nil {
 		return device
 	}
@@ -709,6 +720,9 @@ func (s *server) Close(ctx context.Context) error {
 	var errs []error
 	if s.hub != nil {
 		s.hub.EndEventWaits() // long polls of the event log answer now
+	}
+	if s.console != nil {
+		s.console.Close() // and the console's live streams end
 	}
 	if s.https != nil {
 		errs = append(errs, s.https.Shutdown(ctx))
