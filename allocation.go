@@ -37,6 +37,9 @@ type LinkedHub struct {
 // AllocationRequest is what an allocation policy decides on.
 type AllocationRequest struct {
 	RegistrationID string
+	// OperationID is the registration operation being completed (for the
+	// registration-events feed).
+	OperationID string
 	// Candidates are the hubs the device may be assigned to, in a stable order.
 	Candidates []LinkedHub
 	// Enrollment or Group is the enrollment the device matched.

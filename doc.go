@@ -69,6 +69,10 @@
 //   - internal/console: the web console under /console/ on the HTTPS
 //     listener (server-rendered pages over the use cases, sessions signed
 //     in with service access policies, live feeds as server-sent events).
+//   - internal/regevents: the registration-events feed (what became of
+//     each register and poll, recorded through a bounded queue, kept for
+//     a bounded time in the store, read and followed by the service API
+//     and the web console).
 //   - internal/client: the Go client of the service API (dpsctl).
 //   - internal/manifest: declarative enrollments (dpsctl apply, dpsd's
 //     manifest), the JSON-lines export and import, and the copy from

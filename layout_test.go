@@ -46,7 +46,7 @@ var rules = map[string][]string{
 	"internal/store/docs":              {module, module + "/internal/wire"}, // wire.Marshal: one JSON encoding
 	"internal/store/groupcache":        {module},
 	"internal/store/health":            {module},
-	"internal/httpapi":                 {module, module + "/internal/wire", module + "/internal/sas", module + "/internal/registration", module + "/internal/enrollment", module + "/internal/access", module + "/internal/logkey", module + "/internal/iothub", module + "/internal/hubproto", module + "/internal/throttle", module + "/internal/faults"},
+	"internal/httpapi":                 {module, module + "/internal/wire", module + "/internal/sas", module + "/internal/registration", module + "/internal/enrollment", module + "/internal/access", module + "/internal/logkey", module + "/internal/iothub", module + "/internal/hubproto", module + "/internal/throttle", module + "/internal/faults", module + "/internal/regevents"},
 	"internal/mqttapi":                 {module, module + "/internal/httpapi", module + "/internal/throttle", module + "/internal/faults", module + "/internal/registration", module + "/internal/iothub", module + "/internal/hubproto", module + "/internal/wire", module + "/internal/wsstream", module + "/internal/logkey", "github.com/mochi-mqtt/server/v2", "github.com/gorilla/websocket"},
 	"internal/enrollment":              {module},
 	"internal/access":                  {module, module + "/internal/sas"},
@@ -59,6 +59,7 @@ var rules = map[string][]string{
 	"internal/faults":                  {module + "/internal/logkey"},
 	"internal/prom":                    {module, "github.com/prometheus/client_golang"},
 	"internal/routing":                 {module},
+	"internal/regevents":               {module},
 	"internal/route/webhook":           {module, module + "/webhook", module + "/internal/route"},
 	"internal/console":                 {module, module + "/internal/access", module + "/internal/sas", module + "/internal/iothub", module + "/internal/faults", module + "/internal/wire"},
 	"internal/ceiling":                 {module, module + "/internal/registration"},

@@ -57,6 +57,8 @@ type Config struct {
 	getenv func(string) string
 	// Console is the web console (console.go).
 	Console ConsoleConfig `yaml:"console"`
+	// The registration-events feed (regevents.go).
+	Events EventsConfig `yaml:"events"`
 }
 
 // BuiltInConfig holds the settings every built-in hub shares.
@@ -164,6 +166,7 @@ func defaultConfig() Config {
 		Hub:               BuiltInConfig{EventRetention: iothub.DefaultRetentionAge, EventRetentionMessages: iothub.DefaultRetentionMessages},
 		Throttling:        defaultThrottling(),
 		Limits:            defaultLimits(),
+		Events:            defaultEvents(),
 	}
 }
 
@@ -385,6 +388,7 @@ func (c Config) validate() error {
 	c.Faults.validate(bad)
 	c.Manifest.validate(bad)
 	c.Console.validate(bad)
+	c.Events.validate(bad)
 	if c.Webhook.Timeout <= 0 || c.Webhook.Timeout > 60*time.Second {
 		bad("webhook.timeout", "%s: must be between 1ms and 60s", c.Webhook.Timeout)
 	}

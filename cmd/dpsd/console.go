@@ -7,9 +7,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/access"
 	"github.com/opendps/dps/internal/console"
 	"github.com/opendps/dps/internal/enrollment"
+	"github.com/opendps/dps/internal/regevents"
 )
 
 // ConsoleConfig configures the web console, served under /console/ on the
@@ -72,16 +74,44 @@ func (s *server) newConsole(checker *access.Checker, manager *enrollment.Service
 	if s.faults != nil {
 		o.Faults = s.faults
 	}
-	// The registration-events feed (console.RegistrationEvents): not
-	// wired yet. While o.Events is nil the feed page and the overview's
-	// registration figures say the feed is not available.
-	o.Events = s.registrationEvents()
+	if s.events != nil { // the registration-events feed (regevents.go)
+		o.Events = consoleFeed{s.events}
+	}
 	return console.New(o)
 }
 
-// registrationEvents is the feed the console reads; nil until the
-// registration-events feed is wired here.
-func (s *server) registrationEvents() console.RegistrationEvents { return nil }
+// consoleFeed is the registration-events feed as the console reads it.
+type consoleFeed struct{ feed regevents.Feed }
+
+func (f consoleFeed) Read(ctx context.Context, after int64, limit int, filter console.EventFilter) ([]dps.RegistrationEvent, error) {
+	return f.feed.Read(ctx, regevents.Query{After: after, Limit: limit, Filter: dps.RegistrationEventFilter{
+		RegistrationID: filter.RegistrationID, Group: filter.Group, Kind: filter.Kind, Since: filter.Since}})
+}
+
+// Follow delivers the feed's events after after until ctx ends or the
+// feed closes (each wait for new events lasts at most 30 s, then it asks
+// again).
+func (f consoleFeed) Follow(ctx context.Context, after int64) (<-chan dps.RegistrationEvent, error) {
+	out := make(chan dps.RegistrationEvent, regevents.MaxLimit)
+	go func() {
+		defer close(out)
+		for {
+			events, err := f.feed.Follow(ctx, regevents.Query{After: after, Limit: regevents.MaxLimit}, 30*time.Second)
+			if err != nil {
+				return
+			}
+			for _, e := range events {
+				select {
+				case out <- e:
+					after = e.Seq
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}
 
 // withConsole serves the console's paths and hands everything else to
 // next.

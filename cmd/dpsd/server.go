@@ -35,6 +35,7 @@ import (
 	"github.com/opendps/dps/internal/mqttapi"
 	"github.com/opendps/dps/internal/pki"
 	"github.com/opendps/dps/internal/prom"
+	"github.com/opendps/dps/internal/regevents"
 	"github.com/opendps/dps/internal/registration"
 	"github.com/opendps/dps/internal/routing"
 	"github.com/opendps/dps/internal/store/postgres"
@@ -56,6 +57,7 @@ type store interface {
 	iothub.Store
 	iothub.EventLog
 	routing.Store
+	regevents.Store // the registration-events feed
 	DeleteRoutedMessagesBefore(ctx context.Context, hub string, t time.Time, through int64) (int64, error)
 	Meta(ctx context.Context, key, value string) (string, error)
 	Ping(ctx context.Context) error
@@ -144,6 +146,10 @@ type server struct {
 	// console is the web console on the HTTPS listener (console.go); nil
 	// when disabled.
 	console *console.Handler
+	// events is the registration-events feed, ops the operator metrics
+	// (regevents.go).
+	events *regevents.Log
+	ops    *prom.OperatorMetrics
 }
 
 // startRetention runs the built-in hubs' event-log retention and the
@@ -192,6 +198,13 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 		return nil, err
 	}
 	metrics := prom.New()
+	s.ops = metrics.Operator()
+	for _, h := range cfg.LinkedHubs {
+		s.ops.DeclareHub(h.HostName)
+	}
+	timed := timedStore{s.store, s.ops} // the registration path's store, timed
+	s.events = newEventLog(cfg, timed, s.ops, log)
+	s.events.Start()
 	s.throttle = cfg.Throttling.limiter(metrics)
 	s.serviceThrottle = cfg.Throttling.serviceLimiter(metrics)
 	s.connLimits = cfg.Limits.connLimiter(metrics, log)
@@ -231,7 +244,7 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 	if s.hubs, err = newHubs(cfg, s.store); err != nil {
 		return nil, err
 	}
-	if s.reg, err = startEngine(ctx, cfg, s.store, s.idScope, singleNode, metrics, s.hub, s.hubs, log); err != nil {
+	if s.reg, err = startEngine(ctx, cfg, timed, s.idScope, singleNode, metrics, s.hub, s.hubs, s.events, log); err != nil {
 		return nil, err
 	}
 	device, err := s.deviceAPI()
@@ -338,7 +351,7 @@ func (c Config) builtInHubs() []string {
 // startEngine builds the registration engine on st and starts it (which
 // recovers unfinished operations). When it returns an engine, the caller
 // closes it; when it fails, nothing is left open.
-func startEngine(ctx context.Context, cfg Config, st store, idScope string, singleNode bool, metrics *prom.Metrics, hub *iothub.Service, hubs *hubs, log *slog.Logger) (*registration.Service, error) {
+func startEngine(ctx context.Context, cfg Config, st timedStore, idScope string, singleNode bool, metrics *prom.Metrics, hub *iothub.Service, hubs *hubs, events *regevents.Log, log *slog.Logger) (*registration.Service, error) {
 	webhookClient, err := webhookHTTPClient(cfg.Webhook)
 	if err != nil {
 		return nil, err
@@ -357,6 +370,7 @@ func startEngine(ctx context.Context, cfg Config, st store, idScope string, sing
 			RetryBudget: cfg.Webhook.RetryBudget,
 			Secret:      secret,
 			Logger:      log,
+			Events:      events,
 		}),
 	}
 	policy, _ := dps.ParseAllocationPolicy(cfg.AllocationPolicy)
@@ -378,7 +392,7 @@ func startEngine(ctx context.Context, cfg Config, st store, idScope string, sing
 		LinkedHubs:         cfg.linkedHubs(),
 		DefaultPolicy:      policy,
 		Allocators:         allocators,
-		Hubs:               hubs,
+		Hubs:               observedHubs{hubs, st.ops},
 		Store:              st,
 		Logger:             log,
 		Observer:           metrics,
@@ -394,6 +408,7 @@ func startEngine(ctx context.Context, cfg Config, st store, idScope string, sing
 		// remote hubs are provisioned through their connectors.
 		RecordsDevices: hubs.records,
 		HubEvents:      hub, // the built-in hub acts on its connections
+		Events:         events,
 	})
 	if err := reg.Start(ctx); err != nil {
 		reg.Close()
@@ -424,6 +439,7 @@ func (s *server) deviceAPI() (*httpapi.Handler, error) {
 		Logger:     s.log,
 		Faults:     s.faults,
 		Throttle:   s.serviceThrottle,
+		Events:     s.events,
 	})
 	hubPolicies := map[string][]access.Policy{}
 	for _, h := range s.cfg.LinkedHubs {
@@ -453,6 +469,7 @@ func (s *server) deviceAPI() (*httpapi.Handler, error) {
 		// The built-in hubs' service API (the DPS service API's is the
 		// service handler's).
 		ServiceThrottle: s.serviceThrottle,
+		Events:      s.events,
 	}
 	if s.routes != nil { // a nil *routing.Engine in the interface would not be nil
 		o.Routes = s.routes
@@ -468,18 +485,18 @@ func (s *server) listen(tlsCfg *tls.Config) error {
 	if err != nil {
 		return fmt.Errorf("listen.https %s: %w", s.cfg.Listen.HTTPS, err)
 	}
-	s.httpsLn = s.limitListener(s.httpsLn, "https")
+	s.httpsLn = countListener(s.limitListener(s.httpsLn, "https"), "https", s.ops)
 	if s.cfg.Listen.MQTT != "" {
 		mqttLn, err := net.Listen("tcp", s.cfg.Listen.MQTT)
 		if err != nil {
 			return fmt.Errorf("listen.mqtt %s: %w", s.cfg.Listen.MQTT, err)
 		}
 		s.mqtt, err = mqttapi.Listen(s.cfg.Listen.MQTT, mqttapi.BrokerOptions{
-			Listener:         s.limitListener(mqttLn, "mqtt"),
+			Listener:         countListener(s.limitListener(mqttLn, "mqtt"), "mqtt", s.ops),
 			HandshakeTimeout: s.cfg.Limits.TLSHandshakeTimeout,
 			ConnectTimeout:   s.cfg.Limits.HeaderTimeout,
 			Adapter: &mqttapi.Adapter{Registrar: s.reg, RetryAfter: time.Duration(s.cfg.RetryAfterSeconds) * time.Second,
-				Throttle: s.throttle, Faults: s.faults},
+				Throttle: s.throttle, Faults: s.faults, Events: s.events},
 			TLSConfig: tlsCfg,
 			Logger:    s.log,
 			Hub:       s.hub,
@@ -724,6 +741,9 @@ func (s *server) Close(ctx context.Context) error {
 	if s.console != nil {
 		s.console.Close() // and the console's live streams end
 	}
+	if s.events != nil {
+		s.events.EndFollows() // so do the registration event streams
+	}
 	if s.https != nil {
 		errs = append(errs, s.https.Shutdown(ctx))
 	} else if s.httpsLn != nil {
@@ -748,6 +768,9 @@ func (s *server) Close(ctx context.Context) error {
 	}
 	if s.reg != nil {
 		errs = append(errs, s.reg.Close())
+	}
+	if s.events != nil {
+		s.events.Close() // what the workers recorded last is written
 	}
 	if s.stopBus != nil {
 		// Other nodes find this node's devices offline at once.

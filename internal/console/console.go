@@ -296,8 +296,8 @@ func (h *Handler) routes() {
 	get("/console/registration/{id}", dpsNeed(access.RegistrationStatusRead), h.registration)
 	post("/console/registration/{id}/delete", dpsNeed(access.RegistrationStatusWrite), h.deleteRegistration)
 
-	get("/console/feed", dpsNeed(access.RegistrationStatusRead), h.feed)
-	get("/console/feed/stream", dpsNeed(access.RegistrationStatusRead), h.feedStream)
+	get("/console/feed", dpsNeed(access.ServiceConfig), h.feed)
+	get("/console/feed/stream", dpsNeed(access.ServiceConfig), h.feedStream)
 
 	get("/console/hubs/{hub}", hubNeed(access.RegistryRead), h.hubDevices)
 	get("/console/hubs/{hub}/device/{id}", hubNeed(access.RegistryRead), h.hubDevice)

@@ -124,7 +124,7 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request, s *session) {
 		}
 		d.Enrollments, d.Groups = &e, &g
 	}
-	if s.has("", access.RegistrationStatusRead) && h.o.Events != nil {
+	if s.has("", access.ServiceConfig) && h.o.Events != nil {
 		d.FeedShown = true
 		if err := h.feedFigures(ctx, &d); err != nil {
 			h.o.Logger.WarnContext(ctx, "console: feed figures unavailable", "err", err)

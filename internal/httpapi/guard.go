@@ -52,7 +52,7 @@ func (h *Handler) injected(w http.ResponseWriter, r *http.Request, p faults.Poin
 	a := f.Action
 	switch {
 	case a.Status != 0:
-		writeFault(w, a, h.o.Now())
+		h.recordFault(r, p, writeFault(w, a, h.o.Now()))
 		return true, false
 	case a.DelayMs > 0:
 		if err := sleep(r.Context(), time.Duration(a.DelayMs)*time.Millisecond); err != nil {
@@ -70,14 +70,15 @@ func abort() { panic(http.ErrAbortHandler) }
 
 // writeFault writes an injected fault's answer: its status, the DPS error
 // JSON with its code (Status×1000+1 by default) and, when set, its
-// retry-after.
-func writeFault(w http.ResponseWriter, a faults.Action, now time.Time) {
+// retry-after; it returns the body.
+func writeFault(w http.ResponseWriter, a faults.Action, now time.Time) wire.ErrorBody {
 	status, body := FaultAnswer(a, trackingID(w), now)
 	if a.RetryAfterSeconds > 0 {
 		w.Header()["retry-after"] = []string{strconv.Itoa(a.RetryAfterSeconds)}
 	}
 	w.Header().Set("x-ms-error-code", strconv.Itoa(body.ErrorCode))
 	writeJSON(w, status, body)
+	return body
 }
 
 // FaultAnswer is the status and error body of an injected fault, over any

@@ -64,6 +64,8 @@ type Options struct {
 	// Routes, when set, is the message routing engine GET /routes shows
 	// (hubroutes.go); nil: no hub has routes.
 	Routes Routes
+	// Events, when set, receives the device requests refused (refusal.go).
+	Events registration.EventRecorder
 }
 
 // Handler serves the device API.
@@ -201,8 +203,9 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request, scope, regID 
 		h.deviceError(w, r, regID, err)
 		return
 	}
+	d := deviceRequest{RegID: regID, Payload: body.Payload}
 	if body.RegistrationID != "" && !strings.EqualFold(body.RegistrationID, regID) {
-		h.deviceError(w, r, regID, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "registrationId in the body does not match the registration ID in the path"})
+		h.refuse(w, r, d, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "registrationId in the body does not match the registration ID in the path"})
 		return
 	}
 	req := registration.Request{
@@ -211,16 +214,18 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request, scope, regID 
 		Credential:     credential(r),
 		Payload:        body.Payload,
 		Force:          strings.EqualFold(r.URL.Query().Get("forceRegistration"), "true"),
+		Origin:         registration.Origin{Transport: transportHTTPS, Source: r.RemoteAddr, TrackingID: trackingID(w)},
 	}
 	if body.TPM != nil {
 		req.Credential.TPM = &dps.TPMAttestation{EndorsementKey: body.TPM.EndorsementKey, StorageRootKey: body.TPM.StorageRootKey}
 	}
+	d.Attestation = attestationOf(req.Credential, true)
 	op, err := h.o.Registrar.Register(r.Context(), req)
 	if drop {
 		abort()
 	}
 	if err != nil {
-		h.deviceError(w, r, regID, err)
+		h.refuse(w, r, d, err)
 		return
 	}
 	h.writeOperation(w, r, op, true)
@@ -244,7 +249,7 @@ func (h *Handler) operation(w http.ResponseWriter, r *http.Request, scope, regID
 		op = held(op)
 	}
 	if err != nil {
-		h.deviceError(w, r, regID, err)
+		h.refuse(w, r, deviceRequest{RegID: regID, OperationID: opID, Attestation: attestationOf(credential(r), false)}, err)
 		return
 	}
 	h.writeOperation(w, r, op, false)

@@ -168,7 +168,7 @@ func (h *Handler) hubService(w http.ResponseWriter, r *http.Request, hub string,
 func (h *Handler) hubTelemetry(w http.ResponseWriter, r *http.Request, hub, deviceID string) {
 	id, err := h.o.Hub.Authenticate(r.Context(), hub, deviceID, credential(r))
 	if err != nil {
-		h.writeHubError(w, r, err, nil)
+		h.hubDeviceRefused(w, r, hub, deviceID, err)
 		return
 	}
 	limit := h.o.Hub.MaxMessageSize()

@@ -81,7 +81,7 @@ func (h *Handler) serveHubC2D(w http.ResponseWriter, r *http.Request, hub string
 func (h *Handler) c2dReceive(w http.ResponseWriter, r *http.Request, hub, deviceID string) {
 	id, err := h.o.Hub.Authenticate(r.Context(), hub, deviceID, credential(r))
 	if err != nil {
-		h.writeHubError(w, r, err, nil)
+		h.hubDeviceRefused(w, r, hub, deviceID, err)
 		return
 	}
 	lock, err := lockTimeout(r)
@@ -156,7 +156,7 @@ func lockTimeout(r *http.Request) (time.Duration, error) {
 func (h *Handler) c2dSettle(w http.ResponseWriter, r *http.Request, hub, deviceID, lock string, how dps.Settlement) {
 	id, err := h.o.Hub.Authenticate(r.Context(), hub, deviceID, credential(r))
 	if err != nil {
-		h.writeHubError(w, r, err, nil)
+		h.hubDeviceRefused(w, r, hub, deviceID, err)
 		return
 	}
 	lock = strings.Trim(lock, `"`)

@@ -1,11 +1,11 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/opendps/dps"
@@ -101,24 +101,6 @@ func (h *Handler) readEvents(w http.ResponseWriter, r *http.Request, hub string)
 	writeJSON(w, http.StatusOK, out)
 }
 
-// acceptsEventStream reports whether the request asks for server-sent
-// events.
-func acceptsEventStream(r *http.Request) bool {
-	for _, v := range r.Header.Values("Accept") {
-		for part := range strings.SplitSeq(v, ",") {
-			mt, _, _ := strings.Cut(part, ";")
-			if strings.EqualFold(strings.TrimSpace(mt), "text/event-stream") {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// sseHeartbeat is how long an event stream stays silent at most: then a
-// comment line keeps proxies and the reader's timeouts from closing it.
-const sseHeartbeat = 15 * time.Second
-
 // streamEvents writes the hub's event log from from on as server-sent
 // events until the reader goes away or the server shuts down (event
 // waits ended).
@@ -132,48 +114,37 @@ func (h *Handler) streamEvents(w http.ResponseWriter, r *http.Request, hub strin
 		}
 		return
 	}
-	rc := http.NewResponseController(w)
-	hdr := w.Header()
-	hdr.Set("Content-Type", "text/event-stream; charset=utf-8")
-	hdr.Set("Cache-Control", "no-cache")
-	hdr.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	ended := h.o.Hub.EventWaitsEnded()
-	for {
-		var buf []byte
+	// events is a page as server-sent events, and moves from past it.
+	events := func(p iothub.EventPage) ([]sseEvent, error) {
+		var out []sseEvent
 		if p.Skipped > 0 {
-			buf = fmt.Appendf(buf, "event: skipped\ndata: {\"from\":%d,\"skipped\":%d}\n\n", p.Next-int64(len(p.Messages))-p.Skipped, p.Skipped)
+			out = append(out, sseEvent{name: "skipped", data: fmt.Appendf(nil, `{"from":%d,"skipped":%d}`, p.Next-int64(len(p.Messages))-p.Skipped, p.Skipped)})
 		}
 		for _, m := range p.Messages {
 			data, err := wire.Marshal(wire.HubEventOf(m))
 			if err != nil {
-				return
+				return nil, err
 			}
-			buf = fmt.Appendf(buf, "id: %d\ndata: %s\n\n", m.Seq, data)
-		}
-		if len(p.Messages) == 0 {
-			select {
-			case <-ended:
-				return
-			default:
-			}
-			buf = append(buf, ": keep-alive\n\n"...)
-		}
-		rc.SetWriteDeadline(time.Now().Add(sseHeartbeat + 30*time.Second))
-		if _, err := w.Write(buf); err != nil {
-			return
-		}
-		if err := rc.Flush(); err != nil {
-			return
+			out = append(out, sseEvent{id: m.Seq, data: data})
 		}
 		from = p.Next
-		if p, err = h.o.Hub.Events(ctx, hub, from, limit, sseHeartbeat); err != nil {
+		return out, nil
+	}
+	first, err := events(p)
+	if err != nil {
+		h.writeHubError(w, r, err, nil)
+		return
+	}
+	writeEventStream(w, r, h.o.Hub.EventWaitsEnded(), first, func(ctx context.Context, wait time.Duration) ([]sseEvent, error) {
+		p, err := h.o.Hub.Events(ctx, hub, from, limit, wait)
+		if err != nil {
 			if ctx.Err() == nil {
 				h.o.Logger.WarnContext(ctx, "event stream ended", "hub", hub, "err", err)
 			}
-			return
+			return nil, err
 		}
-	}
+		return events(p)
+	})
 }
 
 // checkpointBody is a consumer's checkpoint on the wire.

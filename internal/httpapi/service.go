@@ -17,6 +17,7 @@ import (
 	"github.com/opendps/dps/internal/enrollment"
 	"github.com/opendps/dps/internal/faults"
 	"github.com/opendps/dps/internal/throttle"
+	"github.com/opendps/dps/internal/regevents"
 	"github.com/opendps/dps/internal/wire"
 )
 
@@ -62,6 +63,9 @@ type ServiceOptions struct {
 	// Throttle limits the requests of authorized callers
 	// (servicethrottle.go; /faults is not limited); nil: no limit.
 	Throttle *throttle.ServiceLimiter
+	// Events, when set, is the registration-events feed served at
+	// /registrationEvents (regevents.go).
+	Events regevents.Feed
 }
 
 // ServiceHandler serves the DPS service (management) API.
@@ -141,8 +145,10 @@ func (h *ServiceHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		var found bool
 		if routes, ids, found = h.faultRoutes(segs); !found {
-			h.notFound(w, r)
-			return
+			if routes, ids, found = h.eventRoutes(segs); !found { // regevents.go
+				h.notFound(w, r)
+				return
+			}
 		}
 	}
 	var allowed []string

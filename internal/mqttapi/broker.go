@@ -361,18 +361,21 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet, st *connState) packets.Code {
 	v := pk.ProtocolVersion
 	scope, regID, err := ParseUsername(string(pk.Connect.Username))
-	if err != nil || !strings.EqualFold(regID, cl.ID) {
-		h.o.Logger.Info("device refused", "reason", "mqtt connect: the username is not {idScope}/registrations/{registrationId}/… or the client ID is not the registration ID",
-			logkey.RegistrationID, cl.ID, "transport", transportOf(cl), "source", cl.Net.Remote)
-		return refusal(v, false)
-	}
 	cred := dps.Credential{SAS: string(pk.Connect.Password)}
 	if tc, ok := cl.Net.Conn.(conn); ok {
 		cred.Certificates = tc.ConnectionState().PeerCertificates
 	}
+	if err != nil || !strings.EqualFold(regID, cl.ID) {
+		const reason = "mqtt connect: the username is not {idScope}/registrations/{registrationId}/… or the client ID is not the registration ID"
+		h.o.Logger.Info("device refused", "reason", reason,
+			logkey.RegistrationID, cl.ID, "transport", transportOf(cl), "source", cl.Net.Remote)
+		h.recordConnectRefusal(cl, cl.ID, cred, &dps.Error{Kind: dps.KindUnauthorized, Code: dps.CodeUnauthorized, Message: reason})
+		return refusal(v, false)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.o.RequestTimeout)
 	defer cancel()
 	if err := h.o.Adapter.Registrar.Authenticate(ctx, scope, regID, cred); err != nil {
+		h.recordConnectRefusal(cl, regID, cred, err)
 		retry := retryable(err)
 		if !retry { // the service's failures: the rate-limited error line below
 			_, eb := wire.Error(err, "", time.Now())
@@ -392,6 +395,14 @@ func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet, st *connState) p
 	}
 	st.identity.Store(&Identity{IDScope: scope, RegistrationID: regID, Credential: cred, Transport: transportOf(cl), Source: cl.Net.Remote})
 	return packets.CodeSuccess
+}
+
+// recordConnectRefusal records a refused DPS CONNECT in the events feed.
+func (h *hook) recordConnectRefusal(cl *mqtt.Client, regID string, cred dps.Credential, err error) {
+	_, eb := wire.Error(err, wire.NewTrackingID(), time.Now())
+	eb.Message = "mqtt connect: " + strings.TrimPrefix(eb.Message, "mqtt connect: ")
+	id := Identity{RegistrationID: regID, Credential: cred, Transport: transportOf(cl), Source: cl.Net.Remote}
+	h.o.Adapter.recordRefusal(refusedRequest{id: id}, eb, dps.RefusalCause(err))
 }
 
 // transportOf is "mqtt", or "mqttws" for a connection over WebSocket.

@@ -139,6 +139,9 @@ type Adapter struct {
 	// Logger receives a line per refused request (refusal.go); nil: the
 	// broker's logger.
 	Logger *slog.Logger
+	// Events, when set, receives the refused requests and connections
+	// (refusal.go).
+	Events registration.EventRecorder
 }
 
 // Handle answers one publish of an authenticated connection. ok is false
@@ -175,12 +178,12 @@ func (a *Adapter) HandleDrop(ctx context.Context, id Identity, topic string, pay
 	if !req.Register {
 		op, err := a.Registrar.Operation(ctx, id.IDScope, id.RegistrationID, req.OperationID, id.Credential)
 		p := faults.Point{Transport: id.transport(), Operation: faults.OpPoll, RegistrationID: id.RegistrationID, Group: op.EnrollmentGroupID, GroupKnown: err == nil}
-		if respTopic, body, answered, drop := a.injected(ctx, req.RID, p); answered || drop {
+		if respTopic, body, answered, drop := a.injected(ctx, id, req.RID, p); answered || drop {
 			return respTopic, body, true, drop
 		}
 		if err != nil {
-			respTopic, body, ok = a.fail(id, req.RID, err)
-			return respTopic, body, ok, false
+			respTopic, body = a.replyFor(refusedRequest{id: id, rid: req.RID, operationID: req.OperationID}, err, a.retryAfter())
+			return respTopic, body, true, false
 		}
 		if op.Status == dps.StatusAssigned && a.Faults.Hold(ctx, p, op.ID) {
 			op.Status, op.Result = dps.StatusAssigning, nil
@@ -189,7 +192,7 @@ func (a *Adapter) HandleDrop(ctx context.Context, id Identity, topic string, pay
 		return respTopic, body, ok, false
 	}
 	p := faults.Point{Transport: id.transport(), Operation: faults.OpRegister, RegistrationID: id.RegistrationID}
-	respTopic, body, answered, drop := a.injected(ctx, req.RID, p)
+	respTopic, body, answered, drop := a.injected(ctx, id, req.RID, p)
 	if answered {
 		return respTopic, body, true, false
 	}
@@ -200,7 +203,7 @@ func (a *Adapter) HandleDrop(ctx context.Context, id Identity, topic string, pay
 // injected applies the fault rule matching p, if any: an error answer
 // (answered), a delay, or drop (the caller serves the request, then closes
 // the connection instead of answering).
-func (a *Adapter) injected(ctx context.Context, rid string, p faults.Point) (respTopic string, body []byte, answered, drop bool) {
+func (a *Adapter) injected(ctx context.Context, id Identity, rid string, p faults.Point) (respTopic string, body []byte, answered, drop bool) {
 	f, ok := a.Faults.Check(ctx, p)
 	if !ok {
 		return "", nil, false, false
@@ -208,6 +211,7 @@ func (a *Adapter) injected(ctx context.Context, rid string, p faults.Point) (res
 	switch act := f.Action; {
 	case act.Status != 0:
 		status, eb := httpapi.FaultAnswer(act, wire.NewTrackingID(), a.now())
+		a.recordRefusal(refusedRequest{id: id, group: p.Group}, eb, dps.CauseFault)
 		b, _ := wire.Marshal(eb)
 		return ResponseTopic(status, rid, act.RetryAfterSeconds), wire.ASCII(b), true, false
 	case act.DelayMs > 0:
@@ -257,9 +261,11 @@ func (a *Adapter) register(ctx context.Context, id Identity, req Request, payloa
 		RegistrationID: id.RegistrationID,
 		Credential:     id.Credential,
 		Payload:        reg.Payload,
+		Origin:         registration.Origin{Transport: id.transport(), Source: id.Source},
 	})
 	if err != nil {
-		return a.fail(id, req.RID, err)
+		topic, body := a.replyFor(refusedRequest{id: id, rid: req.RID, payload: reg.Payload}, err, a.retryAfter())
+		return topic, body, true
 	}
 	return a.answer(req.RID, op, true)
 }
@@ -291,9 +297,16 @@ func (a *Adapter) fail(id Identity, rid string, err error) (string, []byte, bool
 
 // reply is the answer to a failed request; a 429 or 503 carries retry.
 func (a *Adapter) reply(id Identity, rid string, err error, retry int) (string, []byte) {
+	return a.replyFor(refusedRequest{id: id, rid: rid}, err, retry)
+}
+
+// replyFor is reply with what is known of the request, for the events feed.
+func (a *Adapter) replyFor(q refusedRequest, err error, retry int) (string, []byte) {
+	id, rid := q.id, q.rid
 	tracking := wire.NewTrackingID()
 	status, eb := wire.Error(err, tracking, a.now())
 	a.logRefusal(id, err, status, eb.ErrorCode, tracking)
+	a.recordRefusal(q, eb, dps.RefusalCause(err))
 	body, _ := wire.Marshal(eb)
 	if status != http.StatusTooManyRequests && status != http.StatusServiceUnavailable {
 		retry = 0

@@ -2,6 +2,7 @@ package mqttapi
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"time"
@@ -53,4 +54,37 @@ func (c *hubConn) logRefusal(cl *mqtt.Client, reason string, err error, attrs ..
 		a = append(a, slog.String(logkey.Error, err.Error()))
 	}
 	c.h.o.Logger.LogAttrs(context.Background(), slog.LevelInfo, "device refused", a...)
+}
+
+// refusedRequest is what the events feed records of a refused request:
+// its connection, and what else is known by then.
+type refusedRequest struct {
+	id          Identity
+	rid         string
+	group       string // the enrollment group polled, when known
+	operationID string
+	payload     json.RawMessage
+}
+
+// recordRefusal records a refused request (or connection) in the events
+// feed: what the device was told (eb), never the cause behind it.
+func (a *Adapter) recordRefusal(q refusedRequest, eb wire.ErrorBody, cause string) {
+	if a.Events == nil {
+		return
+	}
+	a.Events.Record(dps.RegistrationEvent{Kind: dps.EventRefused, RegistrationID: q.id.RegistrationID, EnrollmentGroup: q.group, OperationID: q.operationID,
+		Attestation: attestationOf(q.id.Credential), Transport: q.id.transport(), Source: q.id.Source, TrackingID: eb.TrackingID,
+		Code: eb.ErrorCode, Reason: eb.Message, Cause: cause, Payload: q.payload})
+}
+
+// attestationOf is the attestation an MQTT connection's credential is for
+// (TPM devices do not register over MQTT).
+func attestationOf(c dps.Credential) dps.AttestationType {
+	switch {
+	case c.SAS != "":
+		return dps.AttestationSymmetricKey
+	case len(c.Certificates) > 0:
+		return dps.AttestationX509
+	}
+	return ""
 }

@@ -146,6 +146,7 @@ func (s *Service) allocate(ctx context.Context, op dps.Operation, m *dps.Atteste
 	}
 	req := dps.AllocationRequest{
 		RegistrationID: op.RegistrationID,
+		OperationID:    op.ID,
 		Candidates:     cands,
 		Enrollment:     m.Enrollment,
 		Group:          m.Group,

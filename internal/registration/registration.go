@@ -253,4 +253,6 @@ type Request struct {
 	Payload json.RawMessage
 	// Force asks for a new allocation (forceRegistration).
 	Force bool
+	// Origin is where the request came from (the events feed).
+	Origin Origin
 }

@@ -89,6 +89,9 @@ type Options struct {
 	// HubEvents, when not nil, is told of the device records each
 	// registration wrote with its operation, once they are committed.
 	HubEvents HubEvents
+	// Events, when not nil, receives what became of each register request
+	// that passed authentication (events.go).
+	Events EventRecorder
 }
 
 // Service is the registration use case. Create it with New, start its
@@ -105,6 +108,8 @@ type Service struct {
 	eng *engine.Engine // lanes, workers, leases, sweeps, retries, recent operations
 
 	types []dps.AttestationType // of Attestors, in order (auth.go)
+
+	origins origins // of the operations accepted here, until they finish (events.go)
 }
 
 // New returns a Service; call Start before accepting requests.
@@ -126,6 +131,9 @@ func New(o Options) *Service {
 	}
 	if o.Observer == nil {
 		o.Observer = nopObserver{}
+	}
+	if o.Events == nil {
+		o.Events = nopRecorder{}
 	}
 	s := &Service{o: o, log: o.Logger, types: attestorTypes(o.Attestors)}
 	// The engine applies the defaults of the options only it uses.
@@ -270,6 +278,9 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 		return dps.Operation{}, err
 	}
 	if ok {
+		accepted := event(dps.EventAccepted, prior, req.Origin)
+		accepted.Payload = req.Payload
+		s.o.Events.Record(accepted)
 		return prior, nil
 	}
 	defer settle(nil) // unless an unfinished operation was created below
@@ -303,9 +314,16 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 		}
 		s.trim(ctx, req.RegistrationID)
 		s.o.Observer.Completed(dps.StatusDisabled, 0)
+		disabled := outcome(op, req.Origin)
+		disabled.Payload = req.Payload
+		s.o.Events.Record(disabled)
 		s.log.InfoContext(ctx, "registration refused: enrollment disabled", logkey.RegistrationID, req.RegistrationID, logkey.EnrollmentGroup, m.GroupID())
 		return op, nil
 	}
+	accepted := event(dps.EventAccepted, op, req.Origin)
+	accepted.Payload = req.Payload
+	s.o.Events.Record(accepted)
+	s.origins.put(op.ID, req.Origin) // for its outcome's event
 	var inlineErr error
 	if s.inline(m) {
 		done, err := s.completeInline(ctx, op, &m)
@@ -491,6 +509,7 @@ func (s *Service) finished(ctx context.Context, stored dps.Operation) {
 	s.eng.Finished(stored)
 	latency := stored.Updated.Sub(stored.Created)
 	s.o.Observer.Completed(stored.Status, latency)
+	s.o.Events.Record(outcome(stored, s.origins.take(stored.ID)))
 	attrs := []any{logkey.OperationID, stored.ID, logkey.RegistrationID, stored.RegistrationID, logkey.Status, stored.Status, logkey.Duration, latency}
 	if r := stored.Result; r != nil {
 		if r.AssignedHub != "" {

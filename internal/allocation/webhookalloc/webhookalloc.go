@@ -41,6 +41,15 @@ type Options struct {
 	Now    func() time.Time
 	// Sleep waits between retries (default: a timer honouring ctx).
 	Sleep func(ctx context.Context, d time.Duration) error
+	// Events, when set, receives one registration event per call (the URL
+	// without its query, the status, the latency, why it failed).
+	Events EventRecorder
+}
+
+// EventRecorder receives registration events (internal/regevents); Record
+// must not block.
+type EventRecorder interface {
+	Record(e dps.RegistrationEvent)
 }
 
 // Allocator calls custom allocation webhooks.
@@ -189,7 +198,9 @@ func (a *Allocator) Allocate(ctx context.Context, req dps.AllocationRequest) (dp
 		secret = []byte(s)
 	}
 	for attempt := 1; ; attempt++ {
+		start := time.Now()
 		status, resp, err := a.call(bctx, target, body, secret)
+		a.record(ctx, req, target, status, err, time.Since(start))
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return dps.Assignment{}, ctx.Err()
@@ -215,6 +226,23 @@ func (a *Allocator) Allocate(ctx context.Context, req dps.AllocationRequest) (dp
 		}
 		return a.decide(ctx, resp, req, target)
 	}
+}
+
+// record passes one call to Options.Events (not a call cut short by ctx:
+// the registration is not over, it resumes later).
+func (a *Allocator) record(ctx context.Context, req dps.AllocationRequest, target string, status int, err error, latency time.Duration) {
+	if a.o.Events == nil || ctx.Err() != nil {
+		return
+	}
+	call := &dps.WebhookCall{URL: redact(target), Status: status, Latency: latency}
+	if err != nil {
+		call.Error = err.Error() // call's errors never hold the URL (it may carry a key)
+	}
+	e := dps.RegistrationEvent{Kind: dps.EventWebhook, RegistrationID: req.RegistrationID, OperationID: req.OperationID, Attestation: req.Attestation, Webhook: call}
+	if req.Group != nil {
+		e.EnrollmentGroup = req.Group.ID
+	}
+	a.o.Events.Record(e)
 }
 
 // call sends one request with its own timeout.

@@ -96,6 +96,8 @@ const (
 	KindCACertificate Kind = "caCertificate"
 	KindChallenge     Kind = "challenge"
 	KindMessage       Kind = "message"
+	// KindRegistrationEvent: an entry of the registration-events feed.
+	KindRegistrationEvent Kind = "registrationEvent"
 )
 
 // Table is a table of documents, the same in both stores: its name, the
@@ -123,6 +125,7 @@ func Tables() []Table {
 		{"tpm_challenges", []string{"id"}, KindChallenge, true},
 		{"hub_messages", []string{"hub", "seq"}, KindMessage, false},
 		{"hub_route_dead_letters", []string{"hub", "route", "seq"}, KindMessage, false},
+		{"registration_events", []string{"seq"}, KindRegistrationEvent, false},
 	}
 }
 
@@ -149,6 +152,8 @@ func Upgrade(k Kind, doc []byte) ([]byte, bool, error) {
 		out, err = reencode(doc, DecodeChallenge, EncodeChallenge)
 	case KindMessage:
 		out, err = reencode(doc, DecodeMessage, EncodeMessage)
+	case KindRegistrationEvent:
+		out, err = reencode(doc, DecodeRegistrationEvent, EncodeRegistrationEvent)
 	default:
 		return nil, false, fmt.Errorf("unknown document kind %q", k)
 	}

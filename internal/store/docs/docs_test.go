@@ -196,13 +196,30 @@ func goldens() []golden {
 			},
 			Body: []byte("{\"temperature\":21.5,\"raw\":\"\x00\xff<&>\"}"),
 		}},
+		// Seq 1: the first event of the feed, as a store appends it.
+		{"registrationevent.json", docs.KindRegistrationEvent, dps.RegistrationEvent{
+			Seq: 1, Time: t0, Kind: dps.EventAccepted, RegistrationID: "Sensor-01", EnrollmentGroup: "Group-A",
+			OperationID: "1.a1b2c3d4e5f60718.5e6f7a8b-1c2d-4e3f-8a9b-0c1d2e3f4a5b", Attestation: dps.AttestationSymmetricKey,
+			Transport: "mqttws", Source: "[2001:db8::7]:50123", TrackingID: "5e6f7a8b-1c2d-4e3f-8a9b-0c1d2e3f4a5c",
+			Payload: json.RawMessage(`{"model":"<thermo&>","fw":"1.2"}`), Node: "node-1",
+		}},
+		{"registrationevent-webhook.json", docs.KindRegistrationEvent, dps.RegistrationEvent{
+			Seq: 1, Time: t1, Kind: dps.EventWebhook, RegistrationID: "Sensor-02", OperationID: "1.00000000000000aa.00000000-0000-4000-8000-000000000001",
+			Attestation: dps.AttestationX509, Webhook: &dps.WebhookCall{URL: "https://alloc.example.net/api/allocate", Status: 503, Latency: 1500 * time.Millisecond, Error: "answered 503"},
+			Node: "node-2",
+		}},
+		{"registrationevent-refused.json", docs.KindRegistrationEvent, dps.RegistrationEvent{
+			Seq: 1, Time: t1, Kind: dps.EventRefused, RegistrationID: "Sensor-03", Transport: "https", Source: "192.0.2.10:443",
+			TrackingID: "t-1", Code: dps.CodeUnauthorized, Reason: "the token's signature does not match <&>", Cause: dps.CauseAuthentication,
+			PayloadTruncated: true, Node: "node-1",
+		}},
 	}
 }
 
 // noLegacy are the kinds that have no previous format (their tables were
 // created in format 1): no legacy golden file, and a document of theirs
 // without a version is refused rather than read in the previous shape.
-var noLegacy = map[docs.Kind]bool{docs.KindMessage: true}
+var noLegacy = map[docs.Kind]bool{docs.KindMessage: true, docs.KindRegistrationEvent: true}
 
 // encode and decode dispatch on the kind, as the stores do by table.
 func encode(t *testing.T, v any) []byte {
@@ -226,6 +243,8 @@ func encode(t *testing.T, v any) []byte {
 		b, err = docs.EncodeChallenge(v)
 	case dps.Message:
 		b, err = docs.EncodeMessage(v)
+	case dps.RegistrationEvent:
+		b, err = docs.EncodeRegistrationEvent(v)
 	default:
 		t.Fatalf("no encoder for %T", v)
 	}
@@ -253,6 +272,8 @@ func decode(k docs.Kind, b []byte) (any, error) {
 		return docs.DecodeChallenge(b)
 	case docs.KindMessage:
 		return docs.DecodeMessage(b)
+	case docs.KindRegistrationEvent:
+		return docs.DecodeRegistrationEvent(b)
 	}
 	return nil, fmt.Errorf("no decoder for %q", k)
 }
@@ -518,6 +539,7 @@ func TestEveryFieldSurvives(t *testing.T) {
 		{&dps.CACertificate{}, docs.KindCACertificate},
 		{&dps.Challenge{}, docs.KindChallenge},
 		{&dps.Message{}, docs.KindMessage},
+		{&dps.RegistrationEvent{}, docs.KindRegistrationEvent},
 	} {
 		v := reflect.ValueOf(tt.v).Elem()
 		t.Run(v.Type().Name(), func(t *testing.T) {
@@ -540,7 +562,7 @@ func TestEveryFieldSurvives(t *testing.T) {
 // TestNewerFormatRefused: a document of a format this release does not
 // know is an error, not a value with its unknown members dropped.
 func TestNewerFormatRefused(t *testing.T) {
-	for _, k := range []docs.Kind{docs.KindEnrollment, docs.KindGroup, docs.KindRegistration, docs.KindOperation, docs.KindHubDevice, docs.KindCACertificate, docs.KindChallenge, docs.KindMessage} {
+	for _, k := range []docs.Kind{docs.KindEnrollment, docs.KindGroup, docs.KindRegistration, docs.KindOperation, docs.KindHubDevice, docs.KindCACertificate, docs.KindChallenge, docs.KindMessage, docs.KindRegistrationEvent} {
 		if _, err := decode(k, []byte(`{"v":2,"registrationId":"x","id":"x"}`)); err == nil || !strings.Contains(err.Error(), "format 2") {
 			t.Errorf("%s of format 2: %v, want an error naming the format", k, err)
 		}

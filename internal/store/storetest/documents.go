@@ -217,6 +217,25 @@ func testGoldenDocuments(t *testing.T, f Factory) {
 					t.Fatal(err)
 				}
 				same("message", got, []dps.Message{want})
+			case "registrationevent":
+				want, err := docs.DecodeRegistrationEvent(golden)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want.Seq != 1 {
+					t.Fatalf("golden event has Seq %d: a store appends the first event as 1", want.Seq)
+				}
+				out, err := s.AppendRegistrationEvents(ctx(), []dps.RegistrationEvent{want})
+				if err != nil {
+					t.Fatal(err)
+				}
+				same("appended event", out, []dps.RegistrationEvent{want})
+				stored("registration_events", func() ([]byte, error) { return golden, nil }, "1")
+				got, err := s.RegistrationEvents(ctx(), 0, 0, dps.RegistrationEventFilter{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				same("event", got, []dps.RegistrationEvent{want})
 			default:
 				t.Fatalf("golden document %s: no check for kind %q", name, kind)
 			}

@@ -64,6 +64,11 @@ type Store interface {
 	DeleteDeadLettersBefore(ctx context.Context, t time.Time) (int64, error)
 	TrimDeadLetters(ctx context.Context, hub, route string, keep int) (int64, error)
 	DeleteRoutedMessagesBefore(ctx context.Context, hub string, t time.Time, through int64) (int64, error)
+	// The registration-events feed (regevents.go).
+	AppendRegistrationEvents(ctx context.Context, events []dps.RegistrationEvent) ([]dps.RegistrationEvent, error)
+	RegistrationEvents(ctx context.Context, after int64, limit int, f dps.RegistrationEventFilter) ([]dps.RegistrationEvent, error)
+	DeleteRegistrationEventsBefore(ctx context.Context, t time.Time) (int64, error)
+	TrimRegistrationEvents(ctx context.Context, keep int64) (int64, error)
 }
 
 // Factory makes stores. New returns an empty store no other call shares;
@@ -132,6 +137,10 @@ func Run(t *testing.T, f Factory) {
 		{"Routes/DeadLettersUnderTheLease", testRouteDeadLetters},
 		{"Routes/DeadLettersTrimmedToTheNewest", testRouteDeadLetterTrim},
 		{"Routes/RetentionBehindTheCheckpoint", testRouteRetention},
+		{"RegistrationEvents/AppendAssignsIncreasingSeq", testRegEventsAppend},
+		{"RegistrationEvents/ReadAfterWithLimitAndFilters", testRegEventsRead},
+		{"RegistrationEvents/RetentionByAgeAndCount", testRegEventsRetention},
+		{"RegistrationEvents/ConcurrentAppendsAcrossHandles", testRegEventsAcrossHandles},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
