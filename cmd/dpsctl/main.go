@@ -43,7 +43,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newRegister(), newKeys(), newEnrollment(), newGroup(), newRegistration(), newCA(), newBench(), newHub(), newFaults())
 	root.AddCommand(newDevice(), newVersion())
 	root.AddCommand(newApply(), newExport(), newImport()) // apply.go
-	root.AddCommand(newEvents()) // events.go
+	root.AddCommand(newEvents())                          // events.go
 	return root
 }
 

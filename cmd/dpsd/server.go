@@ -469,7 +469,7 @@ func (s *server) deviceAPI() (*httpapi.Handler, error) {
 		// The built-in hubs' service API (the DPS service API's is the
 		// service handler's).
 		ServiceThrottle: s.serviceThrottle,
-		Events:      s.events,
+		Events:          s.events,
 	}
 	if s.routes != nil { // a nil *routing.Engine in the interface would not be nil
 		o.Routes = s.routes

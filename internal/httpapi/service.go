@@ -16,8 +16,8 @@ import (
 	"github.com/opendps/dps/internal/access"
 	"github.com/opendps/dps/internal/enrollment"
 	"github.com/opendps/dps/internal/faults"
-	"github.com/opendps/dps/internal/throttle"
 	"github.com/opendps/dps/internal/regevents"
+	"github.com/opendps/dps/internal/throttle"
 	"github.com/opendps/dps/internal/wire"
 )
 
