@@ -124,6 +124,7 @@ fuzz:
 	$(GO) test -run=^$$ -fuzz=FuzzValidateRegistrationID -fuzztime=$(FUZZTIME) .
 	$(GO) test -run=^$$ -fuzz=FuzzParseCertificate -fuzztime=$(FUZZTIME) .
 	$(GO) test -run=^$$ -fuzz=FuzzParseTPMPublicRSA -fuzztime=$(FUZZTIME) .
+	$(GO) test -run=^$$ -fuzz=FuzzCSR -fuzztime=$(FUZZTIME) .
 	$(GO) test -run=^$$ -fuzz=FuzzParts -fuzztime=$(FUZZTIME) ./internal/tpmattest
 	$(GO) test -run=^$$ -fuzz=FuzzHubRequest -fuzztime=$(FUZZTIME) ./internal/httpapi
 	$(GO) test -run=^$$ -fuzz=FuzzPropertyBag -fuzztime=$(FUZZTIME) ./internal/hubproto

@@ -22,6 +22,28 @@ const (
 	// *HubFailure without a code of its own). In the 4002xx assignment
 	// family, after Azure's custom allocation codes.
 	CodeHubRejected = 400210
+	// Certificate issuance (csr): dps's codes, a 4003xx family after the
+	// assignment codes (Azure documents none of its own for it).
+	// CodeCSRInvalid: the csr is not base64 of a DER PKCS #10 request (PEM
+	// text is refused), or its signature does not verify.
+	CodeCSRInvalid = 400301
+	// CodeCSRSubjectMismatch: the csr's subject common name is not the
+	// registration ID.
+	CodeCSRSubjectMismatch = 400302
+	// CodeCSRKeyNotAllowed: a weak key (RSA under 2048 bits, another curve
+	// or algorithm), or a key type the credential policy does not allow.
+	CodeCSRKeyNotAllowed = 400303
+	// CodeIssuanceNotEnabled: a csr on an enrollment that names no
+	// credential policy, on an instance without certificate issuance, or
+	// with an api-version before csr existed (2025-07-01-preview).
+	CodeIssuanceNotEnabled = 400304
+	// CodeIssuanceFailed: the certificate could not be issued when the
+	// registration completed (its policy or CA was deleted meanwhile).
+	CodeIssuanceFailed = 400305
+	// CodeCredentialOperationFailed is IoT Hub's answer to a certificate
+	// renewal it refuses ($iothub/credentials/res/400, "Credential
+	// management operation failed").
+	CodeCredentialOperationFailed = 400040
 
 	CodeUnauthorized = 401002 // KindUnauthorized default: the device or token was not authenticated
 	CodeForbidden    = 403001 // KindForbidden default
@@ -34,6 +56,8 @@ const (
 	CodeGroupNotFound             = 404202 // service API: enrollment group
 	CodeRegistrationStateNotFound = 404203 // service API: device registration state
 	CodeCANotFound                = 404204 // service API: CA certificate
+	CodeCredentialPolicyNotFound  = 404205 // service API: credential policy
+	CodeIssuingCANotFound         = 404206 // service API: issuing CA
 
 	CodeMethodNotAllowed = 405001 // KindMethodNotAllowed default
 	CodeConflict         = 409001 // KindConflict default
@@ -78,6 +102,12 @@ var catalog = [...]CodeEntry{
 	{CodeCustomAllocationNoHub, KindInvalid},
 	{CodeCustomAllocationUnauthorized, KindInvalid},
 	{CodeHubRejected, KindInvalid},
+	{CodeCSRInvalid, KindInvalid},
+	{CodeCSRSubjectMismatch, KindInvalid},
+	{CodeCSRKeyNotAllowed, KindInvalid},
+	{CodeIssuanceNotEnabled, KindInvalid},
+	{CodeIssuanceFailed, KindInvalid},
+	{CodeCredentialOperationFailed, KindInvalid},
 	{CodeUnauthorized, KindUnauthorized},
 	{CodeForbidden, KindForbidden},
 	{CodeNoSuchEndpoint, KindNotFound},
@@ -85,6 +115,8 @@ var catalog = [...]CodeEntry{
 	{CodeGroupNotFound, KindNotFound},
 	{CodeRegistrationStateNotFound, KindNotFound},
 	{CodeCANotFound, KindNotFound},
+	{CodeCredentialPolicyNotFound, KindNotFound},
+	{CodeIssuingCANotFound, KindNotFound},
 	{CodeMethodNotAllowed, KindMethodNotAllowed},
 	{CodeConflict, KindConflict},
 	{CodePrecondition, KindPrecondition},

@@ -5,7 +5,8 @@
 //
 // Enrollments (individual and groups), attestation mechanisms, registration
 // records, asynchronous registration operations, linked IoT hubs and
-// allocation policies, and the transport-neutral error type [Error] with its
+// allocation policies, certificate issuance (issuing CAs, credential
+// policies, CSRs and the certificates issued), and the transport-neutral error type [Error] with its
 // [Kind]. The package imports only the standard library and performs no I/O;
 // layout_test.go keeps it so.
 //
@@ -21,6 +22,10 @@
 //     sweeps and prunes, retry backoff, the poll cache).
 //   - internal/enrollment: the management use case (validation, keys,
 //     ETags, bulk, CA proof of possession).
+//   - internal/issuance: certificate issuance (issuing CAs with sealed
+//     keys, credential policies, a registration's CSR and the operational
+//     certificate issued for it, renewal and revocation on the built-in
+//     hub, CRLs).
 //   - internal/sas: SAS token parsing, signing and verification.
 //   - internal/access: service API access policies and their SAS tokens.
 //   - The attestation mechanisms, each a registration.Attestor that

@@ -38,6 +38,13 @@ type Settings struct {
 	ReprovisionPolicy  *ReprovisionPolicy // nil: DefaultReprovisionPolicy
 	AllocationPolicy   AllocationPolicy   // empty: the instance default
 	CustomAllocation   *CustomAllocation
+	// CertificateAuthorityName and CertificatePolicyName name the issuing
+	// CA and the credential policy that issue operational certificates to
+	// the devices that send a CSR (the 2026-11-01 service API's names; the
+	// policy is credentialPolicyName in 2026-04-01). The policy names its
+	// CA: when both are set they must agree. No policy: a CSR is refused.
+	CertificateAuthorityName string
+	CertificatePolicyName    string
 	// Extra holds members this version does not model (for example newer
 	// API fields), round-tripped as received.
 	Extra   map[string]json.RawMessage

@@ -65,6 +65,13 @@ type Operation struct {
 	Proof   Proof
 	Status  Status // assigning until the worker finishes
 	Payload json.RawMessage
+	// CSR is the DER certificate signing request the device sent (nil if
+	// none), kept until the operation is final.
+	CSR []byte
+	// IssuedChain is the operational certificate issued for CSR, DER,
+	// leaf first and ending with the root: what the device gets as
+	// registrationState.issuedCertificateChain.
+	IssuedChain [][]byte
 	// Result is the registration state the operation produced; set once
 	// Status is final.
 	Result  *Registration

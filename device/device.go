@@ -7,6 +7,11 @@
 // properties, send telemetry and receive desired-property patches,
 // direct-method calls and cloud-to-device messages.
 //
+// With WithCSR the registration also asks DPS for an operational
+// certificate (certificate issuance): the result's chain, with the CSR's
+// key (RegistrationState.TLSCertificate), is the device's credential on its
+// hub, and Hub.RenewCertificate renews it there.
+//
 //	c := &device.Client{Endpoint: "https://localhost", IDScope: "0ne00000001"}
 //	res, err := c.Register(ctx, "my-device", device.SymmetricKey(key), map[string]any{"model": "t1"})
 //	…
@@ -18,9 +23,15 @@ package device
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -34,6 +45,59 @@ import (
 
 // DefaultAPIVersion is the device api-version the client sends.
 const DefaultAPIVersion = "2021-06-01"
+
+// CSRAPIVersion is the api-version sent with a certificate signing request
+// (WithCSR) when Client.APIVersion is not set: the stable version with
+// csr and issuedCertificateChain.
+const CSRAPIVersion = "2026-11-01"
+
+// RegisterOption adds to a register request.
+type RegisterOption func(*registerOptions)
+
+type registerOptions struct {
+	csr []byte
+}
+
+// WithCSR sends a certificate signing request with the registration
+// (DER PKCS #10, its subject common name the registration ID; NewCSR
+// makes one): DPS issues the device an operational certificate, whose
+// chain the result carries (RegistrationState.IssuedCertificateChain,
+// IssuedCertificates, TLSCertificate). The hub then authenticates the
+// device with it. A DPS that cannot issue one refuses the registration.
+func WithCSR(der []byte) RegisterOption { return func(o *registerOptions) { o.csr = der } }
+
+// NewCSR returns a certificate signing request for registrationID (its
+// subject common name) signed by key, DER: what WithCSR and Hub.RenewCertificate
+// send. Use an ECDSA P-256 or P-384 key, or RSA of 2048 bits or more.
+func NewCSR(key crypto.Signer, registrationID string) ([]byte, error) {
+	return x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: registrationID}}, key)
+}
+
+func (c *Client) apiVersion(o registerOptions) string {
+	switch {
+	case c.APIVersion != "":
+		return c.APIVersion
+	case o.csr != nil:
+		return CSRAPIVersion
+	}
+	return DefaultAPIVersion
+}
+
+// registerBody is the register request's body.
+func registerBody(registrationID string, payload any, o registerOptions) ([]byte, error) {
+	body := map[string]any{"registrationId": registrationID}
+	if payload != nil {
+		body["payload"] = payload
+	}
+	if o.csr != nil {
+		body["csr"] = base64.StdEncoding.EncodeToString(o.csr)
+	}
+	b, err := marshal(body)
+	if err != nil {
+		return nil, fmt.Errorf("device: encode payload: %w", err)
+	}
+	return b, nil
+}
 
 // Client talks to one DPS endpoint. The zero value of every optional field
 // is usable.
@@ -119,6 +183,76 @@ type RegistrationState struct {
 		CertificateInfo        json.RawMessage `json:"certificateInfo,omitempty"`
 		SigningCertificateInfo json.RawMessage `json:"signingCertificateInfo,omitempty"`
 	} `json:"x509,omitempty"`
+	// IssuedCertificateChain is the operational certificate DPS issued for
+	// the registration's CSR (WithCSR): base64 DER, leaf first, ending
+	// with the root.
+	IssuedCertificateChain []string `json:"issuedCertificateChain,omitempty"`
+}
+
+// IssuedCertificates parses the issued certificate chain, leaf first;
+// an error when the registration carries none.
+func (s *RegistrationState) IssuedCertificates() ([]*x509.Certificate, error) {
+	return parseChain(s.IssuedCertificateChain)
+}
+
+// TLSCertificate is the issued certificate with the key of its CSR, to
+// present to the hub (Certificate(…) in HubOptions): the leaf and the
+// certificates above it but the root.
+func (s *RegistrationState) TLSCertificate(key crypto.Signer) (tls.Certificate, error) {
+	return tlsCertificate(s.IssuedCertificateChain, key)
+}
+
+// IssuedChainPEM is the issued chain as PEM text, leaf first, for a
+// device to keep with its key.
+func (s *RegistrationState) IssuedChainPEM() ([]byte, error) {
+	certs, err := s.IssuedCertificates()
+	if err != nil {
+		return nil, err
+	}
+	var out []byte
+	for _, c := range certs {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return out, nil
+}
+
+// parseChain decodes a chain of base64 DER certificates.
+func parseChain(chain []string) ([]*x509.Certificate, error) {
+	if len(chain) == 0 {
+		return nil, errors.New("device: no issued certificate chain")
+	}
+	out := make([]*x509.Certificate, len(chain))
+	for i, b := range chain {
+		der, err := base64.StdEncoding.DecodeString(b)
+		if err != nil {
+			return nil, fmt.Errorf("device: issued certificate %d is not base64: %w", i, err)
+		}
+		if out[i], err = x509.ParseCertificate(der); err != nil {
+			return nil, fmt.Errorf("device: issued certificate %d: %w", i, err)
+		}
+	}
+	return out, nil
+}
+
+// tlsCertificate is a chain (leaf first) with the leaf's key, the last
+// certificate dropped when it is a self-signed root (the peer has it).
+func tlsCertificate(chain []string, key crypto.Signer) (tls.Certificate, error) {
+	certs, err := parseChain(chain)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	if e, ok := certs[0].PublicKey.(equaler); !ok || !e.Equal(key.Public()) {
+		return tls.Certificate{}, errors.New("device: the issued certificate is not for this key")
+	}
+	out := tls.Certificate{PrivateKey: key, Leaf: certs[0]}
+	for i, c := range certs {
+		if i > 0 && i == len(certs)-1 && bytes.Equal(c.RawIssuer, c.RawSubject) {
+			break
+		}
+		out.Certificate = append(out.Certificate, c.Raw)
+	}
+	return out, nil
 }
 
 // Error is an error answer from DPS.
@@ -139,22 +273,26 @@ func (e *Error) Error() string {
 // A final status of failed or disabled is returned as a Result, not an
 // error; errors are transport failures and DPS error answers (*Error).
 // payload is marshalled to JSON (nil: none; json.RawMessage is sent as is).
-func (c *Client) Register(ctx context.Context, registrationID string, cred Credential, payload any) (*Result, error) {
+func (c *Client) Register(ctx context.Context, registrationID string, cred Credential, payload any, opts ...RegisterOption) (*Result, error) {
+	var o registerOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	switch strings.ToLower(c.Transport) {
 	case "", "https", "http":
 	case "mqtt":
-		return c.registerMQTT(ctx, registrationID, cred, payload, false)
+		return c.registerMQTT(ctx, registrationID, cred, payload, o, false)
 	case "mqttws":
-		return c.registerMQTT(ctx, registrationID, cred, payload, true)
+		return c.registerMQTT(ctx, registrationID, cred, payload, o, true)
 	default:
 		return nil, fmt.Errorf("device: unknown transport %q (https, mqtt or mqttws)", c.Transport)
 	}
-	res, retry, err := c.Start(ctx, registrationID, cred, payload)
+	res, retry, err := c.start(ctx, registrationID, cred, payload, o)
 	if err != nil {
 		return nil, err
 	}
 	return c.await(ctx, res, retry, func(opID string) (*Result, time.Duration, error) {
-		return c.Poll(ctx, registrationID, opID, cred)
+		return c.poll(ctx, registrationID, opID, cred, o)
 	})
 }
 
@@ -183,28 +321,37 @@ func (c *Client) await(ctx context.Context, res *Result, retry time.Duration, po
 
 // Start sends the register request and returns the first answer and the
 // server's Retry-After.
-func (c *Client) Start(ctx context.Context, registrationID string, cred Credential, payload any) (*Result, time.Duration, error) {
-	body := map[string]any{"registrationId": registrationID}
-	if payload != nil {
-		body["payload"] = payload
+func (c *Client) Start(ctx context.Context, registrationID string, cred Credential, payload any, opts ...RegisterOption) (*Result, time.Duration, error) {
+	var o registerOptions
+	for _, opt := range opts {
+		opt(&o)
 	}
-	b, err := marshal(body)
+	return c.start(ctx, registrationID, cred, payload, o)
+}
+
+func (c *Client) start(ctx context.Context, registrationID string, cred Credential, payload any, o registerOptions) (*Result, time.Duration, error) {
+	b, err := registerBody(registrationID, payload, o)
 	if err != nil {
-		return nil, 0, fmt.Errorf("device: encode payload: %w", err)
+		return nil, 0, err
 	}
-	return c.do(ctx, http.MethodPut, registrationID, "/register", b, cred)
+	return c.do(ctx, http.MethodPut, registrationID, "/register", b, cred, c.apiVersion(o))
 }
 
-// Poll asks for the status of an operation.
-func (c *Client) Poll(ctx context.Context, registrationID, operationID string, cred Credential) (*Result, time.Duration, error) {
-	return c.do(ctx, http.MethodGet, registrationID, "/operations/"+url.PathEscape(operationID), nil, cred)
+// Poll asks for the status of an operation (with the api-version of a
+// registration sent with the same options).
+func (c *Client) Poll(ctx context.Context, registrationID, operationID string, cred Credential, opts ...RegisterOption) (*Result, time.Duration, error) {
+	var o registerOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return c.poll(ctx, registrationID, operationID, cred, o)
 }
 
-func (c *Client) do(ctx context.Context, method, registrationID, suffix string, body []byte, cred Credential) (*Result, time.Duration, error) {
-	apiVersion := c.APIVersion
-	if apiVersion == "" {
-		apiVersion = DefaultAPIVersion
-	}
+func (c *Client) poll(ctx context.Context, registrationID, operationID string, cred Credential, o registerOptions) (*Result, time.Duration, error) {
+	return c.do(ctx, http.MethodGet, registrationID, "/operations/"+url.PathEscape(operationID), nil, cred, c.apiVersion(o))
+}
+
+func (c *Client) do(ctx context.Context, method, registrationID, suffix string, body []byte, cred Credential, apiVersion string) (*Result, time.Duration, error) {
 	ttl := c.TokenTTL
 	if ttl <= 0 {
 		ttl = time.Hour

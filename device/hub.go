@@ -13,6 +13,7 @@ package device
 import (
 	"bufio"
 	"context"
+	"crypto"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
@@ -155,6 +156,8 @@ type Hub struct {
 	mu        sync.Mutex
 	acks      map[uint16]chan []byte     // packet id → PUBACK/SUBACK body after the id
 	answers   map[string]chan twinAnswer // $rid → twin answer
+	creds     map[string]chan twinAnswer // $rid → certificate renewal answers (202, then 200)
+	credsSub  bool                       // subscribed to the renewal answers
 	nextRID   uint64
 	onDesired func(version int64, patch json.RawMessage)
 	onMethod  func(name string, payload json.RawMessage) (int, any)
@@ -221,7 +224,7 @@ func ConnectHub(ctx context.Context, o HubOptions) (*Hub, error) {
 		conn.Close()
 		return nil, ctxErr(ctx, err)
 	}
-	h := &Hub{opts: o, conn: conn, m: m, acks: map[uint16]chan []byte{}, answers: map[string]chan twinAnswer{},
+	h := &Hub{opts: o, conn: conn, m: m, acks: map[uint16]chan []byte{}, answers: map[string]chan twinAnswer{}, creds: map[string]chan twinAnswer{},
 		wake: make(chan struct{}, 1), done: make(chan struct{}), finished: make(chan struct{})}
 	go h.readLoop()
 	go h.dispatch()
@@ -357,6 +360,77 @@ func (h *Hub) twinRequest(ctx context.Context, topic string, body []byte) (twinA
 	case <-h.done:
 		return twinAnswer{}, h.closedErr()
 	}
+}
+
+// RenewCertificate renews the device's operational certificate, as IoT
+// Hub's certificate renewal: it publishes csr (DER, NewCSR with a new key;
+// its subject the device's registration ID or device ID) to
+// $iothub/credentials/POST/issueCertificate, and returns the new chain
+// (base64 DER, leaf first; TLSCertificateFromChain) once the hub has
+// answered 202 (accepted) and then 200. The new certificate is for the
+// device's next connection: this one goes on. An error answer is a
+// *HubError (400040: the hub refused the request).
+func (h *Hub) RenewCertificate(ctx context.Context, csr []byte) ([]string, error) {
+	h.mu.Lock()
+	subscribed := h.credsSub
+	h.mu.Unlock()
+	if !subscribed {
+		if err := h.subscribe(ctx, "$iothub/credentials/res/#", 0); err != nil {
+			return nil, err
+		}
+		h.mu.Lock()
+		h.credsSub = true
+		h.mu.Unlock()
+	}
+	body, err := marshal(map[string]string{"id": h.opts.DeviceID, "csr": base64.StdEncoding.EncodeToString(csr)})
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan twinAnswer, 2)
+	h.mu.Lock()
+	h.nextRID++
+	rid := strconv.FormatUint(h.nextRID, 10)
+	h.creds[rid] = ch
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		delete(h.creds, rid)
+		h.mu.Unlock()
+	}()
+	if err := h.publish("$iothub/credentials/POST/issueCertificate/?$rid="+rid, body, 0, 0); err != nil {
+		return nil, err
+	}
+	for {
+		select {
+		case a := <-ch:
+			switch {
+			case a.status == 202:
+				continue // accepted: the certificates come next
+			case a.status >= 300:
+				e := &HubError{Status: a.status}
+				json.Unmarshal(a.body, e)
+				return nil, e
+			}
+			var issued struct {
+				Certificates []string `json:"certificates"`
+			}
+			if err := json.Unmarshal(a.body, &issued); err != nil || len(issued.Certificates) == 0 {
+				return nil, fmt.Errorf("device: the hub's %d answer to the renewal has no certificates: %s", a.status, a.body)
+			}
+			return issued.Certificates, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-h.done:
+			return nil, h.closedErr()
+		}
+	}
+}
+
+// TLSCertificateFromChain is an issued chain (base64 DER, leaf first: a
+// registration's IssuedCertificateChain or a renewal's) with the key of
+// its CSR, to present to the hub (Certificate in HubOptions).
+func TLSCertificateFromChain(chain []string, key crypto.Signer) (tls.Certificate, error) {
+	return tlsCertificate(chain, key)
 }
 
 // Send sends a device-to-cloud message (telemetry) at QoS 1 and returns
@@ -586,6 +660,21 @@ func (h *Hub) received(flags byte, body []byte) error {
 		if ch != nil {
 			select {
 			case ch <- a:
+			default:
+			}
+		}
+	case strings.HasPrefix(topic, "$iothub/credentials/res/"):
+		ack()
+		status, params, err := parseHubTopic(strings.TrimPrefix(topic, "$iothub/credentials/res/"))
+		if err != nil {
+			return nil
+		}
+		h.mu.Lock()
+		ch := h.creds[params["$rid"]]
+		h.mu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- twinAnswer{status: status, body: payload}:
 			default:
 			}
 		}

@@ -35,7 +35,7 @@ type mqttConn struct {
 	nextID uint16
 }
 
-func (c *Client) registerMQTT(ctx context.Context, registrationID string, cred Credential, payload any, overWebSocket bool) (*Result, error) {
+func (c *Client) registerMQTT(ctx context.Context, registrationID string, cred Credential, payload any, o registerOptions, overWebSocket bool) (*Result, error) {
 	addr := c.MQTTAddress
 	if overWebSocket {
 		// MQTT over WebSocket is served on the HTTPS endpoint.
@@ -54,10 +54,7 @@ func (c *Client) registerMQTT(ctx context.Context, registrationID string, cred C
 		}
 		addr = net.JoinHostPort(u.Hostname(), "8883")
 	}
-	apiVersion := c.APIVersion
-	if apiVersion == "" {
-		apiVersion = DefaultAPIVersion
-	}
+	apiVersion := c.apiVersion(o)
 	ttl := c.TokenTTL
 	if ttl <= 0 {
 		ttl = time.Hour
@@ -85,13 +82,9 @@ func (c *Client) registerMQTT(ctx context.Context, registrationID string, cred C
 	if err := m.subscribe(mqttResponseFilter); err != nil {
 		return nil, ctxErr(ctx, err)
 	}
-	body := map[string]any{"registrationId": registrationID}
-	if payload != nil {
-		body["payload"] = payload
-	}
-	b, err := marshal(body)
+	b, err := registerBody(registrationID, payload, o)
 	if err != nil {
-		return nil, fmt.Errorf("device: encode payload: %w", err)
+		return nil, err
 	}
 	res, retry, err := m.request(ctx, "$dps/registrations/PUT/iotdps-register/?$rid=", "", b)
 	if err == nil {

@@ -4,9 +4,14 @@ package main
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -41,7 +46,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newRegister(), newKeys(), newEnrollment(), newGroup(), newRegistration(), newCA(), newBench(), newHub(), newFaults())
-	root.AddCommand(newDevice(), newVersion())
+	root.AddCommand(newDevice(), newVersion(), newIssuance())
 	root.AddCommand(newApply(), newExport(), newImport()) // apply.go
 	root.AddCommand(newEvents())                          // events.go
 	return root
@@ -80,6 +85,7 @@ func (f *tlsFlags) client(timeout time.Duration) (*http.Client, error) {
 func newRegister() *cobra.Command {
 	var (
 		endpoint, scope, regID, key, groupKey, payload, apiVersion, transport, mqttAddr string
+		csrKey, certOut                                                                 string
 		timeout                                                                         time.Duration
 		tf                                                                              tlsFlags
 	)
@@ -123,9 +129,29 @@ func newRegister() *cobra.Command {
 			defer cancel()
 			c := &device.Client{Endpoint: endpoint, IDScope: scope, HTTPClient: hc, APIVersion: apiVersion,
 				Transport: transport, MQTTAddress: mqttAddr, TLSConfig: hc.Transport.(*http.Transport).TLSClientConfig}
-			res, err := c.Register(ctx, regID, device.SymmetricKey(key), p)
+			var opts []device.RegisterOption
+			if csrKey != "" {
+				opt, err := csrOption(csrKey, regID)
+				if err != nil {
+					return err
+				}
+				opts = append(opts, opt)
+				if !cmd.Flags().Changed("api-version") {
+					c.APIVersion = device.CSRAPIVersion
+				}
+			}
+			res, err := c.Register(ctx, regID, device.SymmetricKey(key), p, opts...)
 			if err != nil {
 				return err
+			}
+			if certOut != "" && res.RegistrationState != nil && len(res.RegistrationState.IssuedCertificateChain) > 0 {
+				chain, err := res.RegistrationState.IssuedChainPEM()
+				if err != nil {
+					return err
+				}
+				if err := os.WriteFile(certOut, chain, 0o644); err != nil {
+					return err
+				}
 			}
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			enc.SetIndent("", "  ")
@@ -149,8 +175,60 @@ func newRegister() *cobra.Command {
 	f.DurationVar(&timeout, "timeout", 60*time.Second, "give up after this long")
 	f.StringVar(&transport, "transport", "https", "device transport: https, mqtt, or mqttws (MQTT over WebSocket on the HTTPS endpoint)")
 	f.StringVar(&mqttAddr, "mqtt-address", "", "host:port of the MQTT endpoint (default: the endpoint's host, port 8883)")
+	f.StringVar(&csrKey, "csr-key", "", "send a CSR signed with the PEM private key in FILE (created, ECDSA P-256, when it does not exist): dps issues an operational certificate")
+	f.StringVar(&certOut, "cert-out", "", "write the issued certificate chain (PEM, leaf first) to FILE")
 	tf.add(cmd)
 	return cmd
+}
+
+// csrOption reads (or creates) the device key in path and returns the
+// option that sends a CSR for regID signed with it.
+func csrOption(path, regID string) (device.RegisterOption, error) {
+	var key crypto.Signer
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+			return nil, err
+		}
+		key = k
+	case err != nil:
+		return nil, err
+	default:
+		blk, _ := pem.Decode(b)
+		if blk == nil {
+			return nil, fmt.Errorf("--csr-key %s: no PEM private key", path)
+		}
+		var k any
+		switch blk.Type {
+		case "EC PRIVATE KEY":
+			k, err = x509.ParseECPrivateKey(blk.Bytes)
+		case "RSA PRIVATE KEY":
+			k, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
+		default:
+			k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--csr-key %s: %w", path, err)
+		}
+		var ok bool
+		if key, ok = k.(crypto.Signer); !ok {
+			return nil, fmt.Errorf("--csr-key %s: not a signing key", path)
+		}
+	}
+	csr, err := device.NewCSR(key, regID)
+	if err != nil {
+		return nil, err
+	}
+	return device.WithCSR(csr), nil
 }
 
 func newKeys() *cobra.Command {

@@ -69,6 +69,7 @@ type settingsFlags struct {
 	attestation, primaryKey, secondaryKey, cert, secondaryCert, caRef, endorsementKey string
 	policy, webhookURL, webhookAPIVersion, webhookSecret, twinFile, reprovision       string
 	deviceID                                                                          string
+	credentialPolicy, certificateAuthority                                            string
 	hubs                                                                              []string
 	disabled, enabled, edge                                                           bool
 }
@@ -98,6 +99,8 @@ func (s *settingsFlags) add(cmd *cobra.Command, group bool) {
 	f.BoolVar(&s.disabled, "disabled", false, "disable provisioning")
 	f.BoolVar(&s.enabled, "enabled", false, "enable provisioning (update)")
 	f.BoolVar(&s.edge, "edge", false, "the device is an IoT Edge device")
+	f.StringVar(&s.credentialPolicy, "credential-policy", "", "credential policy that issues operational certificates to devices sending a CSR (dpsctl issuance policy; \"\" for none)")
+	f.StringVar(&s.certificateAuthority, "certificate-authority", "", "issuing CA of --credential-policy (optional: the policy names it)")
 }
 
 func readCert(path string) (*wire.X509CertificateWithInfo, error) {
@@ -284,10 +287,20 @@ type settingsFields struct {
 	policy *string
 	hubs   *[]string
 	cad    **wire.CustomAllocationDefinition
+	names  *wire.IssuanceNames
 }
 
 func (s *settingsFlags) applyTo(cmd *cobra.Command, group bool, f settingsFields) error {
-	return s.apply(cmd, group, f.att, f.caps, f.twin, f.status, f.rp, f.policy, f.hubs, f.cad)
+	if err := s.apply(cmd, group, f.att, f.caps, f.twin, f.status, f.rp, f.policy, f.hubs, f.cad); err != nil {
+		return err
+	}
+	ch := func(name string) bool { return cmd.Flags().Changed(name) }
+	if cmd.Name() == "create" || ch("credential-policy") || ch("certificate-authority") {
+		// Both names of the policy (2026-11-01's and 2026-04-01's), so an
+		// update does not send back the one it read.
+		*f.names = wire.IssuanceNames{CertificatePolicyName: s.credentialPolicy, CredentialPolicyName: s.credentialPolicy, CertificateAuthorityName: s.certificateAuthority}
+	}
+	return nil
 }
 
 func (r resource[T]) commands(cmd *cobra.Command) *cobra.Command {
@@ -448,7 +461,7 @@ func newEnrollment() *cobra.Command {
 			return wire.IndividualEnrollment{RegistrationID: id, DeviceID: f.deviceID}
 		},
 		fields: func(e *wire.IndividualEnrollment) settingsFields {
-			return settingsFields{&e.Attestation, &e.Capabilities, &e.InitialTwin, &e.ProvisioningStatus, &e.ReprovisionPolicy, &e.AllocationPolicy, &e.IoTHubs, &e.CustomAllocationDefinition}
+			return settingsFields{&e.Attestation, &e.Capabilities, &e.InitialTwin, &e.ProvisioningStatus, &e.ReprovisionPolicy, &e.AllocationPolicy, &e.IoTHubs, &e.CustomAllocationDefinition, &e.IssuanceNames}
 		},
 		id:   func(e wire.IndividualEnrollment) string { return e.RegistrationID },
 		etag: func(e wire.IndividualEnrollment) string { return e.ETag },
@@ -475,7 +488,7 @@ func newGroup() *cobra.Command {
 			return wire.EnrollmentGroup{EnrollmentGroupID: id}
 		},
 		fields: func(g *wire.EnrollmentGroup) settingsFields {
-			return settingsFields{&g.Attestation, &g.Capabilities, &g.InitialTwin, &g.ProvisioningStatus, &g.ReprovisionPolicy, &g.AllocationPolicy, &g.IoTHubs, &g.CustomAllocationDefinition}
+			return settingsFields{&g.Attestation, &g.Capabilities, &g.InitialTwin, &g.ProvisioningStatus, &g.ReprovisionPolicy, &g.AllocationPolicy, &g.IoTHubs, &g.CustomAllocationDefinition, &g.IssuanceNames}
 		},
 		id:     func(g wire.EnrollmentGroup) string { return g.EnrollmentGroupID },
 		etag:   func(g wire.EnrollmentGroup) string { return g.ETag },

@@ -59,6 +59,29 @@ type Config struct {
 	Console ConsoleConfig `yaml:"console"`
 	// The registration-events feed (regevents.go).
 	Events EventsConfig `yaml:"events"`
+	// Certificate issuance (CSR at registration).
+	Issuance IssuanceConfig `yaml:"issuance"`
+}
+
+// IssuanceConfig configures certificate issuance.
+type IssuanceConfig struct {
+	// KeyEncryptionKey seals the issuing CAs' private keys in the store:
+	// base64 of 32 bytes (AES-256-GCM). Without it no issuing CA can be
+	// created, and dpsd refuses to start on a store that holds some. Set
+	// it with DPSD_ISSUANCE_KEYENCRYPTIONKEY rather than in the file.
+	KeyEncryptionKey string `yaml:"keyEncryptionKey"`
+}
+
+// keyEncryptionKey decodes issuance.keyEncryptionKey (nil when unset).
+func (c IssuanceConfig) keyEncryptionKey() ([]byte, error) {
+	if c.KeyEncryptionKey == "" {
+		return nil, nil
+	}
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(c.KeyEncryptionKey))
+	if err != nil || len(b) != 32 {
+		return nil, errors.New("must be base64 of 32 bytes (for example: openssl rand -base64 32)")
+	}
+	return b, nil
 }
 
 // BuiltInConfig holds the settings every built-in hub shares.
@@ -258,6 +281,7 @@ func applyEnv(c *Config, getenv func(string) string) {
 	set("DPSD_SERVICEHOSTNAME", &c.ServiceHostName)
 	set("DPSD_LOCATION", &c.Location)
 	set("DPSD_WEBHOOK_SIGNINGSECRET", &c.Webhook.SigningSecret)
+	set("DPSD_ISSUANCE_KEYENCRYPTIONKEY", &c.Issuance.KeyEncryptionKey)
 	applyThrottlingEnv(&c.Throttling, getenv)
 	applyFaultsEnv(&c.Faults, getenv)
 	applyLimitsEnv(&c.Limits, getenv)
@@ -327,6 +351,9 @@ func (c Config) validate() error {
 	}
 	if c.DataDir == "" {
 		bad("dataDir", "must not be empty")
+	}
+	if _, err := c.Issuance.keyEncryptionKey(); err != nil {
+		bad("issuance.keyEncryptionKey", "%v", err)
 	}
 	switch {
 	case strings.HasPrefix(c.Storage, "sqlite:") && len(c.Storage) > len("sqlite:"):

@@ -32,6 +32,7 @@ import (
 	"github.com/opendps/dps/internal/httpapi"
 	"github.com/opendps/dps/internal/hub/builtin"
 	"github.com/opendps/dps/internal/iothub"
+	"github.com/opendps/dps/internal/issuance"
 	"github.com/opendps/dps/internal/mqttapi"
 	"github.com/opendps/dps/internal/pki"
 	"github.com/opendps/dps/internal/prom"
@@ -56,6 +57,7 @@ type store interface {
 	builtin.Store
 	iothub.Store
 	iothub.EventLog
+	issuance.Store
 	routing.Store
 	regevents.Store // the registration-events feed
 	DeleteRoutedMessagesBefore(ctx context.Context, hub string, t time.Time, through int64) (int64, error)
@@ -116,6 +118,7 @@ type server struct {
 	hubOwners map[string]PolicyConfig
 	cert      *x509.Certificate // the server certificate
 	hub       *iothub.Service   // the built-in hubs
+	issuance  *issuance.Service // certificate issuance
 	hubs      *hubs             // the hub connector: built-in and remote hubs (remotehubs.go)
 	// stopBus ends the hub cluster's listener (PostgreSQL), busDone is
 	// closed when it ended.
@@ -211,8 +214,11 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 	if s.faults, err = newInjector(cfg.Faults, metrics, log); err != nil {
 		return nil, err
 	}
+	if s.issuance, err = s.newIssuance(ctx); err != nil {
+		return nil, err
+	}
 	hubOpts := iothub.Options{Store: s.store, Hubs: cfg.builtInHubs(), Node: cfg.NodeID, Logger: log, Events: s.store,
-		Retention: iothub.Retention{Age: cfg.Hub.EventRetention, Messages: cfg.Hub.EventRetentionMessages}}
+		Retention: iothub.Retention{Age: cfg.Hub.EventRetention, Messages: cfg.Hub.EventRetentionMessages}, Certificates: s.issuance}
 	routes, endpoints, err := s.newRouting(ctx, s.store, metrics.Routes())
 	if err != nil {
 		return nil, err
@@ -244,7 +250,7 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 	if s.hubs, err = newHubs(cfg, s.store); err != nil {
 		return nil, err
 	}
-	if s.reg, err = startEngine(ctx, cfg, timed, s.idScope, singleNode, metrics, s.hub, s.hubs, s.events, log); err != nil {
+	if s.reg, err = startEngine(ctx, cfg, timed, s.idScope, singleNode, metrics, s.hub, s.hubs, s.events, s.issuance, log); err != nil {
 		return nil, err
 	}
 	device, err := s.deviceAPI()
@@ -275,6 +281,33 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 	}
 	log.Info("dpsd ready", attrs...)
 	return s, nil
+}
+
+// newIssuance is certificate issuance on the store, its CAs' keys sealed
+// with issuance.keyEncryptionKey. A store that holds CAs the key does not
+// open (or no key at all) is refused: dpsd does not start.
+func (s *server) newIssuance(ctx context.Context) (*issuance.Service, error) {
+	kek, err := s.cfg.Issuance.keyEncryptionKey()
+	if err != nil {
+		return nil, fmt.Errorf("issuance.keyEncryptionKey: %w", err)
+	}
+	iss, err := issuance.New(issuance.Options{Store: s.store, KeyEncryptionKey: kek, CRLURL: s.serviceURL(), Logger: s.log})
+	if err != nil {
+		return nil, err
+	}
+	if err := iss.CheckKeys(ctx); err != nil {
+		return nil, fmt.Errorf("issuance: %w", err)
+	}
+	return iss, nil
+}
+
+// serviceURL is the base URL of the service API (https://host[:port]).
+func (s *server) serviceURL() string {
+	host := s.serviceHost()
+	if _, port, err := net.SplitHostPort(s.cfg.Listen.HTTPS); err == nil && port != "443" && port != "0" {
+		host = net.JoinHostPort(host, port)
+	}
+	return "https://" + host
 }
 
 // loadInstanceState sets the ID scope and the owner access policy: from
@@ -351,7 +384,7 @@ func (c Config) builtInHubs() []string {
 // startEngine builds the registration engine on st and starts it (which
 // recovers unfinished operations). When it returns an engine, the caller
 // closes it; when it fails, nothing is left open.
-func startEngine(ctx context.Context, cfg Config, st timedStore, idScope string, singleNode bool, metrics *prom.Metrics, hub *iothub.Service, hubs *hubs, events *regevents.Log, log *slog.Logger) (*registration.Service, error) {
+func startEngine(ctx context.Context, cfg Config, st timedStore, idScope string, singleNode bool, metrics *prom.Metrics, hub *iothub.Service, hubs *hubs, events *regevents.Log, iss *issuance.Service, log *slog.Logger) (*registration.Service, error) {
 	webhookClient, err := webhookHTTPClient(cfg.Webhook)
 	if err != nil {
 		return nil, err
@@ -409,6 +442,7 @@ func startEngine(ctx context.Context, cfg Config, st timedStore, idScope string,
 		RecordsDevices: hubs.records,
 		HubEvents:      hub, // the built-in hub acts on its connections
 		Events:         events,
+		Issuer:         iss,
 	})
 	if err := reg.Start(ctx); err != nil {
 		reg.Close()
@@ -432,7 +466,8 @@ func (s *server) deviceAPI() (*httpapi.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	manager := enrollment.New(enrollment.Options{Store: s.store, LinkedHubs: s.cfg.linkedHubs(), AllowHTTPWebhooks: s.cfg.Webhook.AllowHTTP})
+	manager := enrollment.New(enrollment.Options{Store: s.store, LinkedHubs: s.cfg.linkedHubs(), AllowHTTPWebhooks: s.cfg.Webhook.AllowHTTP,
+		Issuance: s.issuance})
 	service := httpapi.NewService(httpapi.ServiceOptions{
 		Manager:    manager,
 		Authorizer: checker,
@@ -440,6 +475,7 @@ func (s *server) deviceAPI() (*httpapi.Handler, error) {
 		Faults:     s.faults,
 		Throttle:   s.serviceThrottle,
 		Events:     s.events,
+		Issuance:   s.issuance,
 	})
 	hubPolicies := map[string][]access.Policy{}
 	for _, h := range s.cfg.LinkedHubs {

@@ -49,6 +49,17 @@ type Options struct {
 	LinkedHubs []dps.LinkedHub
 	// AllowHTTPWebhooks permits http:// custom allocation webhook URLs.
 	AllowHTTPWebhooks bool
+	// Issuance checks the certificate issuance names of enrollments and
+	// groups (internal/issuance); nil: an enrollment that names a CA or a
+	// policy is refused.
+	Issuance IssuanceNames
+}
+
+// IssuanceNames checks an enrollment's certificateAuthorityName and
+// certificatePolicyName: the policy exists, the CA is its. Its
+// *dps.Error of KindInvalid is the caller's 400.
+type IssuanceNames interface {
+	CheckEnrollment(ctx context.Context, set *dps.Settings) error
 }
 
 // Service implements the management use case.
@@ -168,6 +179,14 @@ func (s *Service) validateSettings(ctx context.Context, set *dps.Settings, old *
 			if _, err := base64.StdEncoding.DecodeString(a.TPM.StorageRootKey); err != nil {
 				return invalid("attestation.tpm.storageRootKey must be base64")
 			}
+		}
+	}
+	if set.CertificatePolicyName != "" || set.CertificateAuthorityName != "" {
+		if s.o.Issuance == nil {
+			return invalid("certificatePolicyName: certificate issuance is not enabled on this instance")
+		}
+		if err := s.o.Issuance.CheckEnrollment(ctx, set); err != nil {
+			return err
 		}
 	}
 	for _, h := range set.IoTHubs {

@@ -208,6 +208,10 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request, scope, regID 
 		h.refuse(w, r, d, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "registrationId in the body does not match the registration ID in the path"})
 		return
 	}
+	if err := wire.CheckCSRVersion(apiVersion(r), body.CSR); err != nil {
+		h.deviceError(w, r, regID, err)
+		return
+	}
 	req := registration.Request{
 		IDScope:        scope,
 		RegistrationID: regID,
@@ -215,6 +219,7 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request, scope, regID 
 		Payload:        body.Payload,
 		Force:          strings.EqualFold(r.URL.Query().Get("forceRegistration"), "true"),
 		Origin:         registration.Origin{Transport: transportHTTPS, Source: r.RemoteAddr, TrackingID: trackingID(w)},
+		CSR:            body.CSR,
 	}
 	if body.TPM != nil {
 		req.Credential.TPM = &dps.TPMAttestation{EndorsementKey: body.TPM.EndorsementKey, StorageRootKey: body.TPM.StorageRootKey}
@@ -279,8 +284,11 @@ func (h *Handler) writeOperation(w http.ResponseWriter, r *http.Request, op dps.
 		// Lower-case: the C SDK looks this header up case-sensitively.
 		w.Header()["retry-after"] = []string{h.retryAfter}
 	}
-	writeJSON(w, status, wire.FromOperation(op, register))
+	writeJSON(w, status, wire.FromOperationFor(op, register, apiVersion(r)))
 }
+
+// apiVersion is a request's api-version ("" when it has none).
+func apiVersion(r *http.Request) string { return r.URL.Query().Get("api-version") }
 
 // WriteJSON writes v as a JSON response.
 func writeJSON(w http.ResponseWriter, status int, v any) {

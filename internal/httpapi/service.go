@@ -66,6 +66,9 @@ type ServiceOptions struct {
 	// Events, when set, is the registration-events feed served at
 	// /registrationEvents (regevents.go).
 	Events regevents.Feed
+	// Issuance, when set, is managed at /certificateAuthorities and
+	// /credentialPolicies (issuance.go).
+	Issuance Issuance
 }
 
 // ServiceHandler serves the DPS service (management) API.
@@ -146,8 +149,10 @@ func (h *ServiceHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var found bool
 		if routes, ids, found = h.faultRoutes(segs); !found {
 			if routes, ids, found = h.eventRoutes(segs); !found { // regevents.go
-				h.notFound(w, r)
-				return
+				if routes, ids, found = h.issuanceRoutes(segs); !found {
+					h.notFound(w, r)
+					return
+				}
 			}
 		}
 	}
@@ -157,9 +162,11 @@ func (h *ServiceHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			allowed = append(allowed, rt.method)
 			continue
 		}
-		if err := h.o.Authorizer.Check(r.Header.Get("Authorization"), r.URL.Path, rt.right); err != nil {
-			h.err.writeError(w, r, err)
-			return
+		if rt.right != public {
+			if err := h.o.Authorizer.Check(r.Header.Get("Authorization"), r.URL.Path, rt.right); err != nil {
+				h.err.writeError(w, r, err)
+				return
+			}
 		}
 		if kind != "faults" && h.throttled(w, r) {
 			return

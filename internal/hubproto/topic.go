@@ -20,6 +20,9 @@ const (
 	KindReportedPatch
 	// KindMethodResponse: $iothub/methods/res/{status}/?$rid={rid}.
 	KindMethodResponse
+	// KindIssueCertificate: $iothub/credentials/POST/issueCertificate/?$rid={rid},
+	// a certificate renewal (body {"id":…,"csr":…}).
+	KindIssueCertificate
 )
 
 func (k Kind) String() string {
@@ -32,6 +35,8 @@ func (k Kind) String() string {
 		return "reported PATCH"
 	case KindMethodResponse:
 		return "method response"
+	case KindIssueCertificate:
+		return "issueCertificate"
 	}
 	return "Kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -64,6 +69,8 @@ const (
 	twinResPrefix     = "$iothub/twin/res/"
 	desiredPrefix     = "$iothub/twin/PATCH/properties/desired/"
 	methodPostPrefix  = "$iothub/methods/POST/"
+	issueCertPrefix   = "$iothub/credentials/POST/issueCertificate/?"
+	credentialsRes    = "$iothub/credentials/res/"
 	deviceboundSuffix = "/messages/devicebound/"
 )
 
@@ -87,6 +94,9 @@ func ParseTopic(topic string) (Publish, error) {
 	}
 	if q, ok := strings.CutPrefix(topic, reportedPrefix); ok {
 		return parseRequest(KindReportedPatch, 0, q)
+	}
+	if q, ok := strings.CutPrefix(topic, issueCertPrefix); ok {
+		return parseRequest(KindIssueCertificate, 0, q)
 	}
 	if rest, ok := strings.CutPrefix(topic, methodResPrefix); ok {
 		status, q, ok := strings.Cut(rest, "/?")
@@ -176,6 +186,9 @@ const (
 	FilterTwinResponses
 	// FilterDesired: $iothub/twin/PATCH/properties/desired/#.
 	FilterDesired
+	// FilterCredentials: $iothub/credentials/res/#, the answers to
+	// certificate renewals.
+	FilterCredentials
 )
 
 func (k FilterKind) String() string {
@@ -188,6 +201,8 @@ func (k FilterKind) String() string {
 		return "twin responses"
 	case FilterDesired:
 		return "desired properties"
+	case FilterCredentials:
+		return "credentials"
 	}
 	return "FilterKind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -207,6 +222,7 @@ const (
 	methodsFilter       = "$iothub/methods/POST/#"
 	twinResponsesFilter = "$iothub/twin/res/#"
 	desiredFilter       = "$iothub/twin/PATCH/properties/desired/#"
+	credentialsFilter   = "$iothub/credentials/res/#"
 	deviceboundFilter   = "/messages/devicebound/#"
 )
 
@@ -222,6 +238,8 @@ func ParseFilter(filter string) (Filter, error) {
 		return Filter{Kind: FilterTwinResponses}, nil
 	case desiredFilter:
 		return Filter{Kind: FilterDesired}, nil
+	case credentialsFilter:
+		return Filter{Kind: FilterCredentials}, nil
 	}
 	if rest, ok := strings.CutPrefix(filter, devicesPrefix); ok {
 		if id, ok := strings.CutSuffix(rest, deviceboundFilter); ok {
@@ -248,8 +266,18 @@ func (f Filter) Topic(deviceID string) string {
 		return twinResponsesFilter
 	case FilterDesired:
 		return desiredFilter
+	case FilterCredentials:
+		return credentialsFilter
 	}
 	return ""
+}
+
+// CredentialsResponseTopic is the topic of an answer to a certificate
+// renewal: $iothub/credentials/res/{status}/?$rid={rid} (202 when it is
+// accepted, then 200 with the certificates, or an error status), the rid
+// as the device sent it.
+func CredentialsResponseTopic(status int, rid string) string {
+	return credentialsRes + strconv.Itoa(status) + "/?$rid=" + rid
 }
 
 // TwinResponseTopic is the topic of a twin response:

@@ -16,9 +16,10 @@ import (
 )
 
 // Authenticate checks a device's credential against its identity on hub:
-// a SAS token signed with one of the identity's keys (sas), or a TLS client
+// a SAS token signed with one of the identity's keys (sas), a TLS client
 // certificate whose SHA-256 or SHA-1 thumbprint is one of the identity's
-// (selfSigned). hub must be a configured hub name (see Hub).
+// (selfSigned), or one dps issued to the identity and did not revoke
+// (certificateAuthority, Options.Certificates). hub must be a configured hub name (see Hub).
 //
 // Errors: dps.Unauthenticated (KindUnauthorized) for an unknown device, a
 // bad, expired or mis-scoped token, a certificate that does not match, or
@@ -47,6 +48,12 @@ func (s *Service) Authenticate(ctx context.Context, hub, deviceID string, cred d
 			return Identity{}, dps.Unauthenticated(err)
 		}
 		id.Method, id.Expires = "sas", exp
+	case len(cred.Certificates) > 0 && d.Auth.Type == dps.HubAuthCA:
+		serial, err := s.verifyIssued(ctx, d, cred.Certificates[0])
+		if err != nil {
+			return Identity{}, err
+		}
+		id.Method, id.CertificateSerial = "x509", serial
 	case len(cred.Certificates) > 0:
 		if err := s.checkCertificate(d, cred.Certificates[0], now); err != nil {
 			return Identity{}, dps.Unauthenticated(err)
@@ -86,18 +93,25 @@ func (s *Service) checkToken(d dps.HubDevice, raw, hub string, now time.Time) (t
 	return time.Time{}, errors.New("the SAS token's signature does not match the device's keys")
 }
 
+// certificateTime checks a client certificate is valid now (give or take
+// the clock skew allowed).
+func (s *Service) certificateTime(leaf *x509.Certificate, now time.Time) error {
+	if now.Add(s.o.Skew).Before(leaf.NotBefore) || now.Add(-s.o.Skew).After(leaf.NotAfter) {
+		return errors.New("the client certificate is not valid at this time")
+	}
+	return nil
+}
+
 // checkCertificate matches a client certificate with a selfSigned
 // identity's thumbprints (hex, any case, SHA-256 or SHA-1, as IoT Hub
 // compares both). The TLS handshake proved the device holds its key; IoT
 // Hub checks no revocation, and neither does this.
 func (s *Service) checkCertificate(d dps.HubDevice, leaf *x509.Certificate, now time.Time) error {
 	if d.Auth.Type != dps.HubAuthSelfSigned {
-		// certificateAuthority identities need the hub's CA registry
-		// (the hub service API); provisioning never writes one.
 		return errors.New("the device does not authenticate with a certificate thumbprint")
 	}
-	if now.Add(s.o.Skew).Before(leaf.NotBefore) || now.Add(-s.o.Skew).After(leaf.NotAfter) {
-		return errors.New("the client certificate is not valid at this time")
+	if err := s.certificateTime(leaf, now); err != nil {
+		return err
 	}
 	s256 := sha256.Sum256(leaf.Raw)
 	s1 := sha1.Sum(leaf.Raw)

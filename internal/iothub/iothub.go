@@ -76,6 +76,11 @@ type Options struct {
 	// hub's event log by this node (telemetry and the hub's own events,
 	// sources.go): the routing engine's Wake. It must not block.
 	OnAppend func(hub string)
+	// Certificates, when set, authenticates the certificateAuthority
+	// identities with the certificates dps issued them, renews and
+	// revokes them (certificates.go); nil: such identities cannot
+	// connect.
+	Certificates Certificates
 }
 
 // DefaultMaxMessageSize is IoT Hub's device-to-cloud message limit.
@@ -162,4 +167,8 @@ type Identity struct {
 	// ModelID is the Plug and Play model the device announced (MQTT
 	// username model-id), "" if none.
 	ModelID string
+	// CertificateSerial is the serial number of the certificate dps issued
+	// that the device authenticated with (a certificateAuthority
+	// identity), "" otherwise: what a renewal renews.
+	CertificateSerial string
 }

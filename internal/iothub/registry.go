@@ -293,6 +293,7 @@ func (s *Service) replaceDevice(ctx context.Context, hub string, d Device, ifMat
 		}
 		if !rec.Enabled() {
 			s.closeEverywhere(ctx, hub, rec.DeviceID, "", dps.Errorf(dps.KindForbidden, "the device %s is disabled", rec.DeviceID))
+			s.revokeIssued(ctx, hub, rec.DeviceID)
 		} else if note != nil {
 			s.notifyDesired(ctx, hub, rec.DeviceID, version, note)
 		}
@@ -332,6 +333,7 @@ func (s *Service) DeleteDevice(ctx context.Context, hub, deviceID, ifMatch strin
 		return err
 	}
 	s.closeEverywhere(ctx, hub, d.DeviceID, "", dps.Errorf(dps.KindNotFound, "the device %s was deleted", d.DeviceID))
+	s.revokeIssued(ctx, hub, d.DeviceID)
 	s.DeviceRemoved(ctx, d) // the deviceLifecycle event
 	return nil
 }

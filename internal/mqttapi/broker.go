@@ -393,7 +393,8 @@ func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet, st *connState) p
 		}
 		return refusal(v, retry)
 	}
-	st.identity.Store(&Identity{IDScope: scope, RegistrationID: regID, Credential: cred, Transport: transportOf(cl), Source: cl.Net.Remote})
+	st.identity.Store(&Identity{IDScope: scope, RegistrationID: regID, Credential: cred, Transport: transportOf(cl), Source: cl.Net.Remote,
+		APIVersion: UsernameAPIVersion(string(pk.Connect.Username))})
 	return packets.CodeSuccess
 }
 

@@ -472,6 +472,10 @@ func (c *hubConn) published(pk packets.Packet) {
 		c.h.o.Hub.MethodResponse(c.id, p.RequestID, p.Status, pk.Payload)
 		return
 	}
+	if p.Kind == hubproto.KindIssueCertificate {
+		c.issueCertificate(p.RequestID, pk.Payload)
+		return
+	}
 	ctx, cancel := context.WithTimeout(c.st.ctx, c.h.o.RequestTimeout)
 	defer cancel()
 	var topic string
@@ -510,6 +514,51 @@ func (c *hubConn) published(pk packets.Packet) {
 	out := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: topic, Payload: body}
 	if err := c.cl.WritePacket(out); err != nil {
 		c.h.o.Logger.Debug("mqtt hub twin response not delivered", logkey.Hub, c.hub, logDeviceID, c.id.DeviceID, logkey.Error, err)
+	}
+}
+
+// issueCertificate renews the device's operational certificate, as IoT
+// Hub's certificate renewal: $iothub/credentials/res/202/?$rid= with
+// {"correlationId","operationExpires"} once the request is accepted, then
+// $iothub/credentials/res/200/?$rid= with {"correlationId","certificates"}
+// (base64 DER, leaf first), or an error status and IoT Hub's error body
+// (400040 for a request the hub refuses). Answers go out at QoS 0, only to
+// a device subscribed to $iothub/credentials/res/#; the new certificate
+// takes effect at the device's next connection (this one goes on).
+func (c *hubConn) issueCertificate(rid string, body []byte) {
+	ctx, cancel := context.WithTimeout(c.st.ctx, c.h.o.RequestTimeout)
+	defer cancel()
+	correlation := wire.NewTrackingID()
+	restartKeepalive(c.cl)
+	c.credentialsAnswer(hubproto.CredentialsResponseTopic(202, rid), map[string]string{
+		"correlationId": correlation, "operationExpires": time.Now().Add(c.h.o.RequestTimeout).UTC().Format(time.RFC3339)})
+	chain, err := c.h.o.Hub.IssueCertificate(ctx, c.id, body)
+	if err != nil {
+		if k := dps.KindOf(err); k == dps.KindInternal || k == dps.KindUnavailable {
+			c.h.o.Logger.Warn("mqtt hub certificate renewal failed", logkey.Hub, c.hub, logDeviceID, c.id.DeviceID, logkey.Error, err)
+		}
+		status, eb := wire.Error(err, wire.NewTrackingID(), time.Now())
+		c.credentialsAnswer(hubproto.CredentialsResponseTopic(status, rid), map[string]any{
+			"errorCode": eb.ErrorCode, "message": eb.Message, "trackingId": eb.TrackingID, "timestampUtc": eb.TimestampUtc,
+			"info": map[string]string{"correlationId": correlation}})
+		return
+	}
+	c.credentialsAnswer(hubproto.CredentialsResponseTopic(200, rid), map[string]any{"correlationId": correlation, "certificates": chain})
+}
+
+// credentialsAnswer publishes an answer to a renewal (QoS 0) if the
+// device subscribed to them.
+func (c *hubConn) credentialsAnswer(topic string, v any) {
+	if !c.session.has(hubproto.FilterCredentials) {
+		return
+	}
+	body, err := wire.Marshal(v)
+	if err != nil {
+		return
+	}
+	out := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: topic, Payload: body}
+	if err := c.cl.WritePacket(out); err != nil {
+		c.h.o.Logger.Debug("mqtt hub credentials answer not delivered", logkey.Hub, c.hub, logDeviceID, c.id.DeviceID, logkey.Error, err)
 	}
 }
 

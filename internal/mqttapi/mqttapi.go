@@ -52,6 +52,9 @@ type Identity struct {
 	Transport string
 	// Source is the connection's remote address (logs).
 	Source string
+	// APIVersion is the username's api-version ("" if none): it decides
+	// whether a register may carry a csr and an answer an issued chain.
+	APIVersion string
 }
 
 func (id Identity) transport() string {
@@ -77,6 +80,17 @@ func ParseUsername(username string) (scope, regID string, err error) {
 		return "", "", errUsername
 	}
 	return scope, regID, nil
+}
+
+// UsernameAPIVersion returns the api-version of a CONNECT username
+// ("…/api-version=2026-11-01&ClientVersion=…"), "" when it has none.
+func UsernameAPIVersion(username string) string {
+	_, q, ok := strings.Cut(username, "/api-version=")
+	if !ok {
+		return ""
+	}
+	v, _, _ := strings.Cut(q, "&")
+	return v
 }
 
 // Request is a parsed request topic.
@@ -188,7 +202,7 @@ func (a *Adapter) HandleDrop(ctx context.Context, id Identity, topic string, pay
 		if op.Status == dps.StatusAssigned && a.Faults.Hold(ctx, p, op.ID) {
 			op.Status, op.Result = dps.StatusAssigning, nil
 		}
-		respTopic, body, ok = a.answer(req.RID, op, false)
+		respTopic, body, ok = a.answer(id, req.RID, op, false)
 		return respTopic, body, ok, false
 	}
 	p := faults.Point{Transport: id.transport(), Operation: faults.OpRegister, RegistrationID: id.RegistrationID}
@@ -256,18 +270,22 @@ func (a *Adapter) register(ctx context.Context, id Identity, req Request, payloa
 	if string(reg.Payload) == "null" {
 		reg.Payload = nil
 	}
+	if err := wire.CheckCSRVersion(id.APIVersion, reg.CSR); err != nil {
+		return a.fail(id, req.RID, err)
+	}
 	op, err := a.Registrar.Register(ctx, registration.Request{
 		IDScope:        id.IDScope,
 		RegistrationID: id.RegistrationID,
 		Credential:     id.Credential,
 		Payload:        reg.Payload,
 		Origin:         registration.Origin{Transport: id.transport(), Source: id.Source},
+		CSR:            reg.CSR,
 	})
 	if err != nil {
 		topic, body := a.replyFor(refusedRequest{id: id, rid: req.RID, payload: reg.Payload}, err, a.retryAfter())
 		return topic, body, true
 	}
-	return a.answer(req.RID, op, true)
+	return a.answer(id, req.RID, op, true)
 }
 
 func (a *Adapter) retryAfter() int {
@@ -277,9 +295,9 @@ func (a *Adapter) retryAfter() int {
 	return int(a.RetryAfter / time.Second)
 }
 
-func (a *Adapter) answer(rid string, op dps.Operation, register bool) (string, []byte, bool) {
+func (a *Adapter) answer(id Identity, rid string, op dps.Operation, register bool) (string, []byte, bool) {
 	status := wire.OperationStatus(op, register)
-	body, err := wire.Marshal(wire.FromOperation(op, register))
+	body, err := wire.Marshal(wire.FromOperationFor(op, register, id.APIVersion))
 	if err != nil {
 		return a.fail(Identity{}, rid, err)
 	}

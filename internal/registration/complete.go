@@ -111,6 +111,20 @@ func (s *Service) complete(ctx context.Context, op dps.Operation, known *dps.Att
 	if f != nil {
 		return s.fail(op, prev, now, f.code, f.msg), nil
 	}
+	if len(op.CSR) > 0 {
+		// The device asked for an operational certificate: it authenticates
+		// to its hub with it, whatever its attestation (iothub accepts the
+		// certificates issued to the identity, renewals included).
+		chain, f, err := s.issue(ctx, op, set, asg.Hub, deviceID)
+		if err != nil {
+			return op, err
+		}
+		if f != nil {
+			return s.fail(op, prev, now, f.code, f.msg), nil
+		}
+		hd.Auth = dps.HubAuth{Type: dps.HubAuthCA}
+		op.IssuedChain = chain
+	}
 	if what, err := s.applyHubEffects(ctx, hd, prev, d, fx, removal); err != nil {
 		return s.hubFailed(ctx, op, prev, now, what, err)
 	}
@@ -171,6 +185,28 @@ func (s *Service) allocate(ctx context.Context, op dps.Operation, m *dps.Atteste
 	}
 	asg.Hub = canonicalHub(cands, asg.Hub)
 	return asg, nil, nil
+}
+
+// issue issues the certificate of an operation with a CSR, once per
+// operation (Issuer.Issue is idempotent: a completion computed again, or
+// resumed after a crash, gets the chain issued first). A refusal is a
+// permanent failure; any other error is transient.
+func (s *Service) issue(ctx context.Context, op dps.Operation, set *dps.Settings, hub, deviceID string) ([][]byte, *failure, error) {
+	if s.o.Issuer == nil {
+		return nil, &failure{dps.CodeIssuanceNotEnabled, "certificate issuance is not enabled on this instance"}, nil
+	}
+	chain, err := s.o.Issuer.Issue(ctx, dps.IssueRequest{OperationID: op.ID, RegistrationID: op.RegistrationID, Hub: hub, DeviceID: deviceID, Settings: set, CSR: op.CSR})
+	if err != nil {
+		if e, ok := errors.AsType[*dps.Error](err); ok && e.Kind == dps.KindInvalid {
+			code := e.Code
+			if code == 0 {
+				code = dps.CodeIssuanceFailed
+			}
+			return nil, &failure{code, e.Message}, nil
+		}
+		return nil, nil, err
+	}
+	return chain, nil, nil
 }
 
 // twin returns the new identity's twin from the source d names.

@@ -242,6 +242,22 @@ type Challenger interface {
 	Consume(ctx context.Context, regID string, at dps.Attested) (bool, error)
 }
 
+// Issuer issues operational certificates to devices that send a CSR
+// (certificate issuance; internal/issuance). Without one, a register
+// request with a CSR is refused.
+type Issuer interface {
+	// Check checks a register request's csr (base64 DER) against the
+	// registration ID and the policy of the enrollment the device matched
+	// and returns it as DER; its *dps.Error (KindInvalid) is the device's
+	// 400.
+	Check(ctx context.Context, set *dps.Settings, registrationID, csr string) ([]byte, error)
+	// Issue issues the certificate of an operation, once per operation
+	// (asked again, it returns the same chain): its chain, DER, leaf
+	// first. A *dps.Error of KindInvalid fails the registration with its
+	// code; any other error is transient.
+	Issue(ctx context.Context, r dps.IssueRequest) ([][]byte, error)
+}
+
 // Request is one register call.
 type Request struct {
 	IDScope        string
@@ -255,4 +271,7 @@ type Request struct {
 	Force bool
 	// Origin is where the request came from (the events feed).
 	Origin Origin
+	// CSR is the device's csr member as sent (base64 DER PKCS #10), ""
+	// if none. The transports refuse it for an api-version that has none.
+	CSR string
 }

@@ -1,6 +1,7 @@
 package registration
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -92,6 +93,9 @@ type Options struct {
 	// Events, when not nil, receives what became of each register request
 	// that passed authentication (events.go).
 	Events EventRecorder
+	// Issuer, when not nil, issues operational certificates to devices
+	// that send a CSR; without it a CSR is refused.
+	Issuer Issuer
 }
 
 // Service is the registration use case. Create it with New, start its
@@ -259,6 +263,17 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 	if err != nil {
 		return dps.Operation{}, err
 	}
+	// A CSR is checked now, so that a device learns at once that it will
+	// not get a certificate (never assigned without one it asked for).
+	var csr []byte
+	if req.CSR != "" && m.Settings().Enabled() {
+		if s.o.Issuer == nil {
+			return dps.Operation{}, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeIssuanceNotEnabled, Message: "csr: certificate issuance is not enabled on this instance"}
+		}
+		if csr, err = s.o.Issuer.Check(ctx, m.Settings(), req.RegistrationID, req.CSR); err != nil {
+			return dps.Operation{}, err
+		}
+	}
 	// A device that registers again while its registration is still being
 	// completed gets the operation already in flight, as a fresh 202 with its
 	// operationId: every SDK then polls that operation, and one device
@@ -271,7 +286,7 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 	// The operation in flight answers only if it matched the enrollment the
 	// device authenticated against now; otherwise this is a new registration.
 	reusable := func(op dps.Operation) bool {
-		return op.EnrollmentGroupID == m.GroupID() && op.Proof.Type == m.Proof.Type
+		return op.EnrollmentGroupID == m.GroupID() && op.Proof.Type == m.Proof.Type && bytes.Equal(op.CSR, csr)
 	}
 	prior, ok, settle, err := s.eng.Claim(ctx, req.RegistrationID, reusable)
 	if err != nil {
@@ -302,13 +317,14 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 		Proof:             m.Proof,
 		Status:            dps.StatusAssigning,
 		Payload:           req.Payload,
+		CSR:               csr,
 		Created:           now,
 		Updated:           now,
 	}
 	if !m.Settings().Enabled() {
 		op.Status = dps.StatusDisabled
 		op.Result = &dps.Registration{RegistrationID: req.RegistrationID, Status: dps.StatusDisabled, EnrollmentGroupID: m.GroupID(), Proof: dps.Proof{Type: op.Proof.Type}, Updated: now}
-		op.Payload = nil // a final operation does not keep the device's payload
+		op.Payload, op.CSR = nil, nil // a final operation does not keep the device's payload and CSR
 		if _, err := s.o.Store.CreateOperation(ctx, op); err != nil {
 			return dps.Operation{}, err
 		}
@@ -341,7 +357,7 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 	} else {
 		s.eng.Enqueue(op, s.laneOf(m.Settings()))
 	}
-	op.Payload = nil
+	op.Payload, op.CSR = nil, nil
 	return op, nil
 }
 
@@ -389,7 +405,7 @@ func (s *Service) completeAndWrite(ctx context.Context, op dps.Operation, m *dps
 			return op, err
 		}
 		final.Updated = s.o.Now().UTC()
-		final.Payload = nil                                     // a final operation does not keep the device's payload
+		final.Payload, final.CSR = nil, nil                     // a final operation does not keep the device's payload and CSR
 		again := final.Result != nil && final.Result.ETag != "" // it replaces an earlier record
 		var stored dps.Operation
 		switch {

@@ -10,7 +10,37 @@ import (
 
 // extraFields are newer service API members dps stores and echoes without
 // interpreting them.
-var extraFields = []string{"credentialPolicyName", "certificatePolicyResourceId", "namespaceName", "certificateAuthorityName", "certificatePolicyName", "deviceTypeRefs"}
+// (certificateAuthorityName, certificatePolicyName and credentialPolicyName
+// are certificate issuance's, modelled: IssuanceNames.)
+var extraFields = []string{"certificatePolicyResourceId", "namespaceName", "deviceTypeRefs"}
+
+// IssuanceNames are certificate issuance's members of an enrollment or a
+// group: the issuing CA and the credential policy, as the 2026-11-01
+// service API names them, and the policy as 2026-04-01 names it
+// (credentialPolicyName). Answers carry all three (each version's clients
+// read their own); a request may send either name of the policy, or both
+// when they agree.
+type IssuanceNames struct {
+	CertificateAuthorityName string `json:"certificateAuthorityName,omitempty"`
+	CertificatePolicyName    string `json:"certificatePolicyName,omitempty"`
+	CredentialPolicyName     string `json:"credentialPolicyName,omitempty"`
+}
+
+// policy returns the policy the names name.
+func (n IssuanceNames) policy() (string, error) {
+	p, c := n.CertificatePolicyName, n.CredentialPolicyName
+	if p != "" && c != "" && !strings.EqualFold(p, c) {
+		return "", invalid("certificatePolicyName %q and credentialPolicyName %q name different credential policies", p, c)
+	}
+	if p == "" {
+		p = c
+	}
+	return p, nil
+}
+
+func issuanceNames(s dps.Settings) IssuanceNames {
+	return IssuanceNames{CertificateAuthorityName: s.CertificateAuthorityName, CertificatePolicyName: s.CertificatePolicyName, CredentialPolicyName: s.CertificatePolicyName}
+}
 
 // IndividualEnrollment is the service API shape of an individual enrollment.
 type IndividualEnrollment struct {
@@ -30,7 +60,8 @@ type IndividualEnrollment struct {
 	AllocationPolicy           string                      `json:"allocationPolicy,omitempty"`
 	IoTHubs                    []string                    `json:"iotHubs,omitempty"`
 	CustomAllocationDefinition *CustomAllocationDefinition `json:"customAllocationDefinition,omitempty"`
-	Extra                      map[string]json.RawMessage  `json:"-"`
+	IssuanceNames
+	Extra map[string]json.RawMessage `json:"-"`
 }
 
 // EnrollmentGroup is the service API shape of an enrollment group.
@@ -48,7 +79,8 @@ type EnrollmentGroup struct {
 	AllocationPolicy           string                      `json:"allocationPolicy,omitempty"`
 	IoTHubs                    []string                    `json:"iotHubs,omitempty"`
 	CustomAllocationDefinition *CustomAllocationDefinition `json:"customAllocationDefinition,omitempty"`
-	Extra                      map[string]json.RawMessage  `json:"-"`
+	IssuanceNames
+	Extra map[string]json.RawMessage `json:"-"`
 }
 
 // MarshalJSON adds the stored extra members.
@@ -261,8 +293,12 @@ func invalid(format string, args ...any) error {
 // toSettings converts the members enrollments and groups share. Validation
 // beyond the JSON shape (keys, hubs, URLs) is the enrollment service's job.
 func toSettings(att *AttestationMechanism, caps *DeviceCapabilities, hub string, twin json.RawMessage, status string,
-	rp *ReprovisionPolicy, policy string, hubs []string, cad *CustomAllocationDefinition, extra map[string]json.RawMessage, etag string) (dps.Settings, error) {
-	s := dps.Settings{IoTHubHostName: hub, InitialTwin: nullIsEmpty(twin), IoTHubs: hubs, Extra: extra, ETag: etag}
+	rp *ReprovisionPolicy, policy string, hubs []string, cad *CustomAllocationDefinition, names IssuanceNames, extra map[string]json.RawMessage, etag string) (dps.Settings, error) {
+	s := dps.Settings{IoTHubHostName: hub, InitialTwin: nullIsEmpty(twin), IoTHubs: hubs, Extra: extra, ETag: etag, CertificateAuthorityName: names.CertificateAuthorityName}
+	var err error
+	if s.CertificatePolicyName, err = names.policy(); err != nil {
+		return s, err
+	}
 	if att == nil {
 		return s, invalid("attestation is required")
 	}
@@ -347,13 +383,13 @@ func toSettings(att *AttestationMechanism, caps *DeviceCapabilities, hub string,
 
 // ToEnrollment converts a service API individual enrollment to the domain.
 func ToEnrollment(e IndividualEnrollment) (dps.Enrollment, error) {
-	s, err := toSettings(e.Attestation, e.Capabilities, e.IoTHubHostName, e.InitialTwin, e.ProvisioningStatus, e.ReprovisionPolicy, e.AllocationPolicy, e.IoTHubs, e.CustomAllocationDefinition, e.Extra, e.ETag)
+	s, err := toSettings(e.Attestation, e.Capabilities, e.IoTHubHostName, e.InitialTwin, e.ProvisioningStatus, e.ReprovisionPolicy, e.AllocationPolicy, e.IoTHubs, e.CustomAllocationDefinition, e.IssuanceNames, e.Extra, e.ETag)
 	return dps.Enrollment{RegistrationID: e.RegistrationID, DeviceID: e.DeviceID, OptionalDeviceInformation: nullIsEmpty(e.OptionalDeviceInformation), Settings: s}, err
 }
 
 // ToGroup converts a service API enrollment group to the domain.
 func ToGroup(g EnrollmentGroup) (dps.Group, error) {
-	s, err := toSettings(g.Attestation, g.Capabilities, g.IoTHubHostName, g.InitialTwin, g.ProvisioningStatus, g.ReprovisionPolicy, g.AllocationPolicy, g.IoTHubs, g.CustomAllocationDefinition, g.Extra, g.ETag)
+	s, err := toSettings(g.Attestation, g.Capabilities, g.IoTHubHostName, g.InitialTwin, g.ProvisioningStatus, g.ReprovisionPolicy, g.AllocationPolicy, g.IoTHubs, g.CustomAllocationDefinition, g.IssuanceNames, g.Extra, g.ETag)
 	return dps.Group{ID: g.EnrollmentGroupID, Settings: s}, err
 }
 
@@ -423,7 +459,7 @@ func FromEnrollment(e dps.Enrollment, withKeys bool) IndividualEnrollment {
 		RegistrationID: e.RegistrationID, DeviceID: e.DeviceID, OptionalDeviceInformation: e.OptionalDeviceInformation,
 		Attestation: att, Capabilities: caps, IoTHubHostName: e.IoTHubHostName, InitialTwin: e.InitialTwin, ETag: e.ETag,
 		ProvisioningStatus: status, ReprovisionPolicy: rp, CreatedDateTimeUtc: Time(e.Created), LastUpdatedDateTimeUtc: Time(e.Updated),
-		AllocationPolicy: string(e.AllocationPolicy), IoTHubs: e.IoTHubs, CustomAllocationDefinition: cad, Extra: e.Extra,
+		AllocationPolicy: string(e.AllocationPolicy), IoTHubs: e.IoTHubs, CustomAllocationDefinition: cad, IssuanceNames: issuanceNames(e.Settings), Extra: e.Extra,
 	}
 }
 
@@ -434,7 +470,7 @@ func FromGroup(g dps.Group, withKeys bool) EnrollmentGroup {
 		EnrollmentGroupID: g.ID, Attestation: att, Capabilities: caps, IoTHubHostName: g.IoTHubHostName, InitialTwin: g.InitialTwin,
 		ETag: g.ETag, ProvisioningStatus: status, ReprovisionPolicy: rp, CreatedDateTimeUtc: Time(g.Created),
 		LastUpdatedDateTimeUtc: Time(g.Updated), AllocationPolicy: string(g.AllocationPolicy), IoTHubs: g.IoTHubs,
-		CustomAllocationDefinition: cad, Extra: g.Extra,
+		CustomAllocationDefinition: cad, IssuanceNames: issuanceNames(g.Settings), Extra: g.Extra,
 	}
 }
 

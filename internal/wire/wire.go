@@ -6,6 +6,7 @@ package wire
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"time"
@@ -63,6 +64,9 @@ type DeviceRegistrationResult struct {
 	SymmetricKey           *SymmetricKey   `json:"symmetricKey,omitempty"`
 	X509                   *X509Result     `json:"x509,omitempty"`
 	TPM                    *TPMResult      `json:"tpm,omitempty"`
+	// IssuedCertificateChain is the operational certificate issued for the
+	// register request's csr: base64 DER, leaf first, ending with the root.
+	IssuedCertificateChain []string `json:"issuedCertificateChain,omitempty"`
 }
 
 // TPMResult carries a TPM device's hub key, wrapped for its TPM.
@@ -123,6 +127,37 @@ func FromOperation(op dps.Operation, register bool) RegistrationOperationStatus 
 	}
 	out.RegistrationState = FromRegistration(*op.Result)
 	return out
+}
+
+// FromOperationFor is FromOperation for a request of apiVersion: an
+// assigned operation that issued a certificate carries its chain as
+// registrationState.issuedCertificateChain, for the api-versions that have
+// it (dps.IssuesCertificates).
+func FromOperationFor(op dps.Operation, register bool, apiVersion string) RegistrationOperationStatus {
+	out := FromOperation(op, register)
+	if rs := out.RegistrationState; rs != nil && rs.Status == dps.StatusAssigned && len(op.IssuedChain) > 0 && dps.IssuesCertificates(apiVersion) {
+		rs.IssuedCertificateChain = make([]string, len(op.IssuedChain))
+		for i, c := range op.IssuedChain {
+			rs.IssuedCertificateChain[i] = base64.StdEncoding.EncodeToString(c)
+		}
+	}
+	return out
+}
+
+// CheckCSRVersion refuses a register request's csr sent with an
+// api-version that has none (before 2025-07-01-preview): the member would
+// otherwise be ignored and the device assigned without the certificate it
+// asked for.
+func CheckCSRVersion(apiVersion, csr string) error {
+	if csr == "" || dps.IssuesCertificates(apiVersion) {
+		return nil
+	}
+	v := apiVersion
+	if v == "" {
+		v = "none"
+	}
+	return &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeIssuanceNotEnabled,
+		Message: "csr needs api-version " + dps.CSRAPIVersion + "-preview or later (this request has " + v + ")"}
 }
 
 // OperationStatus is the DPS status of an operation answer: 202 while the

@@ -140,7 +140,8 @@ accessPolicies:
 webhook: { caFile: %q }
 routing: { minBackoff: 200ms, maxBackoff: 2s }
 faults: { enabled: true }   # faults.js sets its rules at run time
-`, filepath.Join(dir, "data"), hubA, hubKeyA, readKeyA, eng.config(), hubB, hubKeyB, ownerKey, hookCA)
+issuance: { keyEncryptionKey: %q }
+`, filepath.Join(dir, "data"), hubA, hubKeyA, readKeyA, eng.config(), hubB, hubKeyB, ownerKey, hookCA, newKey())
 	cfgPath := filepath.Join(dir, "dpsd.yaml")
 	os.WriteFile(cfgPath, []byte(cfg), 0o600)
 
@@ -192,6 +193,12 @@ faults: { enabled: true }   # faults.js sets its rules at run time
 			t.Fatalf("dpsd is not listening on %s: %v", port, err)
 		}
 	}
+
+	// Certificate issuance: no Node SDK sends a CSR, so the Go device
+	// client registers with one and renews the certificate over MQTT;
+	// run.js connects with both certificates through the Node device SDK's
+	// X.509 authentication, then disables the device and is refused.
+	issueForNode(t, ownerKey, filepath.Join(dir, "data", "tls", "ca.pem"), x509Dir)
 
 	node := exec.Command("node", "run.js")
 	node.Env = append(os.Environ(),

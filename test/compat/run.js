@@ -799,6 +799,21 @@ async function hubScenarios(t) {
     await expectConnectRefused(t, d.hub, d.deviceId, x509('x509-hub-1'), 'x509-hub-2 connecting with the certificate of x509-hub-1');
   });
 
+  // Certificate issuance: the Go runner registered csr-node-dev with a CSR
+  // (no Node SDK sends one) and renewed its certificate over MQTT; the
+  // device connects with each through the SDK's X.509 authentication.
+  await scenario('hub: a device connects with the certificate dps issued for its CSR, and with its renewal, and sends telemetry', t, async () => {
+    for (const n of ['1', '2']) {
+      await withHubClient(t, hubA, 'csr-node-dev', x509('csr-dev-' + n), async (c) => {
+        await sendTelemetry(c, t, hubA, 'csr-node-dev', 'csr-' + n + '-' + t + '-' + run);
+      });
+    }
+  });
+  await scenario('hub: the issued certificate does not authenticate another device', t, async () => {
+    const d = need(x509Devices['x509-hub-1']);
+    await expectConnectRefused(t, d.hub, d.deviceId, x509('csr-dev-1'), 'x509-hub-1 connecting with the issued certificate of csr-node-dev');
+  });
+
   // Re-provisioning to the other hub removes the identity from the old one.
   const mid = 'move-' + t + '-' + run;
   const before = { model: 'thermostat', desired: { phase: 1 } };
@@ -871,6 +886,45 @@ async function hubScenarios(t) {
     const twin = plain((await registries[d.hub].get(d.deviceId)).responseBody);
     assert(rec.statusCode === 'Success' && rec.description === 'Success' && rec.deviceId === d.deviceId && rec.deviceGenerationId === twin.generationId &&
       !Number.isNaN(Date.parse(rec.enqueuedTimeUtc)), 'feedback ' + JSON.stringify(rec) + ' (generation ' + twin.generationId + ')');
+  });
+}
+
+// Revocation of issued certificates: the device disabled through the
+// registry (azure-iothub) has its certificates refused, on every transport,
+// also once it is enabled again (they were revoked), and the CA's CRL,
+// fetched without a token, lists them.
+async function issuanceRevocationScenarios() {
+  const x509 = (name) => ({ cert: readX509(name + '.pem'), certKey: readX509(name + '-key.pem') });
+  const registry = registries[hubA];
+  const setStatus = async (status) => {
+    const dev = plain((await registry.get('csr-node-dev')).responseBody);
+    dev.status = status;
+    await registry.update(dev);
+  };
+  await scenario('hub: a disabled device\'s issued certificates are refused, also once it is enabled again', '-', async () => {
+    await setStatus('disabled');
+    for (const t of transports) await expectConnectRefused(t, hubA, 'csr-node-dev', x509('csr-dev-2'), 'the disabled device with its renewed certificate');
+    await setStatus('enabled');
+    for (const t of transports) {
+      for (const n of ['1', '2']) await expectConnectRefused(t, hubA, 'csr-node-dev', x509('csr-dev-' + n), 'the re-enabled device with its revoked certificate ' + n);
+    }
+  });
+  await scenario('issuance: the issuing CA\'s CRL (no token) lists the revoked certificates', '-', async () => {
+    const crl = await new Promise((resolve, reject) => {
+      const req = require('https').request({ host, port: 443, path: '/certificateAuthorities/compat-ca/crl', method: 'GET' }, (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode, type: res.headers['content-type'], body: Buffer.concat(chunks) }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    assert(crl.status === 200 && crl.type === 'application/pkix-crl', 'CRL: HTTP ' + crl.status + ' ' + crl.type);
+    for (const n of ['1', '2']) {
+      const serial = new crypto.X509Certificate(readX509('csr-dev-' + n + '.pem')).serialNumber; // upper-case hex
+      const der = Buffer.from(serial.length % 2 ? '0' + serial : serial, 'hex');
+      assert(crl.body.includes(der), 'the CRL does not list the serial ' + serial + ' of certificate ' + n);
+    }
   });
 }
 
@@ -1197,6 +1251,7 @@ async function queryScenarios() {
   }
   await faultScenarios({ scenario, register, service, connectionString, host, transports, run });
   for (const t of transports) await hubScenarios(t);
+  await issuanceRevocationScenarios();
   await registryScenarios();
   await methodScenarios();
   await feedbackScenarios();

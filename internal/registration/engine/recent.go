@@ -71,7 +71,10 @@ func (r *recentOps) get(id string, notBefore time.Time) (dps.Operation, bool) {
 // approxSize estimates the memory an operation holds in the cache: a fixed
 // part for the structs, map entry and slice slot, plus its variable data.
 func approxSize(op dps.Operation) int {
-	n := 512 + 2*len(op.ID) + len(op.RegistrationID) + len(op.EnrollmentGroupID) + len(op.Payload) + proofSize(op.Proof)
+	n := 512 + 2*len(op.ID) + len(op.RegistrationID) + len(op.EnrollmentGroupID) + len(op.Payload) + len(op.CSR) + proofSize(op.Proof)
+	for _, c := range op.IssuedChain {
+		n += 24 + len(c)
+	}
 	if r := op.Result; r != nil {
 		n += 384 + len(r.RegistrationID) + len(r.DeviceID) + len(r.AssignedHub) + len(r.InitialHub) + len(r.EnrollmentGroupID) +
 			len(r.ErrorMessage) + len(r.ETag) + len(r.Payload) + proofSize(r.Proof)

@@ -69,10 +69,12 @@ func goldens() []golden {
 				ReprovisionPolicy:  &dps.ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: false},
 				AllocationPolicy:   dps.AllocationCustom,
 				CustomAllocation:   &dps.CustomAllocation{WebhookURL: "https://hooks.example.net/a?code=x&y=<1>", APIVersion: "2021-10-01", SigningSecret: "c2lnbmluZw=="},
-				Extra:              map[string]json.RawMessage{"credentialPolicyName": json.RawMessage(`"policy-1"`), "deviceTypeRefs": json.RawMessage(`["t1","t2"]`)},
-				ETag:               `"726GNCYDXVGX3IIZT7DZPTFXGG"`,
-				Created:            t0,
-				Updated:            t1,
+				// The legacy document holds credentialPolicyName in its extra members.
+				CertificatePolicyName: "policy-1",
+				Extra:                 map[string]json.RawMessage{"deviceTypeRefs": json.RawMessage(`["t1","t2"]`)},
+				ETag:                  `"726GNCYDXVGX3IIZT7DZPTFXGG"`,
+				Created:               t0,
+				Updated:               t1,
 			},
 		}},
 		{"enrollment-x509.json", docs.KindEnrollment, dps.Enrollment{

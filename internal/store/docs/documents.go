@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"time"
 
 	"github.com/opendps/dps"
@@ -44,6 +45,10 @@ type Settings struct {
 	ETag               string                     `json:"etag,omitempty"`
 	Created            time.Time                  `json:"created,omitzero"`
 	Updated            time.Time                  `json:"updated,omitzero"`
+
+	// The issuing CA and credential policy of certificate issuance.
+	CertificateAuthorityName string `json:"certificateAuthorityName,omitempty"`
+	CertificatePolicyName    string `json:"certificatePolicyName,omitempty"`
 }
 
 // Attestation is an enrollment's attestation mechanism.
@@ -174,6 +179,12 @@ type Operation struct {
 	Result               *Registration   `json:"result,omitempty"`
 	Created              time.Time       `json:"created,omitzero"`
 	Updated              time.Time       `json:"updated,omitzero"`
+
+	// CSR is the device's certificate signing request (DER, base64 in
+	// JSON) until the operation is final; IssuedChain the certificate
+	// chain issued for it.
+	CSR         []byte   `json:"csr,omitempty"`
+	IssuedChain [][]byte `json:"issuedCertificateChain,omitzero"`
 }
 
 // HubDevice is the document of a device identity a hub connector created.
@@ -274,6 +285,7 @@ func fromSettings(s dps.Settings) Settings {
 		Created:            s.Created,
 		Updated:            s.Updated,
 	}
+	d.CertificateAuthorityName, d.CertificatePolicyName = s.CertificateAuthorityName, s.CertificatePolicyName
 	if p := s.ReprovisionPolicy; p != nil {
 		d.ReprovisionPolicy = &ReprovisionPolicy{UpdateHubAssignment: p.UpdateHubAssignment, MigrateDeviceData: p.MigrateDeviceData}
 	}
@@ -297,13 +309,51 @@ func (d Settings) domain() dps.Settings {
 		Created:            d.Created,
 		Updated:            d.Updated,
 	}
+	s.CertificateAuthorityName, s.CertificatePolicyName = d.CertificateAuthorityName, d.CertificatePolicyName
 	if p := d.ReprovisionPolicy; p != nil {
 		s.ReprovisionPolicy = &dps.ReprovisionPolicy{UpdateHubAssignment: p.UpdateHubAssignment, MigrateDeviceData: p.MigrateDeviceData}
 	}
 	if c := d.CustomAllocation; c != nil {
 		s.CustomAllocation = &dps.CustomAllocation{WebhookURL: c.WebhookURL, APIVersion: c.APIVersion, SigningSecret: dps.Key(c.SigningSecret)}
 	}
+	liftIssuance(&s)
 	return s
+}
+
+// issuanceExtras are the members of certificate issuance that releases
+// before it kept, uninterpreted, in Extra: a credential policy named
+// either way, and the issuing CA.
+var issuanceExtras = [...]string{"certificateAuthorityName", "certificatePolicyName", "credentialPolicyName"}
+
+// liftIssuance moves the certificate issuance members a document written
+// before they were modelled holds in Extra into their fields (unless the
+// fields are set), so such an enrollment keeps naming its policy. Extra is
+// copied, not changed: it may be shared.
+func liftIssuance(s *dps.Settings) {
+	var out map[string]json.RawMessage
+	for _, k := range issuanceExtras {
+		raw, ok := s.Extra[k]
+		var v string
+		if !ok || json.Unmarshal(raw, &v) != nil {
+			continue
+		}
+		if out == nil {
+			out = maps.Clone(s.Extra)
+		}
+		delete(out, k)
+		switch {
+		case k == "certificateAuthorityName" && s.CertificateAuthorityName == "":
+			s.CertificateAuthorityName = v
+		case k != "certificateAuthorityName" && s.CertificatePolicyName == "":
+			s.CertificatePolicyName = v
+		}
+	}
+	if out != nil {
+		if len(out) == 0 {
+			out = nil
+		}
+		s.Extra = out
+	}
 }
 
 func fromAttestation(a dps.Attestation) Attestation {
@@ -457,6 +507,7 @@ func FromOperation(op dps.Operation) Operation {
 		TPMAuthenticationKey: tpmOf(op.Proof).AuthenticationKey, Status: string(op.Status),
 		Payload: op.Payload, Created: op.Created, Updated: op.Updated,
 	}
+	d.CSR, d.IssuedChain = op.CSR, op.IssuedChain
 	if op.Result != nil {
 		r := fromResult(*op.Result)
 		d.Result = &r
@@ -472,6 +523,7 @@ func (d Operation) Domain() dps.Operation {
 		Status:  dps.Status(d.Status),
 		Payload: raw(d.Payload), Created: d.Created, Updated: d.Updated,
 	}
+	op.CSR, op.IssuedChain = d.CSR, d.IssuedChain
 	if d.Result != nil {
 		r := d.Result.Domain()
 		op.Result = &r

@@ -153,6 +153,7 @@ func (l legacySettings) domain() dps.Settings {
 	if c := l.CustomAllocation; c != nil {
 		s.CustomAllocation = &dps.CustomAllocation{WebhookURL: c.WebhookURL, APIVersion: c.APIVersion, SigningSecret: dps.Key(c.SigningSecret)}
 	}
+	liftIssuance(&s)
 	return s
 }
 

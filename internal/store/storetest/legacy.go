@@ -91,8 +91,10 @@ func CheckLegacyFixture(t *testing.T, s Store, stamps Stamps) {
 			ReprovisionPolicy:  &dps.ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: false},
 			AllocationPolicy:   dps.AllocationCustom,
 			CustomAllocation:   &dps.CustomAllocation{WebhookURL: "https://hooks.example.net/allocate?code=x&y=<1>", APIVersion: "2021-10-01", SigningSecret: "d2ViaG9vay1zaWduaW5nLXNlY3JldA=="},
-			Extra:              map[string]json.RawMessage{"credentialPolicyName": json.RawMessage(`"policy-1"`), "deviceTypeRefs": json.RawMessage(`["t1","t2"]`)},
-			ETag:               sym.ETag, Created: sym.Created, Updated: sym.Updated,
+			// The credentialPolicyName the fixture kept in its extra members
+			// reads back as the credential policy.
+			Extra: map[string]json.RawMessage{"deviceTypeRefs": json.RawMessage(`["t1","t2"]`)},
+			ETag:  sym.ETag, Created: sym.Created, Updated: sym.Updated, CertificatePolicyName: "policy-1",
 		},
 	}, {
 		RegistrationID: "tpm-device-01", OptionalDeviceInformation: null,

@@ -16,6 +16,7 @@ import (
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/enrollment"
 	"github.com/opendps/dps/internal/hub/builtin"
+	"github.com/opendps/dps/internal/issuance"
 	"github.com/opendps/dps/internal/registration"
 	"github.com/opendps/dps/internal/tpmattest"
 )
@@ -27,6 +28,7 @@ type Store interface {
 	enrollment.Store
 	enrollment.CAStore
 	builtin.Store
+	issuance.Store
 	Meta(ctx context.Context, key, value string) (string, error)
 	DeleteOperationsBefore(ctx context.Context, t time.Time) (int64, error)
 	// GroupsVersion changes whenever any group changes, through any handle.
@@ -141,6 +143,8 @@ func Run(t *testing.T, f Factory) {
 		{"RegistrationEvents/ReadAfterWithLimitAndFilters", testRegEventsRead},
 		{"RegistrationEvents/RetentionByAgeAndCount", testRegEventsRetention},
 		{"RegistrationEvents/ConcurrentAppendsAcrossHandles", testRegEventsAcrossHandles},
+		{"Issuance/CAsAndPolicies", testIssuingCAs},
+		{"Issuance/IssuedOncePerOperationAndRevoked", testIssuedCertificates},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
