@@ -74,7 +74,7 @@ type RoutingConfig struct {
 	MaxBackoff          time.Duration `yaml:"maxBackoff"`          // default 1m
 	MaxLag              int64         `yaml:"maxLag"`              // default 1000000
 	DeadLetterRetention time.Duration `yaml:"deadLetterRetention"` // default 168h
-	MaxDeadLetters      int           `yaml:"maxDeadLetters"`      // per route, oldest deleted past it; default 10000
+	MaxDeadLetters      int           `yaml:"maxDeadLetters"`      // per route, oldest deleted past it; 0: default 10000
 }
 
 var endpointTypes = []string{"kafka", "nats", "mqtt", "webhook"}
@@ -149,8 +149,11 @@ func (c Config) validateRoutes(bad func(key, format string, args ...any)) {
 	if rc.Lease != 0 && (rc.Lease < 3*time.Second || rc.Lease > 10*time.Minute) {
 		bad("routing.lease", "%s: must be between 3s and 10m", rc.Lease)
 	}
-	if rc.RetryBudget < 0 || rc.MinBackoff < 0 || rc.MaxBackoff < 0 || rc.MaxLag < 0 || rc.Linger < 0 || rc.Poll < 0 || rc.MaxDeadLetters < 0 {
+	if rc.RetryBudget < 0 || rc.MinBackoff < 0 || rc.MaxBackoff < 0 || rc.MaxLag < 0 || rc.Linger < 0 || rc.Poll < 0 {
 		bad("routing", "durations and counts must not be negative")
+	}
+	if rc.MaxDeadLetters < 0 {
+		bad("routing.maxDeadLetters", "%d: must not be negative (0 or unset: the default, %d)", rc.MaxDeadLetters, routing.DefaultMaxDeadLetters)
 	}
 	if rc.MinBackoff > 0 && rc.MaxBackoff > 0 && rc.MinBackoff > rc.MaxBackoff {
 		bad("routing.minBackoff", "must not exceed routing.maxBackoff")

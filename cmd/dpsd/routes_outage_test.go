@@ -340,7 +340,7 @@ func TestRouteMetricsExposed(t *testing.T) {
 	admin := s.adminLn.Addr().String()
 	for _, route := range []string{"quiet-route", "off-route"} {
 		for _, name := range []string{"dps_route_delivered_messages_total", "dps_route_failed_messages_total",
-			"dps_route_dead_lettered_messages_total", "dps_route_lag_messages", "dps_route_lag_seconds"} {
+			"dps_route_dead_lettered_messages_total", "dps_route_dead_letters_dropped_total", "dps_route_lag_messages", "dps_route_lag_seconds"} {
 			if v, ok := routeMetric(t, admin, name, route); !ok || v != 0 {
 				t.Errorf("%s{route=%q}: %v, found %v; want 0, found", name, route, v, ok)
 			}

@@ -70,8 +70,8 @@ func TestRoutesConfig(t *testing.T) {
 			t.Errorf("%s: %v, want an error with %q", tc.route, err, tc.want)
 		}
 	}
-	if _, err := loadConfig(write("routing: { maxDeadLetters: -1 }\n"), func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "routing") {
-		t.Errorf("a negative routing.maxDeadLetters: %v", err)
+	if _, err := loadConfig(write("routing: { maxDeadLetters: -1 }\n"), func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "routing.maxDeadLetters") {
+		t.Errorf("a negative routing.maxDeadLetters: %v, want an error naming routing.maxDeadLetters", err)
 	}
 	if cfg, err := loadConfig(write("routing: { maxDeadLetters: 5 }\n"), func(string) string { return "" }); err != nil || cfg.Routing.MaxDeadLetters != 5 {
 		t.Errorf("routing.maxDeadLetters 5: %+v, %v", cfg.Routing, err)
@@ -218,12 +218,40 @@ linkedHubs:
 	}
 }
 
-// TestRoutingDeadLettersCapped: a webhook that refuses every message (400)
-// fills the route's dead letters only up to routing.maxDeadLetters, the
-// newest kept.
+// waitClaimed waits until this node holds the hub's only route (it starts
+// at the end of the log once it is claimed).
+func waitClaimed(t *testing.T, s *server, hub string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := s.routes.Status(context.Background(), hub)
+		if err == nil && len(st) == 1 && st[0].Owner != "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the route was not claimed: %+v, %v", st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRoutingDeadLettersCapped: a webhook that refuses some messages (400
+// for a batch holding one) while it takes the others fills the route's
+// dead letters only up to routing.maxDeadLetters, the newest kept, and
+// counts the ones deleted.
 func TestRoutingDeadLettersCapped(t *testing.T) {
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		http.Error(w, "poison", http.StatusBadRequest)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var batch []routehook.Message
+		if err := json.NewDecoder(r.Body).Decode(&batch); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		for _, m := range batch {
+			if strings.HasPrefix(string(m.Body), "poison") {
+				http.Error(w, "poison", http.StatusBadRequest)
+				return
+			}
+		}
 	}))
 	defer hook.Close()
 	s, _ := startServer(t, t.TempDir(), fmt.Sprintf(`routing: { maxDeadLetters: 4, batchSize: 5 }
@@ -235,32 +263,27 @@ linkedHubs:
       - { name: r, endpoint: hook }
 `, hook.URL))
 	ctx := context.Background()
-	deadline := time.Now().Add(10 * time.Second)
-	for { // the route starts at the end of the log once it is claimed
-		st, err := s.routes.Status(ctx, "localhost")
-		if err == nil && len(st) == 1 && st[0].Owner != "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the route was not claimed: %+v, %v", st, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitClaimed(t, s, "localhost")
 	var msgs []dps.Message
-	for i := range 12 {
-		msgs = append(msgs, dps.Message{Hub: "localhost", DeviceID: fmt.Sprint("dev-", i%2), Body: []byte(fmt.Sprint(i))})
+	for i := range 13 { // every batch of 5 holds a good message
+		body := "poison"
+		if i%4 == 0 {
+			body = "good"
+		}
+		msgs = append(msgs, dps.Message{Hub: "localhost", DeviceID: fmt.Sprint("dev-", i%2), Body: []byte(fmt.Sprint(body, i))})
 	}
 	msgs, err := s.store.AppendMessages(ctx, msgs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	last := msgs[len(msgs)-1].Seq
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		st, err := s.routes.Status(ctx, "localhost")
 		if err == nil && st[0].Checkpoint >= last {
 			break
 		}
-		if time.Now().After(deadline.Add(20 * time.Second)) {
+		if time.Now().After(deadline) {
 			t.Fatalf("the route did not get through the refused messages: %+v, %v", st, err)
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -273,10 +296,82 @@ linkedHubs:
 	for _, d := range dl {
 		got = append(got, d.Message.Seq)
 	}
-	if want := []int64{last - 3, last - 2, last - 1, last}; !slices.Equal(got, want) {
-		t.Errorf("dead letters %v, want the newest 4 %v", got, want)
+	if want := []int64{msgs[7].Seq, msgs[9].Seq, msgs[10].Seq, msgs[11].Seq}; !slices.Equal(got, want) {
+		t.Errorf("dead letters %v, want the newest 4 refused %v", got, want)
 	}
-	if v, _ := routeMetric(t, s.adminLn.Addr().String(), "dps_route_dead_lettered_messages_total", "r"); v != 12 {
-		t.Errorf("dps_route_dead_lettered_messages_total = %v, want 12 (every refused message counts)", v)
+	admin := s.adminLn.Addr().String()
+	for name, want := range map[string]float64{"dps_route_dead_lettered_messages_total": 9, "dps_route_dead_letters_dropped_total": 5,
+		"dps_route_delivered_messages_total": 4} {
+		if v, _ := routeMetric(t, admin, name, "r"); v != want {
+			t.Errorf("%s = %v, want %v", name, v, want)
+		}
+	}
+}
+
+// TestRoutingWebhookForbiddenIsAnOutage: a webhook answering 403 to
+// everything (a secret or a permission gone wrong) is an outage: the
+// route retries, shows the error and counts the failures, and dead-letters
+// nothing; once the webhook takes messages again every one arrives.
+func TestRoutingWebhookForbiddenIsAnOutage(t *testing.T) {
+	rc := &hookReceiver{}
+	var forbidden atomic.Bool
+	forbidden.Store(true)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if forbidden.Load() {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		rc.ServeHTTP(w, r)
+	}))
+	defer hook.Close()
+	s, _ := startServer(t, t.TempDir(), fmt.Sprintf(`routing: { batchSize: 5, minBackoff: 200ms, maxBackoff: 1s }
+linkedHubs:
+  - hostName: localhost
+    endpoints:
+      - { name: hook, type: webhook, url: %q, secret: hook-secret }
+    routes:
+      - { name: r, endpoint: hook }
+`, hook.URL))
+	ctx := context.Background()
+	waitClaimed(t, s, "localhost")
+	var msgs []dps.Message
+	for i := range 12 {
+		msgs = append(msgs, dps.Message{Hub: "localhost", DeviceID: fmt.Sprint("dev-", i%3), Body: []byte(fmt.Sprint(i))})
+	}
+	if _, err := s.store.AppendMessages(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	admin := s.adminLn.Addr().String()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		v, _ := routeMetric(t, admin, "dps_route_failed_messages_total", "r")
+		st, err := s.routes.Status(ctx, "localhost")
+		if err == nil && v >= 15 && st[0].State == "retrying" && strings.Contains(st[0].LastError, "403") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the route did not retry the forbidden webhook: failed %v, status %+v, %v", v, st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if dl, err := s.store.DeadLetters(ctx, "localhost", "r", 0, 100); err != nil || len(dl) != 0 {
+		t.Errorf("dead letters %d, %v; want none while the webhook forbids", len(dl), err)
+	}
+	if v, _ := routeMetric(t, admin, "dps_route_dead_lettered_messages_total", "r"); v != 0 {
+		t.Errorf("dps_route_dead_lettered_messages_total = %v, want 0", v)
+	}
+	forbidden.Store(false)
+	for len(rc.received()) < len(msgs) {
+		if time.Now().After(deadline.Add(10 * time.Second)) {
+			t.Fatalf("received %d of %d after the webhook came back", len(rc.received()), len(msgs))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	last := map[string]int64{}
+	for _, m := range rc.received() {
+		if m.Seq <= last[m.DeviceID] {
+			t.Errorf("device %s: %d after %d", m.DeviceID, m.Seq, last[m.DeviceID])
+		}
+		last[m.DeviceID] = m.Seq
 	}
 }

@@ -10,7 +10,7 @@ import (
 // Observer), by hub and route.
 type RouteMetrics struct {
 	delivered, failed *prometheus.CounterVec
-	dead              *prometheus.CounterVec
+	dead, dropped     *prometheus.CounterVec
 	lagMessages       *prometheus.GaugeVec
 	lagSeconds        *prometheus.GaugeVec
 }
@@ -27,12 +27,14 @@ func (m *Metrics) Routes() *RouteMetrics {
 		dead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dps_route_dead_lettered_messages_total",
 			Help: "Messages a route gave up on, by reason: retries (the retry budget ran out), maxLag (the route fell too far behind), deleted (retention removed them before delivery), refused (the endpoint refused them for good)."},
 			[]string{"hub", "route", "reason"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dps_route_dead_letters_dropped_total",
+			Help: "Dead letters a route did not keep past routing.maxDeadLetters: its oldest deleted, and messages given up on for maxLag beyond the newest maxDeadLetters, never written."}, labels),
 		lagMessages: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dps_route_lag_messages",
 			Help: "Positions of the hub's event log after the route's checkpoint."}, labels),
 		lagSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dps_route_lag_seconds",
 			Help: "Age of the oldest message the route has not delivered yet."}, labels),
 	}
-	m.reg.MustRegister(r.delivered, r.failed, r.dead, r.lagMessages, r.lagSeconds)
+	m.reg.MustRegister(r.delivered, r.failed, r.dead, r.dropped, r.lagMessages, r.lagSeconds)
 	return r
 }
 
@@ -46,6 +48,7 @@ func (r *RouteMetrics) Declare(hub, route string, reasons ...string) {
 	for _, why := range reasons {
 		r.dead.WithLabelValues(hub, route, why)
 	}
+	r.dropped.WithLabelValues(hub, route)
 	r.lagMessages.WithLabelValues(hub, route)
 	r.lagSeconds.WithLabelValues(hub, route)
 }
@@ -63,6 +66,11 @@ func (r *RouteMetrics) Failed(hub, route string, n int) {
 // DeadLettered counts messages given up on.
 func (r *RouteMetrics) DeadLettered(hub, route, why string, n int) {
 	r.dead.WithLabelValues(hub, route, why).Add(float64(n))
+}
+
+// DeadLettersDropped counts dead letters not kept for the route's cap.
+func (r *RouteMetrics) DeadLettersDropped(hub, route string, n int) {
+	r.dropped.WithLabelValues(hub, route).Add(float64(n))
 }
 
 // Lag sets how far the route is behind.

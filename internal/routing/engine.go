@@ -33,6 +33,10 @@ type runner struct {
 	lastErr string
 	// What the route's messages came to on this node (Status).
 	delivered, failed, deadLettered int64
+
+	// sinceTrim counts the dead letters written since the route's last
+	// trim (wroteDeadLetters); only the route's own goroutine uses it.
+	sinceTrim int
 }
 
 // count adds to the route's counts on this node (Status).
@@ -272,7 +276,7 @@ func (rn *runner) deliver(ctx context.Context, checkpoint int64, renewed time.Ti
 		if IsPermanent(err) {
 			// Refused for good: one by one, so that only the messages the
 			// endpoint will never take are dead-lettered, now.
-			rest, cp, ierr := rn.isolate(ctx, pending, checkpoint, err)
+			rest, cp, failure, ierr := rn.isolate(ctx, pending, checkpoint, err)
 			if ierr != nil {
 				return ierr
 			}
@@ -285,7 +289,10 @@ func (rn *runner) deliver(ctx context.Context, checkpoint int64, renewed time.Ti
 				rn.set(func(rn *runner) { rn.state, rn.attempt, rn.retryAt = "delivering", 0, time.Time{} })
 				continue
 			}
-			pending = rest // a transient failure among them: retried as usual
+			// A transient failure among them, or every one refused (the
+			// endpoint's failure, not the messages'): retried as usual,
+			// with that error.
+			pending, err, now = rest, failure, o.Now()
 		}
 		o.Observer.Failed(r.Hub, r.Name, len(pending))
 		rn.count(0, len(pending), 0)
@@ -309,7 +316,7 @@ func (rn *runner) deliver(ctx context.Context, checkpoint int64, renewed time.Ti
 			rn.count(0, 0, len(pending))
 			o.Logger.WarnContext(ctx, "routing: messages dead-lettered", "hub", r.Hub, "route", r.Name, "messages", len(pending),
 				"first_seq", pending[0].Seq, "last_seq", pending[len(pending)-1].Seq, "reason", reason)
-			rn.trimDeadLetters(ctx)
+			rn.wroteDeadLetters(ctx, len(pending))
 			checkpoint, pending, attempt, since = through, nil, 0, time.Time{}
 			rn.set(func(rn *runner) { rn.state, rn.attempt, rn.retryAt = "delivering", 0, time.Time{} })
 			continue
@@ -373,7 +380,12 @@ func (rn *runner) next(ctx context.Context, checkpoint int64) (batch []dps.Messa
 		return nil, 0, 0, err
 	}
 	if last-checkpoint > o.MaxLag {
-		return nil, checkpoint, 0, rn.overflow(ctx, checkpoint, last-o.MaxLag)
+		// The route goes on from where overflow left it (it advanced the
+		// stored checkpoint), not from checkpoint again.
+		if err := rn.overflow(ctx, checkpoint, last-o.MaxLag); err != nil {
+			return nil, 0, 0, err
+		}
+		return nil, last - o.MaxLag, 0, nil
 	}
 	upto = checkpoint
 	for len(batch) < o.BatchSize && upto < last {
@@ -407,12 +419,15 @@ func (rn *runner) next(ctx context.Context, checkpoint int64) (batch []dps.Messa
 	return batch, upto, 0, nil
 }
 
-// overflow dead-letters the route's messages after checkpoint up to
-// through (MaxLag behind the log's end).
+// overflow gives up on the route's messages after checkpoint up to
+// through (MaxLag behind the log's end): those of the last MaxDeadLetters
+// positions become dead letters, the older ones are only counted
+// (DeadLettersDropped), since the cap would delete them at once.
 func (rn *runner) overflow(ctx context.Context, checkpoint, through int64) error {
 	o, r := rn.e.o, rn.r
 	reason := fmt.Sprintf("the route fell more than %d messages behind the event log (routing.maxLag)", o.MaxLag)
-	total, gone, trimmed := 0, int64(0), 0
+	keepFrom := through - int64(o.MaxDeadLetters) // positions after it are kept
+	kept, dropped, gone := 0, 0, int64(0)
 	for checkpoint < through {
 		msgs, err := o.Store.Messages(ctx, r.Hub, checkpoint, o.BatchSize)
 		if err != nil {
@@ -433,7 +448,12 @@ func (rn *runner) overflow(ctx context.Context, checkpoint, through int64) error
 				break
 			}
 			next = m.Seq
-			if SourceOf(m) == r.Source && r.Cond.Match(m) {
+			if SourceOf(m) != r.Source || !r.Cond.Match(m) {
+				continue
+			}
+			if m.Seq <= keepFrom {
+				dropped++
+			} else {
 				give = append(give, m)
 			}
 		}
@@ -445,20 +465,20 @@ func (rn *runner) overflow(ctx context.Context, checkpoint, through int64) error
 		if err := o.Store.AdvanceRoute(ctx, r.Hub, r.Name, o.Node, next, "", o.Now()); err != nil {
 			return err
 		}
-		total += len(give)
+		kept += len(give)
 		checkpoint = next
-		if trimmed += len(give); trimmed >= o.MaxDeadLetters {
-			rn.trimDeadLetters(ctx) // at most twice the cap while a large overflow runs
-			trimmed = 0
-		}
 	}
-	if total > 0 {
-		rn.trimDeadLetters(ctx)
-	}
+	total := kept + dropped
 	o.Observer.DeadLettered(r.Hub, r.Name, ReasonMaxLag, total)
 	rn.count(0, 0, total)
 	o.Logger.WarnContext(ctx, "routing: route too far behind, oldest messages dead-lettered", "hub", r.Hub, "route", r.Name,
 		"messages", total, "max_lag", o.MaxLag, "checkpoint", checkpoint)
+	if dropped > 0 {
+		o.Observer.DeadLettersDropped(r.Hub, r.Name, dropped)
+		o.Logger.WarnContext(ctx, "routing: dead letters dropped past the route's cap (routing.maxDeadLetters): only the newest of the messages given up on were kept",
+			"hub", r.Hub, "route", r.Name, "dropped", dropped, "kept", kept, "max_dead_letters", o.MaxDeadLetters)
+	}
+	rn.wroteDeadLetters(ctx, kept)
 	if gone > 0 {
 		o.Observer.DeadLettered(r.Hub, r.Name, ReasonDeleted, int(gone))
 		o.Logger.WarnContext(ctx, "routing: messages past the route's cap were deleted by the event log's retention before they could be dead-lettered",
@@ -467,8 +487,20 @@ func (rn *runner) overflow(ctx context.Context, checkpoint, through int64) error
 	return nil
 }
 
+// wroteDeadLetters notes n new dead letters of the route and trims its
+// dead letters after every tenth of MaxDeadLetters new ones (the periodic
+// pass of pruneDeadLetters trims what is left over).
+func (rn *runner) wroteDeadLetters(ctx context.Context, n int) {
+	rn.sinceTrim += n
+	if rn.sinceTrim >= max(rn.e.o.MaxDeadLetters/10, 1) {
+		rn.sinceTrim = 0
+		rn.trimDeadLetters(ctx)
+	}
+}
+
 // trimDeadLetters deletes the route's oldest dead letters beyond
-// MaxDeadLetters.
+// MaxDeadLetters, a batch at a time while the store deletes full batches
+// (PruneBatch).
 func (rn *runner) trimDeadLetters(ctx context.Context) {
 	o, r := rn.e.o, rn.r
 	var deleted int64
@@ -480,13 +512,14 @@ func (rn *runner) trimDeadLetters(ctx context.Context) {
 			}
 			break
 		}
-		if deleted += n; n == 0 {
+		if deleted += n; n < int64(o.PruneBatch) {
 			break
 		}
 	}
 	if deleted > 0 {
-		o.Logger.InfoContext(ctx, "routing: oldest dead letters deleted past the route's cap (routing.maxDeadLetters)", "hub", r.Hub, "route", r.Name,
-			"deleted", deleted, "max_dead_letters", o.MaxDeadLetters)
+		o.Observer.DeadLettersDropped(r.Hub, r.Name, int(deleted))
+		o.Logger.WarnContext(ctx, "routing: dead letters dropped past the route's cap (routing.maxDeadLetters): its oldest were deleted", "hub", r.Hub, "route", r.Name,
+			"dropped", deleted, "max_dead_letters", o.MaxDeadLetters)
 	}
 }
 
@@ -511,45 +544,75 @@ func isLeaseLost(err error) bool { return dps.KindOf(err) == dps.KindPreconditio
 
 // isolate delivers msgs one at a time after a permanent refusal of the
 // batch (first): a message delivered advances the checkpoint to it, one
-// refused for good is dead-lettered at once. It stops at the first
-// transient failure and returns the messages still to deliver and the
-// checkpoint reached.
-func (rn *runner) isolate(ctx context.Context, msgs []dps.Message, checkpoint int64, first error) ([]dps.Message, int64, error) {
+// refused for good is dead-lettered at once — once the endpoint took some
+// message of the batch: while it took none, the refused ones are held
+// back, and when it refuses every message of a batch of several that is
+// the endpoint's failure (its credentials, permissions, configuration),
+// not the messages': nothing is dead-lettered and the whole batch is
+// returned to be retried with failure. A batch of one refused is
+// dead-lettered. It stops at the first transient failure and returns the
+// messages still to deliver (the held ones first), the checkpoint reached
+// and that failure.
+func (rn *runner) isolate(ctx context.Context, msgs []dps.Message, checkpoint int64, first error) (rest []dps.Message, cp int64, failure, err error) {
 	o, r := rn.e.o, rn.r
+	type refusal struct {
+		m   dps.Message
+		err error
+	}
+	var held []refusal // refused while the endpoint took nothing of the batch
+	taken := false
+	deadLetter := func(m dps.Message, refused error) error {
+		reason := fmt.Sprintf("refused for good by endpoint %s: %s", r.Endpoint, refused)
+		if err := o.Store.DeadLetterMessages(ctx, r.Hub, r.Name, o.Node, []dps.Message{m}, reason, o.Now()); err != nil {
+			return err
+		}
+		o.Observer.DeadLettered(r.Hub, r.Name, ReasonRefused, 1)
+		rn.count(0, 0, 1)
+		o.Logger.WarnContext(ctx, "routing: a message the endpoint refused for good was dead-lettered", "hub", r.Hub, "route", r.Name,
+			"seq", m.Seq, "reason", reason)
+		rn.wroteDeadLetters(ctx, 1)
+		return nil
+	}
 	for i, m := range msgs {
-		var err error
+		var derr error
 		if len(msgs) == 1 {
-			err = first // a batch of one was refused already
+			derr = first // a batch of one was refused already
 		} else {
 			dctx, cancel := context.WithTimeout(ctx, o.DeliverTimeout)
-			err = r.Deliver.Deliver(dctx, msgs[i:i+1])
+			derr = r.Deliver.Deliver(dctx, msgs[i:i+1])
 			cancel()
 			if ctx.Err() != nil {
-				return nil, checkpoint, ctx.Err()
+				return nil, checkpoint, nil, ctx.Err()
 			}
 		}
-		now := o.Now()
 		switch {
-		case err == nil:
+		case derr == nil:
+			for _, h := range held {
+				if err := deadLetter(h.m, h.err); err != nil {
+					return nil, checkpoint, nil, err
+				}
+			}
+			held, taken = nil, true
 			o.Observer.Delivered(r.Hub, r.Name, 1)
 			rn.count(1, 0, 0)
-		case IsPermanent(err):
-			reason := fmt.Sprintf("refused for good by endpoint %s: %s", r.Endpoint, err)
-			if err := o.Store.DeadLetterMessages(ctx, r.Hub, r.Name, o.Node, msgs[i:i+1], reason, now); err != nil {
-				return nil, checkpoint, err
+		case IsPermanent(derr) && (taken || len(msgs) == 1):
+			if err := deadLetter(m, derr); err != nil {
+				return nil, checkpoint, nil, err
 			}
-			o.Observer.DeadLettered(r.Hub, r.Name, ReasonRefused, 1)
-			rn.count(0, 0, 1)
-			o.Logger.WarnContext(ctx, "routing: a message the endpoint refused for good was dead-lettered", "hub", r.Hub, "route", r.Name,
-				"seq", m.Seq, "reason", reason)
-			rn.trimDeadLetters(ctx)
+		case IsPermanent(derr):
+			held = append(held, refusal{m, derr})
+			continue // the checkpoint stays before it
 		default:
-			return msgs[i:], checkpoint, nil
+			return msgs[i-len(held):], checkpoint, derr, nil
 		}
-		if err := o.Store.AdvanceRoute(ctx, r.Hub, r.Name, o.Node, m.Seq, "", now); err != nil {
-			return nil, checkpoint, err
+		if err := o.Store.AdvanceRoute(ctx, r.Hub, r.Name, o.Node, m.Seq, "", o.Now()); err != nil {
+			return nil, checkpoint, nil, err
 		}
 		checkpoint = m.Seq
 	}
-	return nil, checkpoint, nil
+	if len(held) > 0 { // every message refused: the endpoint's failure
+		return msgs, checkpoint, fmt.Errorf("endpoint %s refused each of the batch's %d messages, taken for an outage of the endpoint: %w",
+			r.Endpoint, len(msgs), held[len(held)-1].err), nil
+	}
+	return nil, checkpoint, nil, nil
 }

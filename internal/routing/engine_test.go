@@ -46,14 +46,24 @@ func (e *endpoint) received() []dps.Message {
 }
 
 type metrics struct {
-	mu                          sync.Mutex
-	delivered, failed, deadLets int
+	mu                                   sync.Mutex
+	delivered, failed, deadLets, dropped int
 }
 
 func (m *metrics) Delivered(_, _ string, n int)              { m.mu.Lock(); m.delivered += n; m.mu.Unlock() }
 func (m *metrics) Failed(_, _ string, n int)                 { m.mu.Lock(); m.failed += n; m.mu.Unlock() }
 func (m *metrics) DeadLettered(_, _, _ string, n int)        { m.mu.Lock(); m.deadLets += n; m.mu.Unlock() }
+func (m *metrics) DeadLettersDropped(_, _ string, n int)     { m.mu.Lock(); m.dropped += n; m.mu.Unlock() }
 func (m *metrics) Lag(_, _ string, _ int64, _ time.Duration) {}
+
+type counts struct{ delivered, failed, deadLets, dropped int }
+
+// snapshot is a copy of the counts, taken under the lock.
+func (m *metrics) snapshot() counts {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return counts{m.delivered, m.failed, m.deadLets, m.dropped}
+}
 
 func openStore(t *testing.T, path string, shared bool) *sqlite.DB {
 	t.Helper()

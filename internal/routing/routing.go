@@ -24,10 +24,15 @@ import (
 // (duplicates are allowed).
 //
 // An error that has a method Permanent() bool answering true says the
-// endpoint will never take the batch as it is (a webhook's 4xx, a message
-// over the endpoint's size limit): the engine then delivers the batch's
-// messages one by one and dead-letters at once each one that is refused
-// for good, instead of retrying the whole batch for the retry budget.
+// endpoint will never take some message of the batch as it is (a webhook's
+// 400, a message over the endpoint's size limit): the engine then delivers
+// the batch's messages one by one and dead-letters at once each one that
+// is refused for good, instead of retrying the whole batch for the retry
+// budget. Only an error about the message itself may say so: one about
+// the endpoint (credentials, permissions, a missing topic or URL) is an
+// outage, retried. As a safety net, when the endpoint refuses every
+// message of a batch of several on its own, the engine takes it for an
+// outage of the endpoint and retries the batch instead.
 type Endpoint interface {
 	Deliver(ctx context.Context, msgs []dps.Message) error
 	Close() error
@@ -140,6 +145,12 @@ type Observer interface {
 	Delivered(hub, route string, n int)
 	Failed(hub, route string, n int)
 	DeadLettered(hub, route, why string, n int)
+	// DeadLettersDropped counts dead letters the route did not keep for
+	// its cap (MaxDeadLetters): its oldest ones deleted past the cap, and
+	// those of the messages it gave up on for falling more than MaxLag
+	// behind (counted by DeadLettered too) that were not among the newest
+	// MaxDeadLetters positions, never written.
+	DeadLettersDropped(hub, route string, n int)
 	// Lag is how far the route is behind: messages of the log after its
 	// checkpoint, and the age of the oldest of them.
 	Lag(hub, route string, messages int64, age time.Duration)
@@ -174,6 +185,9 @@ const (
 	DefaultDeadLetters = 7 * 24 * time.Hour
 	// DefaultMaxDeadLetters is how many dead letters a route keeps.
 	DefaultMaxDeadLetters = 10_000
+	// DefaultPruneBatch is the stores' default batch of TrimDeadLetters
+	// (their Options.PruneBatch).
+	DefaultPruneBatch = 5000
 )
 
 // Options configure an Engine.
@@ -210,13 +224,20 @@ type Options struct {
 	// (DefaultDeadLetters).
 	DeadLetterRetention time.Duration
 	// MaxDeadLetters is how many dead letters a route keeps at most
-	// (DefaultMaxDeadLetters): past it its oldest ones (lowest Seq) are
-	// deleted, so that a flood of messages the endpoint refuses does not
-	// grow the store without bound.
+	// (≤ 0: DefaultMaxDeadLetters): past it its oldest ones (lowest Seq)
+	// are deleted, so that a flood of messages the endpoint refuses does
+	// not grow the store without bound. A route trims its dead letters
+	// after every tenth of MaxDeadLetters new ones, and every route once
+	// per dead-letter retention pass (a tenth of DeadLetterRetention, at
+	// most an hour), so a route may hold up to a tenth more for a while.
 	MaxDeadLetters int
-	Observer       Observer
-	Logger         *slog.Logger
-	Now            func() time.Time
+	// PruneBatch is the size of a full batch of the store's
+	// TrimDeadLetters (DefaultPruneBatch): a trim calls it again only
+	// after a full batch.
+	PruneBatch int
+	Observer   Observer
+	Logger     *slog.Logger
+	Now        func() time.Time
 	// Jitter returns a number in [0, 1) (default math/rand/v2).
 	Jitter func() float64
 }
@@ -244,6 +265,9 @@ func (o Options) withDefaults() Options {
 	if o.MaxDeadLetters <= 0 {
 		o.MaxDeadLetters = DefaultMaxDeadLetters
 	}
+	if o.PruneBatch <= 0 {
+		o.PruneBatch = DefaultPruneBatch
+	}
 	if o.Observer == nil {
 		o.Observer = nopObserver{}
 	}
@@ -261,4 +285,5 @@ type nopObserver struct{}
 func (nopObserver) Delivered(string, string, int)            {}
 func (nopObserver) Failed(string, string, int)               {}
 func (nopObserver) DeadLettered(string, string, string, int) {}
+func (nopObserver) DeadLettersDropped(string, string, int)   {}
 func (nopObserver) Lag(string, string, int64, time.Duration) {}

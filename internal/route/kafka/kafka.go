@@ -32,10 +32,12 @@
 // some records twice (at least once, the same order).
 //
 // A record the cluster will never take as it is (see [Permanent]: over the
-// size limits, invalid, a topic this client may not write to) fails the
-// batch with a *route.Refused: the engine then delivers the batch one
-// message at a time and dead-letters the refused ones at once instead of
-// retrying them for its retry budget.
+// size limits, invalid) fails the batch with a *route.Refused: the engine
+// then delivers the batch one message at a time and dead-letters the
+// refused ones at once instead of retrying them for its retry budget. An
+// error about the topic or the client rather than the record (a topic this
+// client may not write to, an invalid or missing topic, failed
+// authentication) is an outage of the endpoint: the batch is retried.
 package kafka
 
 import (
@@ -222,16 +224,16 @@ func (e *Endpoint) Deliver(ctx context.Context, msgs []dps.Message) error {
 }
 
 // Permanent reports whether a record's produce error says the cluster will
-// never take the record as it is, however often it is sent: a record or
-// batch over the broker's or topic's size limit (MESSAGE_TOO_LARGE,
-// RECORD_LIST_TOO_LARGE, or the client's own limit), a record the broker
-// finds invalid (INVALID_RECORD, e.g. a compacted topic and no key), a topic
-// name it refuses (INVALID_TOPIC_EXCEPTION) and a topic this client may not
-// write to (TOPIC_AUTHORIZATION_FAILED). Every other error (the broker
-// down, a leader moving, a timeout) is retried.
+// never take that record as it is, however often it is sent, while it may
+// take others: a record or batch over the broker's or topic's size limit
+// (MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE, or the client's own limit) and
+// a record the broker finds invalid (INVALID_RECORD, e.g. a compacted topic
+// and no key). Errors that hold for every record of the route are not:
+// TOPIC_AUTHORIZATION_FAILED, INVALID_TOPIC_EXCEPTION, a failed SASL
+// authentication or CLUSTER_AUTHORIZATION_FAILED are retried as an outage,
+// as are the broker down, a leader moving and a timeout.
 func Permanent(err error) bool {
-	for _, k := range []*kerr.Error{kerr.MessageTooLarge, kerr.RecordListTooLarge, kerr.InvalidRecord,
-		kerr.InvalidTopicException, kerr.TopicAuthorizationFailed} {
+	for _, k := range []*kerr.Error{kerr.MessageTooLarge, kerr.RecordListTooLarge, kerr.InvalidRecord} {
 		if errors.Is(err, k) {
 			return true
 		}

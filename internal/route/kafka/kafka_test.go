@@ -15,6 +15,7 @@ import (
 	"github.com/opendps/dps/internal/route"
 	"github.com/opendps/dps/internal/route/kafka"
 	"github.com/opendps/dps/internal/route/routetest"
+	"github.com/opendps/dps/internal/routing"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -185,6 +186,8 @@ func TestTLSAndSASL(t *testing.T) {
 				SASL: kafka.SASL{Mechanism: mech, User: "dps", Password: "wrong"}, Timeout: 3 * time.Second})
 			if err := bad.Deliver(context.Background(), msgs); err == nil {
 				t.Error("a wrong password delivered")
+			} else if routing.IsPermanent(err) {
+				t.Errorf("a wrong password refused the messages for good: %v", err)
 			}
 			plain := newEndpoint(t, kafka.Options{Brokers: c.ListenAddrs(), Topic: topic,
 				SASL: kafka.SASL{Mechanism: mech, User: "dps", Password: "s3cret"}, Timeout: 3 * time.Second})
@@ -337,9 +340,10 @@ func TestTooLargeRefused(t *testing.T) {
 	routetest.CheckDelivered(t, rest, got(recs))
 }
 
-// TestTopicAuthorizationRefused: a topic the client may not write to
-// refuses every record for good.
-func TestTopicAuthorizationRefused(t *testing.T) {
+// TestTopicAuthorizationIsAnOutage: a topic the client may not write to
+// fails every record, but as an outage of the endpoint (retried), not as a
+// refusal of the records: the engine must not dead-letter the backlog.
+func TestTopicAuthorizationIsAnOutage(t *testing.T) {
 	c := newCluster(t, kfake.EnableSASL(), kfake.EnableACLs(), kfake.Superuser(kafka.MechanismPlain, "admin", "admin"),
 		kfake.User(kafka.MechanismPlain, "dps", "s3cret",
 			kfake.ACL{Resource: kmsg.ACLResourceTypeTopic, Name: "other", Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationAll, Allow: true},
@@ -350,17 +354,17 @@ func TestTopicAuthorizationRefused(t *testing.T) {
 	start := time.Now()
 	err := e.Deliver(context.Background(), g.Next(3, "a"))
 	var refused *route.Refused
-	if !errors.As(err, &refused) {
-		t.Fatalf("Deliver: %v, want a *route.Refused", err)
+	if err == nil || errors.As(err, &refused) || routing.IsPermanent(err) || !errors.Is(err, kerr.TopicAuthorizationFailed) {
+		t.Fatalf("Deliver: %v; want TOPIC_AUTHORIZATION_FAILED, not a refusal", err)
 	}
 	t.Logf("%v (after %v)", err, time.Since(start).Round(time.Millisecond))
 }
 
 func TestPermanent(t *testing.T) {
 	for err, want := range map[error]bool{
-		kerr.MessageTooLarge: true, fmt.Errorf("x: %w", kerr.InvalidRecord): true, kerr.TopicAuthorizationFailed: true,
-		kerr.RecordListTooLarge: true, kerr.InvalidTopicException: true,
-		kerr.NotLeaderForPartition: false, kerr.RequestTimedOut: false, context.DeadlineExceeded: false, kerr.CorruptMessage: false,
+		kerr.MessageTooLarge: true, fmt.Errorf("x: %w", kerr.InvalidRecord): true, kerr.RecordListTooLarge: true,
+		kerr.TopicAuthorizationFailed: false, kerr.InvalidTopicException: false, kerr.SaslAuthenticationFailed: false,
+		kerr.ClusterAuthorizationFailed: false, kerr.UnknownTopicOrPartition: false, kerr.NotLeaderForPartition: false, kerr.RequestTimedOut: false, context.DeadlineExceeded: false, kerr.CorruptMessage: false,
 	} {
 		if got := kafka.Permanent(err); got != want {
 			t.Errorf("Permanent(%v) = %v, want %v", err, got, want)

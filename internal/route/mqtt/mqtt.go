@@ -40,6 +40,13 @@
 // engine's retry of the whole batch repeats that prefix (duplicates) but
 // never lets a device's message overtake an earlier one.
 //
+// Only a topic over MQTT's 64 KB (the template with the message's
+// properties) is refused for good (*route.Refused): it depends on the
+// message. MQTT 3.1.1 has no per-publish error; a refused connection (bad
+// credentials, not authorized) and a publish the broker's ACL denies
+// (Mosquitto drops the connection) hold for the route and fail the batch
+// as an outage, retried.
+//
 // Mosquitto sends its PUBACKs with Nagle's algorithm unless its
 // configuration says set_tcp_nodelay true; without it each batch waits
 // some 40 ms for its last acknowledgements (here: 2,300 instead of 35,000

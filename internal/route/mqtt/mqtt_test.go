@@ -3,6 +3,7 @@ package mqtt_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -397,4 +398,36 @@ func BenchmarkDeliver(b *testing.B) {
 		n += len(batch)
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// TestPermissionsAreAnOutage: a publish the broker's ACL denies (Mosquitto
+// drops the connection) and a refused connection fail the batch as an
+// outage of the endpoint (retried), never as a refusal of the messages
+// (the engine would dead-letter them).
+func TestPermissionsAreAnOutage(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "passwd")
+	if out, err := exec.Command("mosquitto_passwd", "-b", "-c", pw, "dps", "s3cret").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v %s", err, out)
+	}
+	acl := filepath.Join(dir, "acl")
+	if err := os.WriteFile(acl, []byte("user dps\ntopic write other/#\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := routetest.FreePort(t)
+	startBroker(t, fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\nacl_file %s\n", port, pw, acl))
+	u := fmt.Sprintf("mqtt://127.0.0.1:%d", port)
+	g := routetest.Gen{}
+	for name, o := range map[string]mqtt.Options{
+		"acl-denied":     {URL: u, Username: "dps", Password: "s3cret"},
+		"wrong-password": {URL: u, Username: "dps", Password: "wrong"},
+	} {
+		o.Timeout = 3 * time.Second
+		err := newEndpoint(t, o).Deliver(context.Background(), g.Next(3, "d1"))
+		var refused *route.Refused
+		if err == nil || errors.As(err, &refused) {
+			t.Errorf("%s: %v; want an error that is not a refusal", name, err)
+		}
+		t.Logf("%s: %v", name, err)
+	}
 }

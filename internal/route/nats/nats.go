@@ -54,7 +54,11 @@
 //
 // A message over the stream's maximum message size (or the server's
 // maximum payload) is refused for good (*route.Refused): the engine
-// dead-letters it alone, at once.
+// dead-letters it alone, at once. Nothing else is: a permissions violation
+// (the user may not publish to the subjects; the server reports it, and
+// Deliver fails with it at once), failed authentication, a missing stream
+// or a full one hold for the route, not for a message, and are retried as
+// an outage.
 package nats
 
 import (
@@ -107,9 +111,10 @@ type Endpoint struct {
 	filter  string // the subjects the template yields, with wildcards
 	log     *slog.Logger
 
-	mu sync.Mutex
-	nc *nats.Conn
-	js jetstream.JetStream
+	mu     sync.Mutex
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	denied chan error // the connection's first permissions violation
 }
 
 // New validates the options and connects. An unreachable server is not an
@@ -155,7 +160,7 @@ func New(ctx context.Context, o Options) (*Endpoint, error) {
 		o.Logger = slog.Default()
 	}
 	e := &Endpoint{o: o, subject: t, filter: filter, log: o.Logger}
-	if _, err := e.conn(ctx); err != nil {
+	if _, _, err := e.conn(ctx); err != nil {
 		e.log.WarnContext(ctx, "nats endpoint: not connected yet", "url", route.RedactURL(o.URL), "err", err)
 	}
 	return e, nil
@@ -197,17 +202,20 @@ func (e *Endpoint) Subject(m dps.Message) string {
 }
 
 // conn returns the live connection's JetStream context, dialing and
-// checking the stream when there is none.
-func (e *Endpoint) conn(ctx context.Context) (jetstream.JetStream, error) {
+// checking the stream when there is none, and the channel that receives
+// the connection's first permissions violation (the server reports one
+// asynchronously, and the publish then gets no acknowledgement).
+func (e *Endpoint) conn(ctx context.Context) (jetstream.JetStream, <-chan error, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.nc != nil && e.nc.IsConnected() {
-		return e.js, nil
+		return e.js, e.denied, nil
 	}
 	if e.nc != nil {
 		e.nc.Close()
 		e.nc, e.js = nil, nil
 	}
+	denied := make(chan error, 1)
 	timeout := e.o.Timeout
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
 		timeout = max(time.Until(dl), time.Millisecond)
@@ -216,6 +224,12 @@ func (e *Endpoint) conn(ctx context.Context) (jetstream.JetStream, error) {
 		nats.Name(e.o.Name), nats.Timeout(timeout), nats.NoReconnect(),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			e.log.Warn("nats endpoint: asynchronous error", "err", err)
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				select {
+				case denied <- err:
+				default:
+				}
+			}
 		}),
 	}
 	if e.o.TLS != nil {
@@ -231,7 +245,7 @@ func (e *Endpoint) conn(ctx context.Context) (jetstream.JetStream, error) {
 	}
 	nc, err := nats.Connect(e.o.URL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("nats: connect: %w", err)
+		return nil, nil, fmt.Errorf("nats: connect: %w", err)
 	}
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(e.o.Timeout), jetstream.WithPublishAsyncMaxPending(4096))
 	if err == nil {
@@ -239,10 +253,10 @@ func (e *Endpoint) conn(ctx context.Context) (jetstream.JetStream, error) {
 	}
 	if err != nil {
 		nc.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	e.nc, e.js = nc, js
-	return js, nil
+	e.nc, e.js, e.denied = nc, js, denied
+	return js, denied, nil
 }
 
 func (e *Endpoint) ensureStream(ctx context.Context, js jetstream.JetStream) error {
@@ -313,7 +327,7 @@ func (e *Endpoint) Deliver(ctx context.Context, msgs []dps.Message) (err error) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.o.Timeout)
 	defer cancel()
-	js, err := e.conn(ctx)
+	js, denied, err := e.conn(ctx)
 	if err != nil {
 		return err
 	}
@@ -370,6 +384,10 @@ func (e *Endpoint) Deliver(ctx context.Context, msgs []dps.Message) (err error) 
 			// retry of the batch re-sends from here (the stream drops
 			// what it holds already as duplicates).
 			return fmt.Errorf("nats: %d of %d messages acknowledged; %s: %w", acked, len(msgs), route.EventID(m), refused(err))
+		case err := <-denied:
+			// The user may not publish to the subjects: true of the
+			// route, not of a message; retried as an outage.
+			return fmt.Errorf("nats: %d of %d messages acknowledged: %w", acked, len(msgs), err)
 		case <-ctx.Done():
 			return fmt.Errorf("nats: %d of %d messages acknowledged: %w", acked, len(msgs), ctx.Err())
 		}

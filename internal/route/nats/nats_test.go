@@ -416,3 +416,29 @@ func TestOverMaxMsgSizeRefused(t *testing.T) {
 		t.Errorf("stream holds %d messages, want 3", n)
 	}
 }
+
+// TestPermissionViolationIsAnOutage: a user who may not publish to the
+// route's subjects fails the batch as an outage of the endpoint (retried),
+// never as a refusal of the messages (the engine would dead-letter them).
+func TestPermissionViolationIsAnOutage(t *testing.T) {
+	s := startServer(t, t.TempDir(), 0, func(o *server.Options) {
+		o.Users = []*server.User{{Username: "dps", Password: "s3cret", Permissions: &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: []string{"$JS.API.>", "other.>"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+		}}}
+	})
+	e := newEndpoint(t, nats.Options{URL: s.ClientURL(), Stream: "DPS", User: "dps", Password: "s3cret", Timeout: 10 * time.Second})
+	g := routetest.Gen{}
+	for _, batch := range [][]dps.Message{g.Next(3, "a", "b"), g.Next(1, "a")} {
+		start := time.Now()
+		err := e.Deliver(context.Background(), batch)
+		var refused *route.Refused
+		if err == nil || errors.As(err, &refused) || !errors.Is(err, natsgo.ErrPermissionViolation) {
+			t.Fatalf("Deliver of %d to a subject the user may not publish to: %v; want the permissions violation, not a refusal", len(batch), err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("the violation took %v to fail the batch: waited for the acknowledgement's timeout", d)
+		}
+		t.Logf("%d messages: %v", len(batch), err)
+	}
+}

@@ -86,7 +86,12 @@ func Convert(m dps.Message) Message {
 }
 
 // Deliver posts msgs as one JSON array; only a 2xx answer acknowledges
-// them.
+// them. A 400, 413 or 422 answer is about the messages (malformed for the
+// receiver, too large, not processable): a *route.Refused, which the
+// engine answers by delivering them one by one and dead-lettering the ones
+// refused again. Every other answer — 401, 403, 404 and the other 4xx
+// (credentials, permissions, the URL: true of every message), 408, 429,
+// 3xx, 5xx — is an outage of the endpoint, retried.
 func (e *Endpoint) Deliver(ctx context.Context, msgs []dps.Message) error {
 	out := make([]Message, len(msgs))
 	for i, m := range msgs {
@@ -118,7 +123,7 @@ func (e *Endpoint) Deliver(ctx context.Context, msgs []dps.Message) error {
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode/100 != 2 {
 		err := fmt.Errorf("webhook: status %d: %s", resp.StatusCode, bytes.TrimSpace(snippet))
-		if resp.StatusCode/100 == 4 && resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests {
+		if Refuses(resp.StatusCode) {
 			// The endpoint refuses these messages for good; the engine
 			// finds which and dead-letters them.
 			return &route.Refused{Err: err}
@@ -126,6 +131,17 @@ func (e *Endpoint) Deliver(ctx context.Context, msgs []dps.Message) error {
 		return err
 	}
 	return nil
+}
+
+// Refuses reports whether a webhook's answer refuses the messages of the
+// request for good (400 Bad Request, 413 Content Too Large, 422
+// Unprocessable Content), rather than saying the endpoint is failing.
+func Refuses(status int) bool {
+	switch status {
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
+		return true
+	}
+	return false
 }
 
 // Close closes idle connections.

@@ -93,8 +93,8 @@ func TestDeliverSignedBatch(t *testing.T) {
 	}
 	// A wrong secret is refused by the receiver.
 	bad, _ := routehook.New(routehook.Options{URL: srv.URL, Secret: []byte("other"), TLS: pool(srv)})
-	if err := bad.Deliver(context.Background(), msgs()); err == nil || !strings.Contains(err.Error(), "401") {
-		t.Errorf("wrong secret: %v", err)
+	if err := bad.Deliver(context.Background(), msgs()); err == nil || !strings.Contains(err.Error(), "401") || routing.IsPermanent(err) {
+		t.Errorf("wrong secret: %v; want a 401, retried as an outage", err)
 	}
 	// The server's certificate is not trusted without the CA.
 	untrusted, _ := routehook.New(routehook.Options{URL: srv.URL, Secret: secret})
@@ -159,9 +159,10 @@ func TestMutualTLS(t *testing.T) {
 	}
 }
 
-// TestRefusalsArePermanent: a 4xx (but 408 and 429) says the webhook will
-// never take the batch (routing dead-letters it at once); 5xx, 408 and 429
-// are retried.
+// TestRefusalsArePermanent: 400, 413 and 422 say the webhook will never
+// take the messages (routing finds which and dead-letters them); 401, 403,
+// 404 and the other 4xx are about the endpoint (credentials, permissions,
+// the URL), retried as an outage like 5xx, 408 and 429.
 func TestRefusalsArePermanent(t *testing.T) {
 	rc := &receiver{}
 	srv := httptest.NewTLSServer(rc)
@@ -170,7 +171,8 @@ func TestRefusalsArePermanent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for status, permanent := range map[int]bool{400: true, 413: true, 404: true, 408: false, 429: false, 500: false, 503: false} {
+	for status, permanent := range map[int]bool{400: true, 413: true, 422: true,
+		401: false, 403: false, 404: false, 405: false, 410: false, 415: false, 408: false, 429: false, 500: false, 503: false} {
 		rc.mu.Lock()
 		rc.status = status
 		rc.mu.Unlock()
