@@ -142,10 +142,23 @@ func (h *hubs) Record(ctx context.Context, d dps.HubDevice) (dps.HubDevice, erro
 	return h.builtin.Record(ctx, d)
 }
 
-// Removal is the built-in connector's (registration.DeviceRemover): the
-// engine asks only for built-in hubs' records.
+// Removal and Remove are registration.DeviceRemover and DeviceDeleter:
+// the identity a device leaves is read (its ETag) before the move
+// commits, and deleted only if unchanged since — a built-in hub's record
+// by the store (with the operation, or RemoveHubDevice), a remote hub's
+// identity with If-Match.
 func (h *hubs) Removal(ctx context.Context, hub, deviceID string) (*dps.HubDevice, error) {
+	if r, ok := h.remote[dps.FoldID(hub)]; ok {
+		return r.Removal(ctx, hub, deviceID)
+	}
 	return h.builtin.Removal(ctx, hub, deviceID)
+}
+
+func (h *hubs) Remove(ctx context.Context, d dps.HubDevice) error {
+	if r, ok := h.remote[dps.FoldID(d.Hub)]; ok {
+		return r.Remove(ctx, d)
+	}
+	return h.builtin.Remove(ctx, d)
 }
 
 // probeEvery is how long a remote hub's readiness probe is trusted;

@@ -7,6 +7,7 @@ const (
 	OperationID     = "operation_id"
 	IDScope         = "id_scope"
 	Hub             = "hub"
+	DeviceID        = "device_id" // a device's ID on its hub
 	Attestation     = "attestation"
 	EnrollmentGroup = "enrollment_group"
 	RequestID       = "request_id"

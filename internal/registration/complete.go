@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/opendps/dps"
-	"github.com/opendps/dps/internal/logkey"
-	"github.com/opendps/dps/internal/registration/engine"
 )
 
 // hubEffects are what a registration does to device identities besides
@@ -21,7 +19,12 @@ import (
 type hubEffects struct {
 	put    *dps.HubDevice
 	remove *dps.HubDevice // hub and device ID, and Replaces (DeviceRemover)
-	leave  *dps.HubDevice // hub and device ID only
+	// leave is the identity on a hub the store does not record: hub,
+	// device ID and Replaces, its ETag before the move (DeviceRemover; ""
+	// when the connector cannot tell). leaveErr says that it could not be
+	// read then: it is kept, and logged, not deleted unguarded.
+	leave    *dps.HubDevice
+	leaveErr error
 }
 
 // any reports whether fx holds a device record to write or remove.
@@ -100,11 +103,21 @@ func (s *Service) complete(ctx context.Context, op dps.Operation, known *dps.Att
 	}
 	d := decideReprovision(prev, set.Reprovision(), asg.Hub, deviceID, len(asg.InitialTwin) > 0)
 	var removal *dps.HubDevice
-	if d.DeprovisionOld && s.records(prev.AssignedHub) {
+	var unread error
+	switch {
+	case !d.DeprovisionOld:
+	case s.records(prev.AssignedHub):
 		// The record the device leaves, read before its twin is (migration):
 		// removed only if unchanged since.
 		if removal, err = s.removal(ctx, prev); err != nil {
 			return op, err
+		}
+	default:
+		// The identity the device leaves on a hub the store does not
+		// record, read likewise: deleted after the commit only if
+		// unchanged since (a device that moves back meanwhile keeps it).
+		if removal, unread = s.leaving(ctx, prev); unread != nil && ctx.Err() != nil {
+			return op, unread // shutting down
 		}
 	}
 	hd, proof, f := s.hubDevice(ctx, op, m, set, prev, asg, deviceID, d, now)
@@ -125,7 +138,7 @@ func (s *Service) complete(ctx context.Context, op dps.Operation, known *dps.Att
 		hd.Auth = dps.HubAuth{Type: dps.HubAuthCA}
 		op.IssuedChain = chain
 	}
-	if what, err := s.applyHubEffects(ctx, hd, prev, d, fx, removal); err != nil {
+	if what, err := s.applyHubEffects(ctx, hd, prev, d, fx, removal, unread); err != nil {
 		return s.hubFailed(ctx, op, prev, now, what, err)
 	}
 	return assignedOp(op, prev, asg, deviceID, d, proof, now), nil
@@ -265,12 +278,13 @@ func twinWrite(prev *dps.Registration, d reprovisionDecision) dps.TwinWrite {
 
 // applyHubEffects creates hd, recorded in fx when the store writes it
 // with the operation, otherwise through the hub connector, and records in
-// fx what becomes of the identity the device left: removal (see
-// removal), removed with the operation, or an identity on a hub the store
-// does not record, deleted once the operation committed (leave), so that
-// a device whose operation is computed again or fails keeps it. On a
-// connector error it also returns what failed, for hubFailed.
-func (s *Service) applyHubEffects(ctx context.Context, hd dps.HubDevice, prev *dps.Registration, d reprovisionDecision, fx *hubEffects, removal *dps.HubDevice) (string, error) {
+// fx what becomes of the identity the device left, removal (see
+// removal): removed with the operation, or, on a hub the store does not
+// record, deleted once the operation committed (leave), so that a device
+// whose operation is computed again or fails keeps it; unread is the
+// failure to read that identity (it is then kept). On a connector error
+// it also returns what failed, for hubFailed.
+func (s *Service) applyHubEffects(ctx context.Context, hd dps.HubDevice, prev *dps.Registration, d reprovisionDecision, fx *hubEffects, removal *dps.HubDevice, unread error) (string, error) {
 	if s.records(hd.Hub) {
 		// The store writes the device record with the operation.
 		if rec, ok := s.o.Hubs.(DeviceRecorder); ok {
@@ -288,66 +302,23 @@ func (s *Service) applyHubEffects(ctx context.Context, hd dps.HubDevice, prev *d
 	case !d.DeprovisionOld:
 	case s.records(prev.AssignedHub):
 		fx.remove = removal
+	case unread != nil:
+		fx.leave, fx.leaveErr = &dps.HubDevice{Hub: prev.AssignedHub, DeviceID: prev.DeviceID}, unread
 	default:
-		fx.leave = &dps.HubDevice{Hub: prev.AssignedHub, DeviceID: prev.DeviceID}
+		fx.leave = removal // nil: the device has no identity there
 	}
 	return "", nil
 }
 
-// removal is the record of the identity prev names that an operation
-// removes: guarded by its current ETag when the connector can tell it
-// (DeviceRemover; nil when there is no record), else unguarded. Its error
-// is the store's (transient).
+// removal is the identity prev names that an operation removes: guarded
+// by its current ETag when the connector can tell it (DeviceRemover; nil
+// when there is none), else unguarded. Its error is the store's, or the
+// hub's (leaving).
 func (s *Service) removal(ctx context.Context, prev *dps.Registration) (*dps.HubDevice, error) {
 	if r, ok := s.o.Hubs.(DeviceRemover); ok {
 		return r.Removal(ctx, prev.AssignedHub, prev.DeviceID)
 	}
 	return &dps.HubDevice{Hub: prev.AssignedHub, DeviceID: prev.DeviceID}, nil
-}
-
-// leave deletes the identity old (hub and device ID) that a device left on
-// a hub the store does not record, once the operation that moved the
-// device committed: at once, and after a failure again in the background
-// with the hub retries' backoff until Options.HubRetryFor has passed. A
-// delete of an absent identity succeeds (HubConnector), so repeating one
-// is harmless. The device has its new identity whatever happens here; an
-// identity that could not be deleted (a permanent failure, the retries
-// exhausted, or a shutdown meanwhile) is logged for the operator.
-func (s *Service) leave(ctx context.Context, opID string, old dps.HubDevice) {
-	err := s.o.Hubs.Deprovision(ctx, old.Hub, old.DeviceID)
-	if err == nil {
-		return
-	}
-	attrs := []any{logkey.OperationID, opID, logkey.Hub, old.Hub, "device_id", old.DeviceID}
-	if !s.eng.Go(func(ctx context.Context) { s.leaveRetry(ctx, old, err, attrs) }) {
-		s.log.ErrorContext(ctx, "the identity the device left was not deleted (shutting down): delete it on its hub", append(attrs, logkey.Error, err)...)
-	}
-}
-
-func (s *Service) leaveRetry(ctx context.Context, old dps.HubDevice, err error, attrs []any) {
-	first := time.Now()
-	for attempt := 1; ; attempt++ {
-		if _, permanent := errors.AsType[*dps.HubFailure](err); permanent || time.Since(first) >= s.o.HubRetryFor {
-			s.log.ErrorContext(ctx, "the identity the device left was not deleted: delete it on its hub", append(attrs, "attempts", attempt, logkey.Error, err)...)
-			return
-		}
-		var floor time.Duration
-		if ra, ok := errors.AsType[retryAfterer](err); ok {
-			floor = min(ra.RetryAfter(), maxHubRetryAfter)
-		}
-		t := time.NewTimer(engine.Backoff(attempt, floor))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			s.log.ErrorContext(ctx, "the identity the device left was not deleted (shutting down): delete it on its hub", append(attrs, "attempts", attempt, logkey.Error, err)...)
-			return
-		case <-t.C:
-		}
-		if err = s.o.Hubs.Deprovision(ctx, old.Hub, old.DeviceID); err == nil {
-			s.log.InfoContext(ctx, "the identity the device left was deleted", append(attrs, "attempts", attempt+1)...)
-			return
-		}
-	}
 }
 
 // assignedOp is op, assigned as d decided.

@@ -43,7 +43,7 @@ func (s *Service) hubFailed(ctx context.Context, op dps.Operation, prev *dps.Reg
 		// The hub said when to come back (Retry-After), within reason.
 		floor = min(ra.RetryAfter(), maxHubRetryAfter)
 	}
-	r := s.eng.AttemptFailed(op.ID, now, floor)
+	r := s.eng.AttemptFailed(op.ID, now, floor, s.o.HubRetryFor)
 	if now.Sub(r.First) >= s.o.HubRetryFor || s.o.HubRetryLimit > 0 && r.Attempts >= s.o.HubRetryLimit {
 		// The cause stays in the log: a connector's error may name its
 		// internals; a domain error's message is safe to show.

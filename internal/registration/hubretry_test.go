@@ -116,6 +116,38 @@ func TestHubAlwaysTransientFails(t *testing.T) {
 	})
 }
 
+// TestHubRetryBudgetIsKept: the last wait is cut to what is left of
+// HubRetryFor, so a registration fails when its budget ends, not a
+// backoff (or the hub's Retry-After) later: with a 6 s budget and a hub
+// asking for 4 s each time, the attempts are at 0, 4–5 and 6 s, and the
+// registration fails at 6 s; uncut, the third attempt came at 8–10 s.
+func TestHubRetryBudgetIsKept(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hub := &scriptedHub{fail: func(int) error { return fmt.Errorf("create the device: %w", throttled{4 * time.Second}) }}
+		start := time.Now()
+		s, op, c := hubCase(t, hub, func(o *registration.Options) { o.HubRetryFor = 6 * time.Second })
+		final := pollUntilFinal(t, s, op, c, time.Minute)
+		if final.Status != dps.StatusFailed || final.Result.ErrorCode != dps.CodeHubUnavailable {
+			t.Fatalf("final %s %+v, want failed with %d", final.Status, final.Result, dps.CodeHubUnavailable)
+		}
+		calls := hub.attempts()
+		if len(calls) != 3 || calls[1].Sub(start) < 4*time.Second || calls[1].Sub(start) > 5*time.Second || !calls[2].Equal(start.Add(6*time.Second)) {
+			t.Fatalf("attempts at %v after the start, want 0, 4–5 s and 6 s", offsets(start, calls))
+		}
+		if at := final.Updated.Sub(start); at != 6*time.Second {
+			t.Errorf("failed at %s, want at the end of its 6 s budget", at)
+		}
+	})
+}
+
+func offsets(start time.Time, ts []time.Time) []time.Duration {
+	var out []time.Duration
+	for _, t := range ts {
+		out = append(out, t.Sub(start))
+	}
+	return out
+}
+
 // TestHubRetryLimit: HubRetryLimit ends the retries after that many
 // attempts, however little time passed.
 func TestHubRetryLimit(t *testing.T) {

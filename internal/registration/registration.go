@@ -153,16 +153,29 @@ type DeviceRecorder interface {
 }
 
 // DeviceRemover is the optional HubConnector ability that guards the
-// removal of a device record the store deletes with an operation (the
-// device left a hub whose records the store writes): Removal returns the
-// record to remove with Replaces set to its current ETag, so that the
-// store removes it only if it did not change since (KindConflict
+// removal of the identity a device leaves when it moves to another hub:
+// Removal returns the identity with Replaces set to its current ETag,
+// read before the move commits (and before the twin a migration
+// carries); nil when the device has no identity there. The identity is
+// then removed only if it did not change since: on a hub whose records
+// the store writes, by the store, with the operation (KindConflict
 // otherwise, and the operation is computed again: what a migration
-// carries over is what is removed); nil when the device has no record
-// there. It is read before the twin a migration carries. A connector
-// without it has the record removed whatever it became.
+// carries over is what is removed); on any other hub once the move
+// committed, in the background, by DeviceDeleter.Remove. A connector
+// without it has the identity removed whatever it became.
 type DeviceRemover interface {
 	Removal(ctx context.Context, hub, deviceID string) (*dps.HubDevice, error)
+}
+
+// DeviceDeleter is the optional HubConnector ability that deletes an
+// identity a device left on a hub the store does not record only if it
+// did not change since DeviceRemover.Removal read it (d.Replaces, its
+// ETag; "" deletes whatever it is): KindConflict (dps.KindOf) when it
+// changed — the device was provisioned there again — and it stays;
+// absent is not an error; other errors are Deprovision's. A connector
+// without it has the identity deleted with Deprovision.
+type DeviceDeleter interface {
+	Remove(ctx context.Context, d dps.HubDevice) error
 }
 
 // HubEvents is told of the device records a registration wrote with its

@@ -114,6 +114,7 @@ type Service struct {
 	types []dps.AttestationType // of Attestors, in order (auth.go)
 
 	origins origins // of the operations accepted here, until they finish (events.go)
+	leaver  leaver  // the pending deletes of identities devices left (leave.go)
 }
 
 // New returns a Service; call Start before accepting requests.
@@ -175,9 +176,11 @@ func (s *Service) Start(ctx context.Context) error {
 }
 
 // Close stops the workers and waits for them. Operations not finished stay
-// persisted and resume at the next Start.
+// persisted and resume at the next Start; deletes of identities devices
+// left that are still pending are logged, and not done (leave.go).
 func (s *Service) Close() error {
 	s.eng.Close()
+	s.closeLeaving(context.Background())
 	return nil
 }
 
@@ -429,7 +432,7 @@ func (s *Service) completeAndWrite(ctx context.Context, op dps.Operation, m *dps
 			}
 			s.finished(ctx, stored)
 			if fx.leave != nil && sameAssignment(stored, final) {
-				s.leave(ctx, stored.ID, *fx.leave) // committed: the device has its new identity
+				s.leave(ctx, stored, *fx.leave, fx.leaveErr) // committed: the device has its new identity
 			}
 			return stored, nil
 		}

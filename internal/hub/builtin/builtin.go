@@ -26,12 +26,17 @@ type Store interface {
 	PutHubDevice(ctx context.Context, d dps.HubDevice) (dps.HubDevice, error)
 	HubDevice(ctx context.Context, hub, deviceID string) (dps.HubDevice, error)
 	DeleteHubDevice(ctx context.Context, hub, deviceID string) error
+	// RemoveHubDevice deletes d's record only if its ETag is d.Replaces
+	// ("": whatever it is): KindConflict when it changed; absent is not an
+	// error.
+	RemoveHubDevice(ctx context.Context, d dps.HubDevice) error
 }
 
 // Connector records device identities in a Store. It also reads twins
 // (registration.TwinReader) and works out the records a registration
 // writes and removes with its operation (registration.DeviceRecorder,
-// registration.DeviceRemover): when Store is
+// registration.DeviceRemover), and removes a record only if unchanged
+// (registration.DeviceDeleter): when Store is
 // the registration store, dpsd sets
 // registration.Options.RecordDevicesWithOperations, and the engine writes
 // the records Record returns in each operation's transaction instead of
@@ -151,6 +156,16 @@ func (c *Connector) Removal(ctx context.Context, hub, deviceID string) (*dps.Hub
 		return nil, err
 	}
 	return &dps.HubDevice{Hub: cur.Hub, DeviceID: cur.DeviceID, Replaces: cur.ETag}, nil
+}
+
+// Remove deletes the device identity d names (hub and device ID) only if
+// its record did not change since Removal returned d
+// (registration.DeviceDeleter: d.Replaces is the record's ETag then; ""
+// removes whatever it is): KindConflict when it changed (the device
+// registered there again, or its twin was written); absent is not an
+// error.
+func (c *Connector) Remove(ctx context.Context, d dps.HubDevice) error {
+	return c.Store.RemoveHubDevice(ctx, d)
 }
 
 // Deprovision removes the device identity; absent is not an error.

@@ -10,8 +10,10 @@
 // status reason, scopes), then writes the initial twin as the
 // provisioning's dps.TwinWrite says (PATCH /twins/{id} for a new device,
 // PUT to replace the tags and desired properties of an existing one).
-// Deprovision deletes the identity (404 is not an error); Twin reads the
-// twin back in DPS's initial-twin form.
+// Deprovision deletes the identity (404 is not an error); Removal reads
+// its ETag and Remove deletes it only while it has that ETag (412: it
+// changed, and it stays); Twin reads the twin back in DPS's initial-twin
+// form.
 //
 // Failures: 429, 5xx, a timeout or a network error are transient (a plain
 // error, which the registration engine retries with backoff; a 429's or
@@ -231,11 +233,24 @@ func (h *Hub) do(parent context.Context, method, path string, ifMatch string, bo
 	defer cancel()
 	// timedOut reports that the budget ran out, not the caller's context.
 	timedOut := func() bool { return ctx.Err() == context.DeadlineExceeded && parent.Err() == nil }
+	inFlight := func() error {
+		return &Transient{Msg: fmt.Sprintf("IoT hub %s: %d requests still in flight after %s", h.cs.HostName, cap(h.slots), h.timeout)}
+	}
 	select {
 	case h.slots <- struct{}{}:
+		// A slot that freed at the instant the budget ran out (by the clock:
+		// the context may not say so yet) is no turn: give it back, as if
+		// the wait had timed out, rather than send a request already late.
+		if dl, _ := ctx.Deadline(); !time.Now().Before(dl) {
+			<-h.slots
+			if pd, ok := parent.Deadline(); parent.Err() != nil || ok && !pd.After(dl) {
+				return response{}, cmp.Or(parent.Err(), context.DeadlineExceeded) // the caller's deadline, not the hub's
+			}
+			return response{}, inFlight()
+		}
 	case <-ctx.Done():
 		if timedOut() {
-			return response{}, &Transient{Msg: fmt.Sprintf("IoT hub %s: %d requests still in flight after %s", h.cs.HostName, cap(h.slots), h.timeout)}
+			return response{}, inFlight()
 		}
 		return response{}, parent.Err()
 	}
@@ -520,6 +535,56 @@ func initialTwin(raw json.RawMessage) (map[string]any, error) {
 		return nil, nil
 	}
 	return out, nil
+}
+
+// Removal reads the device identity a registration is about to leave on
+// the hub (GET /devices/{id}), before the move commits
+// (registration.DeviceRemover): hub, device ID and Replaces set to the
+// identity's ETag, so that Remove deletes it only if it did not change
+// since; nil when the hub has no such device. A hub that shows no ETag
+// gets Replaces "" (Remove then deletes whatever is there).
+func (h *Hub) Removal(ctx context.Context, hub, deviceID string) (*dps.HubDevice, error) {
+	r, err := h.do(ctx, http.MethodGet, devicePath(deviceID), "", nil)
+	if err != nil {
+		return nil, err
+	}
+	switch r.status {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		return nil, nil
+	default:
+		return nil, h.failure(r, "read the device "+deviceID)
+	}
+	var dev struct {
+		ETag string `json:"etag"`
+	}
+	if err := json.Unmarshal(r.body, &dev); err != nil {
+		return nil, &dps.HubFailure{Code: dps.CodeHubRejected, Message: fmt.Sprintf("IoT hub %s answered GET %s with a body that is not a device.", h.cs.HostName, devicePath(deviceID))}
+	}
+	return &dps.HubDevice{Hub: hub, DeviceID: deviceID, Replaces: strings.Trim(dev.ETag, `"`)}, nil
+}
+
+// Remove deletes the device identity d names only if it did not change
+// since Removal returned d (registration.DeviceDeleter): DELETE /devices/{id} with If-Match: "<ETag>"
+// (d.Replaces; "*" when it is ""). 412 — the identity changed, say the
+// device was provisioned there again — is a *dps.Error of
+// dps.KindConflict, and nothing is deleted; absent (404) is not an error.
+func (h *Hub) Remove(ctx context.Context, d dps.HubDevice) error {
+	ifMatch := `"*"`
+	if d.Replaces != "" {
+		ifMatch = `"` + d.Replaces + `"`
+	}
+	r, err := h.do(ctx, http.MethodDelete, devicePath(d.DeviceID), ifMatch, nil)
+	if err != nil {
+		return err
+	}
+	switch r.status {
+	case http.StatusOK, http.StatusNoContent, http.StatusNotFound:
+		return nil
+	case http.StatusPreconditionFailed:
+		return dps.Errorf(dps.KindConflict, "IoT hub %s: the device %s changed since it was read (HTTP 412): not deleted", h.cs.HostName, d.DeviceID)
+	}
+	return h.failure(r, "delete the device "+d.DeviceID)
 }
 
 // Deprovision deletes the device identity; absent is not an error.

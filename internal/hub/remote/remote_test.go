@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -332,6 +333,65 @@ func TestTwinAndDeprovision(t *testing.T) {
 	}
 }
 
+// TestRemovalAndRemove: Removal reads the identity's ETag (GET
+// /devices/{id}; nil when 404); Remove deletes with If-Match: "<ETag>"
+// ("*" without one): 412 is a KindConflict and nothing else is tried, 404
+// is not an error, a 503 is transient.
+func TestRemovalAndRemove(t *testing.T) {
+	etag := "MTIz"
+	h, f := start(t, func(r request) (int, http.Header, string) {
+		switch {
+		case r.Method == http.MethodGet && r.Path == "/devices/dev-1":
+			return ok(`{"deviceId":"dev-1","etag":"` + etag + `","status":"enabled"}`)
+		case r.Method == http.MethodGet:
+			return http.StatusNotFound, nil, `{"Message":"ErrorCode:DeviceNotFound;gone"}`
+		case r.Method == http.MethodDelete && r.Path == "/devices/busy":
+			return http.StatusServiceUnavailable, nil, `{}`
+		case r.Method == http.MethodDelete && r.Path == "/devices/gone":
+			return http.StatusNotFound, nil, `{}`
+		case r.Method == http.MethodDelete && r.IfMatch != `"*"` && r.IfMatch != `"`+etag+`"`:
+			return http.StatusPreconditionFailed, nil, `{"Message":"ErrorCode:PreconditionFailed;etag"}`
+		case r.Method == http.MethodDelete:
+			return http.StatusNoContent, nil, ""
+		}
+		return http.StatusTeapot, nil, `{}`
+	}, nil)
+	ctx := context.Background()
+	d, err := h.Removal(ctx, hubName, "dev-1")
+	if err != nil || d == nil || d.Hub != hubName || d.DeviceID != "dev-1" || d.Replaces != etag {
+		t.Fatalf("Removal = %+v, %v; want the identity with its ETag", d, err)
+	}
+	if gone, err := h.Removal(ctx, hubName, "gone"); gone != nil || err != nil {
+		t.Fatalf("Removal of an absent device = %+v, %v; want nil, nil", gone, err)
+	}
+	if err := h.Remove(ctx, *d); err != nil {
+		t.Fatalf("Remove with the current ETag: %v", err)
+	}
+	etag = "NDU2" // provisioned again meanwhile
+	if err := h.Remove(ctx, *d); dps.KindOf(err) != dps.KindConflict {
+		t.Fatalf("Remove with a stale ETag: %v, want a conflict", err)
+	}
+	if err := h.Remove(ctx, dps.HubDevice{Hub: hubName, DeviceID: "gone", Replaces: etag}); err != nil {
+		t.Fatalf("Remove of an absent device: %v", err)
+	}
+	err = h.Remove(ctx, dps.HubDevice{Hub: hubName, DeviceID: "busy", Replaces: etag})
+	if _, permanent := errors.AsType[*dps.HubFailure](err); err == nil || permanent || dps.KindOf(err) == dps.KindConflict {
+		t.Fatalf("Remove answered 503: %v, want a transient error", err)
+	}
+	if err := h.Remove(ctx, dps.HubDevice{Hub: hubName, DeviceID: "dev-1"}); err != nil {
+		t.Fatalf("Remove without an ETag: %v", err)
+	}
+	var ifMatch []string
+	for _, r := range f.requests() {
+		if r.Method == http.MethodDelete {
+			ifMatch = append(ifMatch, r.IfMatch)
+		}
+	}
+	if want := []string{`"MTIz"`, `"MTIz"`, `"NDU2"`, `"NDU2"`, `"*"`}; !slices.Equal(ifMatch, want) {
+		t.Errorf("If-Match of the deletes = %q, want %q", ifMatch, want)
+	}
+}
+
 func TestParseConnectionString(t *testing.T) {
 	cs, err := remote.ParseConnectionString("HostName=h.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=" + policyKey)
 	if err != nil || cs.HostName != "h.azure-devices.net" || cs.KeyName != "iothubowner" || strings.Contains(cs.String(), policyKey) {
@@ -370,11 +430,14 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // slots and the request itself share one Timeout: with the only slot held
 // by a hung request, a provisioning that waited 9 s of its 10 s for its
 // turn has 1 s left for the hub's answer, and one that never got a turn
-// gives up at its 10 s too; both fail transiently. The caller's own
-// deadline is not reported as the hub's.
+// gives up at its 10 s too, sending nothing, even when the slot frees at
+// that very instant; both fail transiently. The caller's own deadline is
+// not reported as the hub's.
 func TestTurnAndRequestShareTheTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
+		var sent atomic.Int32
 		hung := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			sent.Add(1)
 			<-r.Context().Done()
 			return nil, r.Context().Err()
 		})
@@ -393,32 +456,33 @@ func TestTurnAndRequestShareTheTimeout(t *testing.T) {
 			took time.Duration
 			err  error
 		}
-		results := make(chan outcome, 2)
-		for range 2 {
+		// Two provisionings wait for the slot from the same instant, so
+		// their budgets end together: the first in line gets the slot at
+		// +10 s and 1 s for its answer; the second gets the slot only when
+		// the first gives it back, at the very instant its own budget ends,
+		// and must not send a request then. One is queued after the other
+		// (synctest.Wait), so which is first is known.
+		var results [2]chan outcome
+		for i := range results {
+			results[i] = make(chan outcome, 1)
 			go func() {
 				begin := time.Now()
 				err := h.Provision(ctx, symDevice())
-				results <- outcome{time.Since(begin), err}
+				results[i] <- outcome{time.Since(begin), err}
 			}()
+			synctest.Wait() // blocked on the slot
 		}
-		var answered, waited int
-		for range 2 {
-			r := <-results
+		for i, want := range []string{"did not answer", "1 requests still in flight after 10s"} {
+			r := <-results[i]
 			if r.took != 10*time.Second {
-				t.Errorf("a provisioning behind a hung request failed after %s, want its 10 s timeout: %v", r.took, r.err)
+				t.Errorf("provisioning %d behind a hung request failed after %s, want its 10 s timeout: %v", i, r.took, r.err)
 			}
-			if _, ok := errors.AsType[*dps.HubFailure](r.err); ok || r.err == nil {
-				t.Errorf("error = %v, want a transient failure", r.err)
-			}
-			switch {
-			case r.err != nil && strings.Contains(r.err.Error(), "did not answer"):
-				answered++
-			case r.err != nil && strings.Contains(r.err.Error(), "1 requests still in flight after 10s"):
-				waited++
+			if _, ok := errors.AsType[*dps.HubFailure](r.err); ok || r.err == nil || !strings.Contains(r.err.Error(), want) {
+				t.Errorf("provisioning %d: error = %v, want a transient failure saying %q", i, r.err, want)
 			}
 		}
-		if answered != 1 || waited != 1 {
-			t.Errorf("%d timed out waiting for the answer, %d waiting for a turn; want one each", answered, waited)
+		if n := sent.Load(); n != 2 {
+			t.Errorf("%d requests sent, want 2: the hung one and the first waiter's", n)
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()

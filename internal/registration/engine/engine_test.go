@@ -426,7 +426,7 @@ func TestRetryAfterBacksOff(t *testing.T) {
 			if len(seen) == 3 {
 				return nil
 			}
-			r := e.AttemptFailed(op.ID, time.Now(), 0)
+			r := e.AttemptFailed(op.ID, time.Now(), 0, 0)
 			seen = append(seen, r)
 			return &RetryAfter{Wait: r.Wait, Err: errors.New("hub busy")}
 		}}
@@ -496,8 +496,8 @@ func TestRetriesKeptWhenNotListed(t *testing.T) {
 		st.hidden = true
 		e := newEngine(st, &fakeWork{}, func(o *Options) { o.Lease = 30 * time.Second })
 		stopLanes(e)
-		e.AttemptFailed("op-hub", time.Now(), 0)
-		r := e.AttemptFailed("op-hub", time.Now(), 0) // due in 2-2.5 s
+		e.AttemptFailed("op-hub", time.Now(), 0, 0)
+		r := e.AttemptFailed("op-hub", time.Now(), 0, 0) // due in 2-2.5 s
 		time.Sleep(30*time.Second + r.Wait - time.Millisecond)
 		e.untrackFinished(time.Now(), nil)
 		if r, ok := e.retries["op-hub"]; !ok || r.Attempts != 2 {
@@ -584,7 +584,8 @@ func TestRecentRetention(t *testing.T) {
 
 // TestBackoffJitter: the wait after a failed attempt is the backoff (1 s
 // doubling up to a minute), or the floor when longer, plus a jitter of up
-// to a quarter of it: never less, and not the same for every operation.
+// to a quarter of it: never less, and not the same for every operation;
+// but it never ends past the caller's retry budget.
 func TestBackoffJitter(t *testing.T) {
 	for _, tt := range []struct {
 		attempts int
@@ -610,13 +611,32 @@ func TestBackoffJitter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := newEngine(newMemStore(), &fakeWork{})
 		stopLanes(e)
-		r := e.AttemptFailed("op-1", time.Now(), 5*time.Second)
+		r := e.AttemptFailed("op-1", time.Now(), 5*time.Second, 0)
 		if r.Wait < 5*time.Second || !r.Due.Equal(time.Now().Add(r.Wait)) || !e.backingOff("op-1") {
 			t.Fatalf("retry state with a 5 s floor = %+v", r)
 		}
 		time.Sleep(r.Wait)
 		if e.backingOff("op-1") {
 			t.Errorf("still backing off once the wait passed")
+		}
+	})
+	// The wait never ends past the caller's budget: with 3 s of a 4 s
+	// budget gone, a 10 s Retry-After (or any backoff) is cut to the 1 s
+	// left; with the budget gone, the next attempt is due at once.
+	synctest.Test(t, func(t *testing.T) {
+		e := newEngine(newMemStore(), &fakeWork{})
+		stopLanes(e)
+		first := time.Now()
+		if r := e.AttemptFailed("op-2", first, 0, 4*time.Second); r.Wait < time.Second || r.Wait > 1250*time.Millisecond {
+			t.Fatalf("first wait within a 4 s budget = %s, want the backoff", r.Wait)
+		}
+		time.Sleep(3 * time.Second)
+		if r := e.AttemptFailed("op-2", time.Now(), 10*time.Second, 4*time.Second); r.Wait != time.Second || !r.Due.Equal(first.Add(4*time.Second)) {
+			t.Fatalf("wait with 1 s of the budget left = %s (due %s), want 1 s", r.Wait, r.Due.Sub(first))
+		}
+		time.Sleep(2 * time.Second)
+		if r := e.AttemptFailed("op-2", time.Now(), 0, 4*time.Second); r.Wait != 0 {
+			t.Fatalf("wait past the budget = %s, want 0", r.Wait)
 		}
 	})
 }

@@ -48,10 +48,14 @@ func (e *RetryAfter) Unwrap() error { return e.Err }
 // AttemptFailed records a failed attempt of operation id at now and returns
 // the operation's retry state: its next attempt waits the backoff, or
 // floor when that is longer (a hub's Retry-After), plus a jitter of up to
-// a quarter of that, so the attempt is never before floor. The wait and
-// the due time are the engine's clock's (time.Now), the one its sweeps
-// and timers use. The state goes when the operation finishes (Finished).
-func (e *Engine) AttemptFailed(id string, now time.Time, floor time.Duration) Retries {
+// a quarter of that, so the attempt is never before floor — but never
+// past budget from the first failure (budget is the caller's retry budget;
+// 0: none): the last wait is cut to what is left of it, so an operation
+// that gives up at its budget does so on time, not a backoff later. The
+// wait and the due time are the engine's clock's (time.Now), the one its
+// sweeps and timers use. The state goes when the operation finishes
+// (Finished).
+func (e *Engine) AttemptFailed(id string, now time.Time, floor, budget time.Duration) Retries {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	r, ok := e.retries[id]
@@ -60,6 +64,9 @@ func (e *Engine) AttemptFailed(id string, now time.Time, floor time.Duration) Re
 	}
 	r.Attempts++
 	r.Wait = Backoff(r.Attempts, floor)
+	if budget > 0 {
+		r.Wait = min(r.Wait, max(budget-now.Sub(r.First), 0))
+	}
 	r.Due = time.Now().Add(r.Wait)
 	e.retries[id] = r
 	return r

@@ -365,6 +365,25 @@ func (db *DB) DeleteHubDevice(ctx context.Context, hub, deviceID string) error {
 	})
 }
 
+// RemoveHubDevice removes the device identity d names (hub and device
+// ID) and its C2D queue only if its record is the one d.Replaces names
+// (its ETag; "" removes whatever it is): KindConflict when the record
+// changed since; an absent one is not an error.
+func (db *DB) RemoveHubDevice(ctx context.Context, d dps.HubDevice) error {
+	return db.tx(ctx, func(tx pgx.Tx) error {
+		switch err := checkReplaces(ctx, tx, d); { // locks the record
+		case dps.KindOf(err) == dps.KindNotFound:
+			return nil // gone already
+		case err != nil:
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM hub_devices WHERE hub = $1 AND device_id = $2`, dps.FoldID(d.Hub), dps.FoldID(d.DeviceID)); err != nil {
+			return err
+		}
+		return deleteCloudQueue(ctx, tx, d.Hub, d.DeviceID)
+	})
+}
+
 // CACertificate returns a CA certificate held by the instance.
 func (db *DB) CACertificate(ctx context.Context, name string) (dps.CACertificate, error) {
 	return getDoc(ctx, db.pool, docs.DecodeCACertificate, `SELECT doc FROM ca_certificates WHERE id = $1`, "CA certificate", name, dps.FoldID(name))

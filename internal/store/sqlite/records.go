@@ -473,6 +473,25 @@ func (db *DB) DeleteHubDevice(ctx context.Context, hub, deviceID string) error {
 	})
 }
 
+// RemoveHubDevice removes the device identity d names (hub and device
+// ID) and its C2D queue only if its record is the one d.Replaces names
+// (its ETag; "" removes whatever it is): KindConflict when the record
+// changed since; an absent one is not an error.
+func (db *DB) RemoveHubDevice(ctx context.Context, d dps.HubDevice) error {
+	return db.exec(ctx, func(tx *sql.Tx) error {
+		switch err := db.checkReplaces(tx, d); {
+		case dps.KindOf(err) == dps.KindNotFound:
+			return nil // gone already
+		case err != nil:
+			return err
+		}
+		if _, err := db.txExec(tx, qDeleteHubDevice, dps.FoldID(d.Hub), dps.FoldID(d.DeviceID)); err != nil {
+			return err
+		}
+		return deleteCloudQueue(tx, d.Hub, d.DeviceID)
+	})
+}
+
 // CACertificate returns a CA certificate held by the instance (name in any case).
 func (db *DB) CACertificate(ctx context.Context, name string) (dps.CACertificate, error) {
 	return getDoc(ctx, db, docs.DecodeCACertificate, `SELECT doc FROM ca_certificates WHERE id = ?`, "CA certificate", name, dps.FoldID(name))

@@ -102,6 +102,7 @@ func Run(t *testing.T, f Factory) {
 		{"Registration/QueryByGroupAndDelete", testRegistrations},
 		{"HubDevice/PutGetDelete", testHubDevices},
 		{"HubDevice/ETagPrecondition", testHubDevicePrecondition},
+		{"HubDevice/RemoveIfUnchanged", testRemoveHubDevice},
 		{"HubDevice/ListAndCount", testHubDeviceList},
 		{"CA/PutGetDelete", testCAs},
 		{"Challenge/LatestWinsAndConsumeOnce", testChallenges},
@@ -575,6 +576,51 @@ func testHubDevicePrecondition(t *testing.T, f Factory) {
 	}
 	if _, err := s.HubDevice(ctx(), "h", "absent"); dps.KindOf(err) != dps.KindNotFound {
 		t.Errorf("a refused write created the record: %v", err)
+	}
+}
+
+// testRemoveHubDevice: RemoveHubDevice removes a record (and its C2D
+// queue) only while it has the ETag its Replaces names: a record written
+// since stays, with its queue (KindConflict); an absent one is no error;
+// no Replaces removes whatever the record is.
+func testRemoveHubDevice(t *testing.T, f Factory) {
+	s := f.New(t)
+	first, err := s.PutHubDevice(ctx(), dps.HubDevice{Hub: c2dHub, DeviceID: "Dev-R", StatusReason: "first"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enqueue(t, s, c2dMessage("Dev-R", "r1", c2dT0))
+	first.StatusReason, first.Replaces = "second", first.ETag
+	second, err := s.PutHubDevice(ctx(), first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := dps.HubDevice{Hub: strings.ToUpper(c2dHub), DeviceID: "dev-r", Replaces: first.ETag}
+	if err := s.RemoveHubDevice(ctx(), stale); dps.KindOf(err) != dps.KindConflict {
+		t.Errorf("remove with a stale ETag: err = %v, want conflict", err)
+	}
+	if cur, err := s.HubDevice(ctx(), c2dHub, "Dev-R"); err != nil || cur.ETag != second.ETag {
+		t.Fatalf("after a refused remove: %+v, %v; want the record kept", cur, err)
+	}
+	depth(t, s, "Dev-R", c2dT0, 1)
+	if err := s.RemoveHubDevice(ctx(), dps.HubDevice{Hub: c2dHub, DeviceID: "DEV-R", Replaces: second.ETag}); err != nil {
+		t.Fatalf("remove with the current ETag: %v", err)
+	}
+	if _, err := s.HubDevice(ctx(), c2dHub, "Dev-R"); dps.KindOf(err) != dps.KindNotFound {
+		t.Errorf("after the remove: %v, want not found", err)
+	}
+	depth(t, s, "Dev-R", c2dT0, 0)
+	if err := s.RemoveHubDevice(ctx(), dps.HubDevice{Hub: c2dHub, DeviceID: "Dev-R", Replaces: second.ETag}); err != nil {
+		t.Errorf("removing an absent record: %v", err)
+	}
+	if _, err := s.PutHubDevice(ctx(), dps.HubDevice{Hub: c2dHub, DeviceID: "dev-any"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemoveHubDevice(ctx(), dps.HubDevice{Hub: c2dHub, DeviceID: "dev-any"}); err != nil {
+		t.Fatalf("remove without Replaces: %v", err)
+	}
+	if _, err := s.HubDevice(ctx(), c2dHub, "dev-any"); dps.KindOf(err) != dps.KindNotFound {
+		t.Errorf("after a remove without Replaces: %v, want not found", err)
 	}
 }
 
