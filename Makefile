@@ -91,7 +91,7 @@ SOURCE_EPOCH := $(shell git log -1 --format=%ct 2>/dev/null)
 IMAGE_VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
 image: image-deps
 	$(MAKE) --no-print-directory static ARCH=$(ARCH)
-	rm -rf $(DIST)/image && mkdir -p $(DIST)/image/data
+	rm -rf $(DIST)/image && mkdir -p $(DIST)/image/rootfs/data && chmod 0700 $(DIST)/image/rootfs/data
 	cp $(DIST)/dpsd-linux-$(ARCH) $(DIST)/image/dpsd
 	cp $(DIST)/dpsctl-linux-$(ARCH) $(DIST)/image/dpsctl
 	$(BUILDAH) $(BUILDAH_STORAGE) bud --format docker --isolation chroot --arch $(ARCH) \

@@ -141,7 +141,8 @@ devices that a registration assigned. With --dry-run the plan is printed as a di
 (changed), never as values.
 
 String values may reference environment variables whose names start with DPSD_ or DPS_, as
-${DPSD_SENSOR1_KEY}; no other variable is read. Each object that fails is reported with the
+${DPSD_SENSOR1_KEY}; no other variable is read, and $${ is a literal ${. An export (JSON
+lines) is data: nothing in it is expanded. Each object that fails is reported with the
 service's message, and dpsctl exits non-zero.`,
 		Example: `  dpsctl apply -f enrollments.yaml --dry-run
   dpsctl apply -f enrollments.yaml --prune
@@ -227,15 +228,15 @@ written with mode 0600.`,
 
 func newImport() *cobra.Command {
 	var (
-		tf                                 targetFlags
-		file, from, fromEndpoint, stateArg string
-		fromTLS                            tlsFlags
-		limit, pageSize                    int
-		dryRun                             bool
-		mapHubs                            []string
+		tf                                          targetFlags
+		file, from, fromEnv, fromEndpoint, stateArg string
+		fromTLS                                     tlsFlags
+		limit, pageSize                             int
+		dryRun                                      bool
+		mapHubs                                     []string
 	)
 	cmd := &cobra.Command{
-		Use:   "import (-f FILE | --from CONNECTION_STRING)",
+		Use:   "import (-f FILE | --from CONNECTION_STRING | --from-env NAME)",
 		Short: "Create or update enrollments, groups and CA certificates from an export, or copy them from another DPS service",
 		Long: `With -f, create or update every object of an export (or a manifest), as apply does but never
 deleting: importing the same file twice changes nothing the second time. Registration states in
@@ -250,14 +251,34 @@ when run again, and the state file is removed once it completes. At the end it r
 could not be copied and why: CA certificates are copied unverified (prove possession again),
 Azure DPS has no certificates API, TPM enrollments' endorsement keys are copied but their
 registrations are not, registration states are not copied, members this dpsctl does not know
-are copied as they are, and every object the target refused with its message.`,
+are copied as they are, and every object the target refused with its message. An object the
+target refuses (400, 409, 412, 413, 422) is reported and the copy goes on; any other error (no
+answer, 401, 403, 5xx, an interruption) stops the copy before that object, and the next run
+copies it.
+
+The source's connection string holds its key: rather than --from (which other users of the
+machine may see in the process list), name an environment variable that holds it with
+--from-env NAME, or set $DPS_SOURCE_CONNECTION_STRING, which import reads when neither -f,
+--from nor --from-env is given. An export (-f with JSON lines) is data: ${…} in its values is
+never expanded.`,
 		Example: `  dpsctl import -f dps-backup.jsonl
-  dpsctl import --from "$AZURE_DPS_CONNECTION_STRING" --map-hub my-hub.azure-devices.net=hub.example.net
-  dpsctl import --from "$OLD_DPS" --from-endpoint https://old.example.net:8443 --from-ca-file old-ca.pem`,
+  DPS_SOURCE_CONNECTION_STRING="$(cat azure-dps.cs)" dpsctl import --map-hub my-hub.azure-devices.net=hub.example.net
+  dpsctl import --from-env OLD_DPS --from-endpoint https://old.example.net:8443 --from-ca-file old-ca.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if fromEnv != "" {
+				if from != "" {
+					return errors.New("give --from or --from-env, not both")
+				}
+				if from = os.Getenv(fromEnv); from == "" {
+					return fmt.Errorf("--from-env %s: the environment variable is not set", fromEnv)
+				}
+			}
+			if file == "" && from == "" {
+				from = os.Getenv("DPS_SOURCE_CONNECTION_STRING")
+			}
 			if (file == "") == (from == "") {
-				return errors.New("give exactly one of -f FILE or --from CONNECTION_STRING")
+				return errors.New("give exactly one of -f FILE or --from CONNECTION_STRING (or --from-env NAME, or $DPS_SOURCE_CONNECTION_STRING)")
 			}
 			t, err := tf.target()
 			if err != nil {
@@ -301,7 +322,8 @@ are copied as they are, and every object the target refused with its message.`,
 	f := cmd.Flags()
 	f.StringVarP(&file, "file", "f", "", "an export (JSON lines) or a manifest to import (- for standard input)")
 	f.BoolVar(&dryRun, "dry-run", false, "with -f: print the plan as a diff and change nothing")
-	f.StringVar(&from, "from", "", "the source DPS service's connection string HostName=…;SharedAccessKeyName=…;SharedAccessKey=… (its policy needs EnrollmentRead, EnrollmentWrite — for the keys — and ServiceConfig)")
+	f.StringVar(&from, "from", "", "the source DPS service's connection string HostName=…;SharedAccessKeyName=…;SharedAccessKey=… (its policy needs EnrollmentRead, EnrollmentWrite — for the keys — and ServiceConfig) [$DPS_SOURCE_CONNECTION_STRING]")
+	f.StringVar(&fromEnv, "from-env", "", "the name of an environment variable that holds the source's connection string (keeps its key out of the process list)")
 	f.StringVar(&fromEndpoint, "from-endpoint", "", "the source's service URL when it differs from https://HostName")
 	f.StringVar(&fromTLS.caFile, "from-ca-file", "", "PEM file of an extra CA to trust for the source")
 	f.BoolVar(&fromTLS.insecure, "from-insecure", false, "do not verify the source's server certificate (tests only)")
@@ -372,26 +394,36 @@ func newProgress(w io.Writer) *progress {
 	return p
 }
 
+// update shows done of total objects of kind; total is -1 until the copy
+// has read the kind's last page (the source is not counted ahead).
 func (p *progress) update(kind manifest.Kind, done, total int) {
 	if kind != p.kind {
 		p.finish()
 		p.kind = kind
 		if !p.terminal {
-			fmt.Fprintf(p.w, "%ss: %d to copy\n", kind, total-done)
+			fmt.Fprintf(p.w, "%ss: copying\n", kind)
 		}
+	}
+	count := fmt.Sprintf("%d", done)
+	if total >= 0 {
+		count = fmt.Sprintf("%d of %d", done, total)
 	}
 	if p.terminal {
 		const width = 30
-		filled := width
-		if total > 0 {
-			filled = width * done / total
+		bar := strings.Repeat(".", width) // not known yet
+		if total >= 0 {
+			filled := width
+			if total > 0 {
+				filled = width * done / total
+			}
+			bar = strings.Repeat("#", filled) + strings.Repeat("-", width-filled)
 		}
-		fmt.Fprintf(p.w, "\r%-13s [%s%s] %d/%d", string(kind)+"s", strings.Repeat("#", filled), strings.Repeat("-", width-filled), done, total)
+		fmt.Fprintf(p.w, "\r%-13s [%s] %s copied\x1b[K", string(kind)+"s", bar, count)
 		p.drawn = true
 		return
 	}
 	if done > 0 && (done%100 == 0 || done == total) {
-		fmt.Fprintf(p.w, "%ss: %d/%d\n", kind, done, total)
+		fmt.Fprintf(p.w, "%ss: %s copied\n", kind, count)
 	}
 }
 

@@ -302,9 +302,19 @@ func TestImportFromEndToEnd(t *testing.T) {
 		t.Errorf("after the first run b has %d enrollments, want 2: %v", len(got), got)
 	}
 
-	out = run(t, from...)
+	// The source's connection string from the environment, out of argv:
+	// $DPS_SOURCE_CONNECTION_STRING, or the variable --from-env names.
+	fromEnv := append([]string{"import"}, from[3:]...)
+	if out, err := dpsctl(t, append(fromEnv, "--from-env", "DPS_TEST_OLD_DPS")...); err == nil || !strings.Contains(err.Error(), "--from-env DPS_TEST_OLD_DPS: the environment variable is not set") {
+		t.Errorf("--from-env of an unset variable: %v\n%s", err, out)
+	}
+	if out, err := dpsctl(t, append(from, "--from-env", "DPS_TEST_OLD_DPS")...); err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Errorf("--from and --from-env: %v\n%s", err, out)
+	}
+	t.Setenv("DPS_SOURCE_CONNECTION_STRING", a.p.ConnectionString)
+	out = run(t, fromEnv...)
 	noKeys(t, out, keys)
-	for _, want := range []string{"resumed the copy recorded in", "copied: 9 created, 0 updated, 0 unchanged, 0 failed\n",
+	for _, want := range []string{"resumed the copy recorded in", "copied: 9 created, 0 updated, 0 unchanged, 0 failed\n", "enrollments: copying\n", "enrollments: 7 of 7 copied\n",
 		"TPM enrollments: the endorsement key is copied, the TPM registration is not (the device registers again and receives a new hub key): tpm-1",
 		"registration states are not copied (the service API cannot create them): these devices register again on the target, and may be assigned another hub: dev-1"} {
 		if !strings.Contains(out, want) {
@@ -322,7 +332,28 @@ func TestImportFromEndToEnd(t *testing.T) {
 	if err := b.register(t, "line-dev-9", devKey); err != nil {
 		t.Errorf("a group device on b: %v", err)
 	}
-	if out = run(t, from...); !strings.Contains(out, "copied: 0 created, 0 updated, 9 unchanged, 0 failed\n") {
+	t.Setenv("DPS_SOURCE_CONNECTION_STRING", "")
+	t.Setenv("DPS_TEST_OLD_DPS", a.p.ConnectionString)
+	if out = run(t, append(fromEnv, "--from-env", "DPS_TEST_OLD_DPS")...); !strings.Contains(out, "copied: 0 created, 0 updated, 9 unchanged, 0 failed\n") {
 		t.Errorf("a copy run again:\n%s", out)
+	}
+}
+
+// TestImportProgress: plain progress lines name the copied count, and the
+// total once the copy knows it (it does not read the source ahead).
+func TestImportProgress(t *testing.T) {
+	var b strings.Builder
+	p := newProgress(&b)
+	p.update("enrollment", 0, -1)
+	for i := 1; i <= 200; i++ {
+		p.update("enrollment", i, -1)
+	}
+	p.update("enrollment", 250, 250)
+	p.update("group", 0, 3)
+	p.update("group", 3, 3)
+	p.finish()
+	want := "enrollments: copying\nenrollments: 100 copied\nenrollments: 200 copied\nenrollments: 250 of 250 copied\ngroups: copying\ngroups: 3 of 3 copied\n"
+	if b.String() != want {
+		t.Errorf("progress:\n%s\nwant:\n%s", b.String(), want)
 	}
 }

@@ -49,7 +49,8 @@ func healthcheck(ctx context.Context, path string, getenv func(string) string, s
 }
 
 // readyzURL is the /readyz URL of the admin listener at addr; a listener
-// on every address ("", 0.0.0.0, ::) is asked on loopback.
+// on every address ("", 0.0.0.0, ::) is asked on 127.0.0.1: Go's listener
+// on :: takes IPv4 too, and a container may have no IPv6 loopback.
 func readyzURL(addr string) (string, error) {
 	if addr == "" {
 		return "", errors.New("healthcheck: listen.admin is empty: there is no admin listener to ask")
@@ -59,10 +60,8 @@ func readyzURL(addr string) (string, error) {
 		return "", fmt.Errorf("healthcheck: listen.admin %q: %w", addr, err)
 	}
 	switch host {
-	case "", "0.0.0.0":
+	case "", "0.0.0.0", "::":
 		host = "127.0.0.1"
-	case "::":
-		host = "::1"
 	}
 	return "http://" + net.JoinHostPort(host, port) + "/readyz", nil
 }

@@ -24,10 +24,13 @@ type ManifestConfig struct {
 	// in-process on every start once the store is open and before the
 	// listeners are: what they declare is created, or updated when it
 	// differs, and nothing else changes. ${DPSD_…} and ${DPS_…}
-	// references in their values are read from the environment.
+	// references in their values are read from the environment (not in
+	// an export's: its values are data).
 	Files []string `yaml:"files"`
 	// Prune also deletes what the store holds of the kinds the files
-	// manage that they do not name (default false: never).
+	// manage that they do not name (default false: never). Every node
+	// applies its own files at its start: during a rolling change of
+	// them, a node with the older files deletes what the newer added.
 	Prune bool `yaml:"prune"`
 }
 

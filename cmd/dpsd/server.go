@@ -639,13 +639,15 @@ func serveAdmin(ln net.Listener, handler http.Handler, log *slog.Logger) *http.S
 }
 
 // defaultHosts are the names the generated server certificate covers.
+// The machine's host name only when serviceHostName is unset: with it set,
+// nodes that share a dataDir (compose's volume) and differ only in host
+// name ask for the same names, so none rewrites the others' certificate.
 func (s *server) defaultHosts() []string {
 	hosts := []string{"localhost", "127.0.0.1", "::1"}
-	if h, err := os.Hostname(); err == nil && h != "" {
-		hosts = append(hosts, h)
-	}
 	if s.cfg.ServiceHostName != "" {
 		hosts = append(hosts, s.cfg.ServiceHostName)
+	} else if h, err := os.Hostname(); err == nil && h != "" {
+		hosts = append(hosts, h)
 	}
 	// Devices connect to a built-in hub by its name: the certificate must
 	// cover it (a DNS name or an IP address).

@@ -27,9 +27,10 @@ type CopyOptions struct {
 	// MapHubs rewrites IoT hub host names in iotHubs and iotHubHostName
 	// (source name → target name, any case).
 	MapHubs map[string]string
-	// Progress, when set, is called after each object and once with
-	// done 0 when a kind starts: its kind, how many of it are done (in
-	// this run and the ones it resumes) and how many the source holds.
+	// Progress, when set, is called after each object and once when a
+	// kind starts: its kind, how many of it are done (in this run and the
+	// ones it resumes) and how many the source holds — -1 until the copy
+	// has read the kind's last page (the source is not read ahead).
 	Progress func(kind Kind, done, total int)
 }
 
@@ -80,6 +81,7 @@ const (
 	noteGroupRegs      = "enrollment groups whose registered devices register again on the target (registration states are not copied)"
 	noteSigningSecret  = "custom allocation: a webhook signing secret (dps's signingSecret) is never returned, so not copied: set it again on the target"
 	noteUnknownPrefix  = "members this dpsctl does not know, copied as they are (check that the target supports them): "
+	noteNoX509Cert     = "X.509 enrollments and groups whose certificate the source did not return (Azure DPS may return only its info): the target refuses them; create them there with the certificate (dpsctl enrollment create ID --attestation x509 --cert FILE, or a manifest)"
 )
 
 // known are the members of enrollments and groups dps models.
@@ -96,8 +98,11 @@ var known = map[Kind][]string{
 // symmetric keys (read through the attestation mechanism API), to dst:
 // each created, or updated when it differs. It pages with the query API's
 // continuation tokens and records its progress in o.StateFile after each
-// object. An object the target refuses is reported and the copy goes on;
-// a source that cannot be read stops it (the state file resumes it).
+// object. An object the target refuses (refused) is reported and the copy
+// goes on; any other error — a source or target that cannot be reached
+// or read, a target that does not authorize or answers 5xx, ctx done —
+// stops it before that object is recorded, and the state file resumes it
+// there.
 func Copy(ctx context.Context, src, dst *Target, o CopyOptions) (rep CopyReport, err error) {
 	st, resumed, err := loadState(o.StateFile, src.Service.HostName)
 	if err != nil {
@@ -106,10 +111,6 @@ func Copy(ctx context.Context, src, dst *Target, o CopyOptions) (rep CopyReport,
 	rep.Resumed = resumed
 	c := copier{ctx: ctx, src: src, dst: dst, o: o, st: st}
 	defer c.report(&rep)
-	totals, err := c.count()
-	if err != nil {
-		return rep, err
-	}
 	copied := 0
 	for _, kind := range phases[slices.Index(phases, st.Phase):] {
 		if st.Phase != kind {
@@ -118,7 +119,8 @@ func Copy(ctx context.Context, src, dst *Target, o CopyOptions) (rep CopyReport,
 				return rep, err
 			}
 		}
-		c.progress(kind, totals[kind])
+		total := -1 // known at the kind's last page
+		c.progress(kind, total)
 		verified := map[string]bool{}
 		if kind == Group {
 			if verified, err = c.verifiedOnTarget(); err != nil {
@@ -133,6 +135,17 @@ func Copy(ctx context.Context, src, dst *Target, o CopyOptions) (rep CopyReport,
 			}
 			if err != nil {
 				return rep, fmt.Errorf("read the source's %ss: %s", kind, errorText(err))
+			}
+			if next == "" || next == st.Continuation {
+				// The last page: every object of the earlier pages is
+				// done (counted), and those of this one are all there is.
+				onPage := 0
+				for _, obj := range objs {
+					if idOf(kind, obj) != "" {
+						onPage++
+					}
+				}
+				total = st.Counts[kind] - len(st.Done) + onPage
 			}
 			for _, obj := range objs {
 				id := idOf(kind, obj)
@@ -155,7 +168,7 @@ func Copy(ctx context.Context, src, dst *Target, o CopyOptions) (rep CopyReport,
 				if err := c.save(); err != nil {
 					return rep, err
 				}
-				c.progress(kind, totals[kind])
+				c.progress(kind, total)
 			}
 			if next == "" || next == st.Continuation {
 				break
@@ -183,24 +196,25 @@ type copier struct {
 
 func (c *copier) progress(kind Kind, total int) {
 	if c.o.Progress != nil {
-		c.o.Progress(kind, c.st.Counts[kind], max(total, c.st.Counts[kind]))
+		done := c.st.Counts[kind]
+		if total >= 0 {
+			total = max(total, done)
+		}
+		c.o.Progress(kind, done, total)
 	}
 }
 
-// count is how many objects of each kind the source holds.
-func (c *copier) count() (map[Kind]int, error) {
-	out := map[Kind]int{}
-	for _, kind := range phases {
-		objs, err := c.src.all(c.ctx, kind, "")
-		if kind == Certificate && isMissingAPI(err) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read the source's %ss: %s", kind, errorText(err))
-		}
-		out[kind] = len(objs)
+// refused reports whether err is the target's refusal of one object (the
+// copy records it and goes on): a 400, 409, 412, 413 or 422 answer. Any
+// other error — no answer, 401, 403, 404 (a path the target does not
+// serve), 429 and 5xx after the retries, ctx done — is not about the
+// object: the copy stops there.
+func refused(err error) bool {
+	switch client.StatusOf(err) {
+	case http.StatusBadRequest, http.StatusConflict, http.StatusPreconditionFailed, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
+		return true
 	}
-	return out, nil
+	return false
 }
 
 func isMissingAPI(err error) bool {
@@ -226,8 +240,9 @@ func (c *copier) verifiedOnTarget() (map[string]bool, error) {
 	return out, nil
 }
 
-// copyOne copies one object; only a source that cannot be read is an
-// error (the target's refusal is a failure in the report).
+// copyOne copies one object. The target's refusal is a failure in the
+// report; any other error (a source that cannot be read, a target that
+// does not answer or authorize) is returned: the object is not done.
 func (c *copier) copyOne(kind Kind, id string, obj Object, verified map[string]bool) error {
 	body := maps.Clone(obj)
 	if reg, _ := body["registrationState"].(Object); reg != nil {
@@ -257,6 +272,12 @@ func (c *copier) copyOne(kind Kind, id string, obj Object, verified map[string]b
 	}
 	it := Item{Kind: kind, ID: id, Body: body, Where: "source " + string(kind) + " " + id}
 	action, err := applyStep(c.ctx, c.dst, planItem(c.ctx, c.dst, it))
+	if err != nil && !refused(err) {
+		if ctxErr := c.ctx.Err(); ctxErr != nil {
+			return ctxErr
+		}
+		return fmt.Errorf("copy %s to the target: %v", it.Name(), err)
+	}
 	if err != nil {
 		c.st.Failures = append(c.st.Failures, fmt.Sprintf("%s: %v", it.Name(), err))
 		return nil
@@ -272,6 +293,15 @@ func (c *copier) notes(kind Kind, id string, body Object, verified map[string]bo
 		c.note(noteTPM, id)
 	}
 	if x, _ := att["x509"].(Object); x != nil {
+		for _, set := range []string{"clientCertificates", "signingCertificates"} {
+			certs, _ := x[set].(Object)
+			for _, which := range []string{"primary", "secondary"} {
+				cert, _ := certs[which].(Object)
+				if pem, _ := cert["certificate"].(string); cert != nil && pem == "" {
+					c.note(noteNoX509Cert, string(kind)+" "+id)
+				}
+			}
+		}
 		refs, _ := x["caReferences"].(Object)
 		for _, which := range []string{"primary", "secondary"} {
 			if name, _ := refs[which].(string); name != "" && !verified[strings.ToLower(name)] {

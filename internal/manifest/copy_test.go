@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -101,7 +104,9 @@ func TestCopyResumes(t *testing.T) {
 	if _, err := os.Stat(state); err != nil {
 		t.Fatalf("no state file after a stop: %v", err)
 	}
-	if want := []string{"certificate:0/1", "certificate:1/1", "group:0/2", "group:1/2", "group:2/2", "enrollment:0/6", "enrollment:1/6"}; !slices.Equal(seen, want) {
+	// Totals are known at each kind's last page (-1 before): the source
+	// is not read ahead.
+	if want := []string{"certificate:0/-1", "certificate:1/1", "group:0/-1", "group:1/2", "group:2/2", "enrollment:0/-1", "enrollment:1/-1"}; !slices.Equal(seen, want) {
 		t.Errorf("progress %v, want %v", seen, want)
 	}
 	writes := dst.writes.Load()
@@ -118,7 +123,7 @@ func TestCopyResumes(t *testing.T) {
 	if n := dst.writes.Load() - writes; n != 5 {
 		t.Errorf("the resumed copy wrote %d times, want 5", n)
 	}
-	if seen[0] != "enrollment:1/6" || seen[len(seen)-1] != "enrollment:6/6" {
+	if want := []string{"enrollment:1/-1", "enrollment:2/-1", "enrollment:3/-1", "enrollment:4/-1", "enrollment:5/6", "enrollment:6/6"}; !slices.Equal(seen, want) {
 		t.Errorf("resumed progress: %v", seen)
 	}
 	if _, err := os.Stat(state); !os.IsNotExist(err) {
@@ -221,3 +226,103 @@ func TestExportImport(t *testing.T) {
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+// TestCopyStopsOnTargetErrors: an error that is not the target's refusal
+// of the object — 5xx, 401, 403, no answer, an interruption — stops the
+// copy before the object is recorded: it is not a failure in the report,
+// the state file is kept, and the next run copies it.
+func TestCopyStopsOnTargetErrors(t *testing.T) {
+	src := newService(t)
+	ctx := context.Background()
+	for _, id := range []string{"a-1", "a-2", "a-3"} {
+		if _, err := src.t.Service.PutEnrollment(ctx, e2(id), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	answer := func(status int) func(http.ResponseWriter, *http.Request, context.CancelFunc) {
+		return func(w http.ResponseWriter, _ *http.Request, _ context.CancelFunc) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			w.Write([]byte(`{"errorCode":` + itoa(status*1000+1) + `,"message":"not now"}`))
+		}
+	}
+	tests := map[string]func(http.ResponseWriter, *http.Request, context.CancelFunc){
+		"500": answer(http.StatusInternalServerError),
+		"401": answer(http.StatusUnauthorized),
+		"403": answer(http.StatusForbidden),
+		"no answer": func(w http.ResponseWriter, _ *http.Request, _ context.CancelFunc) {
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		},
+		"interrupted": func(w http.ResponseWriter, _ *http.Request, cancel context.CancelFunc) {
+			cancel()
+			answer(http.StatusServiceUnavailable)(w, nil, nil)
+		},
+	}
+	for name, fail := range tests {
+		t.Run(name, func(t *testing.T) {
+			dst := newService(t)
+			runCtx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			dst.setHook(func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+				if r.Method == http.MethodPut && r.URL.Path == "/enrollments/a-2" {
+					fail(w, r, cancel)
+					return
+				}
+				next.ServeHTTP(w, r)
+			})
+			state := filepath.Join(t.TempDir(), "s.json")
+			source := &Target{Service: src.t.Service}
+			rep, err := Copy(runCtx, source, dst.t, CopyOptions{StateFile: state})
+			if err == nil || len(rep.Failures) != 0 || rep.Created != 1 {
+				t.Fatalf("first run: %v %+v", err, rep)
+			}
+			if _, err := os.Stat(state); err != nil {
+				t.Fatalf("the state file was not kept: %v", err)
+			}
+			dst.setHook(nil)
+			rep, err = Copy(ctx, source, dst.t, CopyOptions{StateFile: state})
+			if err != nil || !rep.Resumed || rep.Created != 3 || len(rep.Failures) != 0 {
+				t.Fatalf("second run: %v %+v", err, rep)
+			}
+			if _, err := dst.store.Enrollment(ctx, "a-2"); err != nil {
+				t.Errorf("a-2 was not copied by the resumed run: %v", err)
+			}
+		})
+	}
+}
+
+// TestCopyX509WithoutCertificate: an X.509 enrollment the source gives
+// without its certificate (Azure DPS may answer only its info) is named by
+// a note of the report, and fails on the target; the copy goes on.
+func TestCopyX509WithoutCertificate(t *testing.T) {
+	src, dst := newService(t), newService(t)
+	ctx := context.Background()
+	leaf := dpstest.NewRoot(t, "Device Root").Leaf(t, "x-1").PEM()
+	doc := "enrollments:\n  - {registrationId: x-1, attestation: {type: x509, x509: {clientCertificates: {primary: {certificate: \"${DPSD_CERT}\"}}}}}\n  - {registrationId: s-1, attestation: {type: symmetricKey}}\n"
+	if _, res := apply(t, src, parse(t, doc, map[string]string{"DPSD_CERT": leaf}), false); res.Created != 2 {
+		t.Fatalf("seed: %v %v", res, res.Failures)
+	}
+	// The source answers as Azure DPS may: the certificate's info only.
+	src.setHook(func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		rec := httptest.NewRecorder()
+		next.ServeHTTP(rec, r)
+		body := bytes.ReplaceAll(rec.Body.Bytes(), []byte(`"certificate":`), []byte(`"x-certificate":`))
+		maps.Copy(w.Header(), rec.Header())
+		w.Header().Del("Content-Length")
+		w.WriteHeader(rec.Code)
+		w.Write(body)
+	})
+	rep, err := Copy(ctx, &Target{Service: src.t.Service}, dst.t, CopyOptions{StateFile: filepath.Join(t.TempDir(), "s.json")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if notes := strings.Join(rep.Notes, "\n"); !strings.Contains(notes, noteNoX509Cert+": enrollment x-1") {
+		t.Errorf("the report lacks the note:\n%s", notes)
+	}
+	if rep.Created != 1 || len(rep.Failures) != 1 || !strings.Contains(rep.Failures[0], "enrollment x-1") {
+		t.Errorf("report: %+v", rep)
+	}
+}

@@ -277,13 +277,89 @@ func prune(v any) any {
 }
 
 // merge is the body of an update: the service's object (its read-only
-// members dropped) with the file's members put over it, each whole.
+// members dropped) with the file's members put over it, each whole —
+// except the symmetric keys the file leaves out, which are the service's
+// (a PUT without them has Azure DPS and IoT hubs generate new ones).
 func merge(kind Kind, want, have Object) Object {
 	out := sendable(kind, have)
 	for k, v := range sendable(kind, want) {
 		out[k] = v
 	}
+	keepKeys(kind, out, have)
 	return out
+}
+
+// keyMember is, per kind, the member that holds symmetric keys and the
+// type that has them.
+var keyMember = map[Kind]struct{ member, typ string }{
+	Enrollment: {"attestation", "symmetricKey"},
+	Group:      {"attestation", "symmetricKey"},
+	HubDevice:  {"authentication", "sas"},
+}
+
+// keepKeys fills in, in body (an update's), the primaryKey and secondaryKey
+// its symmetric-key attestation (or sas authentication) leaves out with
+// have's, when both are of that type. body's nested objects are copied,
+// not changed.
+func keepKeys(kind Kind, body, have Object) {
+	km, ok := keyMember[kind]
+	if !ok {
+		return
+	}
+	want, _ := body[km.member].(Object)
+	cur, _ := have[km.member].(Object)
+	if want == nil || cur == nil {
+		return
+	}
+	typ, _ := want["type"].(string)
+	curTyp, _ := cur["type"].(string)
+	// A hub device's authentication without a type is sas.
+	if !strings.EqualFold(curTyp, km.typ) || typ != "" && !strings.EqualFold(typ, km.typ) || typ == "" && kind != HubDevice {
+		return
+	}
+	curKeys, _ := cur["symmetricKey"].(Object)
+	wantKeys, _ := want["symmetricKey"].(Object)
+	filled := maps.Clone(wantKeys)
+	if filled == nil {
+		filled = Object{}
+	}
+	changed := false
+	for _, k := range []string{"primaryKey", "secondaryKey"} {
+		if s, _ := filled[k].(string); s != "" {
+			continue
+		}
+		if s, _ := curKeys[k].(string); s != "" {
+			filled[k] = s
+			changed = true
+		}
+	}
+	if changed {
+		want = maps.Clone(want)
+		want["symmetricKey"] = filled
+		body[km.member] = want
+	}
+}
+
+// missingKeys reports whether an update of want over have would need
+// have's keys that have does not show (Azure DPS's GET returns none): want
+// is a symmetric-key attestation that leaves a key out.
+func missingKeys(want, have Object) bool {
+	w, _ := want["attestation"].(Object)
+	h, _ := have["attestation"].(Object)
+	typ, _ := w["type"].(string)
+	if !strings.EqualFold(typ, "symmetricKey") || !symmetric(have) {
+		return false
+	}
+	wk, _ := w["symmetricKey"].(Object)
+	hk, _ := h["symmetricKey"].(Object)
+	for _, k := range []string{"primaryKey", "secondaryKey"} {
+		ws, _ := wk[k].(string)
+		hs, _ := hk[k].(string)
+		if ws == "" && hs == "" {
+			return true
+		}
+	}
+	return false
 }
 
 // toObject decodes a JSON object.

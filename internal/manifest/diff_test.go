@@ -145,12 +145,15 @@ func TestDiffHubDeviceAndCertificate(t *testing.T) {
 }
 
 // TestMergeKeepsTheService: an update sends the service's members the file
-// does not give, the file's in place of the service's, nothing read-only.
+// does not give, the file's in place of the service's, the service's keys
+// where the file gives none, nothing read-only.
 func TestMergeKeepsTheService(t *testing.T) {
-	body := merge(Enrollment, obj(t, `{"registrationId":"dev-1","attestation":{"type":"symmetricKey"},"provisioningStatus":"disabled","newField":1}`), obj(t, service))
+	want := obj(t, `{"registrationId":"dev-1","attestation":{"type":"symmetricKey"},"provisioningStatus":"disabled","newField":1}`)
+	body := merge(Enrollment, want, obj(t, service))
 	b, _ := json.Marshal(body)
 	s := string(b)
-	for _, want := range []string{`"provisioningStatus":"disabled"`, `"iotHubs":["a.example.net"]`, `"newField":1`, `"attestation":{"type":"symmetricKey"}`} {
+	for _, want := range []string{`"provisioningStatus":"disabled"`, `"iotHubs":["a.example.net"]`, `"newField":1`,
+		`"attestation":{"symmetricKey":{"primaryKey":"K1","secondaryKey":"K2"},"type":"symmetricKey"}`} {
 		if !strings.Contains(s, want) {
 			t.Errorf("%s not in %s", want, s)
 		}
@@ -159,5 +162,37 @@ func TestMergeKeepsTheService(t *testing.T) {
 		if strings.Contains(s, no) {
 			t.Errorf("%s sent: %s", no, s)
 		}
+	}
+	if _, ok := want["attestation"].(Object)["symmetricKey"]; ok {
+		t.Error("merge changed the file's object")
+	}
+}
+
+// TestMergeKeys: the keys the file leaves out are the service's, the
+// file's win, and none are carried to another attestation type.
+func TestMergeKeys(t *testing.T) {
+	hubDev := obj(t, `{"deviceId":"s-1","status":"enabled","authentication":{"type":"sas","symmetricKey":{"primaryKey":"P","secondaryKey":"S"}}}`)
+	tests := []struct {
+		name      string
+		kind      Kind
+		want      string
+		have      Object
+		path      string
+		wantValue string
+	}{
+		{"enrollment, no keys", Enrollment, `{"registrationId":"dev-1","attestation":{"type":"symmetricKey"}}`, obj(t, service), "attestation", `{"symmetricKey":{"primaryKey":"K1","secondaryKey":"K2"},"type":"symmetricKey"}`},
+		{"enrollment, the primary key", Enrollment, `{"registrationId":"dev-1","attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":"NEW"}}}`, obj(t, service), "attestation", `{"symmetricKey":{"primaryKey":"NEW","secondaryKey":"K2"},"type":"symmetricKey"}`},
+		{"enrollment to x509", Enrollment, `{"registrationId":"dev-1","attestation":{"type":"x509","x509":{"caReferences":{"primary":"ca"}}}}`, obj(t, service), "attestation", `{"type":"x509","x509":{"caReferences":{"primary":"ca"}}}`},
+		{"hub device, sas", HubDevice, `{"deviceId":"s-1","status":"disabled","authentication":{"type":"sas"}}`, hubDev, "authentication", `{"symmetricKey":{"primaryKey":"P","secondaryKey":"S"},"type":"sas"}`},
+		{"hub device, no type", HubDevice, `{"deviceId":"s-1","authentication":{"symmetricKey":{"secondaryKey":"NEW"}}}`, hubDev, "authentication", `{"symmetricKey":{"primaryKey":"P","secondaryKey":"NEW"}}`},
+		{"hub device to selfSigned", HubDevice, `{"deviceId":"s-1","authentication":{"type":"selfSigned","x509Thumbprint":{"primaryThumbprint":"AB"}}}`, hubDev, "authentication", `{"type":"selfSigned","x509Thumbprint":{"primaryThumbprint":"AB"}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, _ := json.Marshal(merge(tt.kind, obj(t, tt.want), tt.have)[tt.path])
+			if string(b) != tt.wantValue {
+				t.Errorf("%s: %s, want %s", tt.path, b, tt.wantValue)
+			}
+		})
 	}
 }

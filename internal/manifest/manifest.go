@@ -24,10 +24,12 @@
 //	      authentication: {type: sas, symmetricKey: {primaryKey: "${DPSD_SENSOR1_KEY}"}}
 //	      twin: {tags: {site: berlin}, properties: {desired: {interval: 30}}}
 //
-// A string value may hold ${NAME} references to environment variables
-// whose names start with DPSD_ or DPS_ (no other variable is read, so a
-// file cannot copy other secrets out of the environment); an unset one is
-// an error. Values taken from the environment are never printed.
+// A string value of a manifest (YAML or JSON) may hold ${NAME} references
+// to environment variables whose names start with DPSD_ or DPS_ (no other
+// variable is read, so a file cannot copy other secrets out of the
+// environment); an unset one is an error, and $${ is a literal ${. Values
+// taken from the environment are never printed. An export (JSON lines) is
+// data, never expanded: its values are taken as they are.
 package manifest
 
 import (
@@ -195,7 +197,7 @@ func Parse(name string, data []byte, getenv func(string) string) (*Manifest, err
 			return nil, fmt.Errorf("%s: not valid JSON: %v", name, err)
 		}
 		if _, ok := first["kind"]; ok {
-			return parseLines(name, data, getenv)
+			return parseLines(name, data)
 		}
 		if dec.More() {
 			return nil, fmt.Errorf("%s: more than one JSON value, and the first has no kind member (an export has one on every line)", name)
@@ -315,7 +317,9 @@ func fromFile(name string, top Object, getenv func(string) string) (*Manifest, e
 	return m, errors.Join(errs...)
 }
 
-func parseLines(name string, data []byte, getenv func(string) string) (*Manifest, error) {
+// parseLines reads an export. Its values are data (an exported twin may
+// hold the text "${DPSD_…}"): nothing is expanded.
+func parseLines(name string, data []byte) (*Manifest, error) {
 	m := &Manifest{}
 	var errs []error
 	seen := map[Scope]bool{}
@@ -348,7 +352,7 @@ func parseLines(name string, data []byte, getenv func(string) string) (*Manifest
 			errs = append(errs, fmt.Errorf("%s: unknown kind %q (want enrollment, group, certificate, hubDevice or registration)", where, kind))
 			continue
 		}
-		it, err := newItem(Kind(kind), hub, obj, where, getenv)
+		it, err := newItem(Kind(kind), hub, obj, where, nil)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -368,7 +372,8 @@ func parseLines(name string, data []byte, getenv func(string) string) (*Manifest
 // idMember is the member of each kind that names the object.
 var idMember = map[Kind]string{Enrollment: "registrationId", Group: "enrollmentGroupId", Certificate: "name", HubDevice: "deviceId"}
 
-// newItem checks one object and expands its references.
+// newItem checks one object and expands its references (none when getenv
+// is nil: an export's values are taken as they are).
 func newItem(kind Kind, hub string, obj Object, where string, getenv func(string) string) (Item, error) {
 	it := Item{Kind: kind, Hub: hub, Where: where, secret: map[string]bool{}}
 	if kind == HubDevice {
@@ -387,9 +392,14 @@ func newItem(kind Kind, hub string, obj Object, where string, getenv func(string
 		}
 	}
 	var errs []error
-	expanded := expand(obj, "", getenv, it.secret, &errs).(Object)
-	if it.Twin != nil {
-		it.Twin = expand(it.Twin, "twin", getenv, map[string]bool{}, &errs).(Object)
+	expanded := obj
+	if getenv != nil {
+		expanded = expand(obj, "", getenv, it.secret, &errs).(Object)
+		if it.Twin != nil {
+			// Paths under "twin": the twin is apart from Body, so they
+			// cannot collide with Body's.
+			it.Twin = expand(it.Twin, "twin", getenv, it.secret, &errs).(Object)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return it, fmt.Errorf("%s: %w", where, err)
@@ -492,20 +502,28 @@ func expand(v any, path string, getenv func(string) string, secret map[string]bo
 		if !strings.Contains(x, "${") {
 			return x
 		}
-		s := envRef.ReplaceAllStringFunc(x, func(m string) string {
-			name := envRef.FindStringSubmatch(m)[1]
-			if !AllowedEnv(name) {
-				*errs = append(*errs, fmt.Errorf("%s: ${%s}: only variables named DPSD_… or DPS_… are expanded", path, name))
-				return m
-			}
-			val := getenv(name)
-			if val == "" {
-				*errs = append(*errs, fmt.Errorf("%s: environment variable %s is not set", path, name))
-			}
-			return val
-		})
-		secret[path] = true
-		return s
+		// $${ is a literal ${: expand the text between the escapes.
+		parts := strings.Split(x, "$${")
+		expanded := false
+		for i, part := range parts {
+			parts[i] = envRef.ReplaceAllStringFunc(part, func(m string) string {
+				name := envRef.FindStringSubmatch(m)[1]
+				if !AllowedEnv(name) {
+					*errs = append(*errs, fmt.Errorf("%s: ${%s}: only variables named DPSD_… or DPS_… are expanded (write $${ for a literal ${)", path, name))
+					return m
+				}
+				expanded = true
+				val := getenv(name)
+				if val == "" {
+					*errs = append(*errs, fmt.Errorf("%s: environment variable %s is not set", path, name))
+				}
+				return val
+			})
+		}
+		if expanded {
+			secret[path] = true
+		}
+		return strings.Join(parts, "${")
 	}
 	return v
 }

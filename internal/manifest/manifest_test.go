@@ -121,3 +121,46 @@ func TestMergeFindsDuplicates(t *testing.T) {
 		t.Errorf("hub device IDs are case-sensitive: %v %+v", err, m)
 	}
 }
+
+// TestParseExpansion: a manifest's ${DPSD_…} references are expanded and
+// $${ is a literal ${ (not a reference, not secret); an export's values
+// are data, never expanded — an exported twin's "${DPSD_PGPASSWORD}" stays
+// that text, whatever the importer's environment holds.
+func TestParseExpansion(t *testing.T) {
+	vars := env(map[string]string{"DPSD_PGPASSWORD": "hunter2", "DPSD_SITE": "berlin"})
+	m, err := Parse("m.yaml", []byte(`enrollments:
+  - registrationId: dev-1
+    attestation: {type: symmetricKey}
+    initialTwin: {tags: {literal: "$${DPSD_PGPASSWORD}", other: "$${HOME}", mixed: "a-$${DPSD_SITE}-${DPSD_SITE}", plain: "$5 {x}"}}
+`), vars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	it := m.Items[0]
+	tags := it.Body["initialTwin"].(Object)["tags"].(Object)
+	for k, want := range map[string]string{"literal": "${DPSD_PGPASSWORD}", "other": "${HOME}", "mixed": "a-${DPSD_SITE}-berlin", "plain": "$5 {x}"} {
+		if tags[k] != want {
+			t.Errorf("tags.%s = %q, want %q", k, tags[k], want)
+		}
+	}
+	if it.secret["initialTwin.tags.literal"] || it.secret["initialTwin.tags.other"] || !it.secret["initialTwin.tags.mixed"] {
+		t.Errorf("secret paths: %v", it.secret)
+	}
+
+	lines := `{"kind":"enrollment","registrationId":"dev-1","attestation":{"type":"symmetricKey"},"initialTwin":{"tags":{"pw":"${DPSD_PGPASSWORD}","home":"${HOME}","esc":"$${DPSD_SITE}"}}}
+{"kind":"hubDevice","hub":"localhost","deviceId":"s-1","twin":{"properties":{"desired":{"pw":"${DPSD_PGPASSWORD}"}}}}
+`
+	m, err = Parse("export.jsonl", []byte(lines), vars)
+	if err != nil {
+		t.Fatalf("an export with ${…} in its values: %v", err)
+	}
+	tags = m.Items[0].Body["initialTwin"].(Object)["tags"].(Object)
+	for k, want := range map[string]string{"pw": "${DPSD_PGPASSWORD}", "home": "${HOME}", "esc": "$${DPSD_SITE}"} {
+		if tags[k] != want {
+			t.Errorf("export: tags.%s = %q, want %q", k, tags[k], want)
+		}
+	}
+	if pw := m.Items[1].Twin["properties"].(Object)["desired"].(Object)["pw"]; pw != "${DPSD_PGPASSWORD}" {
+		t.Errorf("export: the hub device's twin: %q", pw)
+	}
+}

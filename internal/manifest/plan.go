@@ -37,6 +37,10 @@ type Step struct {
 	Err error
 	// current is the service's object (update, delete).
 	current Object
+	// twin: the update writes the hub device's initial twin (Item.Twin),
+	// which its create did not (the device's twin has no tags and no
+	// desired properties).
+	twin bool
 }
 
 // Plan is what applying a manifest changes.
@@ -174,10 +178,36 @@ func planItem(ctx context.Context, t *Target, it Item) Step {
 		cur["attestation"] = att
 	}
 	st.current = cur
-	if st.Changes = Diff(it.Kind, it.Body, cur, it.secret); len(st.Changes) == 0 {
+	st.Changes = Diff(it.Kind, it.Body, cur, it.secret)
+	if it.Kind == HubDevice && prune(it.Twin) != nil {
+		// A create whose twin write failed left the twin empty: the
+		// next plan writes it. A twin with tags or desired properties is
+		// the device's: never compared.
+		tw, err := t.twin(ctx, it.Hub, it.ID)
+		if err != nil {
+			st.Err = fmt.Errorf("read the twin: %s", errorText(err))
+			return st
+		}
+		if tw != nil && len(initialTwin(tw)) == 0 {
+			st.twin = true
+			d := differ{secret: it.secret}
+			st.Changes = append(st.Changes, Change{Path: "twin", New: it.Twin, Secret: d.isSecret("twin", it.Twin)})
+		}
+	}
+	if len(st.Changes) == 0 {
 		st.Action = Unchanged
-	} else {
-		st.Action = Update
+		return st
+	}
+	st.Action = Update
+	if (it.Kind == Enrollment || it.Kind == Group) && missingKeys(it.Body, cur) {
+		// The update keeps the keys the file leaves out: read them (the
+		// service's GET may not show them, as Azure DPS's does not).
+		att, err := t.keys(ctx, it.Kind, it.ID)
+		if err != nil {
+			st.Err = fmt.Errorf("read the keys: %s", errorText(err))
+			return st
+		}
+		cur["attestation"] = att
 	}
 	return st
 }
@@ -344,13 +374,20 @@ func write(ctx context.Context, t *Target, s Step) (Action, error) {
 		}
 		if it.Kind == HubDevice && prune(it.Twin) != nil {
 			if err := t.patchTwin(ctx, it.Hub, it.ID, it.Twin); err != nil {
-				return "", fmt.Errorf("created, but its initial twin was not written: %s", errorText(err))
+				return "", fmt.Errorf("created, but its initial twin was not written (the next apply writes it): %s", errorText(err))
 			}
 		}
 		return Create, nil
 	case Update:
-		if _, err := t.put(ctx, it.Kind, it.Hub, it.ID, merge(it.Kind, it.Body, s.current), etagOf(it.Kind, s.current)); err != nil {
-			return "", wrapStatus(err)
+		if slices.ContainsFunc(s.Changes, func(c Change) bool { return !s.twin || c.Path != "twin" }) {
+			if _, err := t.put(ctx, it.Kind, it.Hub, it.ID, merge(it.Kind, it.Body, s.current), etagOf(it.Kind, s.current)); err != nil {
+				return "", wrapStatus(err)
+			}
+		}
+		if s.twin {
+			if err := t.patchTwin(ctx, it.Hub, it.ID, it.Twin); err != nil {
+				return "", fmt.Errorf("its initial twin was not written: %s", errorText(err))
+			}
 		}
 		return Update, nil
 	case Delete:

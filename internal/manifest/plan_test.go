@@ -29,6 +29,18 @@ type testService struct {
 	t      *Target
 	store  *sqlite.DB
 	writes atomic.Int64 // PUT, PATCH and DELETE requests served
+	// hook, when set, serves the requests instead of the service (next):
+	// a test's faults, or another service's behaviour.
+	hook atomic.Pointer[func(w http.ResponseWriter, r *http.Request, next http.Handler)]
+}
+
+// setHook makes f serve the service's requests (nil: the service again).
+func (s *testService) setHook(f func(w http.ResponseWriter, r *http.Request, next http.Handler)) {
+	if f == nil {
+		s.hook.Store(nil)
+		return
+	}
+	s.hook.Store(&f)
 }
 
 func newService(tb testing.TB) *testService {
@@ -48,6 +60,10 @@ func newService(tb testing.TB) *testService {
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && !strings.HasSuffix(r.URL.Path, "/query") && !strings.HasSuffix(r.URL.Path, "/attestationmechanism") {
 			s.writes.Add(1)
+		}
+		if f := s.hook.Load(); f != nil {
+			(*f)(w, r, h)
+			return
 		}
 		h.ServeHTTP(w, r)
 	}))

@@ -143,6 +143,18 @@ func (t *Target) delete(ctx context.Context, kind Kind, hub, id, ifMatch string)
 	return err
 }
 
+// twin reads a hub device's twin; nil when the hub has no such device.
+func (t *Target) twin(ctx context.Context, hub, id string) (Object, error) {
+	b, _, err := t.do(ctx, HubDevice, hub, http.MethodGet, "/twins/"+seg(id), nil, nil)
+	if client.StatusOf(err) == http.StatusNotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return toObject(b)
+}
+
 // patchTwin merges tags and desired properties into a hub device's twin.
 func (t *Target) patchTwin(ctx context.Context, hub, id string, twin Object) error {
 	_, _, err := t.do(ctx, HubDevice, hub, http.MethodPatch, "/twins/"+seg(id), map[string]string{"If-Match": "*"}, twin)

@@ -148,6 +148,22 @@ func TestCompose(t *testing.T) {
 		if !strings.Contains(string(storage), "postgres://") || !strings.Contains(string(storage), "@postgres:5432/") {
 			t.Errorf("dpsd node %s: its configuration does not use the postgres service", name)
 		}
+		// Nodes that share a dataDir volume share its generated
+		// certificate: without serviceHostName (or a certificate of its
+		// own) each covers its container's host name and rewrites it.
+		var nodeCfg struct {
+			ServiceHostName string `yaml:"serviceHostName"`
+			TLS             struct {
+				CertFile string `yaml:"certFile"`
+			} `yaml:"tls"`
+		}
+		if err := yaml.Unmarshal(storage, &nodeCfg); err != nil {
+			t.Errorf("dpsd node %s: %v", name, err)
+		}
+		_, ownHost := s.Environment["DPSD_SERVICEHOSTNAME"]
+		if slices.Contains(s.Volumes, "dps-data:/data") && nodeCfg.ServiceHostName == "" && nodeCfg.TLS.CertFile == "" && !ownHost {
+			t.Errorf("dpsd node %s shares dps-data's generated certificate but sets no serviceHostName nor tls.certFile: the nodes would rewrite it", name)
+		}
 	}
 	slices.Sort(nodes)
 	if !slices.Equal(nodes, []string{"node-a", "node-b"}) {

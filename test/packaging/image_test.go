@@ -106,8 +106,8 @@ func TestImage(t *testing.T) {
 	for _, b := range []string{"dpsd", "dpsctl"} {
 		checkStatic(t, filepath.Join(rootfs, "usr/local/bin", b), machine)
 	}
-	if fi, err := os.Stat(filepath.Join(rootfs, "data")); err != nil || !fi.IsDir() || fi.Sys().(*syscall.Stat_t).Uid != uint32(uid) {
-		t.Fatalf("/data in the image: %v, %v: want a directory owned by uid %d", fi, err, uid)
+	if fi, err := os.Stat(filepath.Join(rootfs, "data")); err != nil || !fi.IsDir() || fi.Sys().(*syscall.Stat_t).Uid != uint32(uid) || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("/data in the image: %v, %v: want a directory of mode 0700 owned by uid %d", fi.Mode(), err, uid)
 	}
 	if t.Failed() {
 		t.FailNow()

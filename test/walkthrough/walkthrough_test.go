@@ -318,21 +318,34 @@ func startServer(t *testing.T, ns, dir string, env []string, b block) {
 			t.Logf("the server block at README.md:%d printed:\n%s", b.line, out.String())
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // make build may compile
-	defer cancel()
-	for !strings.Contains(out.String(), "dpsd is ready.") {
-		select {
-		case <-done:
-			t.Fatalf("the server block at README.md:%d ended:\n%s", b.line, out.String())
-		case <-ctx.Done():
-			t.Fatalf("the server block at README.md:%d printed no \"dpsd is ready.\" within 5 minutes:\n%s", b.line, out.String())
-		case <-time.After(100 * time.Millisecond):
-		}
+	// make build may compile first.
+	if err := waitFor(&out, "dpsd is ready.", done, 5*time.Minute); err != nil {
+		t.Fatalf("the server block at README.md:%d %v:\n%s", b.line, err, out.String())
 	}
 	// The banner's last line: the block's reader has all of it.
-	for !strings.Contains(out.String(), "Linked hubs:") {
-		time.Sleep(20 * time.Millisecond)
+	if err := waitFor(&out, "Linked hubs:", done, 30*time.Second); err != nil {
+		t.Fatalf("the server block at README.md:%d printed \"dpsd is ready.\" but %v (the banner's last line):\n%s", b.line, err, out.String())
 	}
+}
+
+// waitFor waits until out holds text; an error when done is closed (the
+// block ended) or after timeout.
+func waitFor(out fmt.Stringer, text string, done <-chan struct{}, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for !strings.Contains(out.String(), text) {
+		select {
+		case <-done:
+			if strings.Contains(out.String(), text) {
+				return nil
+			}
+			return fmt.Errorf("ended before it printed %q", text)
+		case <-ctx.Done():
+			return fmt.Errorf("printed no %q within %s", text, timeout)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // matchOutput checks a run block's output against an output block.
