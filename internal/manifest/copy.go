@@ -88,9 +88,11 @@ const (
 var known = map[Kind][]string{
 	Enrollment: {"registrationId", "deviceId", "registrationState", "optionalDeviceInformation", "attestation", "capabilities",
 		"iotHubHostName", "initialTwin", "etag", "provisioningStatus", "reprovisionPolicy", "createdDateTimeUtc",
-		"lastUpdatedDateTimeUtc", "allocationPolicy", "iotHubs", "customAllocationDefinition"},
+		"lastUpdatedDateTimeUtc", "allocationPolicy", "iotHubs", "customAllocationDefinition",
+		"certificateAuthorityName", "certificatePolicyName", "credentialPolicyName"},
 	Group: {"enrollmentGroupId", "attestation", "capabilities", "iotHubHostName", "initialTwin", "etag", "provisioningStatus",
-		"reprovisionPolicy", "createdDateTimeUtc", "lastUpdatedDateTimeUtc", "allocationPolicy", "iotHubs", "customAllocationDefinition"},
+		"reprovisionPolicy", "createdDateTimeUtc", "lastUpdatedDateTimeUtc", "allocationPolicy", "iotHubs", "customAllocationDefinition",
+		"certificateAuthorityName", "certificatePolicyName", "credentialPolicyName"},
 }
 
 // Copy copies the CA certificates, enrollment groups and individual

@@ -31,7 +31,7 @@ func seed(t *testing.T, s *testService) map[string]string {
     attestation: {type: tpm, tpm: {endorsementKey: "${DPSD_EK}"}}
   - registrationId: dev-4
     attestation: {type: symmetricKey}
-    credentialPolicyName: p1
+    namespaceName: ns1
   - registrationId: dev-5
     attestation: {type: symmetricKey}
 hubDevices:`, 1)
@@ -135,7 +135,7 @@ func TestCopyResumes(t *testing.T) {
 		noteUnverified + ": factory",
 		noteCARef + ": line-1 (factory)",
 		noteTPM + ": tpm-1",
-		noteUnknownPrefix + "credentialPolicyName: enrollment dev-4",
+		noteUnknownPrefix + "namespaceName: enrollment dev-4",
 	} {
 		if !strings.Contains(notes, want) {
 			t.Errorf("the report lacks %q:\n%s", want, notes)
