@@ -64,7 +64,7 @@ var rules = map[string][]string{
 	"internal/route/webhook":           {module, module + "/webhook", module + "/internal/route"},
 	"internal/console":                 {module, module + "/internal/access", module + "/internal/sas", module + "/internal/iothub", module + "/internal/faults", module + "/internal/wire"},
 	"internal/ceiling":                 {module, module + "/internal/registration"},
-	"internal/bench":                   {module + "/device"},
+	"internal/bench":                   {module + "/device", module + "/internal/sas"},
 	"internal/route":                   {module},
 	"internal/route/routetest":         {module, module + "/internal/pki", module + "/internal/route"}, // test helpers
 	"internal/route/kafka":             {module, module + "/internal/route", "github.com/twmb/franz-go"},
