@@ -290,11 +290,19 @@ func TestCertificateIssuanceRefusals(t *testing.T) {
 	if err != nil || len(cas) != 1 || cas[0].Key != "" || !strings.Contains(cas[0].Certificate, "BEGIN CERTIFICATE") {
 		t.Errorf("issuing CAs: %+v, %v", cas, err)
 	}
-	// Names that do not exist are refused at the enrollment.
-	_, err = svc.PutEnrollment(ctx, wire.IndividualEnrollment{RegistrationID: "csr-ref-bad", Attestation: symmetric(), IssuanceNames: wire.IssuanceNames{CertificatePolicyName: "no-such-policy"}}, "")
-	wantStatus(t, err, 400)
-	_, err = svc.PutEnrollment(ctx, wire.IndividualEnrollment{RegistrationID: "csr-ref-bad", Attestation: symmetric(), IssuanceNames: wire.IssuanceNames{CertificateAuthorityName: "other-ca", CertificatePolicyName: "devices-30d"}}, "")
-	wantStatus(t, err, 400)
+	// Names dps does not have (Azure Device Registry's, in an enrollment
+	// copied from Azure) are kept and echoed; a CSR on them is refused.
+	adr, err := svc.PutEnrollment(ctx, wire.IndividualEnrollment{RegistrationID: "csr-ref-adr", Attestation: symmetric(), IssuanceNames: wire.IssuanceNames{CredentialPolicyName: "ADR-Policy"}}, "")
+	if err != nil || adr.CredentialPolicyName != "ADR-Policy" || adr.CertificatePolicyName != "ADR-Policy" {
+		t.Fatalf("enrollment naming an Azure Device Registry policy: %+v, %v", adr.IssuanceNames, err)
+	}
+	otherCA, err := svc.PutEnrollment(ctx, wire.IndividualEnrollment{RegistrationID: "csr-ref-ca", Attestation: symmetric(), IssuanceNames: wire.IssuanceNames{CertificateAuthorityName: "other-ca", CertificatePolicyName: "devices-30d"}}, "")
+	if err != nil || otherCA.CertificateAuthorityName != "other-ca" || otherCA.CertificatePolicyName != "devices-30d" {
+		t.Fatalf("enrollment naming another CA: %+v, %v", otherCA.IssuanceNames, err)
+	}
+	if got, err := svc.Enrollment(ctx, "csr-ref-ca"); err != nil || got.IssuanceNames != otherCA.IssuanceNames {
+		t.Errorf("read back: %+v, %v", got.IssuanceNames, err)
+	}
 
 	key := newDeviceKey(t)
 	good := mustCSR(t, key, "csr-ref-1")
@@ -320,6 +328,8 @@ func TestCertificateIssuanceRefusals(t *testing.T) {
 		{"fail/weak-key", "csr-ref-1", withPolicy, "2026-11-01", b64(mustCSR(t, weak, "csr-ref-1")), dps.CodeCSRKeyNotAllowed},
 		{"fail/key-not-allowed", "csr-ref-ec", ecOnly, "2026-11-01", b64(mustCSR(t, rsa2048, "csr-ref-ec")), dps.CodeCSRKeyNotAllowed},
 		{"fail/no-policy", "csr-ref-none", noPolicy, "2026-11-01", b64(mustCSR(t, key, "csr-ref-none")), dps.CodeIssuanceNotEnabled},
+		{"fail/policy-not-here", "csr-ref-adr", adr.Attestation.SymmetricKey.PrimaryKey, "2026-11-01", b64(mustCSR(t, key, "csr-ref-adr")), dps.CodeIssuanceNotEnabled},
+		{"fail/other-ca", "csr-ref-ca", otherCA.Attestation.SymmetricKey.PrimaryKey, "2026-11-01", b64(mustCSR(t, key, "csr-ref-ca")), dps.CodeIssuanceNotEnabled},
 		{"fail/old-api-version", "csr-ref-1", withPolicy, "2021-06-01", b64(good), dps.CodeIssuanceNotEnabled},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -335,6 +345,11 @@ func TestCertificateIssuanceRefusals(t *testing.T) {
 		})
 	}
 
+	// An unauthenticated request is a 401, whatever its csr and api-version.
+	if r := raw("csr-ref-1", noPolicy, "2021-06-01", b64(good)); r.status != http.StatusUnauthorized {
+		t.Errorf("csr with an old api-version and another device's key: HTTP %d %s, want 401", r.status, r.raw)
+	}
+
 	// The same device with a good CSR gets its chain, but not in an
 	// answer to an api-version without issuedCertificateChain.
 	r := raw("csr-ref-1", withPolicy, "2025-07-01-preview", b64(good))
@@ -345,7 +360,7 @@ func TestCertificateIssuanceRefusals(t *testing.T) {
 	poll := func(apiVersion string) wire.RegistrationOperationStatus {
 		t.Helper()
 		var out wire.RegistrationOperationStatus
-		for range 100 {
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
 			p := do(t, hc, http.MethodGet, s.endpoint()+"/"+s.idScope+"/registrations/csr-ref-1/operations/"+op.OperationID+"?api-version="+apiVersion,
 				sasFor(t, s.idScope+"/registrations/csr-ref-1", withPolicy), nil)
 			json.Unmarshal([]byte(p.raw), &out)

@@ -466,8 +466,7 @@ func (s *server) deviceAPI() (*httpapi.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	manager := enrollment.New(enrollment.Options{Store: s.store, LinkedHubs: s.cfg.linkedHubs(), AllowHTTPWebhooks: s.cfg.Webhook.AllowHTTP,
-		Issuance: s.issuance})
+	manager := enrollment.New(enrollment.Options{Store: s.store, LinkedHubs: s.cfg.linkedHubs(), AllowHTTPWebhooks: s.cfg.Webhook.AllowHTTP})
 	service := httpapi.NewService(httpapi.ServiceOptions{
 		Manager:    manager,
 		Authorizer: checker,

@@ -49,17 +49,6 @@ type Options struct {
 	LinkedHubs []dps.LinkedHub
 	// AllowHTTPWebhooks permits http:// custom allocation webhook URLs.
 	AllowHTTPWebhooks bool
-	// Issuance checks the certificate issuance names of enrollments and
-	// groups (internal/issuance); nil: an enrollment that names a CA or a
-	// policy is refused.
-	Issuance IssuanceNames
-}
-
-// IssuanceNames checks an enrollment's certificateAuthorityName and
-// certificatePolicyName: the policy exists, the CA is its. Its
-// *dps.Error of KindInvalid is the caller's 400.
-type IssuanceNames interface {
-	CheckEnrollment(ctx context.Context, set *dps.Settings) error
 }
 
 // Service implements the management use case.
@@ -181,14 +170,10 @@ func (s *Service) validateSettings(ctx context.Context, set *dps.Settings, old *
 			}
 		}
 	}
-	if set.CertificatePolicyName != "" || set.CertificateAuthorityName != "" {
-		if s.o.Issuance == nil {
-			return invalid("certificatePolicyName: certificate issuance is not enabled on this instance")
-		}
-		if err := s.o.Issuance.CheckEnrollment(ctx, set); err != nil {
-			return err
-		}
-	}
+	// certificateAuthorityName and certificatePolicyName (credentialPolicyName)
+	// are stored and echoed whatever they name: an enrollment copied from
+	// Azure names Azure Device Registry policies this instance may not
+	// have. They are checked when a device sends a CSR (internal/issuance).
 	for _, h := range set.IoTHubs {
 		if !s.linked(h) {
 			return invalid("iotHubs: %q is not a linked IoT hub of this instance", h)

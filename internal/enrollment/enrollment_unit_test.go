@@ -773,3 +773,29 @@ func TestCAProofOfPossession(t *testing.T) {
 		t.Fatalf("upload of another CA under the name = %+v, %v; want unverified", changed, err)
 	}
 }
+
+// TestIssuanceNamesKept: an enrollment or a group naming a credential
+// policy and a CA this instance does not have (Azure Device Registry's,
+// in an enrollment copied from Azure) is stored and read back with the
+// names unchanged; they are checked only when a device sends a CSR.
+func TestIssuanceNamesKept(t *testing.T) {
+	ctx := context.Background()
+	st := newMemStore()
+	s := newService(st, false)
+	set := symSettings("", "")
+	set.CertificatePolicyName, set.CertificateAuthorityName = "ADR-Policy-01", "adr-ca-eu"
+	e, err := s.PutEnrollment(ctx, dps.Enrollment{RegistrationID: "dev-1", Settings: set}, "")
+	if err != nil {
+		t.Fatalf("enrollment naming Azure Device Registry policies: %v", err)
+	}
+	g, err := s.PutGroup(ctx, dps.Group{ID: "group-1", Settings: set}, "")
+	if err != nil {
+		t.Fatalf("group naming Azure Device Registry policies: %v", err)
+	}
+	stored, _ := st.Enrollment(ctx, "dev-1")
+	for what, got := range map[string]dps.Settings{"enrollment": e.Settings, "group": g.Settings, "stored enrollment": stored.Settings} {
+		if got.CertificatePolicyName != "ADR-Policy-01" || got.CertificateAuthorityName != "adr-ca-eu" {
+			t.Errorf("%s: names %q, %q, want them unchanged", what, got.CertificatePolicyName, got.CertificateAuthorityName)
+		}
+	}
+}

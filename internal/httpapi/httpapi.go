@@ -208,10 +208,6 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request, scope, regID 
 		h.refuse(w, r, d, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "registrationId in the body does not match the registration ID in the path"})
 		return
 	}
-	if err := wire.CheckCSRVersion(apiVersion(r), body.CSR); err != nil {
-		h.deviceError(w, r, regID, err)
-		return
-	}
 	req := registration.Request{
 		IDScope:        scope,
 		RegistrationID: regID,
@@ -220,6 +216,7 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request, scope, regID 
 		Force:          strings.EqualFold(r.URL.Query().Get("forceRegistration"), "true"),
 		Origin:         registration.Origin{Transport: transportHTTPS, Source: r.RemoteAddr, TrackingID: trackingID(w)},
 		CSR:            body.CSR,
+		CSRRefused:     wire.CheckCSRVersion(apiVersion(r), body.CSR),
 	}
 	if body.TPM != nil {
 		req.Credential.TPM = &dps.TPMAttestation{EndorsementKey: body.TPM.EndorsementKey, StorageRootKey: body.TPM.StorageRootKey}

@@ -50,7 +50,9 @@ type Store interface {
 	PutCredentialPolicy(ctx context.Context, p dps.CredentialPolicy, ifMatch string) (dps.CredentialPolicy, error)
 	DeleteCredentialPolicy(ctx context.Context, name, ifMatch string) error
 	// RecordIssuedCertificate stores an issued certificate, unless its
-	// operation already has one: then it returns that one.
+	// operation already has one: then it returns that one, re-pointed to
+	// c's hub and device ID when they differ (a retried completion that
+	// moved the device).
 	RecordIssuedCertificate(ctx context.Context, c dps.IssuedCertificate) (dps.IssuedCertificate, error)
 	IssuedCertificate(ctx context.Context, serial string) (dps.IssuedCertificate, error)
 	RevokeIssuedCertificates(ctx context.Context, hub, deviceID string, at time.Time) (int, error)
@@ -81,6 +83,7 @@ type Service struct {
 	mu      sync.Mutex
 	signers map[string]signer // folded CA name → its opened key, by ETag
 	crls    map[string]cachedCRL
+	crlNums map[string]int64 // folded CA name → the number of its last CRL made here
 }
 
 type signer struct {
@@ -106,7 +109,7 @@ func New(o Options) (*Service, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{o: o, signers: map[string]signer{}, crls: map[string]cachedCRL{}}
+	s := &Service{o: o, signers: map[string]signer{}, crls: map[string]cachedCRL{}, crlNums: map[string]int64{}}
 	if o.KeyEncryptionKey != nil {
 		if len(o.KeyEncryptionKey) != KeyEncryptionKeySize {
 			return nil, fmt.Errorf("issuance: the key encryption key must be %d bytes, not %d", KeyEncryptionKeySize, len(o.KeyEncryptionKey))
@@ -376,6 +379,13 @@ func importCA(certPEM, keyPEM string, now time.Time) ([][]byte, crypto.Signer, e
 	if !ca.IsCA || ca.KeyUsage != 0 && ca.KeyUsage&x509.KeyUsageCertSign == 0 {
 		return nil, nil, invalid("the certificate is not a CA certificate (basic constraints CA, key usage certSign)")
 	}
+	// The CA signs its CRL too: without these its CRL could never be made.
+	if ca.KeyUsage&x509.KeyUsageCRLSign == 0 {
+		return nil, nil, invalid("the CA certificate's key usage lacks cRLSign (dps publishes a CRL signed by the CA): reissue it with keyUsage keyCertSign, cRLSign")
+	}
+	if len(ca.SubjectKeyId) == 0 {
+		return nil, nil, invalid("the CA certificate has no subject key identifier (its CRL names it): reissue it with the subjectKeyIdentifier extension")
+	}
 	if now.Before(ca.NotBefore) || now.After(ca.NotAfter) {
 		return nil, nil, invalid("the CA certificate is not valid now (%s to %s)", ca.NotBefore.UTC().Format(time.RFC3339), ca.NotAfter.UTC().Format(time.RFC3339))
 	}
@@ -493,42 +503,29 @@ func (s *Service) DeletePolicy(ctx context.Context, name, ifMatch string) error 
 	return notFound(s.o.Store.DeleteCredentialPolicy(ctx, name, ifMatch), dps.CodeCredentialPolicyNotFound)
 }
 
-// CheckEnrollment checks an enrollment's issuance names (the enrollment
-// use case calls it on every put): a policy that exists, and a CA, when
-// named, that is the policy's.
-func (s *Service) CheckEnrollment(ctx context.Context, set *dps.Settings) error {
+// policyFor returns the policy of an enrollment. Enrollments store any
+// certificatePolicyName and certificateAuthorityName (one copied from
+// Azure names Azure Device Registry's), so they are checked here, when a
+// device sends a CSR: no policy, a policy this instance does not have, or
+// a CA that is not the policy's is CodeIssuanceNotEnabled.
+func (s *Service) policyFor(ctx context.Context, set *dps.Settings) (dps.CredentialPolicy, error) {
+	notEnabled := func(format string, args ...any) error {
+		return &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeIssuanceNotEnabled, Message: fmt.Sprintf(format, args...)}
+	}
 	if set.CertificatePolicyName == "" {
-		if set.CertificateAuthorityName != "" {
-			return invalid("certificateAuthorityName needs certificatePolicyName (the credential policy that issues with it)")
-		}
-		return nil
+		return dps.CredentialPolicy{}, notEnabled("csr: the enrollment names no credential policy, so no certificate can be issued (set its certificatePolicyName)")
 	}
 	p, err := s.o.Store.CredentialPolicy(ctx, set.CertificatePolicyName)
 	if dps.KindOf(err) == dps.KindNotFound {
-		return invalid("certificatePolicyName: no credential policy named %q (create it with dpsctl issuance policy create)", set.CertificatePolicyName)
+		return p, notEnabled("csr: the enrollment's credential policy %q does not exist on this instance (create it with dpsctl issuance policy create)", set.CertificatePolicyName)
 	}
 	if err != nil {
-		return err
+		return p, err
 	}
 	if set.CertificateAuthorityName != "" && !strings.EqualFold(set.CertificateAuthorityName, p.CertificateAuthority) {
-		return invalid("certificateAuthorityName %q is not the CA of credential policy %q (%s)", set.CertificateAuthorityName, p.Name, p.CertificateAuthority)
+		return p, notEnabled("csr: the enrollment's certificateAuthorityName %q is not the CA of its credential policy %q (%s)", set.CertificateAuthorityName, p.Name, p.CertificateAuthority)
 	}
-	return nil
-}
-
-// policyFor returns the policy of an enrollment, as the device sees a
-// missing one: CodeIssuanceNotEnabled.
-func (s *Service) policyFor(ctx context.Context, set *dps.Settings) (dps.CredentialPolicy, error) {
-	if set.CertificatePolicyName == "" {
-		return dps.CredentialPolicy{}, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeIssuanceNotEnabled,
-			Message: "csr: the enrollment names no credential policy, so no certificate can be issued (set its certificatePolicyName)"}
-	}
-	p, err := s.o.Store.CredentialPolicy(ctx, set.CertificatePolicyName)
-	if dps.KindOf(err) == dps.KindNotFound {
-		return p, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeIssuanceNotEnabled,
-			Message: fmt.Sprintf("csr: the enrollment's credential policy %q does not exist", set.CertificatePolicyName)}
-	}
-	return p, err
+	return p, nil
 }
 
 // Check checks a registration's csr (base64 DER) against the device's
@@ -739,6 +736,18 @@ func (s *Service) Renew(ctx context.Context, hub, deviceID, serial, csr string) 
 	if err != nil {
 		return nil, refuse(err)
 	}
+	// A revocation of the device between the check above and the record
+	// of the new certificate missed it: look again now that it is recorded
+	// (a later revocation sees it) and revoke it with the others.
+	if rec, err = s.o.Store.IssuedCertificate(ctx, serial); err != nil {
+		return nil, err
+	}
+	if !rec.Revoked.IsZero() {
+		if _, err := s.Revoke(ctx, hub, deviceID); err != nil {
+			return nil, err
+		}
+		return nil, refuse(invalid("the device's certificate was revoked"))
+	}
 	return chain, nil
 }
 
@@ -757,6 +766,19 @@ func (s *Service) Revoke(ctx context.Context, hub, deviceID string) (int, error)
 		s.o.Logger.InfoContext(ctx, "certificates revoked", "hub", hub, "device_id", deviceID, "count", n)
 	}
 	return n, nil
+}
+
+// crlNumber is the CRL number of a CA's next CRL: the clock in
+// milliseconds, but never less than one more than the last number this
+// process gave (two CRLs in one millisecond, or a clock set back). Not
+// stored: after a restart, or on another node, the clock alone orders
+// them, as it did the earlier ones.
+func (s *Service) crlNumber(ca string, now time.Time) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := max(now.UnixMilli(), s.crlNums[ca]+1)
+	s.crlNums[ca] = n
+	return n
 }
 
 // crlFor is how long a CRL is served before it is made again (a
@@ -800,7 +822,7 @@ func (s *Service) CRL(ctx context.Context, name string) ([]byte, error) {
 		entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: r.Revoked, ReasonCode: 0})
 	}
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
-		Number:                    big.NewInt(now.UnixNano() / int64(time.Millisecond)),
+		Number:                    big.NewInt(s.crlNumber(k, now)),
 		ThisUpdate:                now,
 		NextUpdate:                now.Add(crlValidity),
 		RevokedCertificateEntries: entries,

@@ -10,6 +10,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/pem"
 	"math/big"
@@ -233,9 +234,39 @@ func TestImportCA(t *testing.T) {
 	if _, err := s.PutCA(ctx, "imported", dps.CASpec{CertificatePEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rootDER})) + string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: interDER})), KeyPEM: wrongKey}, ""); dps.KindOf(err) != dps.KindInvalid {
 		t.Errorf("import of a chain in the wrong order: %v", err)
 	}
+	// A CA that could not sign its CRL is refused at import: without
+	// cRLSign, or without a subject key identifier.
+	pemOf := func(der []byte) string {
+		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	}
+	noCRLTmpl := *interTmpl
+	noCRLTmpl.KeyUsage = x509.KeyUsageCertSign
+	noCRLDER, _ := x509.CreateCertificate(rand.Reader, &noCRLTmpl, root, interKey.Public(), rootKey)
+	// (Go adds a subject key identifier to every CA it makes: the basic
+	// constraints are given as an extra extension so that it does not.)
+	bc, _ := asn1.Marshal(struct{ IsCA bool }{true})
+	noSKITmpl := *interTmpl
+	noSKITmpl.IsCA, noSKITmpl.BasicConstraintsValid = false, false
+	noSKITmpl.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 19}, Critical: true, Value: bc}}
+	noSKIDER, _ := x509.CreateCertificate(rand.Reader, &noSKITmpl, root, interKey.Public(), rootKey)
+	if c, err := x509.ParseCertificate(noSKIDER); err != nil || !c.IsCA || len(c.SubjectKeyId) != 0 {
+		t.Fatalf("test CA without a subject key identifier: %v", err)
+	}
+	for what, tc := range map[string]struct {
+		der  []byte
+		says string
+	}{"no cRLSign": {noCRLDER, "cRLSign"}, "no subject key identifier": {noSKIDER, "subject key identifier"}} {
+		_, err := s.PutCA(ctx, "imported", dps.CASpec{CertificatePEM: pemOf(tc.der) + pemOf(rootDER), KeyPEM: keyPEM}, "")
+		if dps.KindOf(err) != dps.KindInvalid || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("import of a CA with %s: %v", what, err)
+		}
+	}
 	ca, err := s.PutCA(ctx, "imported", dps.CASpec{CertificatePEM: certPEM, KeyPEM: keyPEM}, "")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := s.CRL(ctx, "imported"); err != nil {
+		t.Errorf("CRL of the imported CA: %v", err)
 	}
 	if ca.KeyType != dps.KeyRSA2048 || len(ca.Chain) != 2 {
 		t.Fatalf("imported %s with %d certificates", ca.KeyType, len(ca.Chain))
@@ -280,21 +311,6 @@ func TestPolicies(t *testing.T) {
 	if err != nil || p.ValidityDays != 30 || p.Subject != dps.SubjectRegistrationID || len(p.KeyTypes) != 1 || p.KeyTypes[0] != dps.KeyECDSAP256 {
 		t.Errorf("policy with defaults: %#v, %v", p, err)
 	}
-	for _, tc := range []struct {
-		set dps.Settings
-		ok  bool
-	}{
-		{dps.Settings{}, true},
-		{dps.Settings{CertificatePolicyName: "policy-1"}, true},
-		{dps.Settings{CertificatePolicyName: "POLICY-1", CertificateAuthorityName: "ca-1"}, true},
-		{dps.Settings{CertificatePolicyName: "policy-1", CertificateAuthorityName: "ca-2"}, false},
-		{dps.Settings{CertificatePolicyName: "policy-9"}, false},
-		{dps.Settings{CertificateAuthorityName: "ca-1"}, false},
-	} {
-		if err := s.CheckEnrollment(ctx, &tc.set); (err == nil) != tc.ok || err != nil && dps.KindOf(err) != dps.KindInvalid {
-			t.Errorf("CheckEnrollment(%+v) = %v, want ok %v", tc.set, err, tc.ok)
-		}
-	}
 	if err := s.DeleteCA(ctx, "ca-1", ""); dps.KindOf(err) != dps.KindConflict {
 		t.Errorf("delete of a CA with policies: %v", err)
 	}
@@ -314,21 +330,27 @@ func TestCheckRefusals(t *testing.T) {
 	}
 	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	// Enrollments keep any names (Azure Device Registry's, copied from
+	// Azure): they are checked here, when a CSR arrives.
 	for _, tc := range []struct {
 		name   string
 		policy string
+		ca     string
 		csr    string
 		code   int
 	}{
-		{"ok", "policy-1", csr(t, "reg-1", ec), 0},
-		{"fail/no-policy", "", csr(t, "reg-1", ec), dps.CodeIssuanceNotEnabled},
-		{"fail/policy-deleted", "gone", csr(t, "reg-1", ec), dps.CodeIssuanceNotEnabled},
-		{"fail/garbage", "policy-1", "garbage!", dps.CodeCSRInvalid},
-		{"fail/cn", "policy-1", csr(t, "reg-2", ec), dps.CodeCSRSubjectMismatch},
-		{"fail/key-type", "ec-only", csr(t, "reg-1", rsaKey), dps.CodeCSRKeyNotAllowed},
+		{"ok", "policy-1", "", csr(t, "reg-1", ec), 0},
+		{"ok/ca-named", "POLICY-1", "CA-1", csr(t, "reg-1", ec), 0},
+		{"fail/no-policy", "", "", csr(t, "reg-1", ec), dps.CodeIssuanceNotEnabled},
+		{"fail/policy-deleted", "gone", "", csr(t, "reg-1", ec), dps.CodeIssuanceNotEnabled},
+		{"fail/azure-policy", "adr-policy", "adr-ca", csr(t, "reg-1", ec), dps.CodeIssuanceNotEnabled},
+		{"fail/other-ca", "policy-1", "ca-2", csr(t, "reg-1", ec), dps.CodeIssuanceNotEnabled},
+		{"fail/garbage", "policy-1", "", "garbage!", dps.CodeCSRInvalid},
+		{"fail/cn", "policy-1", "", csr(t, "reg-2", ec), dps.CodeCSRSubjectMismatch},
+		{"fail/key-type", "ec-only", "", csr(t, "reg-1", rsaKey), dps.CodeCSRKeyNotAllowed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := s.Check(ctx, &dps.Settings{CertificatePolicyName: tc.policy}, "reg-1", tc.csr)
+			_, err := s.Check(ctx, &dps.Settings{CertificatePolicyName: tc.policy, CertificateAuthorityName: tc.ca}, "reg-1", tc.csr)
 			if code(err) != tc.code || err != nil && dps.KindOf(err) != dps.KindInvalid {
 				t.Fatalf("Check = %v (code %d), want code %d", err, code(err), tc.code)
 			}
@@ -385,5 +407,109 @@ func TestRenew(t *testing.T) {
 	s.Revoke(ctx, "hub.example.net", "dev-1")
 	if _, err := s.Renew(ctx, "hub.example.net", "dev-1", dps.SerialText(second), csr(t, "dev-1", k2)); code(err) != dps.CodeCredentialOperationFailed {
 		t.Errorf("renewal with a revoked certificate: %v", err)
+	}
+}
+
+// TestIssueRetryMovedHub: a retried completion of one operation that
+// assigns the device to another hub gets the operation's certificate,
+// which the new hub accepts and the first hub no longer does.
+func TestIssueRetryMovedHub(t *testing.T) {
+	_, s, _ := setup(t)
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	set := &dps.Settings{CertificatePolicyName: "policy-1"}
+	der, err := s.Check(ctx, set, "reg-1", csr(t, "reg-1", k))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.Issue(ctx, dps.IssueRequest{OperationID: "op-1", RegistrationID: "reg-1", Hub: "hub-a.example.net", DeviceID: "reg-1", Settings: set, CSR: der})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := s.Issue(ctx, dps.IssueRequest{OperationID: "op-1", RegistrationID: "reg-1", Hub: "hub-b.example.net", DeviceID: "reg-1", Settings: set, CSR: der})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(again[0])
+	if !bytes.Equal(first[0], again[0]) {
+		t.Error("the retry got another certificate than the operation's")
+	}
+	if _, err := s.Verify(ctx, "hub-b.example.net", "reg-1", leaf); err != nil {
+		t.Errorf("the new hub refuses the operation's certificate: %v", err)
+	}
+	if _, err := s.Verify(ctx, "hub-a.example.net", "reg-1", leaf); dps.KindOf(err) != dps.KindUnauthorized {
+		t.Errorf("the hub the device left accepts its certificate: %v", err)
+	}
+}
+
+// revokingStore revokes the device's certificates just before a renewal's
+// certificate is recorded: a revocation that races the renewal.
+type revokingStore struct {
+	*sqlite.DB
+	recorded []dps.IssuedCertificate
+}
+
+func (r *revokingStore) RecordIssuedCertificate(ctx context.Context, c dps.IssuedCertificate) (dps.IssuedCertificate, error) {
+	if c.OperationID == "" {
+		if _, err := r.DB.RevokeIssuedCertificates(ctx, c.Hub, c.DeviceID, time.Now()); err != nil {
+			return c, err
+		}
+		r.recorded = append(r.recorded, c)
+	}
+	return r.DB.RecordIssuedCertificate(ctx, c)
+}
+
+// TestRenewRacesRevocation: a device revoked while its renewal is being
+// issued does not keep a valid renewed certificate.
+func TestRenewRacesRevocation(t *testing.T) {
+	db, _, _ := setup(t)
+	st := &revokingStore{DB: db}
+	s, err := issuance.New(issuance.Options{Store: st, KeyEncryptionKey: kek(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k1, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	first, _ := x509.ParseCertificate(issue(t, s, "op-1", "reg-1", "dev-1", k1)[0])
+	k2, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if _, err := s.Renew(ctx, "hub.example.net", "dev-1", dps.SerialText(first), csr(t, "dev-1", k2)); code(err) != dps.CodeCredentialOperationFailed {
+		t.Errorf("renewal revoked meanwhile: %v (code %d), want 400040", err, code(err))
+	}
+	if len(st.recorded) != 1 {
+		t.Fatalf("%d renewals recorded", len(st.recorded))
+	}
+	got, err := db.IssuedCertificate(ctx, st.recorded[0].SerialNumber)
+	if err != nil || got.Revoked.IsZero() {
+		t.Errorf("the renewed certificate %s of a revoked device: revoked %v, %v; want it revoked", got.SerialNumber, got.Revoked, err)
+	}
+}
+
+// TestCRLNumberMonotonic: each CRL made has a greater number than the one
+// before, even within one millisecond of the clock.
+func TestCRLNumberMonotonic(t *testing.T) {
+	db, _, _ := setup(t)
+	at := time.Now()
+	s, err := issuance.New(issuance.Options{Store: db, KeyEncryptionKey: kek(1), Now: func() time.Time { return at }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last *big.Int
+	for i := range 3 {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		dev := "dev-" + string(rune('a'+i))
+		issue(t, s, "op-"+dev, dev, dev, k)
+		if _, err := s.Revoke(ctx, "hub.example.net", dev); err != nil { // a new CRL at once
+			t.Fatal(err)
+		}
+		der, err := s.CRL(ctx, "ca-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		crl, err := x509.ParseRevocationList(der)
+		if err != nil || len(crl.RevokedCertificateEntries) != i+1 {
+			t.Fatalf("CRL %d: %v", i, err)
+		}
+		if last != nil && crl.Number.Cmp(last) <= 0 {
+			t.Errorf("CRL %d has number %v after %v", i, crl.Number, last)
+		}
+		last = crl.Number
 	}
 }

@@ -31,7 +31,7 @@ func seed(t *testing.T, s *testService) map[string]string {
     attestation: {type: tpm, tpm: {endorsementKey: "${DPSD_EK}"}}
   - registrationId: dev-4
     attestation: {type: symmetricKey}
-    namespaceName: ns1
+    credentialPolicyName: p1
   - registrationId: dev-5
     attestation: {type: symmetricKey}
 hubDevices:`, 1)
@@ -135,11 +135,19 @@ func TestCopyResumes(t *testing.T) {
 		noteUnverified + ": factory",
 		noteCARef + ": line-1 (factory)",
 		noteTPM + ": tpm-1",
-		noteUnknownPrefix + "namespaceName: enrollment dev-4",
 	} {
 		if !strings.Contains(notes, want) {
 			t.Errorf("the report lacks %q:\n%s", want, notes)
 		}
+	}
+	// credentialPolicyName (an Azure Device Registry policy the target
+	// does not have) is a known member: copied as is (sameObjects), with
+	// no unknown-member note.
+	if strings.Contains(notes, noteUnknownPrefix) {
+		t.Errorf("the report has an unknown-member note:\n%s", notes)
+	}
+	if e, err := dst.t.Service.Enrollment(ctx, "dev-4"); err != nil || e.CredentialPolicyName != "p1" {
+		t.Errorf("dev-4 at the target: %+v, %v", e.IssuanceNames, err)
 	}
 	ca, _ := dst.t.Service.CA(ctx, "factory")
 	if ca.IsVerified {

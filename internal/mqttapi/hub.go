@@ -519,7 +519,8 @@ func (c *hubConn) published(pk packets.Packet) {
 
 // issueCertificate renews the device's operational certificate, as IoT
 // Hub's certificate renewal: $iothub/credentials/res/202/?$rid= with
-// {"correlationId","operationExpires"} once the request is accepted, then
+// {"correlationId","operationExpires"} once the request is checked and
+// the certificate issued, then
 // $iothub/credentials/res/200/?$rid= with {"correlationId","certificates"}
 // (base64 DER, leaf first), or an error status and IoT Hub's error body
 // (400040 for a request the hub refuses). Answers go out at QoS 0, only to
@@ -530,8 +531,10 @@ func (c *hubConn) issueCertificate(rid string, body []byte) {
 	defer cancel()
 	correlation := wire.NewTrackingID()
 	restartKeepalive(c.cl)
-	c.credentialsAnswer(hubproto.CredentialsResponseTopic(202, rid), map[string]string{
-		"correlationId": correlation, "operationExpires": time.Now().Add(c.h.o.RequestTimeout).UTC().Format(time.RFC3339)})
+	expires := time.Now().Add(c.h.o.RequestTimeout).UTC().Format(time.RFC3339)
+	// The body and the CSR are checked (and the certificate issued, which
+	// takes no longer) before the 202: a request the hub refuses gets only
+	// its error, never "accepted" first.
 	chain, err := c.h.o.Hub.IssueCertificate(ctx, c.id, body)
 	if err != nil {
 		if k := dps.KindOf(err); k == dps.KindInternal || k == dps.KindUnavailable {
@@ -543,6 +546,7 @@ func (c *hubConn) issueCertificate(rid string, body []byte) {
 			"info": map[string]string{"correlationId": correlation}})
 		return
 	}
+	c.credentialsAnswer(hubproto.CredentialsResponseTopic(202, rid), map[string]string{"correlationId": correlation, "operationExpires": expires})
 	c.credentialsAnswer(hubproto.CredentialsResponseTopic(200, rid), map[string]any{"correlationId": correlation, "certificates": chain})
 }
 

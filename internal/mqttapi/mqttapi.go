@@ -270,9 +270,6 @@ func (a *Adapter) register(ctx context.Context, id Identity, req Request, payloa
 	if string(reg.Payload) == "null" {
 		reg.Payload = nil
 	}
-	if err := wire.CheckCSRVersion(id.APIVersion, reg.CSR); err != nil {
-		return a.fail(id, req.RID, err)
-	}
 	op, err := a.Registrar.Register(ctx, registration.Request{
 		IDScope:        id.IDScope,
 		RegistrationID: id.RegistrationID,
@@ -280,6 +277,7 @@ func (a *Adapter) register(ctx context.Context, id Identity, req Request, payloa
 		Payload:        reg.Payload,
 		Origin:         registration.Origin{Transport: id.transport(), Source: id.Source},
 		CSR:            reg.CSR,
+		CSRRefused:     wire.CheckCSRVersion(id.APIVersion, reg.CSR),
 	})
 	if err != nil {
 		topic, body := a.replyFor(refusedRequest{id: id, rid: req.RID, payload: reg.Payload}, err, a.retryAfter())

@@ -285,6 +285,11 @@ type Request struct {
 	// Origin is where the request came from (the events feed).
 	Origin Origin
 	// CSR is the device's csr member as sent (base64 DER PKCS #10), ""
-	// if none. The transports refuse it for an api-version that has none.
+	// if none.
 	CSR string
+	// CSRRefused, when not nil, is the transport's refusal of the CSR (an
+	// api-version that has none: wire.CheckCSRVersion): Register returns
+	// it once the device is authenticated (an unauthenticated request
+	// gets its 401 first).
+	CSRRefused error
 }

@@ -266,6 +266,9 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 	if err != nil {
 		return dps.Operation{}, err
 	}
+	if req.CSRRefused != nil {
+		return dps.Operation{}, req.CSRRefused
+	}
 	// A CSR is checked now, so that a device learns at once that it will
 	// not get a certificate (never assigned without one it asked for).
 	var csr []byte

@@ -245,8 +245,10 @@ func scanIssued(row pgx.Row) (dps.IssuedCertificate, error) {
 }
 
 // RecordIssuedCertificate stores the record of an issued certificate. When
-// c names an operation that already has one (on any node), nothing is
-// stored and that one is returned: one operation gets one certificate.
+// c names an operation that already has one (on any node), nothing new is
+// stored and that one is returned: one operation gets one certificate;
+// when c is for another hub or device ID (a retried completion that moved
+// the device), that one is re-pointed to c's.
 // CertificateAuthority and Hub are stored folded (and read back so).
 func (db *DB) RecordIssuedCertificate(ctx context.Context, c dps.IssuedCertificate) (dps.IssuedCertificate, error) {
 	var op *string
@@ -261,6 +263,12 @@ func (db *DB) RecordIssuedCertificate(ctx context.Context, c dps.IssuedCertifica
 			c.SerialNumber, out.CertificateAuthority, c.Policy, c.RegistrationID, out.Hub, dps.FoldID(c.DeviceID), c.DeviceID, op, c.Certificate,
 			c.NotBefore.UnixNano(), c.NotAfter.UnixNano(), c.Issued.UnixNano())
 		if err != nil || tag.RowsAffected() == 1 {
+			return err
+		}
+		// The operation has its certificate: re-pointed when a retried
+		// completion moved the device to another hub or device ID.
+		if _, err := tx.Exec(ctx, `UPDATE issued_certificates SET hub = $2, device_id = $3, device_name = $4
+			WHERE operation_id = $1 AND (hub <> $2 OR device_id <> $3)`, op, out.Hub, dps.FoldID(c.DeviceID), c.DeviceID); err != nil {
 			return err
 		}
 		out, err = scanIssued(tx.QueryRow(ctx, `SELECT `+issuedColumns+` FROM issued_certificates WHERE operation_id = $1`, op))

@@ -250,9 +250,10 @@ func scanIssued(row interface{ Scan(...any) error }) (dps.IssuedCertificate, err
 }
 
 // RecordIssuedCertificate stores the record of an issued certificate. When
-// c names an operation that already has one, nothing is stored and that
-// one is returned: one operation gets one certificate, whoever signed
-// first. CertificateAuthority and Hub are stored folded (and read back
+// c names an operation that already has one, nothing new is stored and
+// that one is returned: one operation gets one certificate, whoever signed
+// first; when c is for another hub or device ID (a retried completion
+// that moved the device), that one is re-pointed to c's. CertificateAuthority and Hub are stored folded (and read back
 // so), matched in any case.
 func (db *DB) RecordIssuedCertificate(ctx context.Context, c dps.IssuedCertificate) (dps.IssuedCertificate, error) {
 	var op any
@@ -265,6 +266,15 @@ func (db *DB) RecordIssuedCertificate(ctx context.Context, c dps.IssuedCertifica
 		if op != nil {
 			prior, err := scanIssued(tx.QueryRow(`SELECT `+issuedColumns+` FROM issued_certificates WHERE operation_id = ?`, op))
 			if err == nil {
+				if prior.Hub != out.Hub || dps.FoldID(prior.DeviceID) != dps.FoldID(c.DeviceID) {
+					// A retried completion moved the device: the
+					// operation's certificate is its on the new hub.
+					if _, err := tx.Exec(`UPDATE issued_certificates SET hub = ?, device_id = ?, device_name = ? WHERE serial = ?`,
+						out.Hub, dps.FoldID(c.DeviceID), c.DeviceID, prior.SerialNumber); err != nil {
+						return err
+					}
+					prior.Hub, prior.DeviceID = out.Hub, c.DeviceID
+				}
 				out = prior
 				return nil
 			}

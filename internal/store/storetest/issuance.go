@@ -142,6 +142,24 @@ func testIssuedCertificates(t *testing.T, f Factory) {
 			}
 		}
 	}
+	// A retried completion that moved the device to another hub (or
+	// device ID) gets the operation's certificate, re-pointed to it.
+	moved := cert("4Z", "op-1", "Dev-9", now.Add(time.Hour))
+	moved.Hub = "Hub-B.example.net"
+	rm, err := other.RecordIssuedCertificate(ctx(), moved)
+	if err != nil || rm.SerialNumber != got.SerialNumber || rm.Hub != "hub-b.example.net" || rm.DeviceID != "Dev-9" {
+		t.Fatalf("record for op-1 on another hub: %+v, %v; want %s re-pointed to hub-b.example.net/Dev-9", rm, err, got.SerialNumber)
+	}
+	if r, err := s.IssuedCertificate(ctx(), got.SerialNumber); err != nil || r.Hub != "hub-b.example.net" || r.DeviceID != "Dev-9" {
+		t.Fatalf("re-pointed certificate read back: %+v, %v", r, err)
+	}
+	if _, err := s.IssuedCertificate(ctx(), "4Z"); dps.KindOf(err) != dps.KindNotFound {
+		t.Errorf("the retry's certificate was recorded: %v", err)
+	}
+	back := cert("4Y", "op-1", "Dev-1", now.Add(time.Hour))
+	if r, err := s.RecordIssuedCertificate(ctx(), back); err != nil || r.SerialNumber != got.SerialNumber || r.Hub != "hub-a.example.net" || r.DeviceID != "Dev-1" {
+		t.Fatalf("record for op-1 back on hub-a: %+v, %v", r, err)
+	}
 	// Renewals are recorded each time; another device's and an expired one stay.
 	for _, c := range []dps.IssuedCertificate{cert("5A", "", "Dev-1", now.Add(time.Hour)), cert("5B", "", "Dev-1", now.Add(time.Hour)),
 		cert("5C", "", "Dev-2", now.Add(time.Hour)), cert("5D", "", "Dev-1", now.Add(-time.Second))} {
