@@ -88,6 +88,11 @@ func (f consoleFeed) Read(ctx context.Context, after int64, limit int, filter co
 		RegistrationID: filter.RegistrationID, Group: filter.Group, Kind: filter.Kind, Since: filter.Since}})
 }
 
+func (f consoleFeed) Latest(ctx context.Context, before int64, limit int, filter console.EventFilter) ([]dps.RegistrationEvent, error) {
+	return f.feed.Latest(ctx, regevents.Query{Before: before, Limit: limit, Filter: dps.RegistrationEventFilter{
+		RegistrationID: filter.RegistrationID, Group: filter.Group, Kind: filter.Kind, Since: filter.Since}})
+}
+
 // Follow delivers the feed's events after after until ctx ends or the
 // feed closes (each wait for new events lasts at most 30 s, then it asks
 // again).

@@ -56,7 +56,9 @@ func newEventLog(cfg Config, st regevents.Store, ops *prom.OperatorMetrics, log 
 }
 
 // timedStore is a store whose registration-path operations are timed
-// (dps_store_operation_duration_seconds, by operation).
+// (dps_store_operation_duration_seconds, by operation). Reads of the
+// registration-events feed (the service API, the console) are not timed:
+// they are no part of a registration.
 type timedStore struct {
 	store
 	ops *prom.OperatorMetrics
@@ -115,11 +117,6 @@ func (t timedStore) ClaimOperation(ctx context.Context, id, owner string, until 
 func (t timedStore) AppendRegistrationEvents(ctx context.Context, events []dps.RegistrationEvent) ([]dps.RegistrationEvent, error) {
 	defer t.ops.StoreCall("appendRegistrationEvents", time.Now())
 	return t.store.AppendRegistrationEvents(ctx, events)
-}
-
-func (t timedStore) RegistrationEvents(ctx context.Context, after int64, limit int, f dps.RegistrationEventFilter) ([]dps.RegistrationEvent, error) {
-	defer t.ops.StoreCall("registrationEvents", time.Now())
-	return t.store.RegistrationEvents(ctx, after, limit, f)
 }
 
 // observedHubs is the hub connector with its failed calls counted per hub

@@ -113,6 +113,9 @@ type RegistrationEvents interface {
 	// Read returns up to limit events with a Seq greater than after that
 	// pass filter, in Seq order.
 	Read(ctx context.Context, after int64, limit int, filter EventFilter) ([]dps.RegistrationEvent, error)
+	// Latest returns up to limit events with a Seq less than before (≤ 0:
+	// from the newest) that pass filter, newest first.
+	Latest(ctx context.Context, before int64, limit int, filter EventFilter) ([]dps.RegistrationEvent, error)
 	// Follow delivers every event with a Seq greater than after, in Seq
 	// order, as it is appended, until ctx ends; then the channel closes
 	// (it may close earlier, when the feed stops).
@@ -167,6 +170,9 @@ type Options struct {
 	// once, then one per SignInEvery (defaults 10 and 6 s).
 	SignInBurst int
 	SignInEvery time.Duration
+	// Heartbeat is how long a live stream stays silent at most (default
+	// 15 s); at each, the stream ends if its session has.
+	Heartbeat time.Duration
 }
 
 // Handler serves the console under /console/.
@@ -213,6 +219,9 @@ func New(o Options) (*Handler, error) {
 	}
 	if o.SignInEvery <= 0 {
 		o.SignInEvery = 6 * time.Second
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = defaultHeartbeat
 	}
 	if o.Manager == nil || o.Service == nil {
 		return nil, errors.New("console: Manager and Service are required")

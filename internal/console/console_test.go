@@ -87,6 +87,18 @@ func (f *memFeed) Read(ctx context.Context, after int64, limit int, filter conso
 	return out, nil
 }
 
+func (f *memFeed) Latest(ctx context.Context, before int64, limit int, filter console.EventFilter) ([]dps.RegistrationEvent, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []dps.RegistrationEvent
+	for i := len(f.events) - 1; i >= 0 && len(out) < limit; i-- {
+		if e := f.events[i]; (before <= 0 || e.Seq < before) && filter.Match(e) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
 func (f *memFeed) Follow(ctx context.Context, after int64) (<-chan dps.RegistrationEvent, error) {
 	ch := make(chan dps.RegistrationEvent)
 	go func() {
@@ -139,6 +151,7 @@ type envOptions struct {
 	noFeed      bool
 	maxSessions int
 	signInBurst int
+	heartbeat   time.Duration // of the live streams (0: the default)
 }
 
 func newEnv(t *testing.T, eo envOptions) *env {
@@ -180,7 +193,7 @@ func newEnv(t *testing.T, eo envOptions) *env {
 		IDScope:     "0ne00000TST",
 		Now:         e.clock.now,
 		SessionIdle: 30 * time.Minute, SessionMaxAge: 12 * time.Hour,
-		MaxSessions: eo.maxSessions, SignInBurst: eo.signInBurst,
+		MaxSessions: eo.maxSessions, SignInBurst: eo.signInBurst, Heartbeat: eo.heartbeat,
 	}
 	if !eo.noFeed {
 		e.feed = newMemFeed()

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/access"
 	"github.com/opendps/dps/internal/sas"
 	"github.com/opendps/dps/internal/wire"
 )
@@ -114,11 +115,13 @@ type detailData struct {
 	ID       string
 	DeviceID string
 	Settings dps.Settings
-	// Webhook is the custom allocation URL, masked unless the user may
-	// write enrollments.
-	Webhook  string
-	Reg      *dps.Registration
-	ShowKeys bool
+	// Webhook is the custom allocation URL, its query (a function key)
+	// and user info masked unless the user revealed them (as the keys:
+	// EnrollmentWrite and an explicit reveal); WebhookMasked says it was.
+	Webhook       string
+	WebhookMasked bool
+	Reg           *dps.Registration
+	ShowKeys      bool
 	// Certs are the attestation's certificates, described.
 	Certs []namedCert
 	// Derived is a device key derived from the group's keys.
@@ -159,14 +162,19 @@ func describeCerts(a dps.Attestation) []namedCert {
 	return out
 }
 
-func (h *Handler) webhookShown(s *session, set dps.Settings) string {
+// webhookShown is the custom allocation URL of set as a detail page
+// shows it: masked (wire.MaskURL) unless reveal (the reveal route, which
+// needs EnrollmentWrite) — and whether it is masked.
+func (h *Handler) webhookShown(s *session, set dps.Settings, reveal bool) (string, bool) {
 	if set.CustomAllocation == nil {
-		return ""
+		return "", false
 	}
-	if s.has("", "EnrollmentWrite") {
-		return set.CustomAllocation.WebhookURL
+	raw := set.CustomAllocation.WebhookURL
+	if reveal && s.has("", access.EnrollmentWrite) {
+		return raw, false
 	}
-	return wire.MaskURL(set.CustomAllocation.WebhookURL)
+	m := wire.MaskURL(raw)
+	return m, m != raw
 }
 
 func (h *Handler) enrollmentDetail(w http.ResponseWriter, r *http.Request, s *session, showKeys bool) {
@@ -175,8 +183,9 @@ func (h *Handler) enrollmentDetail(w http.ResponseWriter, r *http.Request, s *se
 		h.fail(w, r, s, err)
 		return
 	}
-	d := detailData{ID: e.RegistrationID, DeviceID: e.DeviceID, Settings: e.Settings, Webhook: h.webhookShown(s, e.Settings),
+	d := detailData{ID: e.RegistrationID, DeviceID: e.DeviceID, Settings: e.Settings,
 		ShowKeys: showKeys, Certs: describeCerts(e.Attestation), DeviceInfo: e.OptionalDeviceInformation}
+	d.Webhook, d.WebhookMasked = h.webhookShown(s, e.Settings, showKeys)
 	if reg, err := h.o.Manager.Registration(r.Context(), e.RegistrationID); err == nil {
 		d.Reg = &reg
 	}
@@ -198,8 +207,9 @@ func (h *Handler) groupDetail(w http.ResponseWriter, r *http.Request, s *session
 		h.fail(w, r, s, err)
 		return
 	}
-	data := detailData{Group: true, ID: g.ID, Settings: g.Settings, Webhook: h.webhookShown(s, g.Settings),
+	data := detailData{Group: true, ID: g.ID, Settings: g.Settings,
 		ShowKeys: showKeys, Certs: describeCerts(g.Attestation), Derived: d}
+	data.Webhook, data.WebhookMasked = h.webhookShown(s, g.Settings, showKeys)
 	h.render(w, r, s, http.StatusOK, "detail", page{Title: "Enrollment group " + g.ID, Section: "groups", Data: data})
 }
 

@@ -16,21 +16,22 @@ import (
 // data is the table row to add (rendered by the same template as the
 // page's rows), its id the position to resume after.
 
-// sseHeartbeat is how long a stream stays silent at most.
-const sseHeartbeat = 15 * time.Second
+// defaultHeartbeat is how long a stream stays silent at most (Options.Heartbeat).
+const defaultHeartbeat = 15 * time.Second
 
 type sseWriter struct {
-	w  http.ResponseWriter
-	rc *http.ResponseController
+	w     http.ResponseWriter
+	rc    *http.ResponseController
+	heart time.Duration
 }
 
-func startSSE(w http.ResponseWriter) *sseWriter {
+func (h *Handler) startSSE(w http.ResponseWriter) *sseWriter {
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream; charset=utf-8")
 	hdr.Set("Cache-Control", "no-store")
 	hdr.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	s := &sseWriter{w: w, rc: http.NewResponseController(w)}
+	s := &sseWriter{w: w, rc: http.NewResponseController(w), heart: h.o.Heartbeat}
 	s.flush(nil)
 	return s
 }
@@ -38,7 +39,7 @@ func startSSE(w http.ResponseWriter) *sseWriter {
 // flush writes buf and flushes, extending the write deadline past the
 // next heartbeat (the server's write timeout would end the stream).
 func (s *sseWriter) flush(buf []byte) error {
-	s.rc.SetWriteDeadline(time.Now().Add(sseHeartbeat + 30*time.Second))
+	s.rc.SetWriteDeadline(time.Now().Add(s.heart + 30*time.Second))
 	if len(buf) > 0 {
 		if _, err := s.w.Write(buf); err != nil {
 			return err
@@ -48,55 +49,63 @@ func (s *sseWriter) flush(buf []byte) error {
 }
 
 // row appends one "row" event to buf: data lines for each line of html.
+// An EventSource ends a line at \n, \r or \r\n: each of them (a device's
+// body may hold a lone \r) ends a data line here, so that no text of html
+// can start a field of its own (an id: that would move the reconnect
+// position).
 func row(buf []byte, id int64, html string) []byte {
 	buf = fmt.Appendf(buf, "event: row\nid: %d\n", id)
+	html = strings.ReplaceAll(html, "\r\n", "\n")
+	html = strings.ReplaceAll(html, "\r", "\n")
 	for line := range strings.Lines(html) {
-		buf = fmt.Appendf(buf, "data: %s\n", strings.TrimRight(line, "\r\n"))
+		buf = fmt.Appendf(buf, "data: %s\n", strings.TrimSuffix(line, "\n"))
 	}
 	return append(buf, '\n')
 }
 
 // resumeAfter is where a stream starts: after the Last-Event-ID of a
-// reconnecting EventSource, else after the page's ?after=.
-func resumeAfter(r *http.Request) int64 {
+// reconnecting EventSource, else after the page's ?after=; ok is false
+// when the request gives neither (0).
+func resumeAfter(r *http.Request) (after int64, ok bool) {
 	for _, v := range []string{r.Header.Get("Last-Event-ID"), r.URL.Query().Get("after")} {
 		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
-			return n
+			return n, true
 		}
 	}
-	return 0
+	return 0, false
 }
+
+// alive reports whether the session of a live stream is still signed in
+// (not signed out, idle or too old): a stream checks at each heartbeat
+// and ends once it is not. It does not count as a request.
+func (h *Handler) alive(s *session) bool { return h.sessions.alive(s.id, h.o.Now()) }
 
 // feedWindow is how far back the feed page and the overview look.
 const feedWindow = time.Hour
 
-// recentEvents returns up to keep of the newest events that pass f,
-// newest first, and the Seq of the last event read (where following
-// starts). It reads at most 20 pages of 500.
+// newestSeq is the Seq of the newest event of the feed (0: none), where
+// a stream of new events starts.
+func (h *Handler) newestSeq(ctx context.Context) (int64, error) {
+	evs, err := h.o.Events.Latest(ctx, 0, 1, EventFilter{})
+	if err != nil || len(evs) == 0 {
+		return 0, err
+	}
+	return evs[0].Seq, nil
+}
+
+// recentEvents returns up to keep (at most 1000) of the newest events
+// that pass f, newest first, and the Seq of the newest event of the feed
+// (where following starts: every event after it is new to the page).
 func (h *Handler) recentEvents(ctx context.Context, f EventFilter, keep int) ([]dps.RegistrationEvent, int64, error) {
-	var ring []dps.RegistrationEvent
-	var after int64
-	for range 20 {
-		evs, err := h.o.Events.Read(ctx, after, 500, f)
-		if err != nil {
-			return nil, after, err
-		}
-		for _, e := range evs {
-			ring = append(ring, e)
-			if len(ring) > keep {
-				ring = ring[1:]
-			}
-			after = e.Seq
-		}
-		if len(evs) < 500 {
-			break
-		}
+	last, err := h.newestSeq(ctx)
+	if err != nil || last == 0 {
+		return nil, 0, err
 	}
-	out := make([]dps.RegistrationEvent, len(ring))
-	for i, e := range ring {
-		out[len(ring)-1-i] = e
+	evs, err := h.o.Events.Latest(ctx, last+1, keep, f)
+	if err != nil {
+		return nil, 0, err
 	}
-	return out, after, nil
+	return evs, last, nil
 }
 
 // feedFilter reads the feed's filter from the query.
@@ -141,8 +150,10 @@ func (h *Handler) feed(w http.ResponseWriter, r *http.Request, s *session) {
 }
 
 // feedStream follows the feed as server-sent events, one row per event
-// that passes the page's filter, until the browser leaves or the console
-// closes.
+// that passes the page's filter and window (the last hour, as the page),
+// until the browser leaves, the session ends or the console closes. It
+// starts after the Last-Event-ID or ?after= given, else after the newest
+// event.
 func (h *Handler) feedStream(w http.ResponseWriter, r *http.Request, s *session) {
 	if h.o.Events == nil {
 		h.renderStatus(w, r, s, http.StatusNotFound, "Not available", "The registration-events feed is not available on this instance.")
@@ -151,13 +162,22 @@ func (h *Handler) feedStream(w http.ResponseWriter, r *http.Request, s *session)
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	f := feedFilter(r)
-	ch, err := h.o.Events.Follow(ctx, resumeAfter(r))
+	f.Since = h.o.Now().Add(-feedWindow)
+	after, ok := resumeAfter(r)
+	if !ok {
+		var err error
+		if after, err = h.newestSeq(ctx); err != nil {
+			h.fail(w, r, s, err)
+			return
+		}
+	}
+	ch, err := h.o.Events.Follow(ctx, after)
 	if err != nil {
 		h.fail(w, r, s, err)
 		return
 	}
-	out := startSSE(w)
-	beat := time.NewTicker(sseHeartbeat)
+	out := h.startSSE(w)
+	beat := time.NewTicker(h.o.Heartbeat)
 	defer beat.Stop()
 	for {
 		select {
@@ -166,7 +186,7 @@ func (h *Handler) feedStream(w http.ResponseWriter, r *http.Request, s *session)
 		case <-h.stop:
 			return
 		case <-beat.C:
-			if out.flush([]byte(": keep-alive\n\n")) != nil {
+			if !h.alive(s) || out.flush([]byte(": keep-alive\n\n")) != nil {
 				return
 			}
 		case e, ok := <-ch:

@@ -346,13 +346,14 @@ func (h *Handler) telemetryStream(w http.ResponseWriter, r *http.Request, s *ses
 		case <-ctx.Done():
 		}
 	}()
-	from := resumeAfter(r) + 1
+	after, _ := resumeAfter(r)
+	from := after + 1
 	p, err := h.o.Hub.Events(ctx, hub, from, iothub.MaxEventPage, 0)
 	if err != nil {
 		h.fail(w, r, s, err)
 		return
 	}
-	out := startSSE(w)
+	out := h.startSSE(w)
 	ended := h.o.Hub.EventWaitsEnded()
 	for {
 		var buf []byte
@@ -375,10 +376,13 @@ func (h *Handler) telemetryStream(w http.ResponseWriter, r *http.Request, s *ses
 			}
 			buf = append(buf, ": keep-alive\n\n"...)
 		}
+		if !h.alive(s) { // at least every heartbeat: the stream ends with its session
+			return
+		}
 		if out.flush(buf) != nil || ctx.Err() != nil {
 			return
 		}
-		if p, err = h.o.Hub.Events(ctx, hub, p.Next, iothub.MaxEventPage, sseHeartbeat); err != nil {
+		if p, err = h.o.Hub.Events(ctx, hub, p.Next, iothub.MaxEventPage, h.o.Heartbeat); err != nil {
 			return
 		}
 	}

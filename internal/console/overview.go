@@ -147,7 +147,8 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request, s *session) {
 }
 
 // feedFigures counts the last hour's registrations per minute and its
-// refusals by reason from the feed.
+// refusals by reason from the feed, reading it newest first (at most 20
+// pages of 500: in a busier hour, the latest 10000 events).
 func (h *Handler) feedFigures(ctx context.Context, d *overviewData) error {
 	now := h.o.Now().UTC()
 	start := now.Truncate(time.Minute).Add(-59 * time.Minute)
@@ -156,14 +157,14 @@ func (h *Handler) feedFigures(ctx context.Context, d *overviewData) error {
 		d.Minutes[i].Start = start.Add(time.Duration(i) * time.Minute)
 	}
 	byReason := map[string]*refusal{}
-	var after int64
+	var before int64 // newest first: a busy hour counts its latest 10000 events
 	for range 20 {
-		evs, err := h.o.Events.Read(ctx, after, 500, EventFilter{Since: start})
+		evs, err := h.o.Events.Latest(ctx, before, 500, EventFilter{Since: start})
 		if err != nil {
 			return err
 		}
 		for _, e := range evs {
-			after = e.Seq
+			before = e.Seq
 			i := int(e.Time.Sub(start) / time.Minute)
 			if i < 0 || i >= 60 {
 				continue

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/access"
 )
 
 // The registrations list reads the records from their sources: the
@@ -160,9 +161,11 @@ func nextGroup(groups []string, id string) string {
 type registrationData struct {
 	Reg dps.Registration
 	// Events are the feed's latest events of the registration ID, newest
-	// first; FeedOff says there is no feed.
-	Events  []dps.RegistrationEvent
-	FeedOff bool
+	// first; FeedOff says there is no feed, FeedNote why the page shows
+	// none of it ("" when it does).
+	Events   []dps.RegistrationEvent
+	FeedOff  bool
+	FeedNote string
 	// DevicePayload is the payload the device sent with its latest
 	// register request (from the feed).
 	DevicePayload json.RawMessage
@@ -179,10 +182,20 @@ func (h *Handler) registration(w http.ResponseWriter, r *http.Request, s *sessio
 		return
 	}
 	d := registrationData{Reg: reg, FeedOff: h.o.Events == nil}
+	// The feed's events hold what the registration status does not (the
+	// device's source address and payload, refusal reasons, webhook
+	// calls): as GET /registrationEvents, they need ServiceConfig.
+	feedShown := h.o.Events != nil && s.has("", access.ServiceConfig)
+	switch {
+	case d.FeedOff:
+		d.FeedNote = "The registration-events feed is not available on this instance."
+	case !feedShown:
+		d.FeedNote = "The registration-events feed needs the ServiceConfig right."
+	}
 	if hub, ok := h.isBuiltIn(reg.AssignedHub); ok && reg.DeviceID != "" {
 		d.HubLink = deviceLink(hub, reg.DeviceID)
 	}
-	if h.o.Events != nil {
+	if feedShown {
 		events, _, err := h.recentEvents(r.Context(), EventFilter{RegistrationID: reg.RegistrationID}, 30)
 		if err != nil {
 			h.o.Logger.WarnContext(r.Context(), "console: registration events unavailable", "err", err)

@@ -142,6 +142,15 @@ func (ss *sessions) get(id string, now time.Time) (*session, bool) {
 	return s, true
 }
 
+// alive reports whether the session with id is live, without marking it
+// seen (a live stream's check is no request of the user).
+func (ss *sessions) alive(id string, now time.Time) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	s, ok := ss.byID[id]
+	return ok && !ss.expired(s, now)
+}
+
 // end removes a session.
 func (ss *sessions) end(id string) {
 	ss.mu.Lock()

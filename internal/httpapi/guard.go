@@ -20,9 +20,11 @@ import (
 const transportHTTPS = "https"
 
 // throttled answers 429 (with Retry-After and 429001) when regID is over
-// its op limit; false lets the request go on. No store is read first. The
-// refusal is logged at info at most once per 10 s per registration ID and
-// operation, with the count of refusals not logged since (throttle.LogGate).
+// its op limit; false lets the request go on. No store is read first.
+// Every refusal is recorded in the events feed (and so counted in
+// dps_device_refusals_total); only its log line is gated: at info at most
+// once per 10 s per registration ID and operation, with the count of
+// refusals not logged since (throttle.LogGate).
 func (h *Handler) throttled(w http.ResponseWriter, r *http.Request, op throttle.Op, regID string) bool {
 	wait, ok := h.o.Throttle.Allow(transportHTTPS, op, regID)
 	if ok {
@@ -30,8 +32,10 @@ func (h *Handler) throttled(w http.ResponseWriter, r *http.Request, op throttle.
 	}
 	err := &dps.Error{Kind: dps.KindThrottled, Code: dps.CodeThrottled, Message: throttle.Message}
 	h.writeErrorRetry(w, r, err, retrySeconds(wait))
+	d, tracking := deviceRequest{RegID: regID}, trackingID(w)
+	h.recordRefusal(r, d, dps.CodeThrottled, err.Message, dps.RefusalCause(err), tracking)
 	if n, log := h.o.Throttle.LogThrottled(op, regID); log {
-		h.logRefusal(r, regID, err, trackingID(w), slog.Int64(logkey.Suppressed, n))
+		h.logRefused(r, d, err, tracking, slog.Int64(logkey.Suppressed, n))
 	}
 	return true
 }

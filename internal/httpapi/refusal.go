@@ -38,12 +38,6 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, d deviceRequest
 	h.refused(r, d, err, trackingID(w))
 }
 
-// logRefusal is deviceError's log line, for an answer already written;
-// attrs are added to it.
-func (h *Handler) logRefusal(r *http.Request, regID string, err error, tracking string, attrs ...slog.Attr) {
-	h.refused(r, deviceRequest{RegID: regID}, err, tracking, attrs...)
-}
-
 // refused logs a refusal whose answer was written (not a failure of the
 // service itself: writeError logged that) and records it in the events
 // feed (every refusal, the service's failures too: what the device was
@@ -52,8 +46,15 @@ func (h *Handler) refused(r *http.Request, d deviceRequest, err error, tracking 
 	if _, ok := errors.AsType[*dps.TPMChallenge](err); ok {
 		return // the first step of TPM attestation, not a refusal
 	}
-	status, body := wire.Error(err, "", h.o.Now())
+	_, body := wire.Error(err, "", h.o.Now())
 	h.recordRefusal(r, d, body.ErrorCode, body.Message, dps.RefusalCause(err), tracking)
+	h.logRefused(r, d, err, tracking, attrs...)
+}
+
+// logRefused is refused's log line alone (the refusal is recorded
+// already); a failure of the service itself (5xx) is not logged here.
+func (h *Handler) logRefused(r *http.Request, d deviceRequest, err error, tracking string, attrs ...slog.Attr) {
+	status, body := wire.Error(err, "", h.o.Now())
 	if status >= http.StatusInternalServerError {
 		return
 	}

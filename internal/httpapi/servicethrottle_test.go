@@ -53,11 +53,12 @@ func infoLogger(logs *lockedBuf) *slog.Logger {
 // TestThrottledDeviceLoggedOncePerInterval: a device hammering its
 // register gets 429s, and the log gets one "device refused" line per
 // registration ID per 10 s, the next carrying the count of refusals not
-// logged in between.
+// logged in between; every refusal is recorded in the events feed.
 func TestThrottledDeviceLoggedOncePerInterval(t *testing.T) {
 	clk := newClock()
 	var logs lockedBuf
-	h := httpapi.New(httpapi.Options{Registrar: fake(), Logger: infoLogger(&logs),
+	rec := &recorder{}
+	h := httpapi.New(httpapi.Options{Registrar: fake(), Logger: infoLogger(&logs), Events: rec,
 		Throttle: throttle.New(throttle.Options{RegistersPer10s: 1, Now: clk.Now})})
 	register := func(id string) int {
 		req := httptest.NewRequest("PUT", "https://dps.example/0ne00000001/registrations/"+id+"/register", nil)
@@ -74,6 +75,17 @@ func TestThrottledDeviceLoggedOncePerInterval(t *testing.T) {
 	lines := logLines(t, &logs, "device refused")
 	if len(lines) != 1 || lines[0]["registration_id"] != "dev-1" || lines[0]["suppressed"] != float64(0) || lines[0]["error_code"] != float64(dps.CodeThrottled) {
 		t.Fatalf("99 throttled registers logged %d lines: %v", len(lines), lines)
+	}
+	// Only the log line is gated: every 429 is a refused event (and so
+	// counted in dps_device_refusals_total).
+	throttled := 0
+	for _, e := range rec.take() {
+		if e.Kind == dps.EventRefused && e.Code == dps.CodeThrottled && e.RegistrationID == "dev-1" && e.Transport == "https" {
+			throttled++
+		}
+	}
+	if throttled != 99 {
+		t.Fatalf("99 throttled registers recorded %d refused events", throttled)
 	}
 	register("dev-2")
 	register("dev-2")

@@ -30,13 +30,16 @@ func (a *Adapter) logRefusal(id Identity, err error, status, code int, tracking 
 }
 
 // throttled is the answer to a request over its op limit: 429 with
-// retry-after and 429001. The refusal is logged at most once per 10 s per
-// registration ID and operation, with the count of refusals not logged
-// since (throttle.LogGate): a storm stays readable.
+// retry-after and 429001. Every refusal is recorded in the events feed
+// (and so counted in dps_device_refusals_total); only its log line is
+// gated: at most once per 10 s per registration ID and operation, with
+// the count of refusals not logged since (throttle.LogGate), so that a
+// storm stays readable.
 func (a *Adapter) throttled(id Identity, rid string, op throttle.Op, wait time.Duration) (string, []byte) {
 	err := &dps.Error{Kind: dps.KindThrottled, Code: dps.CodeThrottled, Message: throttle.Message}
 	tracking := wire.NewTrackingID()
 	status, eb := wire.Error(err, tracking, a.now())
+	a.recordRefusal(refusedRequest{id: id, rid: rid}, eb, dps.RefusalCause(err))
 	if n, ok := a.Throttle.LogThrottled(op, id.RegistrationID); ok {
 		a.logRefusal(id, err, status, eb.ErrorCode, tracking, slog.Int64(logkey.Suppressed, n))
 	}

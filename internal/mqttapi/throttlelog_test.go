@@ -18,13 +18,15 @@ import (
 // TestThrottledLoggedOncePerInterval: an MQTT device polling too often is
 // answered 429 with retry-after every time, and logged once per 10 s per
 // registration ID and operation, the next line with the count of
-// refusals not logged in between.
+// refusals not logged in between; every refusal is recorded in the
+// events feed.
 func TestThrottledLoggedOncePerInterval(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	var logs bytes.Buffer
-	a := &mqttapi.Adapter{Registrar: &fakeRegistrar{}, RetryAfter: 3e9,
+	rec := &recorder{}
+	a := &mqttapi.Adapter{Registrar: &fakeRegistrar{}, RetryAfter: 3e9, Events: rec,
 		Throttle: throttle.New(throttle.Options{PollsPer10s: 1, Now: clock}),
 		Logger:   slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}
 	id := mqttapi.Identity{IDScope: "0ne00000001", RegistrationID: "dev-1", Credential: dps.Credential{SAS: "good"}, Source: "127.0.0.1:1"}
@@ -51,6 +53,17 @@ func TestThrottledLoggedOncePerInterval(t *testing.T) {
 	}
 	if lines := refused(); len(lines) != 1 || lines[0]["suppressed"] != float64(0) || lines[0]["registration_id"] != "dev-1" || lines[0]["error_code"] != float64(dps.CodeThrottled) {
 		t.Fatalf("49 throttled polls logged: %v", lines)
+	}
+	// Only the log line is gated: every 429 is a refused event (and so
+	// counted in dps_device_refusals_total).
+	throttled := 0
+	for _, e := range rec.take() {
+		if e.Kind == dps.EventRefused && e.Code == dps.CodeThrottled && e.RegistrationID == "dev-1" && e.Transport == "mqtt" {
+			throttled++
+		}
+	}
+	if throttled != 49 {
+		t.Fatalf("49 throttled polls recorded %d refused events", throttled)
 	}
 	mu.Lock()
 	now = now.Add(10 * time.Second)

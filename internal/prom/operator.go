@@ -1,6 +1,8 @@
 package prom
 
 import (
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/opendps/dps"
@@ -34,10 +36,10 @@ func (m *Metrics) Operator() *OperatorMetrics {
 			Help: "Calls to a hub that failed, by hub and operation (provision: create or update a device identity; deprovision: remove one). Transient failures are retried, each attempt counts."},
 			[]string{"hub", "operation"}),
 		webhookTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "dps_webhook_duration_seconds",
-			Help:    "Latency of each custom allocation webhook call, by URL without its query.",
+			Help:    "Latency of each custom allocation webhook call, by the URL's scheme and host (no path, no query).",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"url"}),
 		webhookFails: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dps_webhook_failures_total",
-			Help: "Custom allocation webhook calls that failed (no answer, or a status other than 2xx), by URL without its query."}, []string{"url"}),
+			Help: "Custom allocation webhook calls that failed (no answer, or a status other than 2xx), by the URL's scheme and host (no path, no query)."}, []string{"url"}),
 		connections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dps_connections_total",
 			Help: "Connections accepted, by listener (https: HTTPS and MQTT over WebSocket; mqtt), those refused by a connection limit not included."}, []string{"listener"}),
 		open: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dps_connections_open",
@@ -64,12 +66,25 @@ func (o *OperatorMetrics) Event(e dps.RegistrationEvent) {
 		o.refusals.WithLabelValues(e.Transport, e.Cause).Inc()
 	case dps.EventWebhook:
 		if w := e.Webhook; w != nil {
-			o.webhookTime.WithLabelValues(w.URL).Observe(w.Latency.Seconds())
+			target := webhookTarget(w.URL)
+			o.webhookTime.WithLabelValues(target).Observe(w.Latency.Seconds())
 			if w.Error != "" || w.Status < 200 || w.Status > 299 {
-				o.webhookFails.WithLabelValues(w.URL).Inc()
+				o.webhookFails.WithLabelValues(target).Inc()
 			}
 		}
 	}
+}
+
+// webhookTarget is a webhook URL as the webhook metrics label it: its
+// scheme and host only. The paths of the enrollments' URLs are not bounded
+// (one per function, tenant or device class), and each label value is a
+// series kept for the process' life.
+func webhookTarget(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "invalid"
+	}
+	return strings.ToLower(u.Scheme) + "://" + strings.ToLower(u.Host)
 }
 
 // EventsDropped counts registration events lost.

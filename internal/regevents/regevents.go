@@ -35,11 +35,17 @@ type Feed interface {
 	// the feed by calling it again with q.After set to the last Seq it
 	// got. It returns ErrClosed once the feed is shutting down.
 	Follow(ctx context.Context, q Query, wait time.Duration) ([]dps.RegistrationEvent, error)
+	// Latest returns up to q.Limit events (as Read) with a Seq less than
+	// q.Before (0: from the newest) that match q.Filter, newest first; q.After
+	// is ignored. Latest with Limit 1 and no filter gives the newest Seq,
+	// where a reader that wants only new events starts following.
+	Latest(ctx context.Context, q Query) ([]dps.RegistrationEvent, error)
 }
 
 // Query selects events of the feed.
 type Query struct {
 	After  int64 // only events with a greater Seq (0: from the oldest kept)
+	Before int64 // Latest: only events with a smaller Seq (0: from the newest)
 	Limit  int   // at most this many (0: DefaultLimit)
 	Filter dps.RegistrationEventFilter
 }
@@ -62,6 +68,9 @@ type Store interface {
 	// RegistrationEvents returns up to limit events after after matching
 	// f, in Seq order.
 	RegistrationEvents(ctx context.Context, after int64, limit int, f dps.RegistrationEventFilter) ([]dps.RegistrationEvent, error)
+	// LatestRegistrationEvents returns up to limit events before before
+	// (≤ 0: from the newest) matching f, newest first.
+	LatestRegistrationEvents(ctx context.Context, before int64, limit int, f dps.RegistrationEventFilter) ([]dps.RegistrationEvent, error)
 	// DeleteRegistrationEventsBefore deletes a bounded batch of the events
 	// older than t, reporting how many; called again while it deletes some.
 	DeleteRegistrationEventsBefore(ctx context.Context, t time.Time) (int64, error)
@@ -206,12 +215,17 @@ func (l *Log) drop(n int) {
 }
 
 // Start starts appending queued events and pruning old ones, until Close.
+// Pruning has its own goroutine: a long prune (a large backlog to delete)
+// does not hold up the appends.
 func (l *Log) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	l.stop, l.done = cancel, make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { l.run(ctx) })
+	wg.Go(func() { l.pruneLoop(ctx) })
 	go func() {
-		defer close(l.done)
-		l.run(ctx)
+		wg.Wait()
+		close(l.done)
 	}()
 }
 
@@ -231,12 +245,22 @@ func (l *Log) Close() {
 // them.
 func (l *Log) EndFollows() { l.endOnce.Do(func() { close(l.ended) }) }
 
-// run appends batches as they come and prunes on a timer; once ctx ends
-// it drains the queue.
+// pruneLoop prunes at once and then every PruneInterval, until ctx ends.
+func (l *Log) pruneLoop(ctx context.Context) {
+	tick := time.NewTicker(l.o.PruneInterval)
+	defer tick.Stop()
+	for {
+		l.prune(ctx)
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// run appends batches as they come; once ctx ends it drains the queue.
 func (l *Log) run(ctx context.Context) {
-	prune := time.NewTicker(l.o.PruneInterval)
-	defer prune.Stop()
-	l.prune(ctx)
 	batch := make([]dps.RegistrationEvent, 0, l.o.BatchSize)
 	for {
 		select {
@@ -244,8 +268,6 @@ func (l *Log) run(ctx context.Context) {
 			batch = append(batch[:0], e)
 			batch = l.fill(batch)
 			l.append(context.WithoutCancel(ctx), batch) // a batch taken is written, even while closing
-		case <-prune.C:
-			l.prune(ctx)
 		case <-ctx.Done():
 			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -317,14 +339,22 @@ func (l *Log) prune(ctx context.Context) {
 
 // Read returns events of the feed (Feed.Read).
 func (l *Log) Read(ctx context.Context, q Query) ([]dps.RegistrationEvent, error) {
-	limit := q.Limit
+	return l.o.Store.RegistrationEvents(ctx, q.After, readLimit(q.Limit), q.Filter)
+}
+
+// Latest returns events of the feed, newest first (Feed.Latest).
+func (l *Log) Latest(ctx context.Context, q Query) ([]dps.RegistrationEvent, error) {
+	return l.o.Store.LatestRegistrationEvents(ctx, q.Before, readLimit(q.Limit), q.Filter)
+}
+
+func readLimit(limit int) int {
 	switch {
 	case limit <= 0:
-		limit = DefaultLimit
+		return DefaultLimit
 	case limit > MaxLimit:
-		limit = MaxLimit
+		return MaxLimit
 	}
-	return l.o.Store.RegistrationEvents(ctx, q.After, limit, q.Filter)
+	return limit
 }
 
 // Follow reads events of the feed, waiting for one (Feed.Follow).

@@ -100,6 +100,9 @@ func TestRecordAndRead(t *testing.T) {
 	if page, err := l.Read(context.Background(), regevents.Query{After: 1, Limit: 1, Filter: dps.RegistrationEventFilter{Kind: dps.EventRefused}}); err != nil || len(page) != 1 || page[0].RegistrationID != "dev-3" {
 		t.Errorf("filtered read = %v, %v", page, err)
 	}
+	if page, err := l.Latest(context.Background(), regevents.Query{Before: 3, Limit: 1}); err != nil || len(page) != 1 || page[0].RegistrationID != "dev-2" {
+		t.Errorf("latest before 3 = %v, %v; want dev-2", page, err)
+	}
 }
 
 // TestFullQueueDrops: Record never blocks; past the queue's size events
@@ -272,4 +275,42 @@ func TestRetention(t *testing.T) {
 		l.Record(dps.RegistrationEvent{Kind: dps.EventAccepted, RegistrationID: fmt.Sprintf("new-%d", i)})
 	}
 	waitIDs("new-1,new-2")
+}
+
+// stuckPrune is a store whose age prune blocks until its context ends.
+type stuckPrune struct {
+	*sqlite.DB
+	pruning chan struct{}
+}
+
+func (s stuckPrune) DeleteRegistrationEventsBefore(ctx context.Context, t time.Time) (int64, error) {
+	select {
+	case s.pruning <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+// TestPruneDoesNotHoldAppends: while a prune is under way (a long backlog
+// to delete), recorded events are still appended; Close ends the prune.
+func TestPruneDoesNotHoldAppends(t *testing.T) {
+	db, _ := openDB(t)
+	st := stuckPrune{DB: db, pruning: make(chan struct{}, 1)}
+	l := regevents.New(regevents.Options{Store: st, PruneInterval: time.Hour})
+	l.Start()
+	select {
+	case <-st.pruning:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no prune at start")
+	}
+	l.Record(dps.RegistrationEvent{Kind: dps.EventAccepted, RegistrationID: "dev-1"})
+	waitEvents(t, l, regevents.Query{}, 1)
+	closed := make(chan struct{})
+	go func() { l.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end the prune")
+	}
 }

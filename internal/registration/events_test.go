@@ -11,6 +11,7 @@ import (
 	"github.com/opendps/dps/internal/allocation"
 	"github.com/opendps/dps/internal/dpstest"
 	"github.com/opendps/dps/internal/registration"
+	"github.com/opendps/dps/internal/store/sqlite"
 )
 
 // recorder collects registration events, as the events feed receives them.
@@ -145,4 +146,46 @@ func TestEventsRecorded(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 		rec.wait(t, 0)
 	})
+}
+
+// noCreate is a store that does not take new operations.
+type noCreate struct{ *sqlite.DB }
+
+func (noCreate) CreateOperation(context.Context, dps.Operation) (dps.Operation, error) {
+	return dps.Operation{}, &dps.Error{Kind: dps.KindUnavailable, Message: "the store is down"}
+}
+
+func (noCreate) CreateOperationWithDevice(context.Context, dps.Operation, dps.HubDevice, *dps.HubDevice) (dps.Operation, error) {
+	return dps.Operation{}, &dps.Error{Kind: dps.KindUnavailable, Message: "the store is down"}
+}
+
+// TestAcceptedOnlyOnceStored: a register whose operation the store did
+// not take (inline or for the background) fails, and is no accepted
+// event: it is accepted only once its operation is stored.
+func TestAcceptedOnlyOnceStored(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		policy dps.AllocationPolicy
+	}{{"inline", dps.AllocationHashed}, {"background", dps.AllocationCustom}} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := dpstest.NewSQLite(t)
+			rec := &recorder{}
+			custom := allocatorFunc(func(context.Context, dps.AllocationRequest) (dps.Assignment, error) {
+				return dps.Assignment{Hub: "hub-b.example.net"}, nil
+			})
+			s := newService(t, db, nil, func(o *registration.Options) {
+				o.Events, o.Store = rec, noCreate{db}
+				o.Allocators = map[dps.AllocationPolicy]registration.Allocator{dps.AllocationHashed: allocation.Hashed{}, dps.AllocationCustom: custom}
+			})
+			e := dpstest.SymmetricKeyEnrollment("dev-1")
+			e.AllocationPolicy = tc.policy
+			e = dpstest.MustPutEnrollment(t, db, e)
+			c := cred(t, e.RegistrationID, string(e.Attestation.SymmetricKey.PrimaryKey))
+			if _, err := s.Register(context.Background(), registration.Request{IDScope: scope, RegistrationID: "dev-1", Credential: c}); err == nil {
+				t.Fatal("a register whose operation was not stored succeeded")
+			}
+			time.Sleep(50 * time.Millisecond)
+			rec.wait(t, 0)
+		})
+	}
 }

@@ -207,7 +207,7 @@ func (w work) Lane(ctx context.Context, op dps.Operation) (string, error) {
 
 // Complete completes an unfinished operation read from the store.
 func (w work) Complete(ctx context.Context, op dps.Operation) error {
-	_, err := w.s.completeAndWrite(ctx, op, nil, false)
+	_, err := w.s.completeAndWrite(ctx, op, nil, false, nil)
 	return err
 }
 
@@ -342,21 +342,26 @@ func (s *Service) register(ctx context.Context, req Request) (dps.Operation, err
 		s.log.InfoContext(ctx, "registration refused: enrollment disabled", logkey.RegistrationID, req.RegistrationID, logkey.EnrollmentGroup, m.GroupID())
 		return op, nil
 	}
+	// The register is accepted once its operation is stored (completed
+	// inline, or created for the background): a register whose operation
+	// the store did not take is refused, not accepted.
 	accepted := event(dps.EventAccepted, op, req.Origin)
 	accepted.Payload = req.Payload
-	s.o.Events.Record(accepted)
+	recordAccepted := func() { s.o.Events.Record(accepted) }
 	s.origins.put(op.ID, req.Origin) // for its outcome's event
 	var inlineErr error
 	if s.inline(m) {
-		done, err := s.completeInline(ctx, op, &m)
+		done, err := s.completeInline(ctx, op, &m, recordAccepted)
 		if err == nil {
 			return done, nil
 		}
 		inlineErr = err
 	}
 	if _, err := s.o.Store.CreateOperation(ctx, op); err != nil {
+		s.origins.take(op.ID)
 		return dps.Operation{}, err
 	}
+	recordAccepted()
 	settle(&op) // before it is queued: it may finish at once, and forget it
 	if ra, ok := errors.AsType[*engine.RetryAfter](inlineErr); ok {
 		s.eng.Requeue(op, ra.Wait) // the hub failed: its backoff first
@@ -382,10 +387,12 @@ func (s *Service) inline(m dps.Attested) bool {
 // in one transaction, and the device's first poll finds the result. A crash
 // before that commit loses nothing that was acknowledged. An error (a
 // transient failure) means the work must be retried asynchronously.
-func (s *Service) completeInline(ctx context.Context, op dps.Operation, m *dps.Attested) (dps.Operation, error) {
+// written is called once the operation is stored, before its outcome is
+// recorded.
+func (s *Service) completeInline(ctx context.Context, op dps.Operation, m *dps.Attested, written func()) (dps.Operation, error) {
 	s.o.Observer.InFlight(1)
 	defer s.o.Observer.InFlight(-1)
-	stored, err := s.completeAndWrite(ctx, op, m, true)
+	stored, err := s.completeAndWrite(ctx, op, m, true, written)
 	if err != nil {
 		s.log.WarnContext(ctx, "registration continues asynchronously", logkey.RegistrationID, op.RegistrationID, logkey.Error, err)
 		return op, err
@@ -401,8 +408,9 @@ const conflictAttempts = 8
 // completeAndWrite computes an operation's final state and writes it: as a
 // new operation (create, within the register request) or over the
 // unfinished one. The result is written only over the registration record
-// it was computed from; after a conflict it is computed again.
-func (s *Service) completeAndWrite(ctx context.Context, op dps.Operation, m *dps.Attested, create bool) (dps.Operation, error) {
+// it was computed from; after a conflict it is computed again. written
+// (when set) is called once it is stored, before anything else.
+func (s *Service) completeAndWrite(ctx context.Context, op dps.Operation, m *dps.Attested, create bool, written func()) (dps.Operation, error) {
 	var err error
 	for range conflictAttempts {
 		fx := s.effects()
@@ -427,6 +435,9 @@ func (s *Service) completeAndWrite(ctx context.Context, op dps.Operation, m *dps
 			stored, err = s.o.Store.CompleteOperation(ctx, final)
 		}
 		if err == nil {
+			if written != nil {
+				written()
+			}
 			if again {
 				s.trim(ctx, op.RegistrationID)
 			}

@@ -3,6 +3,7 @@ package docs
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -92,9 +93,24 @@ func DecodeRegistrationEvent(b []byte) (dps.RegistrationEvent, error) {
 // param writes the placeholder of the n-th argument (from 1): ? for
 // SQLite, $n for PostgreSQL.
 func RegistrationEventsQuery(after int64, limit int, f dps.RegistrationEventFilter, param func(n int) string) (string, []any) {
+	return registrationEventsQuery(`seq > `, after, `seq`, limit, f, param)
+}
+
+// LatestRegistrationEventsQuery is the query both stores run to read the
+// feed newest first: the documents of the registration_events rows before
+// before (≤ 0: the newest) that match f, in descending seq order, at most
+// limit (≤ 0: DefaultPageSize) of them.
+func LatestRegistrationEventsQuery(before int64, limit int, f dps.RegistrationEventFilter, param func(n int) string) (string, []any) {
+	if before <= 0 {
+		before = math.MaxInt64
+	}
+	return registrationEventsQuery(`seq < `, before, `seq DESC`, limit, f, param)
+}
+
+func registrationEventsQuery(bound string, seq int64, order string, limit int, f dps.RegistrationEventFilter, param func(n int) string) (string, []any) {
 	var b strings.Builder
-	args := []any{after}
-	b.WriteString(`SELECT doc FROM registration_events WHERE seq > ` + param(1))
+	args := []any{seq}
+	b.WriteString(`SELECT doc FROM registration_events WHERE ` + bound + param(1))
 	and := func(column string, v any) {
 		args = append(args, v)
 		b.WriteString(` AND ` + column + param(len(args)))
@@ -112,7 +128,7 @@ func RegistrationEventsQuery(after int64, limit int, f dps.RegistrationEventFilt
 		and(`time >= `, f.Since.UnixNano())
 	}
 	args = append(args, PageSize(limit))
-	b.WriteString(` ORDER BY seq LIMIT ` + param(len(args)))
+	b.WriteString(` ORDER BY ` + order + ` LIMIT ` + param(len(args)))
 	return b.String(), args
 }
 

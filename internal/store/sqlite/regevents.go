@@ -54,6 +54,14 @@ func (db *DB) RegistrationEvents(ctx context.Context, after int64, limit int, f 
 	return listDocs(ctx, db, docs.DecodeRegistrationEvent, "registration events", q, args...)
 }
 
+// LatestRegistrationEvents returns up to limit events of the feed with a
+// Seq less than before (≤ 0: from the newest) that match f, newest first;
+// limit ≤ 0 means docs.DefaultPageSize.
+func (db *DB) LatestRegistrationEvents(ctx context.Context, before int64, limit int, f dps.RegistrationEventFilter) ([]dps.RegistrationEvent, error) {
+	q, args := docs.LatestRegistrationEventsQuery(before, limit, f, func(int) string { return "?" })
+	return listDocs(ctx, db, docs.DecodeRegistrationEvent, "registration events", q, args...)
+}
+
 // DeleteRegistrationEventsBefore deletes events of the feed that happened
 // before t, oldest first, at most Options.PruneBatch of them, and reports
 // how many it deleted; the caller calls it again while it deletes a full

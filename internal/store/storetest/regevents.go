@@ -154,6 +154,53 @@ func testRegEventsRead(t *testing.T, f Factory) {
 	sameEvents(t, "filtered after 1, limit 1", page, "dev-a:3")
 }
 
+// testRegEventsLatest: LatestRegistrationEvents reads newest first: from
+// the newest (before ≤ 0) or before a Seq, at most limit, with the same
+// filters as a forward read; an empty feed has none.
+func testRegEventsLatest(t *testing.T, f Factory) {
+	s := f.New(t)
+	if page, err := s.LatestRegistrationEvents(ctx(), 0, 1, dps.RegistrationEventFilter{}); err != nil || len(page) != 0 {
+		t.Errorf("latest of an empty feed = %v, %v; want none", eventSeqs(page), err)
+	}
+	now := time.Now().UTC()
+	var batch []dps.RegistrationEvent
+	for i, e := range []dps.RegistrationEvent{
+		regEvent(dps.EventAccepted, "Dev-A", "Group-1"),
+		regEvent(dps.EventRefused, "dev-b", ""),
+		regEvent(dps.EventAssigned, "dev-a", "group-1"),
+		regEvent(dps.EventAccepted, "dev-c", "Group-2"),
+		regEvent(dps.EventRefused, "DEV-A", ""),
+		regEvent(dps.EventAssigned, "dev-c", "group-2"),
+	} {
+		e.Time = now.Add(time.Duration(i-6) * time.Hour)
+		batch = append(batch, e)
+	}
+	if _, err := s.AppendRegistrationEvents(ctx(), batch); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name   string
+		before int64
+		limit  int
+		f      dps.RegistrationEventFilter
+		want   []string
+	}{
+		{"the newest", 0, 1, dps.RegistrationEventFilter{}, []string{"dev-c:6"}},
+		{"all, default limit", -1, 0, dps.RegistrationEventFilter{}, []string{"dev-c:6", "DEV-A:5", "dev-c:4", "dev-a:3", "dev-b:2", "Dev-A:1"}},
+		{"before 5, limit 2", 5, 2, dps.RegistrationEventFilter{}, []string{"dev-c:4", "dev-a:3"}},
+		{"before the first", 1, 0, dps.RegistrationEventFilter{}, nil},
+		{"registration ID", 0, 2, dps.RegistrationEventFilter{RegistrationID: "dev-A"}, []string{"DEV-A:5", "dev-a:3"}},
+		{"group before 6", 6, 0, dps.RegistrationEventFilter{Group: "GROUP-2"}, []string{"dev-c:4"}},
+		{"kind and since", 0, 0, dps.RegistrationEventFilter{Kind: dps.EventRefused, Since: now.Add(-3 * time.Hour)}, []string{"DEV-A:5"}},
+	} {
+		page, err := s.LatestRegistrationEvents(ctx(), tt.before, tt.limit, tt.f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameEvents(t, tt.name, page, tt.want...)
+	}
+}
+
 // testRegEventsRetention: DeleteRegistrationEventsBefore deletes the events
 // older than a time (in batches the caller repeats), TrimRegistrationEvents
 // keeps the newest positions; Seq is never reused after either.

@@ -69,6 +69,7 @@ type Store interface {
 	// The registration-events feed (regevents.go).
 	AppendRegistrationEvents(ctx context.Context, events []dps.RegistrationEvent) ([]dps.RegistrationEvent, error)
 	RegistrationEvents(ctx context.Context, after int64, limit int, f dps.RegistrationEventFilter) ([]dps.RegistrationEvent, error)
+	LatestRegistrationEvents(ctx context.Context, before int64, limit int, f dps.RegistrationEventFilter) ([]dps.RegistrationEvent, error)
 	DeleteRegistrationEventsBefore(ctx context.Context, t time.Time) (int64, error)
 	TrimRegistrationEvents(ctx context.Context, keep int64) (int64, error)
 }
@@ -142,6 +143,7 @@ func Run(t *testing.T, f Factory) {
 		{"Routes/RetentionBehindTheCheckpoint", testRouteRetention},
 		{"RegistrationEvents/AppendAssignsIncreasingSeq", testRegEventsAppend},
 		{"RegistrationEvents/ReadAfterWithLimitAndFilters", testRegEventsRead},
+		{"RegistrationEvents/LatestNewestFirst", testRegEventsLatest},
 		{"RegistrationEvents/RetentionByAgeAndCount", testRegEventsRetention},
 		{"RegistrationEvents/ConcurrentAppendsAcrossHandles", testRegEventsAcrossHandles},
 		{"Issuance/CAsAndPolicies", testIssuingCAs},
