@@ -6,10 +6,11 @@ import (
 	"testing"
 )
 
-// TestFaultsCommands: dpsctl faults set makes a device's register fail as
-// told, list shows the count, delete removes the rule.
+// TestFaultsCommands: against a dpsd with no faults: key (fault injection
+// on, no rules), dpsctl faults set makes a device's register fail as told,
+// list shows the count, delete removes the rule.
 func TestFaultsCommands(t *testing.T) {
-	https, _, scope, cs, ca := startDPSDWith(t, "faults: { enabled: true }\n")
+	https, _, scope, cs, ca := startDPSD(t)
 	endpoint := "https://" + https
 	svc := []string{"--connection-string", cs, "--endpoint", endpoint, "--ca-file", ca}
 	run := func(args ...string) (string, error) {
@@ -54,14 +55,15 @@ func TestFaultsCommands(t *testing.T) {
 	}
 }
 
-// TestFaultsOff: against a dpsd whose fault injection was not configured,
-// every faults command fails with dpsd's answer: 409 and how to turn it on.
+// TestFaultsOff: against a dpsd whose fault injection is turned off
+// (faults.enabled: false), every faults command fails with dpsd's answer:
+// 409 and how to turn it on.
 func TestFaultsOff(t *testing.T) {
-	https, _, _, cs, ca := startDPSD(t)
+	https, _, _, cs, ca := startDPSDWith(t, "faults: { enabled: false }\n")
 	svc := []string{"--connection-string", cs, "--endpoint", "https://" + https, "--ca-file", ca}
 	for _, args := range [][]string{{"faults", "list"}, {"faults", "set", "x", "--status", "503"}, {"faults", "delete", "x"}} {
 		out, err := dpsctl(t, append(args, svc...)...)
-		if err == nil || !strings.Contains(err.Error(), "HTTP 409") || !strings.Contains(err.Error(), "Fault injection is off on this instance: set faults.enabled: true") {
+		if err == nil || !strings.Contains(err.Error(), "HTTP 409") || !strings.Contains(err.Error(), "Fault injection is off on this instance: dpsd's configuration sets faults.enabled: false") {
 			t.Errorf("dpsctl %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}

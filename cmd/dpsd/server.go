@@ -208,8 +208,8 @@ func start(ctx context.Context, cfg Config, logw io.Writer) (_ *server, err erro
 	timed := timedStore{s.store, s.ops} // the registration path's store, timed
 	s.events = newEventLog(cfg, timed, s.ops, log)
 	s.events.Start()
-	s.throttle = cfg.Throttling.limiter(metrics)
-	s.serviceThrottle = cfg.Throttling.serviceLimiter(metrics)
+	s.throttle = cfg.Throttling.limiter(metrics, log)
+	s.serviceThrottle = cfg.Throttling.serviceLimiter(metrics, log)
 	s.connLimits = cfg.Limits.connLimiter(metrics, log)
 	if s.faults, err = newInjector(cfg.Faults, metrics, log); err != nil {
 		return nil, err
@@ -794,6 +794,10 @@ func (s *server) Close(ctx context.Context) error {
 	} else if s.adminLn != nil {
 		s.adminLn.Close()
 	}
+	// The device transports are closed: what the throttles' log gates
+	// still hold is logged (and their timers stop).
+	s.throttle.Close()
+	s.serviceThrottle.Close()
 	if s.stopRetention != nil {
 		s.stopRetention()
 	}

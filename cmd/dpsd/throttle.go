@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
 
+	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/faults"
+	"github.com/opendps/dps/internal/logkey"
 	"github.com/opendps/dps/internal/prom"
 	"github.com/opendps/dps/internal/throttle"
 )
@@ -136,12 +139,14 @@ func (c ThrottlingConfig) validate(bad func(key, format string, args ...any)) {
 }
 
 // FaultsConfig is the faults: key, fault injection for device tests. It is
-// written either as a list of rules (fault injection on) or as
-// { enabled: …, rules: […] }. Off unless configured: enabled defaults to
-// true when rules are listed, false otherwise; off, no request is checked
-// against a rule and the service API's /faults refuses (409).
+// written either as a list of rules or as { enabled: …, rules: […] }.
+// Enabled defaults to true: with no faults: key at all the service API's
+// /faults (and dpsctl faults) take rules at run time, and an injector
+// without rules injects nothing. enabled: false (DPSD_FAULTS_ENABLED=false)
+// is the opt-out: then no request is checked against a rule and /faults
+// refuses (409).
 type FaultsConfig struct {
-	Enabled *bool // nil: implied by Rules
+	Enabled *bool // nil: on
 	Rules   []faults.Rule
 
 	list    bool     // written as a list (validation names faults[i])
@@ -170,13 +175,8 @@ func (f *FaultsConfig) UnmarshalYAML(unmarshal func(any) error) error {
 	return nil
 }
 
-// On reports whether fault injection is enabled.
-func (f FaultsConfig) On() bool {
-	if f.Enabled != nil {
-		return *f.Enabled
-	}
-	return len(f.Rules) > 0
-}
+// On reports whether fault injection is enabled (unless set false, it is).
+func (f FaultsConfig) On() bool { return f.Enabled == nil || *f.Enabled }
 
 // applyFaultsEnv applies DPSD_FAULTS_ENABLED (true or false).
 func applyFaultsEnv(f *FaultsConfig, getenv func(string) string) {
@@ -225,20 +225,55 @@ func validateFaults(bad func(key, format string, args ...any), prefix string, ru
 	}
 }
 
-// limiter is the configured throttling, counted in metrics.
-func (c ThrottlingConfig) limiter(m *prom.Metrics) *throttle.Limiter {
+// limiter is the configured throttling, counted in metrics; the refusals
+// its log gate kept from the log are logged as they are reported
+// (unloggedDevice).
+func (c ThrottlingConfig) limiter(m *prom.Metrics, log *slog.Logger) *throttle.Limiter {
 	return throttle.New(throttle.Options{
 		RegistersPer10s:        c.Device.RegistersPer10s,
 		PollsPer10s:            c.Device.PollsPer10s,
 		TwinPer10s:             c.Device.TwinPer10s,
 		RegistrationsPerMinute: c.Instance.RegistrationsPerMinute,
-		Throttled:              func(transport string, op throttle.Op) { m.Throttled(throttle.APIDevice, transport, op.String()) },
+		Throttled:              func(transport string, op throttle.Op) { m.Throttled(transport, op.String()) },
+		Unlogged:               func(s throttle.Summary[throttle.DeviceKey]) { unloggedDevice(log, s) },
 	})
+}
+
+// unloggedDevice logs the count of throttled device requests that were not
+// logged ("device refused" lines carry the refusals before the next line
+// in suppressed; a storm that stops has no next line): one line per
+// registration ID and operation whose 10 s ended with refusals not logged
+// (for the registration IDs past the log gate's cap, one for all).
+func unloggedDevice(log *slog.Logger, s throttle.Summary[throttle.DeviceKey]) {
+	attrs := []slog.Attr{slog.Int(logkey.ErrorCode, dps.CodeThrottled)}
+	if s.Untracked {
+		attrs = append(attrs, slog.Bool("untracked", true))
+	} else {
+		attrs = append(attrs, slog.String(logkey.RegistrationID, s.Key.RegistrationID), slog.String("operation", s.Key.Op.String()))
+	}
+	attrs = append(attrs, slog.Int64(logkey.Suppressed, s.Suppressed))
+	log.LogAttrs(context.Background(), slog.LevelInfo, "throttled device requests not logged", attrs...)
+}
+
+// unloggedService is unloggedDevice for the service APIs, per quota and
+// hub.
+func unloggedService(log *slog.Logger, s throttle.Summary[throttle.ServiceKey]) {
+	attrs := []slog.Attr{slog.Int(logkey.ErrorCode, dps.CodeThrottled)}
+	switch {
+	case s.Untracked:
+		attrs = append(attrs, slog.Bool("untracked", true))
+	case s.Key.Hub != "":
+		attrs = append(attrs, slog.String("api", s.Key.Quota.API()), slog.String("quota", s.Key.Quota.String()), slog.String(logkey.Hub, s.Key.Hub))
+	default:
+		attrs = append(attrs, slog.String("api", s.Key.Quota.API()), slog.String("quota", s.Key.Quota.String()))
+	}
+	attrs = append(attrs, slog.Int64(logkey.Suppressed, s.Suppressed))
+	log.LogAttrs(context.Background(), slog.LevelInfo, "throttled service requests not logged", attrs...)
 }
 
 // serviceLimiter is the configured throttling of the service APIs (DPS's
 // and the built-in hubs'), counted in metrics; nil when off.
-func (c ThrottlingConfig) serviceLimiter(m *prom.Metrics) *throttle.ServiceLimiter {
+func (c ThrottlingConfig) serviceLimiter(m *prom.Metrics, log *slog.Logger) *throttle.ServiceLimiter {
 	h := c.HubService
 	return throttle.NewService(throttle.ServiceOptions{
 		OperationsPerMinute:         c.Service.OperationsPerMinute,
@@ -248,17 +283,21 @@ func (c ThrottlingConfig) serviceLimiter(m *prom.Metrics) *throttle.ServiceLimit
 		QueriesPerMinute:            h.QueriesPerMinute,
 		MethodsPerSecond:            h.MethodsPerSecond,
 		C2DSendsPerMinute:           h.C2DSendsPerMinute,
-		Throttled:                   func(q throttle.Quota) { m.Throttled(q.API(), "https", q.String()) },
+		Throttled:                   func(q throttle.Quota) { m.ServiceThrottled(q.API(), q.String()) },
+		Unlogged:                    func(s throttle.Summary[throttle.ServiceKey]) { unloggedService(log, s) },
 	})
 }
 
 // newInjector is the fault injection of the configured rules, logged and
 // counted in metrics; it is also managed at run time (service API). nil
-// when fault injection is off.
+// when fault injection is off (faults.enabled: false). Configured rules
+// are warned about at start: they refuse devices from the first request.
 func newInjector(c FaultsConfig, m *prom.Metrics, log *slog.Logger) (*faults.Injector, error) {
 	if !c.On() {
 		return nil, nil
 	}
-	log.Warn("fault injection is on: devices matching its rules are refused on purpose (faults:; not for production)", "rules", len(c.Rules))
+	if len(c.Rules) > 0 {
+		log.Warn("fault injection rules are configured: devices matching them are refused on purpose (faults:; not for production)", "rules", len(c.Rules))
+	}
 	return faults.New(faults.Options{Logger: log, Injected: m.FaultInjected}, c.Rules...)
 }

@@ -18,8 +18,8 @@ func TestThrottlingAndFaultsConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if d := cfg.Throttling; d.Device.PollsPer10s != 5 || d.Device.RegistersPer10s != 0 || d.Instance.RegistrationsPerMinute != 0 ||
-		d.Service != (ServiceThrottling{}) || d.HubService != (HubServiceThrottling{}) || len(cfg.Faults.Rules) != 0 || cfg.Faults.On() {
-		t.Fatalf("defaults: %+v %+v", d, cfg.Faults)
+		d.Service != (ServiceThrottling{}) || d.HubService != (HubServiceThrottling{}) || len(cfg.Faults.Rules) != 0 || !cfg.Faults.On() {
+		t.Fatalf("defaults (fault injection on, no rules): %+v %+v", d, cfg.Faults)
 	}
 	p := writeConfig(t, `
 throttling:
@@ -72,19 +72,25 @@ faults:
 	if !cfg.Faults.On() || len(cfg.Faults.Rules) != 1 || cfg.Faults.Rules[0].Action.Status != 503 {
 		t.Fatalf("faults mapping: %+v", cfg.Faults)
 	}
+	// On unless turned off: enabled: false (or DPSD_FAULTS_ENABLED=false)
+	// is the only way.
 	for yml, want := range map[string]bool{
+		"":                           true,
 		"faults: { enabled: true }":  true,
 		"faults: { enabled: false }": false,
-		"faults: []":                 false,
-		"faults: {}":                 false,
+		"faults: []":                 true,
+		"faults: {}":                 true,
+		"faults: { rules: [] }":      true,
 	} {
 		cfg, err := loadConfig(writeConfig(t, yml), noEnv)
 		if err != nil || cfg.Faults.On() != want {
 			t.Errorf("%q: on %v (%v), want %v", yml, cfg.Faults.On(), err, want)
 		}
-		cfg, err = loadConfig(writeConfig(t, yml), func(k string) string { return map[string]string{"DPSD_FAULTS_ENABLED": "true"}[k] })
-		if err != nil || !cfg.Faults.On() {
-			t.Errorf("%q with DPSD_FAULTS_ENABLED=true: on %v (%v)", yml, cfg.Faults.On(), err)
+		for env, want := range map[string]bool{"true": true, "false": false} {
+			cfg, err = loadConfig(writeConfig(t, yml), func(k string) string { return map[string]string{"DPSD_FAULTS_ENABLED": env}[k] })
+			if err != nil || cfg.Faults.On() != want {
+				t.Errorf("%q with DPSD_FAULTS_ENABLED=%s: on %v (%v)", yml, env, cfg.Faults.On(), err)
+			}
 		}
 	}
 

@@ -80,7 +80,7 @@ func TestHubTwinThrottleAndFaults(t *testing.T) {
 		}
 	}
 	cl.Disconnect(0)
-	if got := metric(t, s, `dps_throttled_requests_total{api="device",operation="twin",transport="mqtt"}`); got != 1 {
+	if got := metric(t, s, `dps_throttled_requests_total{operation="twin",transport="mqtt"}`); got != 1 {
 		t.Fatalf("twin throttled metric %v, want 1", got)
 	}
 

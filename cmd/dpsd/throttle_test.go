@@ -93,7 +93,7 @@ func TestThrottleHammeredDevice(t *testing.T) {
 	if admitted < 5 || admitted > 5+int(elapsed/(2*time.Second))+1 || counts[429] != 1000-admitted {
 		t.Fatalf("answers %v in %s: want 5 admitted (plus one per 2s) and the rest 429", counts, elapsed)
 	}
-	if got := metric(t, s, `dps_throttled_requests_total{api="device",operation="register",transport="https"}`); got != float64(counts[429]) {
+	if got := metric(t, s, `dps_throttled_requests_total{operation="register",transport="https"}`); got != float64(counts[429]) {
 		t.Fatalf("metric counts %v throttled registers, want %d", got, counts[429])
 	}
 	if n := countRows(t, dir, "operations"); n > admitted+1 {
@@ -157,7 +157,7 @@ func TestThrottlePollDefault(t *testing.T) {
 			}
 		}
 		cl.Disconnect(0)
-		if got := metric(t, s, `dps_throttled_requests_total{api="device",operation="poll",transport="`+transport+`"}`); got != 1 {
+		if got := metric(t, s, `dps_throttled_requests_total{operation="poll",transport="`+transport+`"}`); got != 1 {
 			t.Fatalf("%s: metric %v, want 1", transport, got)
 		}
 	}

@@ -22,15 +22,16 @@ import (
 // Rules set here last until the process ends; the configuration's are set
 // again at every start.
 //
-// Fault injection is off unless configured (faults.enabled, or rules in
-// the configuration): then every request here, once authorized, is
-// answered 409 with 409001 and a message that says how to turn it on. Not
+// Fault injection is on unless dpsd's configuration turns it off
+// (faults.enabled: false; Options.Faults nil): then every request here,
+// once authorized, is answered 409 with 409001 and a message that says how
+// to turn it on again. Not
 // 404: the endpoint exists and the caller may use it — it is the
 // instance's state that refuses (and DELETE already answers 404 for a rule
 // that does not exist, which a script must be able to tell apart).
 
 // faultsOffMessage is the answer of /faults when fault injection is off.
-const faultsOffMessage = "Fault injection is off on this instance: set faults.enabled: true (or list faults: rules) in dpsd's configuration and restart dpsd."
+const faultsOffMessage = "Fault injection is off on this instance: dpsd's configuration sets faults.enabled: false (or DPSD_FAULTS_ENABLED=false); remove that or set it to true, and restart dpsd."
 
 func (h *ServiceHandler) faultRoutes(segs []string) ([]route, []string, bool) {
 	if !strings.EqualFold(segs[0], "faults") {

@@ -178,9 +178,9 @@ func TestServiceAPIThrottled(t *testing.T) {
 	}
 }
 
-// TestFaultsOff: without an injector (fault injection not configured)
-// every /faults request of an authorized caller is answered 409 with the
-// DPS error shape and a message saying how to turn it on; a caller without
+// TestFaultsOff: without an injector (faults.enabled: false) every
+// /faults request of an authorized caller is answered 409 with the DPS
+// error shape and a message saying how to turn it on; a caller without
 // a valid token learns nothing (401).
 func TestFaultsOff(t *testing.T) {
 	svc := httpapi.NewService(httpapi.ServiceOptions{Manager: noEnrollments{}, Authorizer: allowOK{}})
@@ -188,7 +188,7 @@ func TestFaultsOff(t *testing.T) {
 		w := serve(svc, r.method, r.path, "ok")
 		var body map[string]any
 		json.Unmarshal(w.Body.Bytes(), &body)
-		if msg, _ := body["message"].(string); w.Code != 409 || body["errorCode"] != float64(dps.CodeConflict) || !strings.Contains(msg, "faults.enabled: true") || body["trackingId"] == "" {
+		if msg, _ := body["message"].(string); w.Code != 409 || body["errorCode"] != float64(dps.CodeConflict) || !strings.Contains(msg, "sets faults.enabled: false") || body["trackingId"] == "" {
 			t.Fatalf("%s %s: %d %s", r.method, r.path, w.Code, w.Body)
 		}
 		if w := serve(svc, r.method, r.path, "bad"); w.Code != 401 {

@@ -20,8 +20,11 @@ type Metrics struct {
 	latency   prometheus.Histogram
 	inflight  prometheus.Gauge
 	throttled *prometheus.CounterVec
-	faults    *prometheus.CounterVec
-	refused   *prometheus.CounterVec
+	// svcThrottled is the service APIs' (apart, so that
+	// dps_throttled_requests_total keeps its labels).
+	svcThrottled *prometheus.CounterVec
+	faults       *prometheus.CounterVec
+	refused      *prometheus.CounterVec
 }
 
 // New creates the metrics on a fresh registry, with Go and process collectors.
@@ -47,8 +50,12 @@ func New() *Metrics {
 		}),
 		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dps_throttled_requests_total",
-			Help: "Requests answered 429 (throttled), by API (device, service, hubService), transport (https, mqtt, mqttws) and operation (device: register, poll, twin; service: operations; hubService: registry, twinRead, twinUpdate, query, method, c2dSend).",
-		}, []string{"api", "transport", "operation"}),
+			Help: "Device requests answered 429 (throttled), by transport (https, mqtt, mqttws) and operation (register, poll, twin).",
+		}, []string{"transport", "operation"}),
+		svcThrottled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dps_service_throttled_requests_total",
+			Help: "Service API requests answered 429 (throttled), by API (service: the DPS service API; hubService: a built-in hub's) and quota (operations; registry, twinRead, twinUpdate, query, method, c2dSend).",
+		}, []string{"api", "quota"}),
 		faults: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dps_faults_injected_total",
 			Help: "Faults injected by fault injection rules, by rule.",
@@ -58,7 +65,7 @@ func New() *Metrics {
 			Help: "Connections closed as soon as accepted, before TLS, by listener (https, mqtt) and the limit they were over (total, source).",
 		}, []string{"listener", "reason"}),
 	}
-	m.reg.MustRegister(m.outcomes, m.rejected, m.latency, m.inflight, m.throttled, m.faults, m.refused,
+	m.reg.MustRegister(m.outcomes, m.rejected, m.latency, m.inflight, m.throttled, m.svcThrottled, m.faults, m.refused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -74,9 +81,14 @@ func (m *Metrics) Completed(outcome dps.Status, latency time.Duration) {
 // Rejected records a refused request.
 func (m *Metrics) Rejected(kind dps.Kind) { m.rejected.WithLabelValues(kind.String()).Inc() }
 
-// Throttled records a request refused by throttling.
-func (m *Metrics) Throttled(api, transport, operation string) {
-	m.throttled.WithLabelValues(api, transport, operation).Inc()
+// Throttled records a device request refused by throttling.
+func (m *Metrics) Throttled(transport, operation string) {
+	m.throttled.WithLabelValues(transport, operation).Inc()
+}
+
+// ServiceThrottled records a service API request refused by throttling.
+func (m *Metrics) ServiceThrottled(api, quota string) {
+	m.svcThrottled.WithLabelValues(api, quota).Inc()
 }
 
 // FaultInjected records a fault injected by rule.

@@ -12,9 +12,10 @@ import (
 // built-in hub's service API, one set of buckets per hub, as every IoT hub
 // has its own quota. A request refused here consumes nothing.
 
-// The APIs a throttled request can be for (the metrics' api label).
+// The service APIs a throttled request can be for (the api label of
+// dps_service_throttled_requests_total; device requests are counted apart,
+// in dps_throttled_requests_total).
 const (
-	APIDevice     = "device"     // the DPS device API, a built-in hub device's twin over MQTT
 	APIService    = "service"    // the DPS service API
 	APIHubService = "hubService" // a built-in hub's service API
 )
@@ -49,7 +50,7 @@ const (
 
 var quotaNames = [numQuotas]string{"operations", "registry", "twinRead", "twinUpdate", "query", "method", "c2dSend"}
 
-// String is the quota's name (the metrics' operation label).
+// String is the quota's name (the metric's quota label).
 func (q Quota) String() string {
 	if q < numQuotas {
 		return quotaNames[q]
@@ -80,6 +81,17 @@ type ServiceOptions struct {
 	Now func() time.Time
 	// Throttled, when set, is called for every refused request (metrics).
 	Throttled func(q Quota)
+	// Unlogged, when set, is given the count of refusals LogThrottled kept
+	// from the log once their interval ended without a line that carried
+	// them, and at Close (LogGate), for a line of their own.
+	Unlogged func(Summary[ServiceKey])
+}
+
+// ServiceKey is what a ServiceLimiter's log lines are gated by: a quota
+// and a built-in hub's name (lower-cased; "" for the DPS service API).
+type ServiceKey struct {
+	Quota Quota
+	Hub   string
 }
 
 // maxScopes bounds the hubs a ServiceLimiter keeps buckets for (the
@@ -92,7 +104,7 @@ type ServiceLimiter struct {
 	o     ServiceOptions
 	mu    sync.Mutex
 	quota [numQuotas]*keyed // nil: no limit; keyed by scope
-	logs  *LogGate
+	logs  *LogGate[ServiceKey]
 }
 
 // NewService returns a ServiceLimiter, or nil when o sets no limit.
@@ -100,7 +112,7 @@ func NewService(o ServiceOptions) *ServiceLimiter {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	l := &ServiceLimiter{o: o, logs: NewLogGate(LogInterval, DefaultLogKeys, o.Now)}
+	l := &ServiceLimiter{o: o, logs: NewLogGate(LogInterval, DefaultLogKeys, o.Now, o.Unlogged)}
 	limited := false
 	for q, r := range map[Quota]rate{
 		ServiceOperations: {o.OperationsPerMinute, time.Minute},
@@ -154,5 +166,14 @@ func (l *ServiceLimiter) LogThrottled(q Quota, scope string) (suppressed int64, 
 	if l == nil {
 		return 0, true
 	}
-	return l.logs.Allow(q.String() + "/" + strings.ToLower(scope))
+	return l.logs.Allow(ServiceKey{q, strings.ToLower(scope)})
+}
+
+// Close reports the counts of refusals LogThrottled still holds
+// (ServiceOptions.Unlogged) and stops its timer. A nil *ServiceLimiter's
+// does nothing.
+func (l *ServiceLimiter) Close() {
+	if l != nil {
+		l.logs.Close()
+	}
 }

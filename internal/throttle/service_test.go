@@ -90,61 +90,6 @@ func TestServiceQuotas(t *testing.T) {
 	})
 }
 
-// TestLogGate: one line per key per interval, each with the count of the
-// key's refusals not logged since its previous line; keys past the cap
-// share one allowance; a forgotten key's count is not lost.
-func TestLogGate(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		g := throttle.NewLogGate(10*time.Second, 3, nil)
-		if n, ok := g.Allow("a"); !ok || n != 0 {
-			t.Fatalf("first refusal: logged %v, suppressed %d", ok, n)
-		}
-		for range 99 {
-			if _, ok := g.Allow("a"); ok {
-				t.Fatal("a second line within the interval")
-			}
-		}
-		if _, ok := g.Allow("b"); !ok {
-			t.Fatal("another key's first refusal not logged")
-		}
-		time.Sleep(10 * time.Second)
-		if n, ok := g.Allow("a"); !ok || n != 99 {
-			t.Fatalf("after the interval: logged %v, suppressed %d; want a line with 99", ok, n)
-		}
-		if n, ok := g.Allow("b"); !ok || n != 0 {
-			t.Fatalf("b after the interval: logged %v, suppressed %d", ok, n)
-		}
-		g.Allow("a") // suppressed: a holds 1 again
-
-		// A storm of distinct keys: one more is tracked, then they share
-		// one allowance.
-		lines := 0
-		for i := range 10_000 {
-			if _, ok := g.Allow(fmt.Sprint("k", i)); ok {
-				lines++
-			}
-			if g.Tracked() > 3 {
-				t.Fatalf("%d keys tracked, cap 3", g.Tracked())
-			}
-		}
-		if lines != 2 { // k0 (the third key), then the shared allowance's first line
-			t.Fatalf("%d lines for 10000 distinct keys, want 2", lines)
-		}
-		time.Sleep(10 * time.Second)
-		// Room is made: the keys an interval old are forgotten, their
-		// counts (a's 1) added to the shared allowance's (9998).
-		if n, ok := g.Allow("fresh"); !ok || n != 0 || g.Tracked() != 1 {
-			t.Fatalf("fresh: logged %v, suppressed %d, %d tracked", ok, n, g.Tracked())
-		}
-		for i := range 2 {
-			g.Allow(fmt.Sprint("x", i))
-		}
-		if n, ok := g.Allow("overflow"); !ok || n != 9998+1 {
-			t.Fatalf("shared allowance after the interval: logged %v, suppressed %d; want 9999", ok, n)
-		}
-	})
-}
-
 func TestLimiterLogThrottled(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := throttle.New(throttle.Options{PollsPer10s: 5})

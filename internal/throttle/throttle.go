@@ -3,8 +3,10 @@
 // a per-instance limit on registrations (Limiter); limits on the DPS
 // service API and on the built-in hubs' service API, modelled on Azure's
 // quotas (ServiceLimiter, service.go); and a LogGate that keeps the log of
-// refusals to one line per key per interval. Limits are token buckets: a limit
-// of N per window admits a burst of N and then one request every window/N.
+// refusals to one line per key per interval, every refusal counted in some
+// line (loggate.go; Close reports what it still holds). Limits are token
+// buckets: a limit of N per window admits a burst of N and then one
+// request every window/N.
 // The time source is injected (Options.Now), so tests run in a synctest
 // bubble or with a fake clock.
 //
@@ -66,6 +68,17 @@ type Options struct {
 	Now        func() time.Time
 	// Throttled, when set, is called for every refused request (metrics).
 	Throttled func(transport string, op Op)
+	// Unlogged, when set, is given the count of refusals LogThrottled kept
+	// from the log once their interval ended without a line that carried
+	// them, and at Close (LogGate), for a line of their own.
+	Unlogged func(Summary[DeviceKey])
+}
+
+// DeviceKey is what a Limiter's log lines are gated by: an operation and
+// a registration ID (lower-cased).
+type DeviceKey struct {
+	Op             Op
+	RegistrationID string
 }
 
 // Limiter decides whether a request may proceed. A nil *Limiter admits
@@ -78,7 +91,7 @@ type Limiter struct {
 	twin     *keyed
 	instance *bucket // nil: no instance limit
 	instRate rate
-	logs     *LogGate
+	logs     *LogGate[DeviceKey]
 }
 
 // New returns a Limiter, or nil when o sets no limit.
@@ -92,7 +105,7 @@ func New(o Options) *Limiter {
 	if o.MaxTracked <= 0 {
 		o.MaxTracked = DefaultMaxTracked
 	}
-	l := &Limiter{o: o, logs: NewLogGate(LogInterval, DefaultLogKeys, o.Now)}
+	l := &Limiter{o: o, logs: NewLogGate(LogInterval, DefaultLogKeys, o.Now, o.Unlogged)}
 	if o.RegistersPer10s > 0 {
 		l.register = newKeyed(rate{o.RegistersPer10s, 10 * time.Second}, o.MaxTracked)
 	}
@@ -166,7 +179,15 @@ func (l *Limiter) LogThrottled(op Op, regID string) (suppressed int64, ok bool) 
 	if l == nil {
 		return 0, true
 	}
-	return l.logs.Allow(op.String() + "/" + strings.ToLower(regID))
+	return l.logs.Allow(DeviceKey{op, strings.ToLower(regID)})
+}
+
+// Close reports the counts of refusals LogThrottled still holds
+// (Options.Unlogged) and stops its timer. A nil *Limiter's does nothing.
+func (l *Limiter) Close() {
+	if l != nil {
+		l.logs.Close()
+	}
 }
 
 // Tracked returns how many registration IDs the limiter holds for op (tests,

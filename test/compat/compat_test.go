@@ -139,7 +139,6 @@ accessPolicies:
   - { name: provisioningserviceowner, primaryKey: %q, rights: [ServiceConfig, EnrollmentRead, EnrollmentWrite, RegistrationStatusRead, RegistrationStatusWrite] }
 webhook: { caFile: %q }
 routing: { minBackoff: 200ms, maxBackoff: 2s }
-faults: { enabled: true }   # faults.js sets its rules at run time
 issuance: { keyEncryptionKey: %q }
 `, filepath.Join(dir, "data"), hubA, hubKeyA, readKeyA, eng.config(), hubB, hubKeyB, ownerKey, hookCA, newKey())
 	cfgPath := filepath.Join(dir, "dpsd.yaml")
