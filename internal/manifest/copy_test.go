@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/opendps/dps"
@@ -332,5 +333,73 @@ func TestCopyX509WithoutCertificate(t *testing.T) {
 	}
 	if rep.Created != 1 || len(rep.Failures) != 1 || !strings.Contains(rep.Failures[0], "enrollment x-1") {
 		t.Errorf("report: %+v", rep)
+	}
+}
+
+// TestCopyGoesOnPastARefusedRead: the target refusing its read of one
+// object (400) is that object's failure, reported, and the copy goes on
+// (the status survives planning's wrapping).
+func TestCopyGoesOnPastARefusedRead(t *testing.T) {
+	src, dst := newService(t), newService(t)
+	ctx := context.Background()
+	for _, id := range []string{"a-1", "a-2", "a-3"} {
+		if _, err := src.t.Service.PutEnrollment(ctx, e2(id), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dst.setHook(func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		if r.Method == http.MethodGet && r.URL.Path == "/enrollments/a-2" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			w.Write([]byte(`{"errorCode":400004,"message":"bad id"}`))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+	rep, err := Copy(ctx, &Target{Service: src.t.Service}, dst.t, CopyOptions{StateFile: filepath.Join(t.TempDir(), "s.json")})
+	if err != nil || rep.Created != 2 || len(rep.Failures) != 1 || !strings.Contains(rep.Failures[0], "a-2") {
+		t.Fatalf("copy: %v %+v", err, rep)
+	}
+}
+
+// TestDryRunReadsNoKeys: planning an update whose file leaves the keys
+// out reads no keys (a dry run needs read rights only); applying it does,
+// and keeps them.
+func TestDryRunReadsNoKeys(t *testing.T) {
+	s := newService(t)
+	ctx := context.Background()
+	before, err := s.t.Service.PutEnrollment(ctx, e2("k-1"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keyReads atomic.Int32
+	s.setHook(func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		if strings.HasSuffix(r.URL.Path, "/attestationmechanism") {
+			keyReads.Add(1)
+		}
+		next.ServeHTTP(w, r)
+	})
+	m := parse(t, "enrollments:\n  - registrationId: k-1\n    attestation: {type: symmetricKey}\n    provisioningStatus: disabled\n", nil)
+	p := plan(t, s, m, false)
+	if n := keyReads.Load(); n != 0 || len(p.Steps) != 1 || p.Steps[0].Action != Update {
+		t.Fatalf("plan: %d key reads, steps %+v", n, p.Steps)
+	}
+	if res := p.Apply(ctx, s.t, nil); len(res.Failures) != 0 || res.Updated != 1 {
+		t.Fatalf("apply: %+v", res)
+	}
+	if keyReads.Load() == 0 {
+		t.Error("the update read no keys")
+	}
+	after, err := s.t.Service.Enrollment(ctx, "k-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := s.t.Service.EnrollmentAttestation(ctx, "k-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.ProvisioningStatus != "disabled" || keys.SymmetricKey == nil || before.Attestation.SymmetricKey == nil ||
+		keys.SymmetricKey.PrimaryKey != before.Attestation.SymmetricKey.PrimaryKey || keys.SymmetricKey.SecondaryKey != before.Attestation.SymmetricKey.SecondaryKey {
+		t.Errorf("keys changed or status not applied (status %q)", after.ProvisioningStatus)
 	}
 }

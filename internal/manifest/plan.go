@@ -41,6 +41,9 @@ type Step struct {
 	// which its create did not (the device's twin has no tags and no
 	// desired properties).
 	twin bool
+	// keys: the update must read the service's keys first (write), as
+	// the file leaves some out.
+	keys bool
 }
 
 // Plan is what applying a manifest changes.
@@ -157,7 +160,7 @@ func planItem(ctx context.Context, t *Target, it Item) Step {
 	st := Step{Item: it}
 	cur, err := t.get(ctx, it.Kind, it.Hub, it.ID)
 	if err != nil {
-		st.Err = fmt.Errorf("read: %s", errorText(err))
+		st.Err = fmt.Errorf("read: %w", wrapStatus(err))
 		return st
 	}
 	if it.Kind == Certificate {
@@ -172,7 +175,7 @@ func planItem(ctx context.Context, t *Target, it Item) Step {
 	if (it.Kind == Enrollment || it.Kind == Group) && givesKeys(it.Body) && symmetric(cur) {
 		att, err := t.keys(ctx, it.Kind, it.ID)
 		if err != nil {
-			st.Err = fmt.Errorf("read the keys: %s", errorText(err))
+			st.Err = fmt.Errorf("read the keys: %w", wrapStatus(err))
 			return st
 		}
 		cur["attestation"] = att
@@ -185,7 +188,7 @@ func planItem(ctx context.Context, t *Target, it Item) Step {
 		// the device's: never compared.
 		tw, err := t.twin(ctx, it.Hub, it.ID)
 		if err != nil {
-			st.Err = fmt.Errorf("read the twin: %s", errorText(err))
+			st.Err = fmt.Errorf("read the twin: %w", wrapStatus(err))
 			return st
 		}
 		if tw != nil && len(initialTwin(tw)) == 0 {
@@ -199,16 +202,10 @@ func planItem(ctx context.Context, t *Target, it Item) Step {
 		return st
 	}
 	st.Action = Update
-	if (it.Kind == Enrollment || it.Kind == Group) && missingKeys(it.Body, cur) {
-		// The update keeps the keys the file leaves out: read them (the
-		// service's GET may not show them, as Azure DPS's does not).
-		att, err := t.keys(ctx, it.Kind, it.ID)
-		if err != nil {
-			st.Err = fmt.Errorf("read the keys: %s", errorText(err))
-			return st
-		}
-		cur["attestation"] = att
-	}
+	// The update keeps the keys the file leaves out: write reads them
+	// (the service's GET may not show them, as Azure DPS's does not) —
+	// not here, so that a dry run needs no more than read rights.
+	st.keys = (it.Kind == Enrollment || it.Kind == Group) && missingKeys(it.Body, cur)
 	return st
 }
 
@@ -379,6 +376,13 @@ func write(ctx context.Context, t *Target, s Step) (Action, error) {
 		}
 		return Create, nil
 	case Update:
+		if s.keys {
+			att, err := t.keys(ctx, it.Kind, it.ID)
+			if err != nil {
+				return "", fmt.Errorf("read the keys: %w", wrapStatus(err))
+			}
+			s.current["attestation"] = att
+		}
 		if slices.ContainsFunc(s.Changes, func(c Change) bool { return !s.twin || c.Path != "twin" }) {
 			if _, err := t.put(ctx, it.Kind, it.Hub, it.ID, merge(it.Kind, it.Body, s.current), etagOf(it.Kind, s.current)); err != nil {
 				return "", wrapStatus(err)
