@@ -156,16 +156,12 @@ func seg(s string) string { return url.PathEscape(s) }
 
 // PutEnrollment creates (ifMatch "") or updates an individual enrollment.
 func (c *Client) PutEnrollment(ctx context.Context, e wire.IndividualEnrollment, ifMatch string) (wire.IndividualEnrollment, error) {
-	var out wire.IndividualEnrollment
-	_, err := c.do(ctx, http.MethodPut, "/enrollments/"+seg(e.RegistrationID), map[string]string{"If-Match": ifMatch}, e, &out)
-	return out, err
+	return call[wire.IndividualEnrollment](ctx, c, http.MethodPut, "/enrollments/"+seg(e.RegistrationID), map[string]string{"If-Match": ifMatch}, e)
 }
 
 // Enrollment gets an individual enrollment.
 func (c *Client) Enrollment(ctx context.Context, id string) (wire.IndividualEnrollment, error) {
-	var out wire.IndividualEnrollment
-	_, err := c.do(ctx, http.MethodGet, "/enrollments/"+seg(id), nil, nil, &out)
-	return out, err
+	return call[wire.IndividualEnrollment](ctx, c, http.MethodGet, "/enrollments/"+seg(id), nil, nil)
 }
 
 // DeleteEnrollment deletes an individual enrollment.
@@ -176,9 +172,7 @@ func (c *Client) DeleteEnrollment(ctx context.Context, id, ifMatch string) error
 
 // EnrollmentAttestation returns an enrollment's attestation including keys.
 func (c *Client) EnrollmentAttestation(ctx context.Context, id string) (wire.AttestationMechanism, error) {
-	var out wire.AttestationMechanism
-	_, err := c.do(ctx, http.MethodPost, "/enrollments/"+seg(id)+"/attestationmechanism", nil, nil, &out)
-	return out, err
+	return call[wire.AttestationMechanism](ctx, c, http.MethodPost, "/enrollments/"+seg(id)+"/attestationmechanism", nil, nil)
 }
 
 func query[T any](ctx context.Context, c *Client, path, q string, max int, continuation string) ([]T, Page, error) {
@@ -205,23 +199,17 @@ func (c *Client) QueryEnrollments(ctx context.Context, max int, continuation str
 
 // BulkEnrollments runs a bulk operation on individual enrollments.
 func (c *Client) BulkEnrollments(ctx context.Context, mode string, items []wire.IndividualEnrollment) (wire.BulkResult, error) {
-	var out wire.BulkResult
-	_, err := c.do(ctx, http.MethodPost, "/enrollments", nil, wire.BulkOperation{Mode: mode, Enrollments: items}, &out)
-	return out, err
+	return call[wire.BulkResult](ctx, c, http.MethodPost, "/enrollments", nil, wire.BulkOperation{Mode: mode, Enrollments: items})
 }
 
 // PutGroup creates (ifMatch "") or updates an enrollment group.
 func (c *Client) PutGroup(ctx context.Context, g wire.EnrollmentGroup, ifMatch string) (wire.EnrollmentGroup, error) {
-	var out wire.EnrollmentGroup
-	_, err := c.do(ctx, http.MethodPut, "/enrollmentGroups/"+seg(g.EnrollmentGroupID), map[string]string{"If-Match": ifMatch}, g, &out)
-	return out, err
+	return call[wire.EnrollmentGroup](ctx, c, http.MethodPut, "/enrollmentGroups/"+seg(g.EnrollmentGroupID), map[string]string{"If-Match": ifMatch}, g)
 }
 
 // Group gets an enrollment group.
 func (c *Client) Group(ctx context.Context, id string) (wire.EnrollmentGroup, error) {
-	var out wire.EnrollmentGroup
-	_, err := c.do(ctx, http.MethodGet, "/enrollmentGroups/"+seg(id), nil, nil, &out)
-	return out, err
+	return call[wire.EnrollmentGroup](ctx, c, http.MethodGet, "/enrollmentGroups/"+seg(id), nil, nil)
 }
 
 // DeleteGroup deletes an enrollment group.
@@ -232,9 +220,7 @@ func (c *Client) DeleteGroup(ctx context.Context, id, ifMatch string) error {
 
 // GroupAttestation returns a group's attestation including keys.
 func (c *Client) GroupAttestation(ctx context.Context, id string) (wire.AttestationMechanism, error) {
-	var out wire.AttestationMechanism
-	_, err := c.do(ctx, http.MethodPost, "/enrollmentGroups/"+seg(id)+"/attestationmechanism", nil, nil, &out)
-	return out, err
+	return call[wire.AttestationMechanism](ctx, c, http.MethodPost, "/enrollmentGroups/"+seg(id)+"/attestationmechanism", nil, nil)
 }
 
 // QueryGroups returns one page of enrollment groups.
@@ -244,16 +230,12 @@ func (c *Client) QueryGroups(ctx context.Context, max int, continuation string) 
 
 // BulkGroups runs a bulk operation on enrollment groups.
 func (c *Client) BulkGroups(ctx context.Context, mode string, items []wire.EnrollmentGroup) (wire.BulkResult, error) {
-	var out wire.BulkResult
-	_, err := c.do(ctx, http.MethodPost, "/enrollmentGroups", nil, wire.BulkOperation{Mode: mode, EnrollmentGroups: items}, &out)
-	return out, err
+	return call[wire.BulkResult](ctx, c, http.MethodPost, "/enrollmentGroups", nil, wire.BulkOperation{Mode: mode, EnrollmentGroups: items})
 }
 
 // Registration gets a registration record.
 func (c *Client) Registration(ctx context.Context, id string) (wire.DeviceRegistrationState, error) {
-	var out wire.DeviceRegistrationState
-	_, err := c.do(ctx, http.MethodGet, "/registrations/"+seg(id), nil, nil, &out)
-	return out, err
+	return call[wire.DeviceRegistrationState](ctx, c, http.MethodGet, "/registrations/"+seg(id), nil, nil)
 }
 
 // DeleteRegistration deletes a registration record.
@@ -269,23 +251,17 @@ func (c *Client) QueryRegistrations(ctx context.Context, groupID string, max int
 
 // PutCA adds or replaces a CA certificate held by dps.
 func (c *Client) PutCA(ctx context.Context, name, certificatePEM, ifMatch string) (wire.CACertificate, error) {
-	var out wire.CACertificate
-	_, err := c.do(ctx, http.MethodPut, "/certificates/"+seg(name), map[string]string{"If-Match": ifMatch}, wire.CACertificate{Name: name, Certificate: certificatePEM}, &out)
-	return out, err
+	return call[wire.CACertificate](ctx, c, http.MethodPut, "/certificates/"+seg(name), map[string]string{"If-Match": ifMatch}, wire.CACertificate{Name: name, Certificate: certificatePEM})
 }
 
 // CA gets a CA certificate.
 func (c *Client) CA(ctx context.Context, name string) (wire.CACertificate, error) {
-	var out wire.CACertificate
-	_, err := c.do(ctx, http.MethodGet, "/certificates/"+seg(name), nil, nil, &out)
-	return out, err
+	return call[wire.CACertificate](ctx, c, http.MethodGet, "/certificates/"+seg(name), nil, nil)
 }
 
 // CAs lists the CA certificates.
 func (c *Client) CAs(ctx context.Context) ([]wire.CACertificate, error) {
-	var out []wire.CACertificate
-	_, err := c.do(ctx, http.MethodGet, "/certificates", nil, nil, &out)
-	return out, err
+	return call[[]wire.CACertificate](ctx, c, http.MethodGet, "/certificates", nil, nil)
 }
 
 // DeleteCA deletes a CA certificate.
@@ -296,14 +272,17 @@ func (c *Client) DeleteCA(ctx context.Context, name, ifMatch string) error {
 
 // GenerateVerificationCode asks for a proof-of-possession code.
 func (c *Client) GenerateVerificationCode(ctx context.Context, name string) (wire.CACertificate, error) {
-	var out wire.CACertificate
-	_, err := c.do(ctx, http.MethodPost, "/certificates/"+seg(name)+"/generateVerificationCode", nil, nil, &out)
-	return out, err
+	return call[wire.CACertificate](ctx, c, http.MethodPost, "/certificates/"+seg(name)+"/generateVerificationCode", nil, nil)
 }
 
 // VerifyCA uploads the proof-of-possession certificate.
 func (c *Client) VerifyCA(ctx context.Context, name, certificatePEM string) (wire.CACertificate, error) {
-	var out wire.CACertificate
-	_, err := c.do(ctx, http.MethodPost, "/certificates/"+seg(name)+"/verify", nil, wire.CACertificate{Name: name, Certificate: certificatePEM}, &out)
+	return call[wire.CACertificate](ctx, c, http.MethodPost, "/certificates/"+seg(name)+"/verify", nil, wire.CACertificate{Name: name, Certificate: certificatePEM})
+}
+
+// call sends one request (do) and decodes its answer into a new T.
+func call[T any](ctx context.Context, c *Client, method, path string, hdr map[string]string, in any) (T, error) {
+	var out T
+	_, err := c.do(ctx, method, path, hdr, in, &out)
 	return out, err
 }

@@ -15,23 +15,17 @@ import (
 // PutIssuingCA creates an issuing CA: generated (KeyType, Subject,
 // ValidityDays) or imported (Certificate and Key, PEM).
 func (c *Client) PutIssuingCA(ctx context.Context, ca wire.IssuingCA, ifMatch string) (wire.IssuingCA, error) {
-	var out wire.IssuingCA
-	_, err := c.do(ctx, http.MethodPut, "/certificateAuthorities/"+seg(ca.Name), map[string]string{"If-Match": ifMatch}, ca, &out)
-	return out, err
+	return call[wire.IssuingCA](ctx, c, http.MethodPut, "/certificateAuthorities/"+seg(ca.Name), map[string]string{"If-Match": ifMatch}, ca)
 }
 
 // IssuingCA gets an issuing CA (never its key).
 func (c *Client) IssuingCA(ctx context.Context, name string) (wire.IssuingCA, error) {
-	var out wire.IssuingCA
-	_, err := c.do(ctx, http.MethodGet, "/certificateAuthorities/"+seg(name), nil, nil, &out)
-	return out, err
+	return call[wire.IssuingCA](ctx, c, http.MethodGet, "/certificateAuthorities/"+seg(name), nil, nil)
 }
 
 // IssuingCAs lists the issuing CAs.
 func (c *Client) IssuingCAs(ctx context.Context) ([]wire.IssuingCA, error) {
-	var out []wire.IssuingCA
-	_, err := c.do(ctx, http.MethodGet, "/certificateAuthorities", nil, nil, &out)
-	return out, err
+	return call[[]wire.IssuingCA](ctx, c, http.MethodGet, "/certificateAuthorities", nil, nil)
 }
 
 // DeleteIssuingCA deletes an issuing CA.
@@ -68,23 +62,17 @@ func (c *Client) CRL(ctx context.Context, name string) ([]byte, error) {
 
 // PutCredentialPolicy creates (ifMatch "") or updates a credential policy.
 func (c *Client) PutCredentialPolicy(ctx context.Context, p wire.CredentialPolicy, ifMatch string) (wire.CredentialPolicy, error) {
-	var out wire.CredentialPolicy
-	_, err := c.do(ctx, http.MethodPut, "/credentialPolicies/"+seg(p.Name), map[string]string{"If-Match": ifMatch}, p, &out)
-	return out, err
+	return call[wire.CredentialPolicy](ctx, c, http.MethodPut, "/credentialPolicies/"+seg(p.Name), map[string]string{"If-Match": ifMatch}, p)
 }
 
 // CredentialPolicy gets a credential policy.
 func (c *Client) CredentialPolicy(ctx context.Context, name string) (wire.CredentialPolicy, error) {
-	var out wire.CredentialPolicy
-	_, err := c.do(ctx, http.MethodGet, "/credentialPolicies/"+seg(name), nil, nil, &out)
-	return out, err
+	return call[wire.CredentialPolicy](ctx, c, http.MethodGet, "/credentialPolicies/"+seg(name), nil, nil)
 }
 
 // CredentialPolicies lists the credential policies.
 func (c *Client) CredentialPolicies(ctx context.Context) ([]wire.CredentialPolicy, error) {
-	var out []wire.CredentialPolicy
-	_, err := c.do(ctx, http.MethodGet, "/credentialPolicies", nil, nil, &out)
-	return out, err
+	return call[[]wire.CredentialPolicy](ctx, c, http.MethodGet, "/credentialPolicies", nil, nil)
 }
 
 // DeleteCredentialPolicy deletes a credential policy.

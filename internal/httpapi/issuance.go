@@ -60,38 +60,17 @@ func (h *ServiceHandler) issuanceRoutes(segs []string) ([]route, []string, bool)
 
 func (h *ServiceHandler) listIssuingCAs(w http.ResponseWriter, r *http.Request, _ []string) {
 	cs, err := h.o.Issuance.CAs(r.Context())
-	if err != nil {
-		h.err.writeError(w, r, err)
-		return
-	}
-	out := make([]wire.IssuingCA, len(cs))
-	for i, c := range cs {
-		out[i] = wire.FromIssuingCA(c)
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-func (h *ServiceHandler) writeIssuingCA(w http.ResponseWriter, r *http.Request, c dps.IssuingCA, err error) {
-	if err != nil {
-		h.err.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, wire.FromIssuingCA(c))
+	writeList(h, w, r, cs, err, wire.FromIssuingCA)
 }
 
 func (h *ServiceHandler) getIssuingCA(w http.ResponseWriter, r *http.Request, ids []string) {
 	c, err := h.o.Issuance.CA(r.Context(), ids[0])
-	h.writeIssuingCA(w, r, c, err)
+	writeOne(h, w, r, c, err, wire.FromIssuingCA)
 }
 
 func (h *ServiceHandler) putIssuingCA(w http.ResponseWriter, r *http.Request, ids []string) {
 	var body wire.IssuingCA
-	if err := readJSON(w, r, &body, false); err != nil {
-		h.err.writeError(w, r, err)
-		return
-	}
-	if body.Name != "" && !strings.EqualFold(body.Name, ids[0]) {
-		h.err.writeError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "name in the body does not match the path"})
+	if !h.readNamed(w, r, &body, &body.Name, ids[0]) {
 		return
 	}
 	req := dps.CASpec{Subject: body.Subject, ValidityDays: body.ValidityDays, CertificatePEM: body.Certificate, KeyPEM: body.Key}
@@ -104,15 +83,11 @@ func (h *ServiceHandler) putIssuingCA(w http.ResponseWriter, r *http.Request, id
 		req.KeyType = k
 	}
 	c, err := h.o.Issuance.PutCA(r.Context(), ids[0], req, ifMatch(r))
-	h.writeIssuingCA(w, r, c, err)
+	writeOne(h, w, r, c, err, wire.FromIssuingCA)
 }
 
 func (h *ServiceHandler) deleteIssuingCA(w http.ResponseWriter, r *http.Request, ids []string) {
-	if err := h.o.Issuance.DeleteCA(r.Context(), ids[0], ifMatch(r)); err != nil {
-		h.err.writeError(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	h.writeDeleted(w, r, h.o.Issuance.DeleteCA(r.Context(), ids[0], ifMatch(r)))
 }
 
 // crl answers a CA's CRL, DER (application/pkix-crl), to anyone.
@@ -131,47 +106,68 @@ func (h *ServiceHandler) crl(w http.ResponseWriter, r *http.Request, ids []strin
 
 func (h *ServiceHandler) listPolicies(w http.ResponseWriter, r *http.Request, _ []string) {
 	ps, err := h.o.Issuance.Policies(r.Context())
-	if err != nil {
-		h.err.writeError(w, r, err)
-		return
-	}
-	out := make([]wire.CredentialPolicy, len(ps))
-	for i, p := range ps {
-		out[i] = wire.FromCredentialPolicy(p)
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-func (h *ServiceHandler) writePolicy(w http.ResponseWriter, r *http.Request, p dps.CredentialPolicy, err error) {
-	if err != nil {
-		h.err.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, wire.FromCredentialPolicy(p))
+	writeList(h, w, r, ps, err, wire.FromCredentialPolicy)
 }
 
 func (h *ServiceHandler) getPolicy(w http.ResponseWriter, r *http.Request, ids []string) {
 	p, err := h.o.Issuance.Policy(r.Context(), ids[0])
-	h.writePolicy(w, r, p, err)
+	writeOne(h, w, r, p, err, wire.FromCredentialPolicy)
 }
 
 func (h *ServiceHandler) putPolicy(w http.ResponseWriter, r *http.Request, ids []string) {
 	var body wire.CredentialPolicy
-	if err := readJSON(w, r, &body, false); err != nil {
-		h.err.writeError(w, r, err)
-		return
-	}
-	if body.Name != "" && !strings.EqualFold(body.Name, ids[0]) {
-		h.err.writeError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "name in the body does not match the path"})
+	if !h.readNamed(w, r, &body, &body.Name, ids[0]) {
 		return
 	}
 	body.Name = ids[0]
 	p, err := h.o.Issuance.PutPolicy(r.Context(), wire.ToCredentialPolicy(body), ifMatch(r))
-	h.writePolicy(w, r, p, err)
+	writeOne(h, w, r, p, err, wire.FromCredentialPolicy)
 }
 
 func (h *ServiceHandler) deletePolicy(w http.ResponseWriter, r *http.Request, ids []string) {
-	if err := h.o.Issuance.DeletePolicy(r.Context(), ids[0], ifMatch(r)); err != nil {
+	h.writeDeleted(w, r, h.o.Issuance.DeletePolicy(r.Context(), ids[0], ifMatch(r)))
+}
+
+// readNamed reads a PUT body whose name member (*name once read), when
+// given, must be the path's name (any case): false when it answered an
+// error.
+func (h *ServiceHandler) readNamed(w http.ResponseWriter, r *http.Request, body any, name *string, path string) bool {
+	if err := readJSON(w, r, body, false); err != nil {
+		h.err.writeError(w, r, err)
+		return false
+	}
+	if *name != "" && !strings.EqualFold(*name, path) {
+		h.err.writeError(w, r, &dps.Error{Kind: dps.KindInvalid, Code: dps.CodeInvalid, Message: "name in the body does not match the path"})
+		return false
+	}
+	return true
+}
+
+// writeOne answers v in its wire form (200), or err.
+func writeOne[T, W any](h *ServiceHandler, w http.ResponseWriter, r *http.Request, v T, err error, toWire func(T) W) {
+	if err != nil {
+		h.err.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toWire(v))
+}
+
+// writeList answers vs in their wire form as a JSON array (200), or err.
+func writeList[T, W any](h *ServiceHandler, w http.ResponseWriter, r *http.Request, vs []T, err error, toWire func(T) W) {
+	if err != nil {
+		h.err.writeError(w, r, err)
+		return
+	}
+	out := make([]W, len(vs))
+	for i, v := range vs {
+		out[i] = toWire(v)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// writeDeleted answers 204 No Content, or err.
+func (h *ServiceHandler) writeDeleted(w http.ResponseWriter, r *http.Request, err error) {
+	if err != nil {
 		h.err.writeError(w, r, err)
 		return
 	}
