@@ -8,34 +8,15 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/dpstest"
 	"github.com/opendps/dps/internal/faults"
 	"github.com/opendps/dps/internal/httpapi"
 	"github.com/opendps/dps/internal/registration"
 	"github.com/opendps/dps/internal/throttle"
 )
-
-// recorder collects registration events, as the events feed receives them.
-type recorder struct {
-	mu     sync.Mutex
-	events []dps.RegistrationEvent
-}
-
-func (r *recorder) Record(e dps.RegistrationEvent) {
-	r.mu.Lock()
-	r.events = append(r.events, e)
-	r.mu.Unlock()
-}
-func (r *recorder) take() []dps.RegistrationEvent {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := r.events
-	r.events = nil
-	return out
-}
 
 // TestRefusalsRecorded: every refused device request over HTTPS is one
 // refused event — its registration ID, the operation polled, the
@@ -64,7 +45,7 @@ func TestRefusalsRecorded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := &recorder{}
+	rec := &dpstest.Recorder{}
 	srv := httptest.NewTLSServer(httpapi.New(httpapi.Options{Registrar: r, Events: rec, Faults: inj,
 		Throttle: throttle.New(throttle.Options{RegistersPer10s: 1})}))
 	defer srv.Close()
@@ -81,7 +62,7 @@ func TestRefusalsRecorded(t *testing.T) {
 	}
 	check := func(what string, resp *http.Response, want dps.RegistrationEvent) {
 		t.Helper()
-		got := rec.take()
+		got := rec.Take()
 		if len(got) != 1 {
 			t.Fatalf("%s: %d events recorded, want 1: %+v", what, len(got), got)
 		}
@@ -125,11 +106,11 @@ func TestRefusalsRecorded(t *testing.T) {
 	if resp := send("PUT", "/0ne00000001/registrations/tpm-dev/register", `{}`); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("TPM challenge: HTTP %d", resp.StatusCode)
 	}
-	if got := rec.take(); len(got) != 0 {
+	if got := rec.Take(); len(got) != 0 {
 		t.Errorf("a TPM challenge was recorded: %+v", got)
 	}
 	resp = send("PUT", "/0ne00000001/registrations/ok-dev/register", `{}`)
-	if resp.StatusCode != http.StatusAccepted || len(rec.take()) != 0 {
+	if resp.StatusCode != http.StatusAccepted || len(rec.Take()) != 0 {
 		t.Fatalf("accepted register: HTTP %d (the service records what it accepts, not the transport)", resp.StatusCode)
 	}
 	if origin.Transport != "https" || !strings.HasPrefix(origin.Source, "127.0.0.1:") || origin.TrackingID != resp.Header.Get("x-ms-request-id") {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/access"
+	"github.com/opendps/dps/internal/dpstest"
 	"github.com/opendps/dps/internal/faults"
 	"github.com/opendps/dps/internal/httpapi"
 	"github.com/opendps/dps/internal/throttle"
@@ -57,7 +58,7 @@ func infoLogger(logs *lockedBuf) *slog.Logger {
 func TestThrottledDeviceLoggedOncePerInterval(t *testing.T) {
 	clk := newClock()
 	var logs lockedBuf
-	rec := &recorder{}
+	rec := &dpstest.Recorder{}
 	h := httpapi.New(httpapi.Options{Registrar: fake(), Logger: infoLogger(&logs), Events: rec,
 		Throttle: throttle.New(throttle.Options{RegistersPer10s: 1, Now: clk.Now})})
 	register := func(id string) int {
@@ -79,7 +80,7 @@ func TestThrottledDeviceLoggedOncePerInterval(t *testing.T) {
 	// Only the log line is gated: every 429 is a refused event (and so
 	// counted in dps_device_refusals_total).
 	throttled := 0
-	for _, e := range rec.take() {
+	for _, e := range rec.Take() {
 		if e.Kind == dps.EventRefused && e.Code == dps.CodeThrottled && e.RegistrationID == "dev-1" && e.Transport == "https" {
 			throttled++
 		}

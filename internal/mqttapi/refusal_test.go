@@ -5,31 +5,12 @@ import (
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/dpstest"
 	"github.com/opendps/dps/internal/mqttapi"
 )
-
-// recorder collects registration events, as the events feed receives them.
-type recorder struct {
-	mu     sync.Mutex
-	events []dps.RegistrationEvent
-}
-
-func (r *recorder) Record(e dps.RegistrationEvent) {
-	r.mu.Lock()
-	r.events = append(r.events, e)
-	r.mu.Unlock()
-}
-func (r *recorder) take() []dps.RegistrationEvent {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := r.events
-	r.events = nil
-	return out
-}
 
 // TestDPSRefusalLogged: a refused DPS request over MQTT is one info line
 // with the reason, error code, status, registration ID, transport (mqtt
@@ -40,7 +21,7 @@ func (r *recorder) take() []dps.RegistrationEvent {
 func TestDPSRefusalLogged(t *testing.T) {
 	const token = "SharedAccessSignature sr=x&sig=bad&se=1"
 	var logs lockedLog
-	rec := &recorder{}
+	rec := &dpstest.Recorder{}
 	f := &fakeRegistrar{}
 	a := &mqttapi.Adapter{Registrar: f, Events: rec, Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}
 	for _, tt := range []struct {
@@ -90,7 +71,7 @@ func TestDPSRefusalLogged(t *testing.T) {
 					t.Errorf("the log shows %q:\n%s", secret, logs.String())
 				}
 			}
-			events := rec.take()
+			events := rec.Take()
 			if len(events) != 1 {
 				t.Fatalf("%d events, want 1: %+v", len(events), events)
 			}
@@ -112,7 +93,7 @@ func TestDPSRefusalLogged(t *testing.T) {
 	if o := f.got.Origin; o.Transport != "mqttws" || o.Source != "192.0.2.7:5555" {
 		t.Errorf("origin %+v, want the connection's transport and source", o)
 	}
-	if events := rec.take(); len(events) != 0 {
+	if events := rec.Take(); len(events) != 0 {
 		t.Errorf("an accepted request was recorded by the transport: %+v", events)
 	}
 }
@@ -121,7 +102,7 @@ func TestDPSRefusalLogged(t *testing.T) {
 // an outage) is a refused event with the registration ID, transport,
 // source, code, reason and cause, over TLS and over WebSocket.
 func TestConnectRefusalRecorded(t *testing.T) {
-	rec := &recorder{}
+	rec := &dpstest.Recorder{}
 	b, tc := broker(t, mqttapi.BrokerOptions{Adapter: &mqttapi.Adapter{Registrar: &fakeRegistrar{}, Events: rec}})
 	for name, dial := range transports(t, b, tc) {
 		transport := map[string]string{"tls": "mqtt", "websocket": "mqttws"}[name]
@@ -137,7 +118,7 @@ func TestConnectRefusalRecorded(t *testing.T) {
 				t.Fatalf("%s: CONNACK 0 for password %q", name, tt.password)
 			}
 			c.Close()
-			events := rec.take()
+			events := rec.Take()
 			if len(events) != 1 {
 				t.Fatalf("%s %s: %d events, want 1: %+v", name, tt.password, len(events), events)
 			}

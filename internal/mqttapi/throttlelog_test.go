@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/opendps/dps"
+	"github.com/opendps/dps/internal/dpstest"
 	"github.com/opendps/dps/internal/mqttapi"
 	"github.com/opendps/dps/internal/throttle"
 )
@@ -25,7 +26,7 @@ func TestThrottledLoggedOncePerInterval(t *testing.T) {
 	now := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	var logs bytes.Buffer
-	rec := &recorder{}
+	rec := &dpstest.Recorder{}
 	a := &mqttapi.Adapter{Registrar: &fakeRegistrar{}, RetryAfter: 3e9, Events: rec,
 		Throttle: throttle.New(throttle.Options{PollsPer10s: 1, Now: clock}),
 		Logger:   slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}
@@ -57,7 +58,7 @@ func TestThrottledLoggedOncePerInterval(t *testing.T) {
 	// Only the log line is gated: every 429 is a refused event (and so
 	// counted in dps_device_refusals_total).
 	throttled := 0
-	for _, e := range rec.take() {
+	for _, e := range rec.Take() {
 		if e.Kind == dps.EventRefused && e.Code == dps.CodeThrottled && e.RegistrationID == "dev-1" && e.Transport == "mqtt" {
 			throttled++
 		}

@@ -14,39 +14,6 @@ import (
 	"github.com/opendps/dps/internal/store/sqlite"
 )
 
-// recorder collects registration events, as the events feed receives them.
-type recorder struct {
-	mu     sync.Mutex
-	events []dps.RegistrationEvent
-}
-
-func (r *recorder) Record(e dps.RegistrationEvent) {
-	r.mu.Lock()
-	r.events = append(r.events, e)
-	r.mu.Unlock()
-}
-
-// wait returns the events once there are n.
-func (r *recorder) wait(t *testing.T, n int) []dps.RegistrationEvent {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		r.mu.Lock()
-		got := append([]dps.RegistrationEvent(nil), r.events...)
-		r.mu.Unlock()
-		if len(got) >= n || time.Now().After(deadline) {
-			if len(got) != n {
-				t.Fatalf("%d events, want %d: %+v", len(got), n, got)
-			}
-			r.mu.Lock()
-			r.events = nil
-			r.mu.Unlock()
-			return got
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestEventsRecorded: a register that passed authentication is an
 // accepted event (the payload as received, the request's origin), then
 // its outcome: assigned (hub, device ID, the payload returned) or failed
@@ -55,7 +22,7 @@ func (r *recorder) wait(t *testing.T, n int) []dps.RegistrationEvent {
 // transports record refusals).
 func TestEventsRecorded(t *testing.T) {
 	db := dpstest.NewSQLite(t)
-	rec := &recorder{}
+	rec := &dpstest.Recorder{}
 	var opIDs sync.Map // registration ID → the operation ID the allocator saw
 	custom := allocatorFunc(func(_ context.Context, r dps.AllocationRequest) (dps.Assignment, error) {
 		opIDs.Store(r.RegistrationID, r.OperationID)
@@ -103,7 +70,7 @@ func TestEventsRecorded(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			op := regist(put("dev-"+tc.name, tc.mod))
-			ev := rec.wait(t, 2)
+			ev := rec.Wait(t, 2)
 			check(ev[0], dps.EventAccepted, op)
 			check(ev[1], dps.EventAssigned, op)
 			if string(ev[0].Payload) != `{"fw":"2.0"}` {
@@ -124,7 +91,7 @@ func TestEventsRecorded(t *testing.T) {
 	}
 	t.Run("failed", func(t *testing.T) {
 		op := regist(put("dev-nohub", func(e *dps.Enrollment) { e.AllocationPolicy = dps.AllocationCustom }))
-		ev := rec.wait(t, 2)
+		ev := rec.Wait(t, 2)
 		check(ev[1], dps.EventFailed, op)
 		if ev[1].Code != dps.CodeCustomAllocationNoHub || ev[1].Reason != "no hub for you" || ev[1].Cause != dps.CauseAllocation {
 			t.Errorf("failed event %+v", ev[1])
@@ -132,7 +99,7 @@ func TestEventsRecorded(t *testing.T) {
 	})
 	t.Run("disabled", func(t *testing.T) {
 		op := regist(put("dev-off", func(e *dps.Enrollment) { e.ProvisioningStatus = dps.ProvisioningDisabled }))
-		ev := rec.wait(t, 1)
+		ev := rec.Wait(t, 1)
 		check(ev[0], dps.EventFailed, op)
 		if ev[0].Cause != dps.CauseDisabled || ev[0].Reason == "" || string(ev[0].Payload) != `{"fw":"2.0"}` {
 			t.Errorf("disabled event %+v", ev[0])
@@ -144,7 +111,7 @@ func TestEventsRecorded(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
-		rec.wait(t, 0)
+		rec.Wait(t, 0)
 	})
 }
 
@@ -169,7 +136,7 @@ func TestAcceptedOnlyOnceStored(t *testing.T) {
 	}{{"inline", dps.AllocationHashed}, {"background", dps.AllocationCustom}} {
 		t.Run(tc.name, func(t *testing.T) {
 			db := dpstest.NewSQLite(t)
-			rec := &recorder{}
+			rec := &dpstest.Recorder{}
 			custom := allocatorFunc(func(context.Context, dps.AllocationRequest) (dps.Assignment, error) {
 				return dps.Assignment{Hub: "hub-b.example.net"}, nil
 			})
@@ -185,7 +152,7 @@ func TestAcceptedOnlyOnceStored(t *testing.T) {
 				t.Fatal("a register whose operation was not stored succeeded")
 			}
 			time.Sleep(50 * time.Millisecond)
-			rec.wait(t, 0)
+			rec.Wait(t, 0)
 		})
 	}
 }

@@ -6,25 +6,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/opendps/dps"
 	"github.com/opendps/dps/internal/allocation/webhookalloc"
+	"github.com/opendps/dps/internal/dpstest"
 )
-
-type recorder struct {
-	mu     sync.Mutex
-	events []dps.RegistrationEvent
-}
-
-func (r *recorder) Record(e dps.RegistrationEvent) {
-	r.mu.Lock()
-	r.events = append(r.events, e)
-	r.mu.Unlock()
-}
 
 // TestCallsRecorded: each webhook call, retries included, is one webhook
 // event: the registration, its operation, the URL without its query (a
@@ -41,7 +30,7 @@ func TestCallsRecorded(t *testing.T) {
 		io.WriteString(w, `{"iotHubHostName":"hub-a.example.net"}`)
 	}))
 	defer srv.Close()
-	rec := &recorder{}
+	rec := &dpstest.Recorder{}
 	a := newAllocator(webhookalloc.Options{Events: rec})
 	req := request(srv.URL + "/api/alloc?code=secret-function-key")
 	req.OperationID = "1.op.x"
@@ -49,11 +38,12 @@ func TestCallsRecorded(t *testing.T) {
 	if _, err := a.Allocate(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}
-	if len(rec.events) != 2 {
-		t.Fatalf("%d events, want one per call (2): %+v", len(rec.events), rec.events)
+	events := rec.Take()
+	if len(events) != 2 {
+		t.Fatalf("%d events, want one per call (2): %+v", len(events), events)
 	}
 	for i, status := range []int{503, 200} {
-		e := rec.events[i]
+		e := events[i]
 		if e.Kind != dps.EventWebhook || e.RegistrationID != "dev-1" || e.OperationID != "1.op.x" || e.EnrollmentGroup != "grp-1" ||
 			e.Attestation != dps.AttestationSymmetricKey || e.Webhook == nil {
 			t.Fatalf("event %d = %+v", i, e)
@@ -63,17 +53,16 @@ func TestCallsRecorded(t *testing.T) {
 			t.Errorf("call %d = %+v, want %s, status %d", i, w, srv.URL+"/api/alloc", status)
 		}
 	}
-	if l := rec.events[1].Webhook.Latency; l < 20*time.Millisecond {
+	if l := events[1].Webhook.Latency; l < 20*time.Millisecond {
 		t.Errorf("latency %s, want the call's (at least 20ms)", l)
 	}
 
 	// No answer: status 0 and the reason, without the key.
 	srv.Close()
-	rec.events = nil
 	if _, err := a.Allocate(context.Background(), req); err == nil {
 		t.Fatal("a webhook that is down allocated")
 	}
-	if len(rec.events) != 1 || rec.events[0].Webhook.Status != 0 || rec.events[0].Webhook.Error == "" || strings.Contains(rec.events[0].Webhook.Error, "secret-function-key") {
-		t.Errorf("events %+v", rec.events)
+	if events := rec.Take(); len(events) != 1 || events[0].Webhook.Status != 0 || events[0].Webhook.Error == "" || strings.Contains(events[0].Webhook.Error, "secret-function-key") {
+		t.Errorf("events %+v", events)
 	}
 }
