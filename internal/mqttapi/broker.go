@@ -133,17 +133,22 @@ func Listen(addr string, o BrokerOptions) (*Broker, error) {
 	caps.MaximumClients = o.MaxConnections // bounded connections
 	caps.MaximumSessionExpiryInterval = 0  // DPS sessions are never persistent
 	caps.MaximumInflight = 64              // per connection
-	caps.MaximumClientWritesPending = 64   // per connection
 	caps.TopicAliasMaximum = 0             // no topic aliases
+	// mochi's per-connection queue of publishes fanned out to subscribers
+	// (a channel made for every connection): nothing is ever fanned out
+	// here (OnPublish, no retained messages, wills or $SYS topics), so a
+	// connection needs no room in it.
+	caps.MaximumClientWritesPending = 1
 	if o.Hub != nil {
 		// Hub telemetry is up to 256 KB; OnPacketRead holds DPS
 		// connections to dpsMaxPacket still.
 		caps.MaximumPacketSize = hubMaxPacket
 	}
 	srv := mqtt.New(&mqtt.Options{
-		Capabilities:           caps,
-		Logger:                 slog.New(quieter{o.Logger.Handler()}).With("component", "mqtt"),
-		SysTopicResendInterval: 0,
+		Capabilities:            caps,
+		ClientNetReadBufferSize: readBufferSize,
+		Logger:                  slog.New(quieter{o.Logger.Handler()}).With("component", "mqtt"),
+		SysTopicResendInterval:  0,
 	})
 	b := &Broker{o: o, srv: srv, conns: conns{max: o.MaxConnections}}
 	b.hook = &hook{o: o, srv: srv, sessions: map[string]*mqtt.Client{}, hubSessions: map[string]*hubSession{}}
@@ -308,6 +313,14 @@ type hook struct {
 
 	unavailable throttledLog // connections refused because the service failed
 }
+
+// readBufferSize is the size of the buffered reader mochi makes for every
+// connection (2 KB by default), most of whose life is idle: room for the
+// small packets (PINGREQ, PUBACK, SUBSCRIBE, a twin request) and the fixed
+// header of any other. It bounds no packet: one larger than the buffer (a
+// 256 KB telemetry message) is read past it, straight into the packet's
+// own buffer.
+const readBufferSize = 512
 
 // dpsMaxPacket is the largest packet of a DPS connection: a request
 // payload plus its topic and headers.

@@ -13,6 +13,12 @@ package mqttapi
 // minute) is delivered again, under a new packet ID; the messages in
 // flight when the connection ends are released, so that the device's
 // next connection gets them at once.
+//
+// The delivery loop, its kick channel and its in-flight map exist only
+// once the connection has had a C2D subscription (startC2D, at most one
+// loop per connection, kept until the connection ends): an idle device
+// that never subscribes costs none of them. A device that unsubscribes
+// keeps its loop, which pulls nothing until it subscribes again.
 
 import (
 	"context"
@@ -36,13 +42,13 @@ const (
 	hubC2DRetry = 5 * time.Second
 )
 
-// c2dState is a hub connection's C2D delivery.
+// c2dState is a hub connection's C2D delivery. Its zero value is a
+// connection whose delivery has not started.
 type c2dState struct {
-	kick chan struct{} // capacity 1: "messages may be waiting"
-
 	mu       sync.Mutex
-	inflight map[uint16]c2dFlight // by packet ID
-	closed   bool                 // the connection ended: nothing more goes in flight
+	kick     chan struct{}        // capacity 1: "messages may be waiting"; nil until the loop starts
+	inflight map[uint16]c2dFlight // by packet ID; nil until the loop starts
+	closed   bool                 // the connection ended: nothing more goes in flight, no loop starts
 }
 
 // c2dFlight is a delivered message waiting for its PUBACK.
@@ -51,21 +57,38 @@ type c2dFlight struct {
 	until time.Time // the lock's end
 }
 
-func newC2DState() c2dState {
-	return c2dState{kick: make(chan struct{}, 1), inflight: map[uint16]c2dFlight{}}
+// startC2D starts the delivery loop, the first time the connection has a
+// C2D subscription, and kicks it: the messages waiting are delivered.
+func (c *hubConn) startC2D() {
+	c.c2d.mu.Lock()
+	if c.c2d.kick == nil && !c.c2d.closed {
+		c.c2d.kick = make(chan struct{}, 1)
+		c.c2d.inflight = map[uint16]c2dFlight{}
+		go c.c2dLoop(c.c2d.kick)
+	}
+	c.c2d.mu.Unlock()
+	c.C2D()
 }
 
 // C2D is the hub's kick: messages are waiting for the device. It never
-// blocks; the delivery loop pulls them if the device subscribed.
+// blocks; the delivery loop pulls them if the device subscribed. Before
+// the first C2D subscription there is no loop to kick: startC2D pulls
+// what waits by then.
 func (c *hubConn) C2D() {
+	c.c2d.mu.Lock()
+	kick := c.c2d.kick
+	c.c2d.mu.Unlock()
+	if kick == nil {
+		return
+	}
 	select {
-	case c.c2d.kick <- struct{}{}:
+	case kick <- struct{}{}:
 	default:
 	}
 }
 
 // c2dLoop delivers C2D messages until the connection ends.
-func (c *hubConn) c2dLoop() {
+func (c *hubConn) c2dLoop(kick <-chan struct{}) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -73,7 +96,7 @@ func (c *hubConn) c2dLoop() {
 		select {
 		case <-c.st.ctx.Done():
 			return
-		case <-c.c2d.kick:
+		case <-kick:
 		case <-timer.C:
 		}
 		if next := c.pullC2D(); !next.IsZero() {

@@ -1,7 +1,9 @@
 package mqttapi_test
 
 import (
+	"bytes"
 	"context"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -106,4 +108,107 @@ func TestHubC2D(t *testing.T) {
 	clean.subscribe("devices/+/messages/devicebound/#@1")
 	clean.puback(clean.c2dPublish("four").PacketID)
 	depth(0)
+}
+
+func (c *rawConn) unsubscribe(filters ...string) {
+	c.t.Helper()
+	var subs packets.Subscriptions
+	for _, f := range filters {
+		subs = append(subs, packets.Subscription{Filter: f})
+	}
+	var buf bytes.Buffer
+	un := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsubscribe, Qos: 1}, PacketID: 12, ProtocolVersion: 4, Filters: subs}
+	if err := un.UnsubscribeEncode(&buf); err != nil {
+		c.t.Fatal(err)
+	}
+	c.Write(buf.Bytes())
+	if pk := c.next(); pk.FixedHeader.Type != packets.Unsuback {
+		c.t.Fatalf("got packet type %d, want the UNSUBACK", pk.FixedHeader.Type)
+	}
+}
+
+// goroutines counts the goroutines of the process running fn (a
+// function's qualified name, as in a stack trace).
+func goroutines(fn string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), fn)
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+const (
+	c2dLoopFn   = "mqttapi.(*hubConn).c2dLoop("
+	hubWriterFn = "mqttapi.(*hubConn).write("
+)
+
+// A hub connection runs no C2D delivery loop and no writer of its own
+// until it needs one: the loop starts with the first C2D subscription and
+// delivers what was sent before it; a second subscription (the same filter
+// again, embedded C's devices/+/… filter) starts no second loop and
+// delivers nothing twice; after UNSUBSCRIBE nothing is delivered, and
+// subscribing again delivers what was sent meanwhile, once. The loop ends
+// with the connection.
+func TestHubC2DSubscribe(t *testing.T) {
+	e := newHubEnv(t, mqttapi.BrokerOptions{})
+	key := e.device(t, hubA, "dev-c", "")
+	ctx := context.Background()
+	send := func(body string) {
+		t.Helper()
+		if _, err := e.svc.SendC2D(ctx, hubA, "dev-c", dps.CloudMessage{Body: []byte(body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	depth := func(want int) {
+		t.Helper()
+		waitFor(t, func() bool { n, err := e.svc.QueueDepth(ctx, hubA, "dev-c"); return err == nil && n == want })
+	}
+	loops := func(want int) {
+		t.Helper()
+		waitFor(t, func() bool { return goroutines(c2dLoopFn) == want })
+	}
+	loops(0) // earlier tests' connections have ended
+	send("one")
+	c := e.dial["tls"](t, 4)
+	c.hubSession(hubA, "dev-c", key, true, false)
+	c.quiet(200 * time.Millisecond)
+	if n := goroutines(c2dLoopFn); n != 0 {
+		t.Fatalf("%d C2D loops before the device subscribed, want 0", n)
+	}
+	if n := goroutines(hubWriterFn); n != 0 {
+		t.Fatalf("%d writers of an idle connection, want 0", n)
+	}
+
+	c.subscribe("devices/dev-c/messages/devicebound/#@1")
+	one := c.c2dPublish("one")
+	loops(1)
+	c.subscribe("devices/dev-c/messages/devicebound/#@1")
+	c.subscribe("devices/+/messages/devicebound/#@1")
+	c.quiet(300 * time.Millisecond) // "one" is in flight: not delivered again
+	if n := goroutines(c2dLoopFn); n != 1 {
+		t.Fatalf("%d C2D loops after three subscriptions, want 1", n)
+	}
+	c.puback(one.PacketID)
+	depth(0)
+	send("two")
+	c.puback(c.c2dPublish("two").PacketID)
+	depth(0)
+	c.quiet(200 * time.Millisecond)
+
+	c.unsubscribe("devices/dev-c/messages/devicebound/#", "devices/+/messages/devicebound/#")
+	send("three")
+	c.quiet(300 * time.Millisecond)
+	depth(1)
+	c.subscribe("devices/dev-c/messages/devicebound/#@1")
+	c.puback(c.c2dPublish("three").PacketID)
+	depth(0)
+	c.quiet(300 * time.Millisecond)
+	if n := goroutines(c2dLoopFn); n != 1 {
+		t.Fatalf("%d C2D loops after subscribing again, want 1", n)
+	}
+	c.Close()
+	loops(0)
 }

@@ -46,6 +46,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -132,8 +133,25 @@ type hubConn struct {
 	// expiry closes the connection when its token expires (established).
 	expiry *time.Timer
 
-	queue chan packets.Packet // the hub's messages to the device; see enqueue
-	c2d   c2dState            // cloud-to-device delivery (c2d.go)
+	out hubOut   // the hub's messages to the device; see enqueue
+	c2d c2dState // cloud-to-device delivery (c2d.go)
+}
+
+// hubOut is a hub connection's queue of messages to the device, waiting
+// for its writer. It holds nothing — no buffer, no goroutine — while
+// nothing waits, as for most of an idle device's life: the slice grows up
+// to hubQueue on demand, and the writer runs only while it is not empty.
+type hubOut struct {
+	mu      sync.Mutex
+	pending []hubMsg // at most hubQueue
+	open    bool     // CONNACK has been written: the writer may run
+	writing bool     // a writer goroutine runs
+}
+
+// hubMsg is a QoS 0 publish waiting in a hubOut.
+type hubMsg struct {
+	topic string
+	body  []byte
 }
 
 var _ iothub.Conn = (*hubConn)(nil)
@@ -161,11 +179,16 @@ func (h *hook) hubConnection(cl *mqtt.Client, pk packets.Packet, st *connState) 
 	if !ok {
 		return nil
 	}
-	hc := &hubConn{h: h, st: st, cl: cl, hub: hub, user: u, clean: pk.Connect.Clean, queue: make(chan packets.Packet, hubQueue),
-		c2d: newC2DState()}
+	hc := newHubConn(h, cl, st, hub, u, pk.Connect.Clean)
 	st.hub.Store(hc)
 	cl.ID = hubClientID(hub, u.DeviceID) // before mochi looks for its session
 	return hc
+}
+
+// newHubConn is the hub connection of client cl, of device u.DeviceID on
+// hub.
+func newHubConn(h *hook, cl *mqtt.Client, st *connState, hub string, u hubproto.Username, clean bool) *hubConn {
+	return &hubConn{h: h, st: st, cl: cl, hub: hub, user: u, clean: clean}
 }
 
 // authenticate checks a hub CONNECT and returns its CONNACK code. Only the
@@ -247,12 +270,17 @@ func (c *hubConn) establish() {
 		"keepalive", c.cl.State.Keepalive, "clean_session", c.clean, "session_present", c.present)
 }
 
-// established runs once CONNACK has been written: the writer of the
-// hub's messages starts, and the token's expiry is due.
+// established runs once CONNACK has been written: the messages queued
+// meanwhile are written, a session that kept its C2D subscription gets
+// what waits, and the token's expiry is due.
 func (c *hubConn) established() {
-	go c.write()
-	go c.c2dLoop()
-	c.C2D() // a session that kept its C2D subscription gets what waits
+	c.out.mu.Lock()
+	c.out.open = true
+	c.startWriter()
+	c.out.mu.Unlock()
+	if c.session != nil && c.session.has(hubproto.FilterC2D) {
+		c.startC2D()
+	}
 	if !c.id.Expires.IsZero() {
 		c.expiry = time.AfterFunc(time.Until(c.id.Expires), func() {
 			c.h.o.Logger.Debug("mqtt hub connection closed: its SAS token expired", logkey.Hub, c.hub, logDeviceID, c.id.DeviceID)
@@ -373,7 +401,7 @@ func (c *hubConn) subscribed(pk packets.Packet, codes []byte) {
 		if f, err := hubproto.ParseFilter(sub.Filter); err == nil {
 			c.session.add(f.Kind)
 			if f.Kind == hubproto.FilterC2D {
-				c.C2D()
+				c.startC2D()
 			}
 		}
 	}
@@ -617,29 +645,53 @@ func (c *hubConn) Close(reason error) {
 // enqueue queues a QoS 0 publish for the writer without blocking the
 // caller (a service request, another device's goroutine): when hubQueue
 // messages already wait for a device that does not read, the message is
-// dropped, as QoS 0 allows.
+// dropped, as QoS 0 allows. The message the writer is writing no longer
+// waits; messages queued before CONNACK wait for it (established).
 func (c *hubConn) enqueue(topic string, body []byte) bool {
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: topic, Payload: body}
-	select {
-	case c.queue <- pk:
-		return true
-	default:
+	c.out.mu.Lock()
+	ok := len(c.out.pending) < hubQueue
+	if ok {
+		c.out.pending = append(c.out.pending, hubMsg{topic: topic, body: body})
+		c.startWriter()
+	}
+	c.out.mu.Unlock()
+	if !ok {
 		c.h.o.Logger.Debug("mqtt hub message dropped: the device does not read", logkey.Hub, c.hub, logDeviceID, c.id.DeviceID,
 			"topic", strings.SplitN(topic, "?", 2)[0])
-		return false
+	}
+	return ok
+}
+
+// startWriter starts the writer if messages wait, CONNACK has been
+// written, none runs, and the connection has not ended. c.out.mu is held.
+func (c *hubConn) startWriter() {
+	if len(c.out.pending) > 0 && c.out.open && !c.out.writing && c.st.ctx.Err() == nil {
+		c.out.writing = true
+		go c.write()
 	}
 }
 
-// write writes the queued messages until the connection ends.
+// write writes the queued messages, one at a time and in order, until
+// none waits or the connection ends.
 func (c *hubConn) write() {
 	for {
-		select {
-		case <-c.st.ctx.Done():
-			return
-		case pk := <-c.queue:
-			if err := c.cl.WritePacket(pk); err != nil {
-				c.h.o.Logger.Debug("mqtt hub message not delivered", logkey.Hub, c.hub, logDeviceID, c.id.DeviceID, logkey.Error, err)
+		c.out.mu.Lock()
+		if len(c.out.pending) == 0 || c.st.ctx.Err() != nil {
+			c.out.writing = false
+			if len(c.out.pending) == 0 {
+				c.out.pending = nil // an idle connection keeps no buffer
 			}
+			c.out.mu.Unlock()
+			return
+		}
+		m := c.out.pending[0]
+		n := copy(c.out.pending, c.out.pending[1:])
+		c.out.pending[n] = hubMsg{}
+		c.out.pending = c.out.pending[:n]
+		c.out.mu.Unlock()
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: m.topic, Payload: m.body}
+		if err := c.cl.WritePacket(pk); err != nil {
+			c.h.o.Logger.Debug("mqtt hub message not delivered", logkey.Hub, c.hub, logDeviceID, c.id.DeviceID, logkey.Error, err)
 		}
 	}
 }
