@@ -729,7 +729,8 @@ func DecodeChallenge(b []byte) (dps.Challenge, error) {
 }
 
 // EncodeMessage encodes a hub event log message's document.
-func EncodeMessage(m dps.Message) ([]byte, error) { return marshal(FromMessage(m)) }
+// (message.go: by hand, the bytes marshal(FromMessage(m)) would be).
+func EncodeMessage(m dps.Message) ([]byte, error) { return appendMessage(nil, m) }
 
 // DecodeMessage decodes a hub event log message's document. Messages have
 // no previous format: a document without a version is refused.

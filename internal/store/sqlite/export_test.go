@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/opendps/dps/internal/store/docs"
 )
@@ -120,4 +121,38 @@ func UpgradeDocuments(ctx context.Context, path string, batch int) (int, error) 
 		return 0, err
 	}
 	return left, tx.Commit()
+}
+
+// HoldWriter makes the writer wait, inside a write of its own, until the
+// returned release is called, and returns once it waits: the writes
+// queued meanwhile make up its next batch, in the order queued (tests).
+// release returns once the held write has committed.
+func (db *DB) HoldWriter() (release func()) {
+	started, hold := make(chan struct{}), make(chan struct{})
+	r := &writeReq{ctx: context.Background(), fn: func(*sql.Tx) error { close(started); <-hold; return nil }, err: make(chan error, 1)}
+	db.reqs <- r
+	<-started
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(hold)
+			<-r.err
+		})
+	}
+}
+
+// Queued reports how many writes wait for the writer (tests).
+func (db *DB) Queued() int { return len(db.reqs) }
+
+// ExecSQL runs statements in a write of their own (tests).
+func (db *DB) ExecSQL(ctx context.Context, query string) error {
+	return db.exec(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(query)
+		return err
+	})
+}
+
+// QueryRowForTest runs a query on the read connections (tests).
+func (db *DB) QueryRowForTest(ctx context.Context, query string, args ...any) *sql.Row {
+	return db.read.QueryRowContext(ctx, query, args...)
 }

@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,11 +47,15 @@ type DB struct {
 	closed chan struct{}
 	once   sync.Once
 
-	stmts    sync.Map             // query → *sql.Stmt on read
-	hot      map[string]*sql.Stmt // the registration path's writes, prepared once on the writer
-	groups   groupcache.Cache
-	health   health.Writes
-	lockFile *os.File // the exclusive lock (nil for a Shared handle)
+	stmts sync.Map             // query → *sql.Stmt on read
+	hot   map[string]*sql.Stmt // the registration path's writes, prepared once on the writer
+	// insertMessages are the hot INSERTs of 2^k hub messages at index k
+	// (insertMessagesQueries).
+	insertMessages []string
+	docBuf         []byte // the writer's: the documents of the messages an INSERT writes
+	groups         groupcache.Cache
+	health         health.Writes
+	lockFile       *os.File // the exclusive lock (nil for a Shared handle)
 
 	pruneBatch int // operations per DeleteOperationsBefore, messages per DeleteMessagesBefore and TrimMessages
 }
@@ -92,6 +97,10 @@ type writeReq struct {
 	ctx context.Context
 	fn  func(tx *sql.Tx) error
 	err chan error
+	// app is set on an AppendMessages call (whose fn writes it alone):
+	// the writer writes the appends next to each other in its batch
+	// together (see commit).
+	app *appendReq
 }
 
 // Open opens (creating if needed) the database at path for this process
@@ -168,7 +177,6 @@ const (
 	qPutHubDevice       = `INSERT INTO hub_devices (hub, device_id, doc) VALUES (?, ?, ?) ON CONFLICT (hub, device_id) DO UPDATE SET doc = excluded.doc`
 	qDeleteHubDevice    = `DELETE FROM hub_devices WHERE hub = ? AND device_id = ?`
 	qAdvanceMessageSeq  = `INSERT INTO hub_message_seqs (hub, last) VALUES (?, ?) ON CONFLICT (hub) DO UPDATE SET last = last + excluded.last RETURNING last`
-	qInsertMessage      = `INSERT INTO hub_messages (hub, seq, enqueued, doc) VALUES (?, ?, ?, ?)`
 	qSavepoint          = `SAVEPOINT w`
 	qRelease            = `RELEASE w`
 	qRollbackTo         = `ROLLBACK TO w`
@@ -179,7 +187,9 @@ const (
 // would hold).
 func (db *DB) prepareHot(ctx context.Context) error {
 	db.hot = map[string]*sql.Stmt{}
-	for _, q := range []string{qInsertOperation, qOperationStatus, qCompleteOperation, qInsertRegistration, qUpdateRegistration, qPutHubDevice, qDeleteHubDevice, qAdvanceMessageSeq, qInsertMessage, qSavepoint, qRelease, qRollbackTo} {
+	hot := []string{qInsertOperation, qOperationStatus, qCompleteOperation, qInsertRegistration, qUpdateRegistration, qPutHubDevice, qDeleteHubDevice, qAdvanceMessageSeq, qSavepoint, qRelease, qRollbackTo}
+	db.insertMessages = insertMessagesQueries()
+	for _, q := range append(hot, db.insertMessages...) {
 		st, err := db.write.PrepareContext(ctx, q)
 		if err != nil {
 			return fmt.Errorf("sqlite: prepare %q: %w", q, err)
@@ -315,11 +325,10 @@ func (db *DB) migrateOne(ctx context.Context, version int, body string) error {
 // cannot take now (full disk, I/O error…) fails with KindUnavailable and is
 // reported to the readiness check.
 func (db *DB) exec(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	return db.health.Observe(translate(db.queue(ctx, fn)))
+	return db.health.Observe(translate(db.queue(ctx, &writeReq{ctx: ctx, fn: fn, err: make(chan error, 1)})))
 }
 
-func (db *DB) queue(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	r := &writeReq{ctx: ctx, fn: fn, err: make(chan error, 1)}
+func (db *DB) queue(ctx context.Context, r *writeReq) error {
 	select {
 	case db.reqs <- r:
 	case <-ctx.Done():
@@ -397,34 +406,53 @@ func (db *DB) commit(batch []*writeReq) {
 		r.err <- nil
 		return
 	}
-	for i, r := range batch {
+	run := make([]int, 0, len(batch))
+	for i := 0; i < len(batch); i++ {
+		r := batch[i]
 		if err := r.ctx.Err(); err != nil {
 			errs[i] = err
 			continue
 		}
-		if _, err := db.txExec(tx, qSavepoint); err != nil {
-			errs[i] = err
+		if r.app != nil {
+			// The appends from here to the next other write (those whose
+			// context is done fail as such): written together, in order.
+			// When that fails, each is written again alone, so a bad one
+			// fails alone.
+			run = append(run[:0], i)
+			for ; i+1 < len(batch) && batch[i+1].app != nil; i++ {
+				if err := batch[i+1].ctx.Err(); err != nil {
+					errs[i+1] = err
+				} else {
+					run = append(run, i+1)
+				}
+			}
+			if len(run) > 1 {
+				apps := make([]*appendReq, len(run))
+				for k, j := range run {
+					apps[k] = batch[j].app
+				}
+				rolledBack, err := db.savepoint(tx, func(tx *sql.Tx) error { return db.writeAppends(tx, apps) })
+				if rolledBack {
+					db.failBatch(tx, batch, run, err)
+					return
+				}
+				if err == nil {
+					continue
+				}
+			}
+			for _, j := range run {
+				var rolledBack bool
+				if rolledBack, errs[j] = db.savepoint(tx, batch[j].fn); rolledBack {
+					db.failBatch(tx, batch, []int{j}, errs[j])
+					return
+				}
+			}
 			continue
 		}
-		if err := r.fn(tx); err != nil {
-			errs[i] = err
-			if _, rbErr := db.txExec(tx, qRollbackTo); rbErr != nil {
-				// SQLite rolled the whole transaction back itself (it may, on
-				// a full disk or an I/O error): the writes before this one are
-				// gone too, and a SAVEPOINT now would open a new transaction
-				// outside tx. Fail the whole batch.
-				tx.Rollback()
-				for j, other := range batch {
-					if j != i {
-						other.err <- fmt.Errorf("sqlite: the transaction was rolled back: %w", err)
-					}
-				}
-				r.err <- err
-				return
-			}
-		}
-		if _, err := db.txExec(tx, qRelease); err != nil && errs[i] == nil {
-			errs[i] = err
+		var rolledBack bool
+		if rolledBack, errs[i] = db.savepoint(tx, r.fn); rolledBack {
+			db.failBatch(tx, batch, []int{i}, errs[i])
+			return
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -435,5 +463,39 @@ func (db *DB) commit(batch []*writeReq) {
 	}
 	for i, r := range batch {
 		r.err <- errs[i]
+	}
+}
+
+// savepoint runs fn in tx inside a savepoint: when fn fails, only its own
+// changes are rolled back, and its error returned. rolledBack reports that
+// SQLite rolled the whole transaction back itself (it may, on a full disk
+// or an I/O error): the writes before this one are gone too, and a
+// SAVEPOINT now would open a new transaction outside tx.
+func (db *DB) savepoint(tx *sql.Tx, fn func(tx *sql.Tx) error) (rolledBack bool, err error) {
+	if _, err := db.txExec(tx, qSavepoint); err != nil {
+		return false, err
+	}
+	if err = fn(tx); err != nil {
+		if _, rbErr := db.txExec(tx, qRollbackTo); rbErr != nil {
+			return true, err
+		}
+	}
+	if _, relErr := db.txExec(tx, qRelease); relErr != nil && err == nil {
+		err = relErr
+	}
+	return false, err
+}
+
+// failBatch rolls tx back after SQLite rolled it back itself while it ran
+// the writes of batch at failed (with err): those fail with err, the
+// others with an error saying so.
+func (db *DB) failBatch(tx *sql.Tx, batch []*writeReq, failed []int, err error) {
+	tx.Rollback()
+	for j, r := range batch {
+		if slices.Contains(failed, j) {
+			r.err <- err
+		} else {
+			r.err <- fmt.Errorf("sqlite: the transaction was rolled back: %w", err)
+		}
 	}
 }

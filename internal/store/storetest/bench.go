@@ -2,6 +2,8 @@ package storetest
 
 import (
 	"fmt"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,6 +51,35 @@ func RunBenchmarks(b *testing.B, newStore BenchFactory) {
 			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "msgs/s")
 		})
 	}
+	b.Run("AppendMessages/parallel-64x1KB", func(b *testing.B) {
+		// What the hub's devices do: 64 devices at once, each appending one
+		// 1 KB message per call, as Service.Send stamps it.
+		s := newStore(b)
+		const writers = 64
+		body := []byte(strings.Repeat(`{"temperature":21.5,"humidity":40}`, 31)[:1024])
+		var next atomic.Int64
+		b.ReportAllocs()
+		b.ResetTimer()
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Go(func() {
+				dev := fmt.Sprintf("bench-dev-%d", w)
+				for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
+					m := dps.Message{Hub: "bench.example.net", DeviceID: dev, MessageID: fmt.Sprintf("m-%d", i),
+						ContentType: "application/json", ContentEncoding: "utf-8", Properties: map[string]string{"n": "1"},
+						System: map[string]string{"iothub-connection-device-id": dev, "iothub-connection-auth-generation-id": "638000000000000000",
+							"iothub-connection-auth-method": `{"scope":"device","type":"sas","issuer":"iothub"}`, "iothub-message-source": "Telemetry"},
+						Body: body}
+					if _, err := s.AppendMessages(ctx(), []dps.Message{m}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	})
 	b.Run("Enrollment/get", func(b *testing.B) {
 		s := newStore(b)
 		if _, err := s.PutEnrollment(ctx(), enr("bench-e"), ""); err != nil {
